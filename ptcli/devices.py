@@ -1,0 +1,52 @@
+"""Device choice for every command that runs a model: auto|cpu|cuda|cuda:N|mps."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ptcli.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+_SYNTAX = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def available_devices() -> list[str]:
+    """Every device this machine can run on, in the order auto prefers them."""
+    import torch
+
+    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found + ["cpu"]
+
+
+def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", "mps", "cpu")) -> "torch.device":
+    """The torch.device for ``--device``; a device that is not there is a usage error."""
+    import torch
+
+    name = (requested or "auto").strip().lower()
+    if not _SYNTAX.match(name):
+        raise UsageError(f"unknown device {requested!r}: use {DEVICE_HELP}")
+    available = available_devices()
+    usable = [d for d in available if d.split(":")[0] in supported]
+    if name == "auto":
+        for kind in supported:
+            for device in usable:
+                if device.split(":")[0] == kind:
+                    return torch.device(device)
+        raise UsageError(f"no supported device found: this recipe runs on {', '.join(supported)}; available: {', '.join(available)}")
+    kind = name.split(":")[0]
+    if kind not in supported:
+        raise UsageError(f"this recipe does not run on {kind}; it supports {', '.join(supported)}")
+    if name == "cuda" and any(d.startswith("cuda") for d in available):
+        return torch.device("cuda:0")
+    if name not in available:
+        what = "no CUDA device" if kind == "cuda" and not any(d.startswith("cuda") for d in available) else f"no device {name}"
+        raise UsageError(f"--device {requested} asked for, but this machine has {what}; available: {', '.join(available)}")
+    return torch.device(name)

@@ -1,0 +1,39 @@
+"""The project's exceptions. The CLI turns each into one line and an exit code, in one place."""
+
+
+class PtcliError(Exception):
+    """A failure the user can act on. Subclasses set the exit code."""
+
+    exit_code = 1
+
+
+class UsageError(PtcliError):
+    """The command asked for something that cannot be: a missing file, an unknown model, a device
+    that is not there, a checkpoint from another recipe."""
+
+    exit_code = 2
+
+
+class InputError(PtcliError):
+    """One input could not be read. Batch commands report it for that input and go on."""
+
+
+class WeightsUnavailable(PtcliError):
+    """Weights are neither given, packaged, cached nor downloadable."""
+
+
+class CheckpointError(PtcliError):
+    """A checkpoint or weights file is broken or not in a loadable form."""
+
+
+class PluginError(PtcliError):
+    """A plugin failed to load (fatal only with PTCLI_STRICT_PLUGINS=1, or when its command runs)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A short, single-line description of an exception, for status tables and JSON."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if isinstance(exc, PtcliError):
+        return text or name
+    return f"{name}: {text}" if text else name

@@ -1,0 +1,42 @@
+"""Turning command-line PATH arguments (files, folders, globs) into a list of input files."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ptcli.errors import UsageError
+
+_GLOB_CHARS = set("*?[")
+
+
+def _files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
+    wanted = {e.lower() for e in extensions}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+
+
+def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[Path]:
+    """Files as named (whatever their ending: a file named explicitly is read and may fail on
+    its own), folders searched recursively for ``extensions``, globs expanded. A path that
+    matches nothing is a usage error, raised before any work starts."""
+    extensions = tuple(extensions)
+    found: list[Path] = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            under = _files_under(path, extensions)
+            if not under:
+                raise UsageError(f"no {'/'.join(extensions)} files under {argument}")
+            found += under
+        elif _GLOB_CHARS & set(argument):
+            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
+            files = [m for m in matches if m.is_file()] + [f for m in matches if m.is_dir() for f in _files_under(m, extensions)]
+            if not files:
+                raise UsageError(f"no files match {argument}")
+            found += files
+        else:
+            raise UsageError(f"no such file or folder: {argument}")
+    return found

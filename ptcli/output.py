@@ -1,0 +1,49 @@
+"""Where output goes: results on stdout (plain text or one JSON object per line), everything
+else (progress, warnings, errors) on stderr, so stdout stays clean for pipes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on one line of stdout, flushed so that consumers see it at once."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def emit(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+
+
+def error_line(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def progress(transient: bool = True, total_label: str = ""):
+    """A rich progress bar on stderr; silent when stderr is not a terminal (logs, CI, pipes)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = stderr_console()
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+        disable=not console.is_terminal,
+    )

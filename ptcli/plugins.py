@@ -1,0 +1,164 @@
+"""The one place that discovers and loads plugins.
+
+Every plugin, built-in or third-party, is an entry point in the group ``ptcli`` that names a
+module with hook implementations (see hookspecs.py). Each plugin loads inside its own error
+boundary: a plugin that fails is recorded with status ``error`` and a one-line reason, and
+every other command keeps working. ``PTCLI_STRICT_PLUGINS=1`` makes such a failure fatal.
+``PTCLI_PLUGINS=name,name`` loads only the named plugins (empty: none), for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+
+import pluggy
+
+from ptcli import hookspecs
+from ptcli.errors import PluginError, one_line
+from ptcli.recipe import Command, Recipe
+
+ENTRY_POINT_GROUP = "ptcli"
+#: Commands of the core; a plugin may not take these names.
+CORE_COMMANDS = frozenset({"plugins", "env", "weights", "version", "train", "eval", "lr-find"})
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str
+    version: str
+    module: str
+    status: str = "ok"
+    error: str | None = None
+    recipes: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "status": self.status,
+            "error": self.error,
+            "recipes": self.recipes,
+            "commands": self.commands,
+        }
+
+
+@dataclass
+class LoadedPlugins:
+    infos: list[PluginInfo]
+    recipes: dict[str, Recipe]
+    #: command name -> (command, recipe, plugin)
+    commands: dict[str, tuple[Command, Recipe, PluginInfo]]
+
+    def failed(self) -> list[PluginInfo]:
+        return [info for info in self.infos if info.status != "ok"]
+
+    def recipe(self, name: str) -> Recipe:
+        from ptcli.errors import UsageError
+
+        if name not in self.recipes:
+            known = ", ".join(sorted(self.recipes)) or "none"
+            raise UsageError(f"unknown recipe {name!r}; installed recipes: {known} (see `ptcli plugins`)")
+        return self.recipes[name]
+
+
+def _strict() -> bool:
+    return os.environ.get("PTCLI_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _allowed(name: str) -> bool:
+    only = os.environ.get("PTCLI_PLUGINS")
+    if only is None:
+        return True
+    return name in {part.strip() for part in only.split(",") if part.strip()}
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    seen: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        seen.setdefault(ep.name, ep)  # the first on sys.path wins, as for imports
+    return sorted(seen.values(), key=lambda ep: ep.name)
+
+
+def _collect_recipes(pm: pluggy.PluginManager, module: ModuleType) -> list[Recipe]:
+    recipes: list[Recipe] = []
+    others = [p for p in pm.get_plugins() if p is not module]
+    pm.subset_hook_caller("register_recipes", remove_plugins=others)(register=recipes.append)
+    for recipe in recipes:
+        if not isinstance(recipe, Recipe):
+            raise PluginError(f"register() was given {type(recipe).__name__}, not a ptcli.recipe.Recipe")
+    return recipes
+
+
+def _claim(info: PluginInfo, recipes: list[Recipe], loaded: LoadedPlugins) -> None:
+    """Check that the plugin's recipe and command names are free, then record them."""
+    for recipe in recipes:
+        if recipe.name in loaded.recipes:
+            raise PluginError(f"recipe {recipe.name!r} is already provided by another plugin")
+        for command in recipe.commands:
+            if command.name in CORE_COMMANDS:
+                raise PluginError(f"command {command.name!r} is a core command")
+            if command.name in loaded.commands:
+                owner = loaded.commands[command.name][2].name
+                raise PluginError(f"command {command.name!r} is already provided by plugin {owner!r}")
+    for recipe in recipes:
+        loaded.recipes[recipe.name] = recipe
+        info.recipes.append(recipe.name)
+        for command in recipe.commands:
+            loaded.commands[command.name] = (command, recipe, info)
+            info.commands.append(command.name)
+
+
+def load_plugins(extra_modules: Iterable[ModuleType] = ()) -> LoadedPlugins:
+    """Load every allowed plugin from the entry points (plus ``extra_modules``, for tests)."""
+    pm = pluggy.PluginManager("ptcli")
+    pm.add_hookspecs(hookspecs)
+    loaded = LoadedPlugins(infos=[], recipes={}, commands={})
+    sources = [(ep.name, ep) for ep in _entry_points() if _allowed(ep.name)]
+    sources += [(module.__name__, module) for module in extra_modules]
+    for name, source in sources:
+        if isinstance(source, metadata.EntryPoint):
+            dist = source.dist
+            info = PluginInfo(name, dist.name if dist else "?", dist.version if dist else "?", source.value)
+        else:
+            info = PluginInfo(name, "(registered in-process)", "", source.__name__)
+        loaded.infos.append(info)
+        module = None
+        try:
+            module = source.load() if isinstance(source, metadata.EntryPoint) else source
+            pm.register(module, name=name)
+            _claim(info, _collect_recipes(pm, module), loaded)
+        except Exception as exc:  # the error boundary: a plugin may raise anything
+            info.status, info.error = "error", one_line(exc)
+            if module is not None and pm.is_registered(module):
+                pm.unregister(module)
+            if _strict():
+                raise PluginError(f"plugin {name!r} ({info.distribution}) failed to load: {info.error}") from exc
+    return loaded
+
+
+_cache: LoadedPlugins | None = None
+
+
+def get_plugins() -> LoadedPlugins:
+    """The plugins of this process, loaded once."""
+    global _cache
+    if _cache is None:
+        _cache = load_plugins()
+    return _cache
+
+
+def reset_plugins() -> None:
+    global _cache
+    _cache = None
+
+
+def get_recipe(name: str) -> Recipe:
+    return get_plugins().recipe(name)

@@ -1,0 +1,56 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch, tmp_path):
+    """Every test runs offline with empty caches and the installed plugins only."""
+    caches = tmp_path / "caches"
+    monkeypatch.setenv("PTCLI_CACHE", str(caches / "ptcli"))
+    monkeypatch.setenv("TORCH_HOME", str(caches / "torch"))
+    monkeypatch.setenv("HF_HOME", str(caches / "hf"))
+    monkeypatch.setenv("PTCLI_OFFLINE", "1")
+    for name in ("PTCLI_PLUGINS", "PTCLI_STRICT_PLUGINS", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    from ptcli.plugins import reset_plugins
+
+    reset_plugins()
+    yield
+    reset_plugins()
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED / "README.md").is_file():
+        pytest.skip(f"shared test data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture
+def cli():
+    """Run ptcli in-process; returns click's Result (exit_code, stdout, stderr)."""
+    from ptcli.cli import make_cli
+    from ptcli.plugins import reset_plugins
+
+    def invoke(*args: str):
+        reset_plugins()
+        return CliRunner().invoke(make_cli(), [str(a) for a in args], catch_exceptions=False, prog_name="ptcli")
+
+    return invoke
+
+
+def run_ptcli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m ptcli ...` in a fresh process (for start-up, plugin discovery, exit codes)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ptcli", *map(str, args)],
+        capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=300,
+    )

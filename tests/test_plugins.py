@@ -1,0 +1,139 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+from conftest import REPO, run_ptcli
+
+from ptcli import hookimpl
+from ptcli.errors import PluginError
+from ptcli.plugins import load_plugins
+from ptcli.recipe import Command, Recipe
+
+
+def make_dist(root, dist_name, plugin_name, module_name, source):
+    """A minimal installed distribution: a module plus a .dist-info with a ptcli entry point."""
+    (root / f"{module_name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist_name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[ptcli]\n{plugin_name} = {module_name}\n")
+    return root
+
+
+@pytest.fixture
+def broken_plugin_path(tmp_path):
+    return make_dist(tmp_path, "broken-plugin", "broken", "broken_plugin",
+                     "raise ImportError(\"No module named 'nope'\")\n")
+
+
+def with_path(path):
+    return {"PYTHONPATH": os.pathsep.join([str(path), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(broken_plugin_path):
+    env = with_path(broken_plugin_path)
+    listed = run_ptcli("plugins", "--json", env=env)
+    assert listed.returncode == 0
+    plugins = {p["name"]: p for p in json.loads(listed.stdout)}
+    assert plugins["broken"]["status"] == "error"
+    assert plugins["broken"]["error"] == "ImportError: No module named 'nope'"
+    assert plugins["broken"]["distribution"] == "broken-plugin"
+    assert plugins["classify-image"]["status"] == "ok"
+    assert "plugin 'broken' failed to load" in listed.stderr
+
+    helped = run_ptcli("--help", env=env)
+    assert helped.returncode == 0 and "classify-image" in helped.stdout
+
+    classified = run_ptcli("classify-image", REPO / "examples" / "cat.jpg", "--top-k", "1", "--json", env=env)
+    assert classified.returncode == 0
+    assert json.loads(classified.stdout)["predictions"][0]["label"] == "tabby"
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(broken_plugin_path):
+    result = run_ptcli("plugins", env={**with_path(broken_plugin_path), "PTCLI_STRICT_PLUGINS": "1"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: plugin 'broken' (broken-plugin) failed to load: ImportError: No module named 'nope'"
+    ]
+
+
+def test_plugin_allow_list(cli, monkeypatch):
+    monkeypatch.setenv("PTCLI_PLUGINS", "")
+    result = cli("plugins", "--json")
+    assert json.loads(result.stdout) == []
+    assert cli("classify-image", "x.jpg").exit_code == 2  # no such command
+
+
+def _plugin(*recipes):
+    module = types.ModuleType(f"fake_plugin_{id(recipes)}")
+
+    @hookimpl
+    def register_recipes(register):
+        for recipe in recipes:
+            register(recipe)
+
+    module.register_recipes = register_recipes
+    return module
+
+
+def test_plugin_may_not_take_a_core_command():
+    module = _plugin(Recipe(name="thief", help="", commands=(Command("env", "steal", "x:y"),)))
+    loaded = load_plugins([module])
+    info = loaded.infos[-1]
+    assert info.status == "error" and "core command" in info.error
+    assert "env" not in loaded.commands
+
+
+def test_second_plugin_with_the_same_command_is_rejected():
+    module = _plugin(Recipe(name="other", help="", commands=(Command("classify-image", "again", "x:y"),)))
+    loaded = load_plugins([module])
+    assert loaded.infos[-1].status == "error"
+    assert "already provided by plugin 'classify-image'" in loaded.infos[-1].error
+    assert loaded.commands["classify-image"][2].name == "classify-image"
+
+
+def test_register_needs_a_recipe_object(monkeypatch):
+    monkeypatch.setenv("PTCLI_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError, match="not a ptcli.recipe.Recipe"):
+        load_plugins([_plugin("not a recipe")])
+
+
+def test_command_whose_module_fails_to_import_is_a_one_line_error(cli):
+    module = _plugin(Recipe(name="ghost", help="", commands=(Command("ghost", "missing code", "no_such_module:run"),)))
+    from ptcli import plugins as plugins_module
+    from ptcli.cli import make_cli
+
+    plugins_module._cache = load_plugins([module])
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(make_cli(), ["ghost"], prog_name="ptcli")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: cannot load no_such_module:run: ModuleNotFoundError: No module named 'no_such_module'"
+
+
+@pytest.mark.slow
+def test_hello_plugin_installs_and_runs(tmp_path):
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps", "--no-index",
+         "--target", str(target), str(REPO / "examples" / "ptcli-hello")],
+        capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    env = with_path(target)
+    listed = json.loads(run_ptcli("plugins", "--json", env=env).stdout)
+    hello = next(p for p in listed if p["name"] == "hello")
+    assert hello["status"] == "ok" and hello["distribution"] == "ptcli-hello" and hello["commands"] == ["hello"]
+    assert "hello" in run_ptcli("--help", env=env).stdout
+    result = run_ptcli("hello", "Ada", "--device", "cpu", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    import torch
+
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(4, 1)(torch.ones(1, 4)).item()
+    assert json.loads(result.stdout) == {"greeting": "Hello, Ada!", "device": "cpu", "score": pytest.approx(expected, abs=1e-4)}
+    assert run_ptcli("hello", "--device", "cuda:7", env=env).returncode == 2
