@@ -79,6 +79,9 @@ class PtcliGroup(TyperGroup):
                 raise
             report_error(exc.format_message(), exc.exit_code, as_json=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            report_error("interrupted", 130, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(130)
 
 
 def report_error(message: str, exit_code: int, *, as_json: bool) -> None:

@@ -40,8 +40,13 @@ def cli():
     from ptcli.cli import make_cli
     from ptcli.plugins import reset_plugins
 
-    def invoke(*args: str):
+    def invoke(*args: str, plugins=None):
+        """``plugins``: load these modules as plugins as well as the installed ones."""
         reset_plugins()
+        if plugins is not None:
+            from ptcli import plugins as plugin_manager
+
+            plugin_manager._cache = plugin_manager.load_plugins(plugins)
         return CliRunner().invoke(make_cli(), [str(a) for a in args], catch_exceptions=False, prog_name="ptcli")
 
     return invoke

@@ -73,6 +73,7 @@ class Payload:
         return (print, ("this would run on load",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_objects_are_refused(tmp_path):
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"w": Payload()}, f)

@@ -139,3 +139,30 @@ def test_weights_list_path_and_fetch(cli):
 
     unknown = cli("weights", "fetch", "resnet1800")
     assert unknown.exit_code == 2 and "no weights called 'resnet1800'" in unknown.stderr
+
+
+def test_weights_fetch_and_path_through_the_cli(cli, served_file, monkeypatch):
+    """A recipe's model weights downloaded by `ptcli weights fetch`, then found by `path` offline."""
+    import types
+
+    from ptcli import hookimpl
+    from ptcli.recipe import ModelRegistry, ModelSpec, Recipe
+
+    source, digest = served_file
+    registry = ModelRegistry("toy")
+    registry.add(ModelSpec(name="tiny", build=lambda: None, weights=spec_for(source, digest)))
+    module = types.ModuleType("toy_plugin")
+    module.register_recipes = hookimpl(lambda register: register(Recipe(name="toy", help="", models=lambda: registry)))
+
+    listed = json.loads(cli("weights", "list", "--recipe", "toy", "--json", plugins=[module]).stdout)
+    assert listed["name"] == "tiny" and listed["present"] is False and listed["source"] == source.as_uri()
+
+    monkeypatch.delenv("PTCLI_OFFLINE")
+    fetched = cli("weights", "fetch", "tiny", "--json", plugins=[module])
+    assert fetched.exit_code == 0, fetched.stderr
+    path = json.loads(fetched.stdout)["path"]
+    assert open(path, "rb").read() == source.read_bytes()
+
+    monkeypatch.setenv("PTCLI_OFFLINE", "1")
+    located = cli("weights", "path", "tiny", plugins=[module])
+    assert located.exit_code == 0 and located.stdout.strip() == path

@@ -1,0 +1,43 @@
+"""`ptcli --help` wall time against `python -c "import torch"` (target ratio <= 0.15).
+
+Run with the Python of the environment ptcli is installed in: python bench/startup.py [--runs N]
+"""
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET = 0.15
+
+
+def median_seconds(command: list[str], runs: int) -> float:
+    subprocess.run(command, check=True, capture_output=True)  # warm the file cache and .pyc files
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=9)
+    args = parser.parse_args()
+    ptcli = shutil.which("ptcli", path=str(Path(sys.executable).parent)) or shutil.which("ptcli")
+    if ptcli is None:
+        sys.exit("ptcli is not installed next to this Python; run it with the venv's python")
+    help_s = median_seconds([ptcli, "--help"], args.runs)
+    torch_s = median_seconds([sys.executable, "-c", "import torch"], args.runs)
+    ratio = help_s / torch_s
+    print(f"ptcli --help          {help_s * 1000:7.0f} ms (median of {args.runs})")
+    print(f"python -c import torch {torch_s * 1000:6.0f} ms (median of {args.runs})")
+    print(f"ratio {ratio:.3f} (target <= {TARGET}): {'OK' if ratio <= TARGET else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()
