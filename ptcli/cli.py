@@ -27,11 +27,9 @@ RECIPES_PANEL = "Recipes"
 class LazyCommand(click.Command):
     """Stands in for a plugin command in listings; resolves to the real command when used."""
 
-    def __init__(self, spec: Command, plugin: str) -> None:
+    def __init__(self, spec: Command) -> None:
         super().__init__(name=spec.name, help=spec.help, short_help=spec.help)
         self.spec = spec
-        self.plugin = plugin
-        self.rich_help_panel = RECIPES_PANEL
 
     def load(self) -> click.Command:
         function = load_ref(self.spec.target)
@@ -137,8 +135,8 @@ def make_cli() -> click.Command:
 
     group = typer.main.get_command(app)
     plugins = get_plugins()
-    for command, _recipe, info in plugins.commands.values():
-        group.add_command(LazyCommand(command, info.name))
+    for command, _recipe, _plugin in plugins.commands.values():
+        group.add_command(LazyCommand(command))
     for info in plugins.failed():
         warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
     return group

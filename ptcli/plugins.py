@@ -18,7 +18,7 @@ from types import ModuleType
 import pluggy
 
 from ptcli import hookspecs
-from ptcli.errors import PluginError, one_line
+from ptcli.errors import PluginError, UsageError, one_line
 from ptcli.recipe import Command, Recipe
 
 ENTRY_POINT_GROUP = "ptcli"
@@ -61,8 +61,6 @@ class LoadedPlugins:
         return [info for info in self.infos if info.status != "ok"]
 
     def recipe(self, name: str) -> Recipe:
-        from ptcli.errors import UsageError
-
         if name not in self.recipes:
             known = ", ".join(sorted(self.recipes)) or "none"
             raise UsageError(f"unknown recipe {name!r}; installed recipes: {known} (see `ptcli plugins`)")
