@@ -12,11 +12,11 @@ from __future__ import annotations
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ptcli import __version__
+from ptcli._click import Context, HelpFormatter, UsageError
 from ptcli.errors import PtcliError
 from ptcli.output import emit_json, error_line, warn
 from ptcli.recipe import Command, load_ref
@@ -24,14 +24,14 @@ from ptcli.recipe import Command, load_ref
 RECIPES_PANEL = "Recipes"
 
 
-class LazyCommand(click.Command):
+class LazyCommand(TyperCommand):
     """Stands in for a plugin command in listings; resolves to the real command when used."""
 
     def __init__(self, spec: Command) -> None:
         super().__init__(name=spec.name, help=spec.help, short_help=spec.help)
         self.spec = spec
 
-    def load(self) -> click.Command:
+    def load(self) -> TyperCommand:
         function = load_ref(self.spec.target)
         app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
         help_text = None if function.__doc__ else self.spec.help
@@ -42,7 +42,16 @@ class LazyCommand(click.Command):
 
 
 class PtcliGroup(TyperGroup):
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    """The root command: core commands plus a LazyCommand for each loaded plugin command."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from ptcli.plugins import get_plugins
+
+        super().__init__(**kwargs)
+        for command, _recipe, _plugin in get_plugins().commands.values():
+            self.add_command(LazyCommand(command))
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Core commands, then the recipes' commands, each under its own heading."""
         commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
         commands = [(name, c) for name, c in commands if c is not None and not c.hidden]
@@ -55,24 +64,24 @@ class PtcliGroup(TyperGroup):
                 with formatter.section(title):
                     formatter.write_dl(rows)
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         options = args[: args.index("--")] if "--" in args else args
         ctx.meta["ptcli.json"] = "--json" in options
         return super().parse_args(ctx, args)
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(self, ctx: Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         if isinstance(command, LazyCommand):
             command = command.load()
         return name, command, rest
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except PtcliError as exc:
             report_error(str(exc), exc.exit_code, as_json=ctx.meta.get("ptcli.json", False))
             ctx.exit(exc.exit_code)
-        except click.UsageError as exc:
+        except UsageError as exc:
             if not ctx.meta.get("ptcli.json"):
                 raise
             report_error(exc.format_message(), exc.exit_code, as_json=True)
@@ -129,23 +138,14 @@ def _register_core_commands() -> None:
 _register_core_commands()
 
 
-def make_cli() -> click.Command:
-    """The root click command with every loaded plugin's commands attached."""
+def main() -> None:
     from ptcli.plugins import get_plugins
 
-    group = typer.main.get_command(app)
-    plugins = get_plugins()
-    for command, _recipe, _plugin in plugins.commands.values():
-        group.add_command(LazyCommand(command))
-    for info in plugins.failed():
-        warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
-    return group
-
-
-def main() -> None:
     try:
-        cli = make_cli()
+        plugins = get_plugins()
     except PtcliError as exc:  # only with PTCLI_STRICT_PLUGINS=1
         report_error(str(exc), exc.exit_code, as_json="--json" in sys.argv)
         sys.exit(exc.exit_code)
-    cli(prog_name="ptcli")
+    for info in plugins.failed():
+        warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
+    app(prog_name="ptcli")

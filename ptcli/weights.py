@@ -183,12 +183,26 @@ def _check_digest(actual: str, expected: str | None, filename: str, url: str) ->
         raise PtcliError(f"sha256 mismatch for {url}: got {actual[:16]}..., expected {(expected or prefix.group(1))[:16]}...; the file was not kept")
 
 
-def _hf_download(spec: WeightsSpec, *, local_only: bool, quiet: bool) -> Path | None:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _resolvable(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
 
     try:
-        return Path(hf_hub_download(spec.hf_repo, spec.filename, local_files_only=local_only))
+        socket.getaddrinfo(urlsplit(url).hostname, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
+def _hf_download(spec: WeightsSpec, *, local_only: bool, quiet: bool) -> Path | None:
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    # Without a network the hub client retries for half a minute; a name lookup fails at once.
+    if not local_only and not _resolvable(constants.ENDPOINT):
+        raise unavailable(spec, f"download failed (cannot resolve {constants.ENDPOINT})")
+    try:
+        return Path(hf_hub_download(spec.hf_repo, spec.filename, cache_dir=hf_cache_dir(), local_files_only=local_only))
     except LocalEntryNotFoundError as exc:
         if quiet:
             return None

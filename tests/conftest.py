@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -36,8 +36,8 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def cli():
-    """Run ptcli in-process; returns click's Result (exit_code, stdout, stderr)."""
-    from ptcli.cli import make_cli
+    """Run ptcli in-process; returns a Result (exit_code, stdout, stderr)."""
+    from ptcli.cli import app
     from ptcli.plugins import reset_plugins
 
     def invoke(*args: str, plugins=None):
@@ -47,7 +47,7 @@ def cli():
             from ptcli import plugins as plugin_manager
 
             plugin_manager._cache = plugin_manager.load_plugins(plugins)
-        return CliRunner().invoke(make_cli(), [str(a) for a in args], catch_exceptions=False, prog_name="ptcli")
+        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False, prog_name="ptcli")
 
     return invoke
 

@@ -10,9 +10,9 @@ from ptcli import __version__
 def test_help_lists_recipe_commands_without_importing_torch():
     code = (
         "import sys\n"
-        "from click.testing import CliRunner\n"
-        "from ptcli.cli import make_cli\n"
-        "result = CliRunner().invoke(make_cli(), ['--help'], prog_name='ptcli')\n"
+        "from typer.testing import CliRunner\n"
+        "from ptcli.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'], prog_name='ptcli')\n"
         "print(result.output)\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'timm', 'PIL', 'transformers', 'numpy') if m in sys.modules)\n"
         "print('HEAVY:', heavy)\n"
@@ -80,3 +80,12 @@ def test_readme_quick_start_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     for command in commands:
         assert command in ci
+
+
+def test_option_errors_are_json_with_json(cli):
+    result = cli("classify-image", "examples/cat.jpg", "--top-k", "0", "--json")
+    assert result.exit_code == 2
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and "--top-k" in error["error"]
+    plain = cli("classify-image", "examples/cat.jpg", "--top-k", "0")
+    assert plain.exit_code == 2 and "--top-k" in plain.stderr and plain.stdout == ""

@@ -104,13 +104,8 @@ def test_register_needs_a_recipe_object(monkeypatch):
 
 def test_command_whose_module_fails_to_import_is_a_one_line_error(cli):
     module = _plugin(Recipe(name="ghost", help="", commands=(Command("ghost", "missing code", "no_such_module:run"),)))
-    from ptcli import plugins as plugins_module
-    from ptcli.cli import make_cli
-
-    plugins_module._cache = load_plugins([module])
-    from click.testing import CliRunner
-
-    result = CliRunner().invoke(make_cli(), ["ghost"], prog_name="ptcli")
+    assert "ghost" in cli("--help", plugins=[module]).stdout
+    result = cli("ghost", plugins=[module])
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: cannot load no_such_module:run: ModuleNotFoundError: No module named 'no_such_module'"
 

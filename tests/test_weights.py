@@ -166,3 +166,41 @@ def test_weights_fetch_and_path_through_the_cli(cli, served_file, monkeypatch):
     monkeypatch.setenv("PTCLI_OFFLINE", "1")
     located = cli("weights", "path", "tiny", plugins=[module])
     assert located.exit_code == 0 and located.stdout.strip() == path
+
+
+def test_timm_weights_are_read_from_the_hugging_face_cache(cli, tmp_path):
+    """A hub model already in the HF cache (HF's own layout) works offline."""
+    import os
+
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    repo = weights.hf_cache_dir() / "models--timm--resnet18.a1_in1k"
+    snapshot = repo / "snapshots" / "0123456789abcdef"
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef")
+    torch.manual_seed(0)
+    save_file(timm.create_model("resnet18").state_dict(), str(snapshot / "model.safetensors"))
+    assert os.environ["HF_HOME"] in str(repo)
+
+    result = cli("classify-image", "examples/cat.jpg", "--model", "timm/resnet18.a1_in1k", "--json", "--top-k", "1")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["index"] in range(1000)
+    located = cli("weights", "path", "timm/resnet18.a1_in1k")
+    assert located.stdout.strip() == str(snapshot / "model.safetensors")
+
+
+def test_unreachable_hub_fails_fast_with_the_weights_error(cli, monkeypatch):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.delenv("PTCLI_OFFLINE")
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    result = cli("classify-image", "examples/cat.jpg", "--model", "timm/resnet18.a1_in1k")
+    assert result.exit_code == 1
+    assert "download failed (cannot resolve https://huggingface.co)" in result.stderr
+    assert "ptcli weights fetch timm/resnet18.a1_in1k" in result.stderr
