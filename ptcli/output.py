@@ -33,11 +33,14 @@ def stderr_console():
     return Console(stderr=True)
 
 
-def progress(transient: bool = True, total_label: str = ""):
+def progress(transient: bool = True):
     """A rich progress bar on stderr; silent when stderr is not a terminal (logs, CI, pipes)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = stderr_console()
+    # Rich would route stdout through its stderr console while the bar is live; only do that
+    # when stdout is a terminal too, so that piped results never end up on stderr.
+    to_terminal = sys.stdout.isatty()
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -46,4 +49,6 @@ def progress(transient: bool = True, total_label: str = ""):
         console=console,
         transient=transient,
         disable=not console.is_terminal,
+        redirect_stdout=to_terminal,
+        redirect_stderr=False,
     )

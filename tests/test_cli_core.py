@@ -89,3 +89,23 @@ def test_option_errors_are_json_with_json(cli):
     assert error["exit_code"] == 2 and "--top-k" in error["error"]
     plain = cli("classify-image", "examples/cat.jpg", "--top-k", "0")
     assert plain.exit_code == 2 and "--top-k" in plain.stderr and plain.stdout == ""
+
+
+def test_results_stay_on_stdout_while_a_progress_bar_draws_on_a_terminal(tmp_path):
+    """stderr is a terminal (the bar is live), stdout a pipe: every result must reach the pipe."""
+    import os
+    import pty
+
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (32, 32), (80 * i, 0, 0)).save(tmp_path / f"{i}.png")
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "ptcli", "classify-image", str(tmp_path), "--json", "--top-k", "1"],
+                                stdout=subprocess.PIPE, stderr=follower, text=True, timeout=300, env=os.environ.copy())
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert result.returncode == 0
+    assert [json.loads(line)["input"] for line in result.stdout.splitlines()] == [str(tmp_path / f"{i}.png") for i in range(3)]
