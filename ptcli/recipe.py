@@ -82,8 +82,10 @@ class ModelRegistry:
     """Model names to ModelSpecs: fixed entries plus resolvers for open-ended families
     (every torchvision classifier, ``timm/<name>``)."""
 
-    def __init__(self, recipe: str) -> None:
+    def __init__(self, recipe: str, list_hint: str | None = None) -> None:
+        """``list_hint`` tells users where to see every name (default: the names themselves)."""
         self.recipe = recipe
+        self.list_hint = list_hint
         self._specs: dict[str, ModelSpec] = {}
         self._resolvers: list[tuple[Callable[[str], ModelSpec | None], Callable[[], Iterable[str]]]] = []
 
@@ -120,10 +122,8 @@ class ModelRegistry:
         if spec is None:
             close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise UsageError(
-                f"unknown model {name!r} for {self.recipe}; {hint}"
-                f"`ptcli {self.recipe} --list-models` lists them"
-            )
+            known = self.list_hint or f"known models: {', '.join(self.names()) or 'none'}"
+            raise UsageError(f"unknown model {name!r} for {self.recipe}; {hint}{known}")
         return spec
 
 

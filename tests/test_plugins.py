@@ -132,3 +132,17 @@ def test_hello_plugin_installs_and_runs(tmp_path):
     expected = torch.nn.Linear(4, 1)(torch.ones(1, 4)).item()
     assert json.loads(result.stdout) == {"greeting": "Hello, Ada!", "device": "cpu", "score": pytest.approx(expected, abs=1e-4)}
     assert run_ptcli("hello", "--device", "cuda:7", env=env).returncode == 2
+
+
+def test_model_registry_names_fixed_and_resolved_models():
+    from ptcli.errors import UsageError
+    from ptcli.recipe import ModelRegistry, ModelSpec
+
+    registry = ModelRegistry("toy")
+    registry.add(ModelSpec(name="small", build=lambda: "small"))
+    registry.add_resolver(lambda name: ModelSpec(name=name, build=lambda: name) if name.startswith("hub/") else None,
+                          lambda: ["hub/<name>"])
+    assert registry.names() == ["small", "hub/<name>"]
+    assert registry.get("hub/anything").build() == "hub/anything"
+    with pytest.raises(UsageError, match=r"unknown model 'smal' for toy; did you mean small\? known models: small, hub/<name>"):
+        registry.get("smal")

@@ -14,8 +14,8 @@ from . import RECIPE
 
 
 def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Path | None):
-    """(model, labels, preprocessing, model name) from a checkpoint, or a named model with its
-    default or given weights."""
+    """(model, labels, preprocessing) from a checkpoint, or a named model with its default or
+    given weights."""
     from ptcli.checkpoints import load_checkpoint, load_state_dict, load_weights_into
     from ptcli.weights import local_weights, resolve
 
@@ -31,7 +31,7 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
             raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
         model = spec.build(num_classes=len(ckpt.classes))
         load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
-        return model, ckpt.classes, ckpt.preprocessing or dict(spec.preprocessing), spec.name
+        return model, ckpt.classes, ckpt.preprocessing or dict(spec.preprocessing)
     spec = registry.get(model_name or DEFAULT_MODEL)
     if weights is not None:
         path = local_weights(weights)
@@ -41,7 +41,7 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
         raise UsageError(f"model {spec.name} has no published weights; pass --weights PATH or --checkpoint CKPT")
     model = spec.build()
     load_weights_into(model, load_state_dict(path), source=f"weights {path}", adapt=spec.adapt_state_dict)
-    return model, list(spec.labels()), dict(spec.preprocessing), spec.name
+    return model, list(spec.labels()), dict(spec.preprocessing)
 
 
 def _format_human(path: Path, predictions: list[dict]) -> str:
@@ -101,7 +101,7 @@ def classify_image(
     target = resolve_device(device, RECIPE.devices.devices)
     adapter = RECIPE.data_adapter
     inputs = expand_inputs(paths, adapter.extensions)
-    net, labels, preprocessing, _ = load_classifier(model, weights, checkpoint)
+    net, labels, preprocessing = load_classifier(model, weights, checkpoint)
     net = net.to(target).eval()
     k = min(top_k, len(labels))
 

@@ -153,7 +153,7 @@ def timm_spec(name: str) -> ModelSpec | None:
 
 
 def make_registry() -> ModelRegistry:
-    registry = ModelRegistry("classify-image")
+    registry = ModelRegistry("classify-image", list_hint="`ptcli classify-image --list-models` lists them")
     registry.add(EFFICIENTNET_LITE0)
     registry.add_resolver(torchvision_spec, torchvision_names)
     registry.add_resolver(timm_spec, lambda: ["timm/<name>"])
