@@ -107,6 +107,15 @@ def test_list_models(cli):
     assert names[0] == "efficientnet_lite0"
     assert {"resnet18", "resnet152", "vgg16", "alexnet", "mobilenet_v3_large", "efficientnet_b0"} <= set(names)
     assert "timm/<name>" in names
+    as_json = [json.loads(line)["name"] for line in cli("classify-image", "--list-models", "--json").stdout.splitlines()]
+    assert as_json == names
+
+
+@pytest.mark.parametrize("name", ["timm/no_such_arch", "timm/resnet50.no_such_tag", "torchvision/resnet18"])
+def test_unknown_timm_and_malformed_names(cli, name):
+    result = cli("classify-image", "examples/cat.jpg", "--model", name)
+    assert result.exit_code == 2
+    assert f"unknown model {name!r} for classify-image" in result.stderr
 
 
 def test_torchvision_model_with_local_weights(cli, tmp_path):

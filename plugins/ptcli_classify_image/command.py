@@ -50,12 +50,11 @@ def _format_human(path: Path, predictions: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _list_models() -> None:
-    from ptcli.output import emit
+def _list_models(as_json: bool) -> None:
+    from ptcli.output import emit, emit_json
 
-    registry = RECIPE.model_registry
-    for name in registry.names():
-        emit(name)
+    for name in RECIPE.model_registry.names():
+        emit_json({"name": name}) if as_json else emit(name)
 
 
 def classify_image(
@@ -94,7 +93,7 @@ def classify_image(
     from .data import LoadImage, Preprocess
 
     if list_models:
-        _list_models()
+        _list_models(json_output)
         return
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli classify-image --help`)")

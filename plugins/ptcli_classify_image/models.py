@@ -132,8 +132,11 @@ def timm_spec(name: str) -> ModelSpec | None:
     architecture, _tag = split_model_name_tag(full)
     if not timm.is_model(architecture):
         return None
-    cfg = get_pretrained_cfg(full)
-    if cfg is None:  # an unknown tag
+    try:
+        cfg = get_pretrained_cfg(full)
+    except RuntimeError:  # timm's answer to an unknown tag
+        return None
+    if cfg is None:
         return None
     height = cfg.input_size[-1]
     return ModelSpec(
