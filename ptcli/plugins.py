@@ -156,7 +156,3 @@ def get_plugins() -> LoadedPlugins:
 def reset_plugins() -> None:
     global _cache
     _cache = None
-
-
-def get_recipe(name: str) -> Recipe:
-    return get_plugins().recipe(name)

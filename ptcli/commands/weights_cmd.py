@@ -47,8 +47,8 @@ def list_weights(
     for recipe_name, spec in _catalogue(recipe):
         w = spec.weights
         local = weights.find_cached(w)
-        row = {"name": w.name, "recipe": recipe_name, "source": w.source, "present": local is not None,
-               "path": str(local or weights.cache_path(w))}
+        row = {"name": w.name, "recipe": recipe_name, "source": w.source, "license": w.license,
+               "present": local is not None, "path": str(local or weights.cache_path(w))}
         if json_output:
             emit_json(row)
         else:
