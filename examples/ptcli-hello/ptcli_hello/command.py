@@ -24,7 +24,7 @@ def make_registry() -> ModelRegistry:
 
 
 def hello(
-    name: Annotated[str, typer.Argument(help="Who to greet.")] = "world",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Who to greet.")] = "world",
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
