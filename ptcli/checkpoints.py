@@ -18,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ptcli.errors import CheckpointError, UsageError
+from ptcli.errors import CheckpointError, UsageError, flatten
 
 FORMAT = "ptcli-checkpoint"
 FORMAT_VERSION = 1
@@ -163,7 +163,7 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             "re-save it with torch.save(model.state_dict(), PATH)"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch weights file: {' '.join(str(exc).split())[:200]}") from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch weights file: {flatten(exc, 200)}") from exc
     return unwrap_state_dict(loaded, path)
 
 

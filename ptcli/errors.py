@@ -30,9 +30,15 @@ class PluginError(PtcliError):
     """A plugin failed to load (fatal only with PTCLI_STRICT_PLUGINS=1, or when its command runs)."""
 
 
+def flatten(text: object, limit: int | None = None) -> str:
+    """Text on one line (runs of whitespace and newlines become one space), optionally cut."""
+    flat = " ".join(str(text).split())
+    return flat[:limit] if limit else flat
+
+
 def one_line(exc: BaseException) -> str:
     """A short, single-line description of an exception, for status tables and JSON."""
-    text = " ".join(str(exc).split())
+    text = flatten(exc)
     name = type(exc).__name__
     if isinstance(exc, PtcliError):
         return text or name

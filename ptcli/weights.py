@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptcli.errors import PtcliError, UsageError, WeightsUnavailable
+from ptcli.errors import PtcliError, UsageError, WeightsUnavailable, flatten
 
 _TRUE = {"1", "true", "yes", "on"}
 _HUB_HASH = re.compile(r"-([a-f0-9]{8,})\.")
@@ -53,15 +53,16 @@ class WeightsSpec:
         return self.url or "nowhere (no download address)"
 
 
-def is_offline() -> bool:
-    return any(os.environ.get(var, "").strip().lower() in _TRUE for var in ("PTCLI_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def offline_reason() -> str:
+    """Why this process must not download ("offline mode (VAR=value)"), or "" when it may."""
     for var in ("PTCLI_OFFLINE", "HF_HUB_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in _TRUE:
             return f"offline mode ({var}={os.environ[var]})"
     return ""
+
+
+def is_offline() -> bool:
+    return bool(offline_reason())
 
 
 def _xdg_cache() -> Path:
@@ -108,10 +109,7 @@ def local_weights(path: str | os.PathLike) -> Path:
 
 def find_cached(spec: WeightsSpec) -> Path | None:
     """The file if it is already on this machine, else None. Never touches the network."""
-    if spec.package_file is not None:
-        path = cache_path(spec)
-        return path if path.is_file() else None
-    if spec.cache == "huggingface":
+    if spec.cache == "huggingface" and spec.package_file is None:
         return _hf_download(spec, local_only=True, quiet=True)
     path = cache_path(spec)
     return path if path.is_file() else None
@@ -136,7 +134,7 @@ def resolve(spec: WeightsSpec) -> Path:
     try:
         download(spec.url, cache_path(spec), sha256=spec.sha256, label=spec.name)
     except OSError as exc:  # URLError and timeouts are OSErrors
-        raise unavailable(spec, f"download failed ({' '.join(str(getattr(exc, 'reason', exc)).split())})") from exc
+        raise unavailable(spec, f"download failed ({flatten(getattr(exc, 'reason', exc))})") from exc
     return cache_path(spec)
 
 
@@ -210,4 +208,4 @@ def _hf_download(spec: WeightsSpec, *, local_only: bool, quiet: bool) -> Path | 
     except Exception as exc:  # the hub raises many kinds: not found, gated, HTTP errors
         if quiet:
             return None
-        raise unavailable(spec, f"download failed ({' '.join(str(exc).split())[:200]})") from exc
+        raise unavailable(spec, f"download failed ({flatten(exc, 200)})") from exc
