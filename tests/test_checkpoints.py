@@ -104,3 +104,13 @@ def test_mismatched_weights_name_both_sides():
     message = str(caught.value)
     assert "1 missing (e.g. 0.bias)" in message and "1 unexpected (e.g. extra)" in message
     assert "1 wrong shape (e.g. 2.weight)" in message
+
+
+def test_broken_or_foreign_sidecar(tmp_path):
+    save_checkpoint(tmp_path / "ckpt", small_model().state_dict(), recipe="r", model="m")
+    (tmp_path / "ckpt.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="sidecar .*ckpt.json is not valid JSON"):
+        load_checkpoint(tmp_path / "ckpt.safetensors")
+    (tmp_path / "ckpt.json").write_text('{"recipe": "r"}')
+    with pytest.raises(UsageError, match=r'is not a ptcli checkpoint sidecar \(no "format": "ptcli-checkpoint"\)'):
+        load_checkpoint(tmp_path / "ckpt.safetensors")

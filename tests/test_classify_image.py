@@ -267,3 +267,25 @@ def test_reading_broken_files_raises_input_error(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(InputError, match="cannot read image"):
         ImageFiles().read(tmp_path / "empty.png")
+
+
+def test_checkpoint_without_classes(cli, tmp_path):
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0
+
+    save_checkpoint(tmp_path / "nameless", EFFICIENTNET_LITE0.build().state_dict(), recipe="classify-image",
+                    model="efficientnet_lite0")
+    result = cli("classify-image", "examples/cat.jpg", "--checkpoint", tmp_path / "nameless.safetensors")
+    assert result.exit_code == 2 and "lists no classes" in result.stderr
+
+
+def test_model_without_published_weights_needs_weights(cli, monkeypatch):
+    from ptcli.recipe import ModelRegistry, ModelSpec
+    from ptcli_classify_image import RECIPE
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0
+
+    registry = ModelRegistry("classify-image")
+    registry.add(ModelSpec(name="unpublished", build=EFFICIENTNET_LITE0.build))
+    monkeypatch.setitem(RECIPE.__dict__, "model_registry", registry)
+    result = cli("classify-image", "examples/cat.jpg", "--model", "unpublished")
+    assert result.exit_code == 2
+    assert "model unpublished has no published weights; pass --weights PATH or --checkpoint CKPT" in result.stderr

