@@ -68,12 +68,19 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _atomic_write(target: Path, write: Callable[[str], None]) -> None:
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; the result is like any new file
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -106,8 +113,8 @@ def save_checkpoint(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **dict(extra or {}),
     }
-    _atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "recipe": recipe}))
-    _atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(tensors_path, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "recipe": recipe}))
+    atomic_write(sidecar_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
     return tensors_path
 
 

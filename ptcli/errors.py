@@ -43,3 +43,9 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, PtcliError):
         return text or name
     return f"{name}: {text}" if text else name
+
+
+class Interrupted(PtcliError):
+    """The user pressed Ctrl-C; whatever could be saved was saved."""
+
+    exit_code = 130

@@ -149,6 +149,9 @@ class Recipe:
     #: A zero-argument factory returning this recipe's DataAdapter.
     data: Ref | None = None
     devices: DeviceSupport = DeviceSupport()
+    #: The recipe's training: a ptcli.training.task.TrainingTask subclass, for `ptcli train`,
+    #: `ptcli lr-find` and `ptcli eval` (None: the recipe does inference only).
+    training: Ref | None = None
 
     @cached_property
     def model_registry(self) -> ModelRegistry:
@@ -158,6 +161,12 @@ class Recipe:
         if not isinstance(registry, ModelRegistry):
             raise PluginError(f"recipe {self.name}: models factory returned {type(registry).__name__}, not a ModelRegistry")
         return registry
+
+    @cached_property
+    def training_task(self):
+        if self.training is None:
+            raise UsageError(f"recipe {self.name} has no training; recipes that train: see `ptcli plugins`")
+        return load_ref(self.training)
 
     @cached_property
     def data_adapter(self) -> DataAdapter:

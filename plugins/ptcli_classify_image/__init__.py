@@ -18,7 +18,8 @@ RECIPE = Recipe(
     ),
     models="ptcli_classify_image.models:make_registry",
     data="ptcli_classify_image.data:ImageFiles",
-    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
+    training="ptcli_classify_image.training:ClassifyImageTask",
 )
 
 

@@ -19,7 +19,7 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
     from ptcli.checkpoints import load_checkpoint, load_state_dict, load_weights_into
     from ptcli.weights import local_weights, resolve
 
-    from .models import DEFAULT_MODEL
+    from .models import DEFAULT_MODEL, build_model
 
     registry = RECIPE.model_registry
     if checkpoint is not None:
@@ -29,7 +29,7 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
         spec = registry.get(ckpt.model)
         if not ckpt.classes:
             raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
-        model = spec.build(num_classes=len(ckpt.classes))
+        model = build_model(spec, len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
         load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
         return model, ckpt.classes, ckpt.preprocessing or dict(spec.preprocessing)
     spec = registry.get(model_name or DEFAULT_MODEL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from ptcli.errors import CheckpointError
+from ptcli.errors import CheckpointError, UsageError
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -155,9 +155,47 @@ def timm_spec(name: str) -> ModelSpec | None:
     )
 
 
+# --- the book's networks, trained from scratch ----------------------------------------------
+
+def _build_simplenet(num_classes: int = 2, image_size: int = 64):
+    from .nets import SimpleNet
+
+    return SimpleNet(num_classes=num_classes, image_size=image_size)
+
+
+def _build_cnnnet(num_classes: int = 2, image_size: int = 64):
+    from .nets import CNNNet
+
+    if image_size < CNNNet.MIN_SIZE:
+        raise UsageError(f"cnnnet needs images of at least {CNNNet.MIN_SIZE} px (data.image_size={image_size}); "
+                         "raise data.image_size or use simplenet")
+    return CNNNet(num_classes=num_classes)
+
+
+SCRATCH_MODELS = (
+    ModelSpec(name="simplenet", build=_build_simplenet, description="the book's SimpleNet (ch. 2): three Linear layers"),
+    ModelSpec(name="cnnnet", build=_build_cnnnet, description="the book's AlexNet-style CNNNet (ch. 3)"),
+)
+
+
+def build_model(spec: ModelSpec, num_classes: int, *, image_size: int | None = None, transfer_head: str | None = None,
+                hidden: int = 500, dropout: float = 0.5):
+    """The architecture a checkpoint's ``model_args`` describe, with random weights: a scratch
+    network for its image size, a backbone with a new head, or the model with its own head."""
+    if spec.name in {s.name for s in SCRATCH_MODELS}:
+        return spec.build(num_classes=num_classes, **({"image_size": image_size} if image_size else {}))
+    if transfer_head is not None:
+        from .nets import TransferNet
+
+        return TransferNet(spec.build(), num_classes, head=transfer_head, hidden=hidden, dropout=dropout)
+    return spec.build(num_classes=num_classes)
+
+
 def make_registry() -> ModelRegistry:
     registry = ModelRegistry("classify-image", list_hint="`ptcli classify-image --list-models` lists them")
     registry.add(EFFICIENTNET_LITE0)
+    for spec in SCRATCH_MODELS:
+        registry.add(spec)
     registry.add_resolver(torchvision_spec, torchvision_names)
     registry.add_resolver(timm_spec, lambda: ["timm/<name>"])
     return registry

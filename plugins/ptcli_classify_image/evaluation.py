@@ -1,0 +1,69 @@
+"""`ptcli eval` for classify-image checkpoints: score a model on an ImageFolder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptcli.errors import UsageError
+
+
+def labelled_images(data: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image, index in the checkpoint's classes) from DATA/<class>/ or, given a data root,
+    from its val/ folder."""
+    from .imagefolder import _read_split
+
+    data = Path(data)
+    if not data.is_dir():
+        raise UsageError(f"data folder not found: {data}")
+    folder = data / "val" if (data / "val").is_dir() else data
+    found = _read_split(folder, "evaluation")
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise UsageError(f"{folder / unknown[0]} is not one of the checkpoint's classes ({', '.join(classes)})")
+    index = {name: i for i, name in enumerate(classes)}
+    return [(path, index[name]) for name, files in found.items() for path in files]
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    import torch
+
+    from ptcli.batching import Failed, run_batched
+    from ptcli.devices import resolve_device
+    from ptcli.output import error_line, progress
+    from ptcli.training.classification import classification_report
+
+    from . import RECIPE
+    from .command import load_classifier
+    from .data import LoadImage, Preprocess
+
+    target = resolve_device(device, RECIPE.devices.devices)
+    net, classes, preprocessing = load_classifier(None, None, checkpoint)
+    net = net.to(target).eval()
+    samples = labelled_images(data, classes)
+    labels = dict(samples)
+    logits, targets, failed = [], [], 0
+    results = run_batched(
+        [path for path, _ in samples],
+        load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)),
+        forward=lambda batch: net(batch).float().cpu(),
+        postprocess=lambda row: row,
+        device=target,
+        batch_size=batch_size,
+        workers=None,
+    )
+    with progress() as bar:
+        task = bar.add_task("evaluating", total=len(samples))
+        for path, result in results:
+            bar.advance(task)
+            if isinstance(result, Failed):
+                failed += 1
+                error_line(f"{path}: {result.message}")
+                continue
+            logits.append(result)
+            targets.append(labels[path])
+    if not logits:
+        raise UsageError(f"no readable images in {data}")
+    report = {"checkpoint": str(checkpoint), "data": str(data)}
+    report.update(classification_report(torch.stack(logits), torch.tensor(targets), classes))
+    report["failed"] = failed
+    return report

@@ -1,0 +1,167 @@
+"""classify-image training: ImageFolder data, the book's networks from scratch or transfer
+learning with a frozen backbone and a new head (ch. 2-4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from ptcli.errors import UsageError
+from ptcli.training.schema import ClassificationTrainerConfig, DataConfig, Section, TrainConfig
+from ptcli.training.task import Export, ParamGroup, TrainingTask
+
+from . import RECIPE
+from .models import IMAGENET_MEAN, IMAGENET_STD, SCRATCH_MODELS, build_model
+
+
+class ImageDataConfig(DataConfig):
+    train_dir: str = "train"
+    val_dir: str = "val"
+    #: Hold out this fraction of train/ when there is no val/ folder.
+    val_fraction: float | None = Field(None, gt=0, lt=1)
+    #: Crop size; default: 64 for simplenet and cnnnet, the backbone's own size for transfer.
+    image_size: int | None = Field(None, ge=8)
+    #: Short side before cropping; default: image_size for simplenet/cnnnet, the backbone's for transfer.
+    resize: int | None = Field(None, ge=8)
+    #: imagenet statistics, or mean and std computed from the training images.
+    normalize: Literal["imagenet", "data"] = "imagenet"
+    augment: Literal["none", "light", "book"] = "light"
+
+
+class ImageModelConfig(Section):
+    #: simplenet, cnnnet (from scratch), or a backbone: efficientnet_lite0, resnet50, timm/<name>...
+    name: str = "simplenet"
+    #: Start a backbone from its published ImageNet weights.
+    pretrained: bool = True
+    #: The new head on a backbone: the book's Linear-ReLU-Dropout-Linear, or one Linear layer.
+    head: Literal["book", "linear"] = "book"
+    hidden: int = Field(500, ge=1)
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class ClassifyImageConfig(TrainConfig):
+    data: ImageDataConfig
+    model: ImageModelConfig = Field(default_factory=ImageModelConfig)
+    trainer: ClassificationTrainerConfig = Field(default_factory=ClassificationTrainerConfig)
+
+
+def is_scratch(name: str) -> bool:
+    return name in {spec.name for spec in SCRATCH_MODELS}
+
+
+class ClassifyImageTask(TrainingTask):
+    config_schema = ClassifyImageConfig
+    monitor = "val/accuracy"
+    monitor_mode = "max"
+
+    def setup(self) -> None:
+        from .imagefolder import channel_stats, scan
+
+        cfg = self.config
+        self.spec = RECIPE.model_registry.get(cfg.model.name)
+        self.split = scan(cfg.data.root, cfg.data.train_dir, cfg.data.val_dir, cfg.data.val_fraction, cfg.trainer.seed)
+        self.classes = self.split.classes
+        self.preprocessing = self._preprocessing()
+        if cfg.data.normalize == "data":
+            mean, std = channel_stats(self.split.train, self.preprocessing)
+            self.preprocessing.update(mean=mean, std=std)
+        from ptcli.training.classification import ClassificationLoss
+
+        self.loss = ClassificationLoss(cfg.trainer.label_smoothing, cfg.trainer.mixup)
+
+    def _preprocessing(self) -> dict:
+        data, own = self.config.data, dict(self.spec.preprocessing)
+        if is_scratch(self.spec.name):
+            size = data.image_size or 64
+            return {"resize": data.resize or size, "crop": size, "interpolation": "bilinear",
+                    "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+        size = data.image_size or int(own.get("crop", 224))
+        resize = data.resize or (int(own["resize"]) if not data.image_size and "resize" in own else round(size * 8 / 7))
+        return {"resize": resize, "crop": size, "interpolation": own.get("interpolation", "bilinear"),
+                "mean": list(own.get("mean", IMAGENET_MEAN)), "std": list(own.get("std", IMAGENET_STD))}
+
+    def model_args(self) -> dict:
+        if is_scratch(self.spec.name):
+            return {"image_size": self.preprocessing["crop"]}
+        m = self.config.model
+        return {"transfer_head": m.head, "hidden": m.hidden, "dropout": m.dropout}
+
+    def build_models(self) -> dict:
+        model = build_model(self.spec, len(self.classes), **self.model_args())
+        if not is_scratch(self.spec.name) and self.config.model.pretrained:
+            self._load_pretrained(model.backbone)
+        return {"model": model}
+
+    def _load_pretrained(self, backbone) -> None:
+        from ptcli.checkpoints import load_state_dict
+        from ptcli.weights import resolve
+
+        if self.spec.weights is None:
+            raise UsageError(f"model {self.spec.name} has no published weights; set model.pretrained=false to train it from scratch")
+        state = load_state_dict(resolve(self.spec.weights))
+        full = self.spec.build()  # the original architecture, to map names and drop the old classifier
+        if self.spec.adapt_state_dict is not None:
+            state = self.spec.adapt_state_dict(state, full)
+        wanted = backbone.state_dict()
+        kept = {k: v for k, v in state.items() if k in wanted}
+        missing = [k for k in wanted if k not in kept]
+        if missing:
+            raise UsageError(f"the published weights of {self.spec.name} do not fit its backbone ({len(missing)} missing, e.g. {missing[0]})")
+        backbone.load_state_dict(kept)
+
+    def param_groups(self, models: Mapping) -> dict[str, list[ParamGroup]]:
+        model = models["model"]
+        if is_scratch(self.spec.name):
+            return {"main": [ParamGroup("model", list(model.parameters()))]}
+        return {"main": [ParamGroup("backbone", list(model.backbone.parameters())), ParamGroup("head", list(model.head.parameters()))]}
+
+    def datasets(self):
+        from .data import Preprocess
+        from .imagefolder import ImageDataset, transforms
+
+        train = ImageDataset(self.split.train, transforms(self.preprocessing, self.config.data.augment))
+        val = ImageDataset(self.split.val, Preprocess(self.preprocessing))
+        return train, val
+
+    def metrics(self):
+        from ptcli.training.classification import classification_metrics
+
+        return classification_metrics(len(self.classes))
+
+    def training_step(self, batch, ctx):
+        images, targets = batch
+        images, targets_a, targets_b, lam = self.loss.mix(images, targets)
+        loss = self.loss(ctx.model(images), targets_a, targets_b, lam)
+        ctx.optimize(loss)
+        return {"loss": loss.detach()}
+
+    def validation_step(self, batch, ctx):
+        images, targets = batch
+        logits = ctx.model(images)
+        ctx.update_metrics(logits.float(), targets)
+        return {"loss": self.loss.criterion(logits.float(), targets)}
+
+    def export(self, models: Mapping) -> Export:
+        return Export(
+            state_dict=models["model"].state_dict(),
+            model=self.spec.name,
+            classes=list(self.classes),
+            preprocessing=self.preprocessing,
+            model_args=self.model_args(),
+        )
+
+    @classmethod
+    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+        from .evaluation import evaluate_checkpoint
+
+        return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
+
+    @classmethod
+    def format_evaluation(cls, report) -> str:
+        from ptcli.training.classification import format_classification_report
+
+        return format_classification_report(report)
+

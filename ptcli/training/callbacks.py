@@ -1,0 +1,192 @@
+"""What happens around the loop, one callback per job.
+
+Events, in order: fit_start, then per epoch: epoch_start, batch_end (per batch, with the
+batch's losses), validation_start, validation_batch_end, epoch_end (with the epoch's record);
+finally fit_end. interrupt fires instead of the epoch's end when Ctrl-C stopped training.
+A callback implements ``on_<event>(trainer, ...)`` for the events it cares about. Callbacks
+that write files run on the main process only (see ``default_callbacks``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from ptcli.checkpoints import save_checkpoint
+from ptcli.output import progress
+
+
+class MonitorBest:
+    """Tracks the best value of the task's monitored metric (every process, so that early
+    stopping agrees everywhere)."""
+
+    def on_epoch_end(self, trainer, record) -> None:
+        value = trainer.monitored(record)
+        pos = trainer.position
+        better = pos.best is None or (
+            value > pos.best + trainer.cfg.early_stopping.min_delta
+            if trainer.task.monitor_mode == "max"
+            else value < pos.best - trainer.cfg.early_stopping.min_delta
+        )
+        trainer.improved = better
+        if better:
+            pos.best, pos.best_epoch, pos.bad_epochs = value, pos.epoch, 0
+        else:
+            pos.bad_epochs += 1
+
+
+class EarlyStopping:
+    def on_epoch_end(self, trainer, record) -> None:
+        patience = trainer.cfg.early_stopping.patience
+        if patience is not None and trainer.position.bad_epochs >= patience:
+            trainer.should_stop = True
+            trainer.stop_reason = (f"early stop: {trainer.task.monitor} has not improved for {patience} epochs "
+                                   f"(best {trainer.position.best:.4f} at epoch {trainer.position.best_epoch})")
+
+
+class Checkpoints:
+    """last (every epoch) and best (when the monitored metric improves), each a self-describing
+    safetensors + JSON export, plus the full training state for resuming."""
+
+    def __init__(self, run, recipe: str, config: dict) -> None:
+        self.run = run
+        self.recipe = recipe
+        self.config = config
+
+    def _export(self, trainer, which: str, record: dict) -> None:
+        export = trainer.task.export(trainer.unwrapped_models())
+        save_checkpoint(
+            self.run.checkpoint(which),
+            export.state_dict,
+            recipe=self.recipe,
+            model=export.model,
+            classes=export.classes,
+            preprocessing=export.preprocessing,
+            extra={"model_args": dict(export.model_args), "training": {**record, "run_dir": str(self.run.path)}},
+        )
+
+    def on_epoch_end(self, trainer, record) -> None:
+        self.run.save_state(trainer.training_state())
+        self._export(trainer, "last", record)
+        if getattr(trainer, "improved", False):
+            self._export(trainer, "best", record)
+
+    def on_interrupt(self, trainer) -> None:
+        self.run.save_state(trainer.training_state())
+
+
+class MetricsFile:
+    def __init__(self, run) -> None:
+        self.run = run
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, trainer, record) -> None:
+        self.run.append_metrics({**record, "time_s": round(time.monotonic() - self.started, 2)})
+
+
+class TensorBoard:
+    """Scalars against the global optimizer step (book ch. 7): training losses every
+    trainer.log_every steps, epoch records at each epoch's end."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.writer = None
+        self.last_logged = -1
+
+    def on_fit_start(self, trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events a resumed run is about to write again.
+        self.writer = SummaryWriter(str(self.run.path), purge_step=trainer.position.step or None)
+
+    def on_batch_end(self, trainer, losses) -> None:
+        step = trainer.position.step
+        if step != self.last_logged and step % trainer.cfg.log_every == 0:
+            self.last_logged = step
+            for name, value in losses.items():
+                self.writer.add_scalar(f"train_step/{name}", value, step)
+
+    def on_epoch_end(self, trainer, record) -> None:
+        for key, value in record.items():
+            if "/" in key or key.startswith("lr"):
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, trainer.position.step)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer) -> None:
+        self.close()
+
+    def on_interrupt(self, trainer) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def format_record(record: dict, epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for key, value in record.items():
+        if key in ("epoch", "step") or not isinstance(value, (int, float)):
+            continue
+        parts.append(f"{key} {value:.3g}" if key.startswith("lr") else f"{key} {value:.4f}")
+    return "  ".join(parts)
+
+
+class ProgressDisplay:
+    """A live bar per epoch with the running loss on stderr, and one summary line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.task = None
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def on_fit_start(self, trainer) -> None:
+        self.bar = progress(transient=True)
+        self.bar.start()
+
+    def on_epoch_start(self, trainer) -> None:
+        self.sums, self.count = {}, 0
+        total = len(trainer.train_loader)
+        self.task = self.bar.add_task(f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}", total=total,
+                                      completed=trainer.position.batch)
+
+    def on_batch_end(self, trainer, losses) -> None:
+        self.count += 1
+        for name, value in losses.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        info = "  ".join(f"{n} {v / self.count:.4f}" for n, v in self.sums.items())
+        self.bar.update(self.task, advance=1, description=f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}  {info}")
+
+    def on_validation_start(self, trainer, batches) -> None:
+        self.bar.remove_task(self.task)
+        self.task = self.bar.add_task("validating", total=batches)
+
+    def on_validation_batch_end(self, trainer) -> None:
+        self.bar.advance(self.task)
+
+    def on_epoch_end(self, trainer, record) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+        self.bar.console.print(format_record(record, trainer.cfg.epochs), highlight=False, soft_wrap=True)
+
+    def on_fit_end(self, trainer) -> None:
+        self.bar.stop()
+
+    def on_interrupt(self, trainer) -> None:
+        self.bar.stop()
+
+
+def default_callbacks(trainer_is_main: bool, run, recipe: str, config: dict) -> list:
+    callbacks: list = [MonitorBest(), EarlyStopping()]
+    if not trainer_is_main:
+        return callbacks
+    callbacks.append(ProgressDisplay())
+    if run is not None:
+        callbacks += [Checkpoints(run, recipe, config), MetricsFile(run)]
+        if config.get("run", {}).get("tensorboard", True):
+            callbacks.append(TensorBoard(run))
+    return callbacks
+

@@ -1,0 +1,94 @@
+"""From a config file and overrides to a finished (or interrupted) run; shared by `ptcli train`
+and `ptcli lr-find`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptcli.config import apply_overrides, parse_overrides, read_yaml, to_yaml, validate
+from ptcli.errors import Interrupted, UsageError
+from ptcli.recipe import Recipe
+from ptcli.training.run import RunDir, default_run_name
+
+
+@dataclass
+class ResolvedConfig:
+    recipe: Recipe
+    task_class: type
+    config: Any  # the recipe's TrainConfig subclass instance
+    source: Path
+
+    def to_yaml(self) -> str:
+        return to_yaml(self.config)
+
+
+def resolve_config(config_file: Path, overrides: list[str]) -> ResolvedConfig:
+    """defaults < file < overrides; with resume=RUN_DIR the run's own config.yaml replaces the file."""
+    from ptcli.plugins import get_plugins
+
+    parsed = parse_overrides(overrides)
+    data = apply_overrides(read_yaml(config_file), parsed)
+    source = Path(config_file)
+    if data.get("resume"):
+        run = RunDir.existing(Path(data["resume"]))
+        saved = read_yaml(run.config_path)
+        if data.get("recipe") and saved.get("recipe") != data.get("recipe"):
+            raise UsageError(f"resume={run.path} is a {saved.get('recipe')} run, but {config_file} is for {data.get('recipe')}")
+        data = apply_overrides(saved, [(p, v) for p, v in parsed if p != ["resume"]])
+        data["resume"] = str(run.path)
+        source = run.config_path
+    name = data.get("recipe")
+    if not name:
+        raise UsageError(f"{config_file} names no recipe: add a line such as `recipe: classify-image`")
+    recipe = get_plugins().recipe(str(name))
+    task_class = recipe.training_task
+    config = validate(task_class.config_schema, data, source=str(config_file))
+    return ResolvedConfig(recipe=recipe, task_class=task_class, config=config, source=source)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train(resolved: ResolvedConfig, config_file: Path):
+    """Run training; returns a FitResult. Ctrl-C saves a resumable state and raises Interrupted."""
+    from ptcli.training.callbacks import default_callbacks
+    from ptcli.training.trainer import FitResult, Trainer
+
+    config = resolved.config
+    main = is_main_process()
+    resume_state = None
+    if config.resume is not None:
+        run = RunDir.existing(config.resume)
+        resume_state = run.load_state()
+    elif main:
+        run = RunDir.create(config.run.dir, resolved.recipe.name, config.run.name or default_run_name(config_file))
+        config.run.name = run.path.name
+    else:
+        run = None
+    if main:
+        run.write_config(to_yaml(config))
+        if resume_state is not None:
+            run.truncate_metrics(resume_state["position"]["epoch"])
+    task = resolved.task_class(config)
+    callbacks = default_callbacks(main, run if main else None, resolved.recipe.name, config.model_dump(mode="json"))
+    trainer = Trainer(task, run if main else None, callbacks, support=resolved.recipe.devices)
+    trainer.prepare(resume_state)
+    try:
+        trainer.fit()
+    except Interrupted as exc:
+        where = f"; resume with: ptcli train {config_file} resume={run.path}" if run is not None else ""
+        raise Interrupted(f"{exc}{where}") from None
+    record = trainer.last_record or (run.read_metrics()[-1] if run is not None and run.read_metrics() else {})
+    best = run.checkpoint("best") if run is not None and run.checkpoint("best").is_file() else None
+    last = run.checkpoint("last") if run is not None and run.checkpoint("last").is_file() else None
+    return FitResult(
+        run_dir=str(run.path) if run is not None else None,
+        best_checkpoint=str(best) if best else None,
+        last_checkpoint=str(last) if last else None,
+        metrics=record,
+        stop_reason=trainer.stop_reason or None,
+    )

@@ -1,0 +1,128 @@
+"""The training contract: what a recipe gives the shared trainer.
+
+A recipe subclasses ``TrainingTask`` and supplies models, parameter groups, data sets, a
+training step, a validation step and metrics. The training step does its own optimisation
+through ``ctx.optimize(loss, name)``, so one loop serves a classifier (one model, one
+optimizer), a model that computes its own loss (detection, language models) and a GAN (two
+models, two optimizers stepping in turn), with no special case for any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ptcli.training.schema import TrainConfig
+
+
+@dataclass
+class ParamGroup:
+    """Parameters that share a learning rate and can be frozen together, by name."""
+
+    name: str
+    params: list
+    #: Multiplies trainer.lr (trainer.lr_mult.<name> in the config overrides it).
+    lr_mult: float = 1.0
+
+
+@dataclass
+class Export:
+    """What goes into the self-describing checkpoint (``last``/``best``) that inference loads."""
+
+    state_dict: Mapping[str, Any]
+    model: str
+    classes: list[str] | None = None
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
+    #: Keyword arguments that rebuild the architecture (stored as ``model_args`` in the sidecar).
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+
+
+class TrainingTask:
+    """Base class for a recipe's training. Override what your task needs."""
+
+    #: The recipe's config schema (a TrainConfig subclass).
+    config_schema: ClassVar[type[TrainConfig]] = TrainConfig
+    #: The metric that picks the best checkpoint, plateau steps and early stopping.
+    monitor: ClassVar[str] = "val/loss"
+    monitor_mode: ClassVar[str] = "min"
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    # --- building ----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Read what models depend on (class names, vocabularies). Runs before build_models."""
+
+    def build_models(self) -> dict[str, Any]:
+        """name -> torch.nn.Module"""
+        raise NotImplementedError
+
+    def param_groups(self, models: Mapping[str, Any]) -> dict[str, list[ParamGroup]]:
+        """optimizer name -> its parameter groups. Default: one optimizer over everything."""
+        params = [p for model in models.values() for p in model.parameters()]
+        return {"main": [ParamGroup("all", params)]}
+
+    def datasets(self) -> tuple[Any, Any | None]:
+        """(train, validation or None) torch Datasets."""
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable | None:
+        return None
+
+    def metrics(self) -> Any | None:
+        """A torchmetrics MetricCollection updated in validation_step, or None."""
+        return None
+
+    # --- steps -------------------------------------------------------------------------
+    def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
+        """Compute losses, call ctx.optimize(loss[, name]) for each optimizer, return the
+        losses to log (scalar tensors)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
+        """Losses to log; update metrics with ctx.update_metrics(preds, target)."""
+        return {}
+
+    # --- results -----------------------------------------------------------------------
+    def export(self, models: Mapping[str, Any]) -> Export:
+        raise NotImplementedError
+
+    @classmethod
+    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+        """Score a checkpoint on a data set (``ptcli eval``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def format_evaluation(cls, report: Mapping[str, Any]) -> str:
+        return "\n".join(f"{key}: {value}" for key, value in report.items())
+
+
+class StepContext:
+    """What a step sees: the prepared models, the device, the epoch, and ``optimize``."""
+
+    def __init__(self, trainer) -> None:
+        self._trainer = trainer
+        self.models: dict[str, Any] = {}
+        self.epoch = 0
+
+    @property
+    def device(self):
+        return self._trainer.accelerator.device
+
+    @property
+    def model(self):
+        """The only model, for one-model tasks."""
+        if len(self.models) != 1:
+            raise RuntimeError("ctx.model is for tasks with one model; use ctx.models[name]")
+        return next(iter(self.models.values()))
+
+    def optimize(self, loss, name: str | None = None) -> None:
+        """Backward, clip, step and zero one optimizer (gradient accumulation and mixed
+        precision included). With several optimizers, ``name`` says which."""
+        self._trainer.optimize(loss, name)
+
+    def update_metrics(self, *args) -> None:
+        """Gather predictions and targets from every process and update the task's metrics."""
+        self._trainer.update_metrics(*args)

@@ -1,0 +1,391 @@
+"""The one training loop, on Hugging Face Accelerate, for every recipe.
+
+Read ``fit`` top to bottom: it prepares models, optimizers and data, then runs epochs of
+training steps and a validation pass. Everything else (progress, metrics.jsonl, TensorBoard,
+checkpoints, early stopping, unfreezing) is a callback reacting to a fixed list of events
+(see callbacks.py), not a branch in the loop. The recipe's training step calls
+``ctx.optimize``, which is where backward, clipping, stepping and scheduling happen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections import defaultdict
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from ptcli.errors import Interrupted, UsageError
+from ptcli.training import optim
+from ptcli.training.run import RunDir, restore_rng
+from ptcli.training.task import StepContext, TrainingTask
+
+
+@dataclass
+class Position:
+    """Where training is: resumable from exactly here."""
+
+    epoch: int = 0  # 0-based epoch in progress (== completed epochs at an epoch boundary)
+    batch: int = 0  # batches of that epoch already trained on
+    step: int = 0  # optimizer steps so far (of the first optimizer)
+    best: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    #: Running loss sums of the epoch in progress, so a resumed epoch reports its whole mean.
+    loss_sums: dict = field(default_factory=dict)
+
+
+@dataclass
+class FitResult:
+    run_dir: str | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    metrics: dict = field(default_factory=dict)
+    stop_reason: str | None = None
+
+
+def make_accelerator(task: TrainingTask, devices=("cuda", "mps", "cpu"), precisions=("fp32",)):
+    """An Accelerator for trainer.device and trainer.precision (usage errors when impossible)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    from ptcli.devices import resolve_device
+
+    cfg = task.config.trainer
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if cfg.precision not in precisions:
+        raise UsageError(f"trainer.precision={cfg.precision}: this recipe trains in {', '.join(precisions)}")
+    device = None if distributed and cfg.device == "auto" else resolve_device(cfg.device, devices)
+    on_cpu = device is not None and device.type == "cpu" or distributed and cfg.device == "cpu"
+    if cfg.precision == "fp16" and (on_cpu or device is not None and device.type != "cuda"):
+        raise UsageError("trainer.precision=fp16 needs a CUDA device (loss scaling); use bf16 or fp32 here")
+    if device is not None and device.type == "cuda" and device.index is not None:
+        import torch
+
+        torch.cuda.set_device(device)
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[cfg.precision]
+    if not distributed:
+        # Accelerate keeps its settings in process-wide singletons and refuses different ones
+        # later; a second training in one process (tests, notebooks, lr-find then train) needs
+        # a clean slate. Under torchrun the process group must stay, and one run is all there is.
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    return Accelerator(
+        cpu=on_cpu,
+        mixed_precision=mixed,
+        gradient_accumulation_steps=cfg.grad_accum,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+    )
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    from accelerate.utils import set_seed
+
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_seed(seed, deterministic=deterministic)
+
+
+def _worker_init(worker_id: int) -> None:
+    # Ctrl-C belongs to the main process, which stops at a batch boundary and shuts the
+    # workers down; a worker dying of SIGINT first would turn that into a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Trainer:
+    def __init__(self, task: TrainingTask, run: RunDir | None, callbacks=(), support=None) -> None:
+        self.task = task
+        self.cfg = task.config.trainer
+        self.run = run
+        self.callbacks = list(callbacks)
+        self.support = support  # the recipe's DeviceSupport (None: any device, fp32 only)
+        self.position = Position()
+        self.should_stop = False
+        self.stop_reason = ""
+        self.ctx = StepContext(self)
+        self.last_record: dict = {}
+        self._pending_rng = None
+
+    # --- setup -------------------------------------------------------------------------
+    def prepare(self, resume_state: dict | None = None) -> None:
+        import torch
+
+        support = self.support
+        self.accelerator = make_accelerator(self.task, *((support.devices, support.precisions) if support else ()))
+        seed_everything(self.cfg.seed, self.cfg.deterministic)
+        task = self.task
+        task.setup()
+        models = task.build_models()
+        self.groups = task.param_groups(models)
+        optim.check_group_names(self.groups, self.cfg)
+        if resume_state is not None:
+            for name, model in models.items():
+                model.load_state_dict(resume_state["models"][name])
+        self.optimizers = {name: optim.build_optimizer(groups, self.cfg) for name, groups in self.groups.items()}
+        train_set, val_set = task.datasets()
+        if len(train_set) == 0:
+            raise UsageError("the training set is empty")
+        train_loader = self._loader(train_set, shuffle=True)
+        val_loader = self._loader(val_set, shuffle=False) if val_set is not None and len(val_set) else None
+        names = list(models)
+        prepared = self.accelerator.prepare(*models.values(), *self.optimizers.values(), train_loader, val_loader)
+        self.models = dict(zip(names, prepared[: len(names)]))
+        self.optimizers = dict(zip(self.optimizers, prepared[len(names): len(names) + len(self.optimizers)]))
+        self.train_loader, self.val_loader = prepared[-2], prepared[-1]
+        self.ctx.models = self.models
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.cfg.grad_accum)
+        mode = task.monitor_mode
+        self.schedulers = {name: optim.build_scheduler(opt.optimizer, self.cfg, self.steps_per_epoch, mode)
+                           for name, opt in self.optimizers.items()}
+        metrics = task.metrics()
+        if metrics is not None:
+            for metric in metrics.values():
+                metric.sync_on_compute = False  # update_metrics gathers across processes itself
+            metrics = metrics.to(self.accelerator.device)
+        self.metrics = metrics
+        if resume_state is not None:
+            self._restore(resume_state)
+        if self.accelerator.num_processes > 1 and self.cfg.unfreeze_at:
+            raise UsageError("trainer.unfreeze_at cannot be used with several processes (DDP syncs only the "
+                             "parameters trainable when it starts); train in two runs instead")
+        self._apply_freezing()
+        torch.set_float32_matmul_precision("high")
+
+    def _loader(self, dataset, shuffle: bool):
+        import torch
+        from torch.utils.data import DataLoader
+
+        # The loader's own generator (re-seeded each epoch) seeds its workers, so that starting
+        # an iterator never draws from the global generator, whose state a resumed run restores.
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        if shuffle:
+            self._train_generator = generator
+        return DataLoader(
+            dataset,
+            generator=generator,
+            batch_size=self.cfg.batch_size,
+            shuffle=shuffle,
+            num_workers=self.cfg.workers,
+            collate_fn=self.task.collate_fn(),
+            worker_init_fn=_worker_init,
+            persistent_workers=False,
+            pin_memory=False,
+        )
+
+    def _restore(self, state: dict) -> None:
+        for name, opt in self.optimizers.items():
+            opt.optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            if scheduler is not None and state["schedulers"].get(name) is not None:
+                scheduler.load_state_dict(state["schedulers"][name])
+        scaler = self.accelerator.scaler
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        self.position = Position(**state["position"])
+        self._pending_rng = state["rng"]  # restored as the interrupted epoch resumes
+
+    def _apply_freezing(self) -> None:
+        frozen = optim.frozen_at(self.cfg, self.position.epoch)
+        optim.set_frozen(self.groups, set(self.cfg.freeze) - frozen, frozen=False)
+        optim.set_frozen(self.groups, frozen, frozen=True)
+        self.frozen = frozen
+
+    def training_state(self) -> dict:
+        scaler = self.accelerator.scaler
+        unwrap = self.accelerator.unwrap_model
+        return {
+            "position": vars(self.position).copy(),
+            "models": {name: unwrap(model).state_dict() for name, model in self.models.items()},
+            "optimizers": {name: opt.optimizer.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: s.state_dict() if s is not None else None for name, s in self.schedulers.items()},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+        }
+
+    def unwrapped_models(self) -> dict:
+        return {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()}
+
+    # --- the loop ----------------------------------------------------------------------
+    def fit(self) -> None:
+        self.emit("fit_start")
+        with self._sigint_stops() as interrupted:
+            while self.position.epoch < self.cfg.epochs and not self.should_stop:
+                self.ctx.epoch = self.position.epoch
+                self._apply_freezing()
+                self.emit("epoch_start")
+                train_losses = self._train_epoch(interrupted)
+                if interrupted():
+                    self.emit("interrupt")
+                    raise Interrupted(f"interrupted in epoch {self.position.epoch + 1}, after batch {self.position.batch}")
+                val_losses = self._validate()
+                self.position.epoch += 1
+                self.position.batch = 0
+                self.position.loss_sums = {}
+                self.last_record = self._record(train_losses, val_losses)
+                self._step_epoch_schedulers()
+                self.emit("epoch_end", self.last_record)
+        self.emit("fit_end")
+
+    def _train_epoch(self, interrupted) -> dict[str, float]:
+        for model in self.models.values():
+            model.train()
+        loader = self.train_loader
+        loader.set_epoch(self.position.epoch)
+        if self.position.batch:
+            loader = self.accelerator.skip_first_batches(loader, self.position.batch)
+        self._train_generator.manual_seed(self.cfg.seed * 10_007 + self.position.epoch)
+        if self._pending_rng is not None:
+            restore_rng(self._pending_rng)
+            self._pending_rng = None
+        sums = self.position.loss_sums = dict(self.position.loss_sums) if self.position.batch else {}
+        for batch in loader:
+            with self.accelerator.accumulate(*self.models.values()):
+                losses = self.task.training_step(batch, self.ctx)
+            values = {name: float(value) for name, value in losses.items()}
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+            self.position.batch += 1
+            self.emit("batch_end", values)
+            if interrupted():
+                break
+        return {name: total / max(self.position.batch, 1) for name, total in sums.items()}
+
+    def optimize(self, loss, name: str | None) -> None:
+        if name is None:
+            if len(self.optimizers) != 1:
+                raise RuntimeError(f"ctx.optimize needs an optimizer name: one of {', '.join(self.optimizers)}")
+            name = next(iter(self.optimizers))
+        optimizer = self.optimizers[name]
+        with self._only_training(name):
+            self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients and self.cfg.grad_clip:
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            self.accelerator.clip_grad_norm_(params, self.cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if not self.accelerator.sync_gradients:
+            return
+        scheduler = self.schedulers[name]
+        if scheduler is not None and self.cfg.scheduler.name in optim.PER_STEP and not self.accelerator.optimizer_step_was_skipped:
+            # One-cycle's last rate is reached at total_steps - 1; a resumed run given more
+            # epochs keeps that rate rather than stepping off the end of the cycle.
+            if scheduler.last_epoch + 1 < getattr(scheduler, "total_steps", math.inf):
+                scheduler.step()
+        if name == next(iter(self.optimizers)):
+            self.position.step += 1
+
+    @contextmanager
+    def _only_training(self, name: str):
+        """With several optimizers, a backward pass for one leaves the others' gradients as they
+        were (a generator's loss must not write into the discriminator's gradients)."""
+        if len(self.optimizers) == 1:
+            yield
+            return
+        others = [p for other, opt in self.optimizers.items() if other != name
+                  for group in opt.param_groups for p in group["params"]]
+        saved = [p.grad for p in others]
+        for p in others:
+            p.grad = None  # backward then writes fresh tensors, not into the saved ones
+        try:
+            yield
+        finally:
+            for p, grad in zip(others, saved):
+                p.grad = grad
+
+    def update_metrics(self, *args) -> None:
+        if self.metrics is None:
+            raise RuntimeError("update_metrics: the task declares no metrics")
+        gathered = self.accelerator.gather_for_metrics(args)
+        self.metrics.update(*gathered)
+
+    def _validate(self) -> dict[str, float]:
+        import torch
+
+        if self.val_loader is None:
+            return {}
+        for model in self.models.values():
+            model.eval()
+        if self.metrics is not None:
+            self.metrics.reset()
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        self.emit("validation_start", len(self.val_loader))
+        with torch.no_grad():
+            for batch in self.val_loader:
+                for name, value in self.task.validation_step(batch, self.ctx).items():
+                    sums[name] += float(value)
+                count += 1
+                self.emit("validation_batch_end")
+        losses = {name: total / max(count, 1) for name, total in sums.items()}
+        if self.accelerator.num_processes > 1 and losses:
+            names = sorted(losses)
+            tensor = torch.tensor([losses[n] for n in names], device=self.accelerator.device)
+            losses = dict(zip(names, self.accelerator.reduce(tensor, "mean").tolist()))
+        if self.metrics is not None:
+            for name, value in self.metrics.compute().items():
+                losses[name] = float(value) if value.numel() == 1 else value.tolist()
+        return losses
+
+    def _record(self, train: Mapping[str, float], val: Mapping[str, float]) -> dict:
+        record = {"epoch": self.position.epoch, "step": self.position.step}
+        record.update({f"train/{k}": round(v, 6) for k, v in train.items()})
+        record.update({f"val/{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in val.items()})
+        groups = [group for opt in self.optimizers.values() for group in opt.param_groups]
+        for group in groups:
+            record["lr" if len(groups) == 1 else f"lr/{group.get('name', len(record))}"] = group["lr"]
+        return record
+
+    def monitored(self, record: Mapping) -> float:
+        key = self.task.monitor
+        if key not in record:
+            raise UsageError(f"the recipe monitors {key}, which this run does not produce "
+                             f"(available: {', '.join(k for k in record if '/' in k)})")
+        return float(record[key])
+
+    def _step_epoch_schedulers(self) -> None:
+        name = self.cfg.scheduler.name
+        for scheduler in self.schedulers.values():
+            if scheduler is None or name in optim.PER_STEP:
+                continue
+            if name == "plateau":
+                scheduler.step(self.monitored(self.last_record))
+            else:
+                scheduler.step()
+
+    def emit(self, event: str, *args) -> None:
+        for callback in self.callbacks:
+            handler = getattr(callback, f"on_{event}", None)
+            if handler is not None:
+                handler(self, *args)
+
+    @contextmanager
+    def _sigint_stops(self):
+        """The first Ctrl-C asks the loop to stop at the next batch boundary (where the state is
+        consistent and can be saved); a second one interrupts at once."""
+        import torch
+
+        requested = {"stop": False}
+        previous = None
+
+        def handler(signum, frame):
+            requested["stop"] = True
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+        def interrupted() -> bool:
+            stop = requested["stop"]
+            if self.accelerator.num_processes > 1:  # every process must stop at the same batch
+                flag = torch.tensor([1.0 if stop else 0.0], device=self.accelerator.device)
+                stop = bool(self.accelerator.reduce(flag, "sum").item() > 0)
+            return stop
+
+        in_main_thread = __import__("threading").current_thread() is __import__("threading").main_thread()
+        if in_main_thread:
+            previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield interrupted
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous or signal.default_int_handler)
