@@ -116,6 +116,10 @@ def evaluate(
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
     task_class = recipe.training_task
+    from ptcli.training.task import TrainingTask
+
+    if task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
+        raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
     report = task_class.evaluate(Path(checkpoint), Path(data), device=device, batch_size=batch_size)
     if json_output:
         emit_json(report)

@@ -1,0 +1,118 @@
+"""Training images/s of the ptcli trainer against a bare hand-written loop with the same model,
+data, batch size, optimizer and threads (target ratio >= 0.9 on CPU).
+
+The ptcli side is the real `ptcli train` machinery in-process (config, Accelerate, progress,
+metrics.jsonl, TensorBoard, checkpoints each epoch), timed over the training part of each epoch.
+Each side reports its fastest epoch (after a warm-up epoch), over --rounds alternating runs:
+on a shared 2-core machine the mean swings by 20% or more from run to run, the best far less.
+
+    python bench/train_throughput.py [--data ../shared/data] [--model cnnnet] [--epochs 4]
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET = 0.9
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TrainTimer:
+    """Callback: seconds spent in training batches, per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+
+    def on_epoch_start(self, trainer) -> None:
+        self.start = time.perf_counter()
+
+    def on_validation_start(self, trainer, batches) -> None:
+        self.epochs.append(time.perf_counter() - self.start)
+
+
+def ptcli_rate(config_file: Path, overrides: list[str]) -> tuple[float, int]:
+    from ptcli.training.callbacks import default_callbacks
+    from ptcli.training.run import RunDir
+    from ptcli.training.session import resolve_config
+    from ptcli.training.trainer import Trainer
+
+    resolved = resolve_config(config_file, overrides)
+    config = resolved.config
+    run = RunDir.create(config.run.dir, resolved.recipe.name, "bench")
+    timer = TrainTimer()
+    callbacks = default_callbacks(True, run, resolved.recipe.name, config.model_dump(mode="json")) + [timer]
+    task = resolved.task_class(config)
+    trainer = Trainer(task, run, callbacks, support=resolved.recipe.devices)
+    trainer.prepare()
+    trainer.fit()
+    images = len(task.split.train)
+    return images / min(timer.epochs[1:]), images
+
+
+def baseline_rate(config_file: Path, overrides: list[str]) -> float:
+    """What one writes by hand: the same model, data and transform, a DataLoader, Adam."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ptcli.training.session import resolve_config
+
+    config = resolve_config(config_file, overrides).config
+    from ptcli_classify_image.imagefolder import ImageDataset, scan, transforms
+    from ptcli_classify_image.models import build_model, make_registry
+
+    torch.manual_seed(0)
+    split = scan(config.data.root)
+    size = config.data.image_size
+    spec = {"resize": size, "crop": size, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    model = build_model(make_registry().get(config.model.name), len(split.classes), image_size=size)
+    loader = DataLoader(ImageDataset(split.train, transforms(spec, "none")), batch_size=config.trainer.batch_size, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.trainer.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times = []
+    for _ in range(config.trainer.epochs):
+        model.train()
+        start = time.perf_counter()
+        for images, labels in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return len(split.train) / min(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--model", default="cnnnet")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    digits = args.data / "imagefolder_digits"
+    if not digits.is_dir():
+        sys.exit(f"benchmark data not found: {digits} (see ../shared/data/README.md)")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as runs:
+        overrides = [f"data.root={digits}", f"model.name={args.model}", "data.image_size=64", "data.augment=none",
+                     f"trainer.epochs={args.epochs}", f"trainer.batch_size={args.batch_size}", "trainer.optimizer=adam",
+                     "trainer.lr=0.0001", "trainer.device=cpu", f"run.dir={runs}"]
+        config = REPO / "recipes" / "imagefolder-simplenet.yaml"
+        baseline = ours = 0.0
+        for _ in range(args.rounds):
+            baseline = max(baseline, baseline_rate(config, overrides))
+            rate, images = ptcli_rate(config, overrides)
+            ours = max(ours, rate)
+    print(f"model {args.model}, {images} training images of 64x64, batch {args.batch_size}, {args.threads} threads, CPU")
+    print(f"hand-written loop: {baseline:.1f} images/s")
+    print(f"ptcli train:       {ours:.1f} images/s")
+    print(f"ratio: {ours / baseline:.2f} (target >= {TARGET})")
+
+
+if __name__ == "__main__":
+    main()
