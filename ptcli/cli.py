@@ -17,7 +17,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ptcli import __version__
 from ptcli._click import Context, HelpFormatter, UsageError
-from ptcli.errors import PtcliError
+from ptcli.errors import PtcliError, without_worker_traceback
 from ptcli.output import emit_json, error_line, warn
 from ptcli.recipe import Command, load_ref
 
@@ -79,7 +79,7 @@ class PtcliGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except PtcliError as exc:
-            report_error(str(exc), exc.exit_code, as_json=ctx.meta.get("ptcli.json", False))
+            report_error(without_worker_traceback(str(exc)), exc.exit_code, as_json=ctx.meta.get("ptcli.json", False))
             ctx.exit(exc.exit_code)
         except UsageError as exc:
             if not ctx.meta.get("ptcli.json"):

@@ -36,6 +36,16 @@ def flatten(text: object, limit: int | None = None) -> str:
     return flat[:limit] if limit else flat
 
 
+def without_worker_traceback(message: str) -> str:
+    """The original message of an error a DataLoader worker raised: torch re-raises it in the
+    main process with the worker's whole traceback folded into the message."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]  # "package.module.ErrorType: the message"
+    _, sep, original = last.partition(": ")
+    return original if sep else last
+
+
 def one_line(exc: BaseException) -> str:
     """A short, single-line description of an exception, for status tables and JSON."""
     text = flatten(exc)

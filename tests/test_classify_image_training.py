@@ -224,3 +224,29 @@ def test_real_photos_transfer_learning(cli, tmp_path, shared_data):
     assert summary["metrics"]["val/accuracy"] >= 0.75
     report = json.loads(cli("eval", summary["best_checkpoint"], shared_data / "imagefolder_photos", "--json").stdout)
     assert report["samples"] == 28 and report["accuracy"] == pytest.approx(summary["metrics"]["val/accuracy"], abs=1e-6)
+
+
+def test_worker_processes_and_an_unreadable_image_in_a_worker(cli, simplenet_config, tiny_imagefolder):
+    summary = train_json(cli, simplenet_config, "trainer.workers=2", "trainer.epochs=1")
+    assert summary["metrics"]["epoch"] == 1
+    broken = tiny_imagefolder / "train" / "blue" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = cli("train", simplenet_config, "trainer.workers=2")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {broken}: cannot read image") and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_small", "timm/resnet10t.c3_in1k"])
+def test_transfer_head_on_torchvision_and_timm_backbones(cli, simplenet_config, tiny_imagefolder, backbone):
+    summary = train_json(cli, simplenet_config, f"model.name={backbone}", "model.pretrained=false", "model.head=linear",
+                         "data.image_size=32", "data.resize=32", "trainer.epochs=1", "trainer.freeze=[backbone]")
+    ckpt = load_checkpoint(summary["best_checkpoint"])
+    assert ckpt.model == backbone and ckpt.meta["model_args"]["transfer_head"] == "linear"
+    result = cli("classify-image", "--checkpoint", summary["best_checkpoint"], tiny_imagefolder / "val" / "red" / "00.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["predictions"][0]["label"] in {"blue", "green", "red"}
+
+
+def test_pretrained_timm_backbone_offline_fails_in_one_line(cli, simplenet_config):
+    result = cli("train", simplenet_config, "model.name=timm/resnet10t.c3_in1k")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1

@@ -292,3 +292,33 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path, simplenet_config):
     # 36 images, batch 8 per process, 2 processes: 3 steps per epoch instead of 5.
     assert [r["step"] for r in records] == [3, 6]
     assert load_checkpoint(summary["best_checkpoint"], recipe="classify-image").classes == ["blue", "green", "red"]
+
+
+def test_gradient_clipping_bounds_the_update():
+    from ptcli.training.trainer import Trainer
+
+    config = toy_recipes.ToyConfig(recipe="toy-classify", trainer={"optimizer": "sgd", "momentum": 0, "lr": 1.0, "grad_clip": 0.01})
+    trainer = Trainer(toy_recipes.ToyClassify(config), None)
+    trainer.prepare()
+    model = trainer.models["model"]
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    loss = model(torch.full((4, 2), 100.0)).pow(2).mean()  # a huge gradient
+    trainer.optimize(loss, None)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.linalg.vector_norm(after - before) == pytest.approx(0.01, rel=1e-3)  # lr 1 x clipped norm
+
+
+def test_label_smoothing_and_mixup():
+    from ptcli.training.classification import ClassificationLoss
+
+    logits, targets = torch.tensor([[20.0, -20.0], [-20.0, 20.0]]), torch.tensor([0, 1])
+    assert float(ClassificationLoss()(logits, targets)) < 1e-6
+    assert float(ClassificationLoss(label_smoothing=0.2)(logits, targets)) > 1.0  # confident logits now cost
+    torch.manual_seed(0)
+    mix = ClassificationLoss(mixup_alpha=0.4)
+    inputs = torch.stack([torch.zeros(3), torch.ones(3), 2 * torch.ones(3), 3 * torch.ones(3)])
+    mixed, a, b, lam = mix.mix(inputs, torch.arange(4))
+    assert 0 < lam < 1 and torch.equal(a, torch.arange(4))
+    assert torch.allclose(mixed, lam * inputs + (1 - lam) * inputs[b])
+    off = ClassificationLoss().mix(inputs, torch.arange(4))
+    assert off[3] == 1.0 and off[0] is inputs
