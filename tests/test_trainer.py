@@ -101,6 +101,17 @@ def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(cli, tmp_
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
 
 
+def test_interrupt_during_validation_stops_after_that_epoch(cli, tmp_path):
+    config = toy_config(tmp_path, epochs=3)
+    stopped = cli("train", config, "data.interrupt_in_validation=true", plugins=[toy_recipes])
+    assert stopped.exit_code == 130 and "interrupted after epoch 1; resume with" in stopped.stderr
+    run = tmp_path / "runs" / "toy-classify" / "toy"
+    assert [r["epoch"] for r in read_metrics(run)] == [1]
+    resumed = cli("train", config, f"resume={run}", "data.interrupt_in_validation=false", plugins=[toy_recipes])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3]
+
+
 def test_resume_of_a_folder_that_is_not_a_run(cli, tmp_path):
     result = cli("train", toy_config(tmp_path), f"resume={tmp_path}", plugins=[toy_recipes])
     assert result.exit_code == 2 and "not a ptcli run folder" in result.stderr
@@ -273,15 +284,19 @@ def test_smoothing_and_steepest_descent():
     assert steepest_descent(lrs, losses) == pytest.approx(1e-3)
 
 
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_with_gloo(tmp_path, simplenet_config):
+def torchrun(*args):
     import subprocess
 
     from conftest import REPO
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "ptcli", "train", str(simplenet_config), "trainer.device=cpu", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+               "-m", "ptcli", "train", *map(str, args), "trainer.device=cpu", "--json"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_with_gloo(tmp_path, simplenet_config):
+    done = torchrun(simplenet_config)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(lines) == 1  # only rank 0 reports
@@ -322,3 +337,20 @@ def test_label_smoothing_and_mixup():
     assert torch.allclose(mixed, lam * inputs + (1 - lam) * inputs[b])
     off = ClassificationLoss().mix(inputs, torch.arange(4))
     assert off[3] == 1.0 and off[0] is inputs
+
+
+@pytest.mark.slow
+def test_ddp_with_a_frozen_backbone(tmp_path, simplenet_config):
+    """DDP must wrap the model after freezing, or it waits for gradients that never come."""
+    done = torchrun(simplenet_config, "model.name=resnet18", "model.pretrained=false", "data.image_size=32",
+                    "data.resize=32", "trainer.freeze=[backbone]", "trainer.epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    trained = load_checkpoint(summary["last_checkpoint"]).state_dict
+    from ptcli.training.trainer import seed_everything
+    from ptcli_classify_image.models import build_model, make_registry
+
+    seed_everything(0, False)  # as the run did, so this is the run's starting point
+    initial = build_model(make_registry().get("resnet18"), 3, transfer_head="book").state_dict()
+    assert torch.equal(trained["backbone.conv1.weight"], initial["backbone.conv1.weight"])  # frozen
+    assert not torch.equal(trained["head.0.weight"], initial["head.0.weight"])  # trained

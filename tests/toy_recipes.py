@@ -27,6 +27,7 @@ class ToyData(DataConfig):
     root: Path = Path(".")
     samples: int = 64
     interrupt_at: int | None = None
+    interrupt_in_validation: bool = False
 
 
 class ToyConfig(TrainConfig):
@@ -73,6 +74,9 @@ class ToyClassify(TrainingTask):
 
     def validation_step(self, batch, ctx):
         x, y = batch
+        if self.config.data.interrupt_in_validation and not getattr(self, "interrupted", False):
+            self.interrupted = True  # once: a second Ctrl-C stops at once, by design
+            os.kill(os.getpid(), signal.SIGINT)
         logits = ctx.model(x)
         ctx.update_metrics(logits, y)
         return {"loss": nn.functional.cross_entropy(logits, y)}

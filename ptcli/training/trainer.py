@@ -1,9 +1,10 @@
 """The one training loop, on Hugging Face Accelerate, for every recipe.
 
 Read ``fit`` top to bottom: it prepares models, optimizers and data, then runs epochs of
-training steps and a validation pass. Everything else (progress, metrics.jsonl, TensorBoard,
-checkpoints, early stopping, unfreezing) is a callback reacting to a fixed list of events
-(see callbacks.py), not a branch in the loop. The recipe's training step calls
+training steps and a validation pass, with the groups trainer.freeze and trainer.unfreeze_at
+name frozen at each epoch's start. Everything else (progress, metrics.jsonl, TensorBoard,
+checkpoints, best-metric tracking, early stopping) is a callback reacting to a fixed list of
+events (see callbacks.py), not a branch in the loop. The recipe's training step calls
 ``ctx.optimize``, which is where backward, clipping, stepping and scheduling happen.
 """
 
@@ -123,8 +124,13 @@ class Trainer:
         self.groups = task.param_groups(models)
         optim.check_group_names(self.groups, self.cfg)
         if resume_state is not None:
+            self.position = Position(**resume_state["position"])
             for name, model in models.items():
                 model.load_state_dict(resume_state["models"][name])
+        if self.accelerator.num_processes > 1 and self.cfg.unfreeze_at:
+            raise UsageError("trainer.unfreeze_at cannot be used with several processes (DDP syncs only the "
+                             "parameters trainable when it starts); train in two runs instead")
+        self._apply_freezing()  # before DDP wraps the models: it registers only trainable parameters
         self.optimizers = {name: optim.build_optimizer(groups, self.cfg) for name, groups in self.groups.items()}
         train_set, val_set = task.datasets()
         if len(train_set) == 0:
@@ -149,11 +155,8 @@ class Trainer:
         self.metrics = metrics
         if resume_state is not None:
             self._restore(resume_state)
-        if self.accelerator.num_processes > 1 and self.cfg.unfreeze_at:
-            raise UsageError("trainer.unfreeze_at cannot be used with several processes (DDP syncs only the "
-                             "parameters trainable when it starts); train in two runs instead")
-        self._apply_freezing()
-        torch.set_float32_matmul_precision("high")
+        if self.accelerator.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls: several times faster on Ampere and later
 
     def _loader(self, dataset, shuffle: bool):
         import torch
@@ -172,8 +175,7 @@ class Trainer:
             num_workers=self.cfg.workers,
             collate_fn=self.task.collate_fn(),
             worker_init_fn=_worker_init,
-            persistent_workers=False,
-            pin_memory=False,
+            pin_memory=self.accelerator.device.type == "cuda",
         )
 
     def _restore(self, state: dict) -> None:
@@ -185,14 +187,12 @@ class Trainer:
         scaler = self.accelerator.scaler
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        self.position = Position(**state["position"])
         self._pending_rng = state["rng"]  # restored as the interrupted epoch resumes
 
     def _apply_freezing(self) -> None:
         frozen = optim.frozen_at(self.cfg, self.position.epoch)
         optim.set_frozen(self.groups, set(self.cfg.freeze) - frozen, frozen=False)
         optim.set_frozen(self.groups, frozen, frozen=True)
-        self.frozen = frozen
 
     def training_state(self) -> dict:
         scaler = self.accelerator.scaler
@@ -227,6 +227,9 @@ class Trainer:
                 self.last_record = self._record(train_losses, val_losses)
                 self._step_epoch_schedulers()
                 self.emit("epoch_end", self.last_record)
+                if interrupted() and self.position.epoch < self.cfg.epochs:  # Ctrl-C during validation
+                    self.emit("interrupt")
+                    raise Interrupted(f"interrupted after epoch {self.position.epoch}")
         self.emit("fit_end")
 
     def _train_epoch(self, interrupted) -> dict[str, float]:
@@ -251,7 +254,7 @@ class Trainer:
             self.emit("batch_end", values)
             if interrupted():
                 break
-        return {name: total / max(self.position.batch, 1) for name, total in sums.items()}
+        return self._mean_over_processes({name: total / max(self.position.batch, 1) for name, total in sums.items()})
 
     def optimize(self, loss, name: str | None) -> None:
         if name is None:
@@ -319,15 +322,21 @@ class Trainer:
                     sums[name] += float(value)
                 count += 1
                 self.emit("validation_batch_end")
-        losses = {name: total / max(count, 1) for name, total in sums.items()}
-        if self.accelerator.num_processes > 1 and losses:
-            names = sorted(losses)
-            tensor = torch.tensor([losses[n] for n in names], device=self.accelerator.device)
-            losses = dict(zip(names, self.accelerator.reduce(tensor, "mean").tolist()))
+        losses = self._mean_over_processes({name: total / max(count, 1) for name, total in sums.items()})
         if self.metrics is not None:
             for name, value in self.metrics.compute().items():
                 losses[name] = float(value) if value.numel() == 1 else value.tolist()
         return losses
+
+    def _mean_over_processes(self, losses: dict[str, float]) -> dict[str, float]:
+        """Every process must log, and decide on best and early stopping, from the same numbers."""
+        import torch
+
+        if self.accelerator.num_processes == 1 or not losses:
+            return losses
+        names = sorted(losses)
+        tensor = torch.tensor([losses[n] for n in names], device=self.accelerator.device)
+        return dict(zip(names, self.accelerator.reduce(tensor, "mean").tolist()))
 
     def _record(self, train: Mapping[str, float], val: Mapping[str, float]) -> dict:
         record = {"epoch": self.position.epoch, "step": self.position.step}
