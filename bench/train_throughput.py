@@ -40,12 +40,12 @@ def ptcli_rate(config_file: Path, overrides: list[str]) -> tuple[float, int]:
 
     resolved = resolve_config(config_file, overrides)
     config = resolved.config
+    task = resolved.task_class(config)
+    trainer = Trainer(task, support=resolved.recipe.devices)
+    trainer.prepare()
     run = RunDir.create(config.run.dir, resolved.recipe.name, "bench")
     timer = TrainTimer()
-    callbacks = default_callbacks(True, run, resolved.recipe.name, config.model_dump(mode="json")) + [timer]
-    task = resolved.task_class(config)
-    trainer = Trainer(task, run, callbacks, support=resolved.recipe.devices)
-    trainer.prepare()
+    trainer.callbacks = default_callbacks(True, run, resolved.recipe.name, config.run.tensorboard) + [timer]
     trainer.fit()
     images = len(task.split.train)
     return images / min(timer.epochs[1:]), images

@@ -147,7 +147,7 @@ def test_a_generator_step_leaves_the_discriminator_gradients_alone():
     from ptcli.training.trainer import Trainer
 
     config = toy_recipes.GanConfig(recipe="toy-gan")
-    trainer = Trainer(toy_recipes.ToyGan(config), None)
+    trainer = Trainer(toy_recipes.ToyGan(config))
     trainer.prepare()
     discriminator = trainer.models["discriminator"]
     marker = [torch.full_like(p, 7.0) for p in discriminator.parameters()]
@@ -193,6 +193,7 @@ def test_trainer_setting_errors(cli, tmp_path, setting, message):
     result = cli("train", toy_config(tmp_path), *overrides, plugins=[toy_recipes])
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr
+    assert not (tmp_path / "runs").exists()  # a run that cannot start leaves no folder behind
 
 
 def test_precision_the_recipe_does_not_declare(cli, tmp_path):
@@ -247,7 +248,7 @@ def test_lr_find_leaves_the_model_untouched_and_suggests_a_rate():
     from ptcli.training.lr_finder import lr_range_test
     from ptcli.training.trainer import Trainer
 
-    trainer = Trainer(toy_recipes.ToyClassify(toy_recipes.ToyConfig(recipe="toy-classify")), None)
+    trainer = Trainer(toy_recipes.ToyClassify(toy_recipes.ToyConfig(recipe="toy-classify")))
     trainer.prepare()
     before = {k: v.clone() for k, v in trainer.models["model"].state_dict().items()}
     optimizer_before = json.dumps(trainer.optimizers["main"].optimizer.state_dict()["param_groups"], default=str)
@@ -313,7 +314,7 @@ def test_gradient_clipping_bounds_the_update():
     from ptcli.training.trainer import Trainer
 
     config = toy_recipes.ToyConfig(recipe="toy-classify", trainer={"optimizer": "sgd", "momentum": 0, "lr": 1.0, "grad_clip": 0.01})
-    trainer = Trainer(toy_recipes.ToyClassify(config), None)
+    trainer = Trainer(toy_recipes.ToyClassify(config))
     trainer.prepare()
     model = trainer.models["model"]
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])

@@ -82,7 +82,7 @@ def lr_find(
     config = resolved.config
     config.trainer.scheduler.name = "none"  # the test sets the rate itself
     config.trainer.grad_accum = 1
-    trainer = Trainer(resolved.task_class(config), None, support=resolved.recipe.devices)
+    trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
     trainer.prepare()
     result = lr_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=iterations)
     if plot_path is None:

@@ -47,10 +47,9 @@ class Checkpoints:
     """last (every epoch) and best (when the monitored metric improves), each a self-describing
     safetensors + JSON export, plus the full training state for resuming."""
 
-    def __init__(self, run, recipe: str, config: dict) -> None:
+    def __init__(self, run, recipe: str) -> None:
         self.run = run
         self.recipe = recipe
-        self.config = config
 
     def _export(self, trainer, which: str, record: dict) -> None:
         export = trainer.task.export(trainer.unwrapped_models())
@@ -67,7 +66,7 @@ class Checkpoints:
     def on_epoch_end(self, trainer, record) -> None:
         self.run.save_state(trainer.training_state())
         self._export(trainer, "last", record)
-        if getattr(trainer, "improved", False):
+        if trainer.improved:
             self._export(trainer, "best", record)
 
     def on_interrupt(self, trainer) -> None:
@@ -179,14 +178,14 @@ class ProgressDisplay:
         self.bar.stop()
 
 
-def default_callbacks(trainer_is_main: bool, run, recipe: str, config: dict) -> list:
+def default_callbacks(is_main_process: bool, run, recipe: str, tensorboard: bool = True) -> list:
     callbacks: list = [MonitorBest(), EarlyStopping()]
-    if not trainer_is_main:
+    if not is_main_process:
         return callbacks
     callbacks.append(ProgressDisplay())
     if run is not None:
-        callbacks += [Checkpoints(run, recipe, config), MetricsFile(run)]
-        if config.get("run", {}).get("tensorboard", True):
+        callbacks += [Checkpoints(run, recipe), MetricsFile(run)]
+        if tensorboard:
             callbacks.append(TensorBoard(run))
     return callbacks
 

@@ -60,23 +60,20 @@ def train(resolved: ResolvedConfig, config_file: Path):
 
     config = resolved.config
     main = is_main_process()
-    resume_state = None
+    run, resume_state = None, None
     if config.resume is not None:
         run = RunDir.existing(config.resume)
         resume_state = run.load_state()
-    elif main:
-        run = RunDir.create(config.run.dir, resolved.recipe.name, config.run.name or default_run_name(config_file))
-        config.run.name = run.path.name
-    else:
-        run = None
+    trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
+    trainer.prepare(resume_state)  # data, model and setting errors surface before any folder is made
     if main:
+        if run is None:
+            run = RunDir.create(config.run.dir, resolved.recipe.name, config.run.name or default_run_name(config_file))
+            config.run.name = run.path.name
         run.write_config(to_yaml(config))
         if resume_state is not None:
             run.truncate_metrics(resume_state["position"]["epoch"])
-    task = resolved.task_class(config)
-    callbacks = default_callbacks(main, run if main else None, resolved.recipe.name, config.model_dump(mode="json"))
-    trainer = Trainer(task, run if main else None, callbacks, support=resolved.recipe.devices)
-    trainer.prepare(resume_state)
+    trainer.callbacks = default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)
     try:
         trainer.fit()
     except Interrupted as exc:

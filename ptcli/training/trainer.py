@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ptcli.errors import Interrupted, UsageError
 from ptcli.training import optim
-from ptcli.training.run import RunDir, restore_rng
+from ptcli.training.run import restore_rng
 from ptcli.training.task import StepContext, TrainingTask
 
 
@@ -98,15 +98,15 @@ def _worker_init(worker_id: int) -> None:
 
 
 class Trainer:
-    def __init__(self, task: TrainingTask, run: RunDir | None, callbacks=(), support=None) -> None:
+    def __init__(self, task: TrainingTask, callbacks=(), support=None) -> None:
         self.task = task
         self.cfg = task.config.trainer
-        self.run = run
         self.callbacks = list(callbacks)
         self.support = support  # the recipe's DeviceSupport (None: any device, fp32 only)
         self.position = Position()
         self.should_stop = False
         self.stop_reason = ""
+        self.improved = False  # whether the last epoch bettered the monitored metric
         self.ctx = StepContext(self)
         self.last_record: dict = {}
         self._pending_rng = None
