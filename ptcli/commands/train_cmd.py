@@ -63,7 +63,7 @@ def lr_find(
     end_lr: Annotated[float, typer.Option(min=0.0, help="Last learning rate.")] = 10.0,
     iterations: Annotated[int, typer.Option(min=5, help="Batches to try (the data set is cycled).")] = 100,
     plot_path: Annotated[
-        Path | None, typer.Option("--plot", metavar="PNG", help="Where to write the plot [default: RUN_DIR/<recipe>/<name>-lr-find.png].")
+        Path | None, typer.Option("--plot", metavar="PNG", help="Where to write the plot [default: <run.dir>/<recipe>/<run.name or config name>-lr-find.png].")
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
