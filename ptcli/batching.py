@@ -91,3 +91,14 @@ def run_batched(
                     results[index] = postprocess(outputs[row])
             for index in sorted(results):
                 yield inputs[index], results[index]
+
+
+def run_batched_with_progress(description: str, inputs: Sequence[Any], **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+    """run_batched, advancing a progress bar on stderr (see ptcli.output.progress) per input."""
+    from ptcli.output import progress
+
+    with progress() as bar:
+        task = bar.add_task(description, total=len(inputs))
+        for item in run_batched(inputs, **kwargs):
+            bar.advance(task)
+            yield item

@@ -85,10 +85,10 @@ def classify_image(
     """Classify images with an ImageNet model (EfficientNet-Lite0 by default, offline) or a
     fine-tuned checkpoint. Prints the top-k labels per image; with --json, one JSON object per
     image per line. Unreadable images are reported and skipped; the exit code is then 1."""
-    from ptcli.batching import Failed, run_batched
+    from ptcli.batching import Failed, run_batched_with_progress
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line, progress
+    from ptcli.output import emit, emit_json, error_line
 
     from .data import LoadImage, Preprocess
 
@@ -115,7 +115,8 @@ def classify_image(
         ]
 
     failures = 0
-    results = run_batched(
+    results = run_batched_with_progress(
+        "classifying",
         inputs,
         load=LoadImage(adapter, Preprocess(preprocessing)),
         forward=forward,
@@ -124,20 +125,17 @@ def classify_image(
         batch_size=batch_size,
         workers=workers,
     )
-    with progress() as bar:
-        task = bar.add_task("classifying", total=len(inputs))
-        for path, result in results:
-            bar.advance(task)
-            if isinstance(result, Failed):
-                failures += 1
-                if json_output:
-                    emit_json({"input": str(path), "error": result.message})
-                else:
-                    error_line(f"{path}: {result.message}")
-            elif json_output:
-                emit_json({"input": str(path), "predictions": result})
+    for path, result in results:
+        if isinstance(result, Failed):
+            failures += 1
+            if json_output:
+                emit_json({"input": str(path), "error": result.message})
             else:
-                emit(_format_human(path, result))
+                error_line(f"{path}: {result.message}")
+        elif json_output:
+            emit_json({"input": str(path), "predictions": result})
+        else:
+            emit(_format_human(path, result))
     if failures:
         if not json_output:
             error_line(f"{failures} of {len(inputs)} inputs could not be read")

@@ -27,9 +27,9 @@ def labelled_images(data: Path, classes: list[str]) -> list[tuple[Path, int]]:
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
     import torch
 
-    from ptcli.batching import Failed, run_batched
+    from ptcli.batching import Failed, run_batched_with_progress
     from ptcli.devices import resolve_device
-    from ptcli.output import error_line, progress
+    from ptcli.output import error_line
     from ptcli.training.classification import classification_report
 
     from . import RECIPE
@@ -42,25 +42,22 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size
     samples = labelled_images(data, classes)
     labels = dict(samples)
     logits, targets, failed = [], [], 0
-    results = run_batched(
+    results = run_batched_with_progress(
+        "evaluating",
         [path for path, _ in samples],
         load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)),
         forward=lambda batch: net(batch).float().cpu(),
         postprocess=lambda row: row,
         device=target,
         batch_size=batch_size,
-        workers=None,
     )
-    with progress() as bar:
-        task = bar.add_task("evaluating", total=len(samples))
-        for path, result in results:
-            bar.advance(task)
-            if isinstance(result, Failed):
-                failed += 1
-                error_line(f"{path}: {result.message}")
-                continue
-            logits.append(result)
-            targets.append(labels[path])
+    for path, result in results:
+        if isinstance(result, Failed):
+            failed += 1
+            error_line(f"{path}: {result.message}")
+            continue
+        logits.append(result)
+        targets.append(labels[path])
     if not logits:
         raise UsageError(f"no readable images in {data}")
     report = {"checkpoint": str(checkpoint), "data": str(data)}
