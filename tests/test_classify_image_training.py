@@ -250,3 +250,13 @@ def test_transfer_head_on_torchvision_and_timm_backbones(cli, simplenet_config, 
 def test_pretrained_timm_backbone_offline_fails_in_one_line(cli, simplenet_config):
     result = cli("train", simplenet_config, "model.name=timm/resnet10t.c3_in1k")
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_checkpoint_with_unknown_model_args_is_a_clear_error(cli, simplenet_config, tiny_imagefolder):
+    best = train_json(cli, simplenet_config, "trainer.epochs=1")["best_checkpoint"]
+    sidecar = best.replace(".safetensors", ".json")
+    meta = json.loads(open(sidecar).read())
+    meta["model_args"]["depth"] = 5
+    open(sidecar, "w").write(json.dumps(meta))
+    result = cli("classify-image", "--checkpoint", best, tiny_imagefolder / "val" / "red" / "00.png")
+    assert result.exit_code == 1 and "cannot rebuild its model from model_args" in result.stderr

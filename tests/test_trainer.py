@@ -355,3 +355,27 @@ def test_ddp_with_a_frozen_backbone(tmp_path, simplenet_config):
     initial = build_model(make_registry().get("resnet18"), 3, transfer_head="book").state_dict()
     assert torch.equal(trained["backbone.conv1.weight"], initial["backbone.conv1.weight"])  # frozen
     assert not torch.equal(trained["head.0.weight"], initial["head.0.weight"])  # trained
+
+
+def test_a_second_ctrl_c_stops_at_once(cli, tmp_path):
+    class TwiceInterrupted(toy_recipes.ToyClassify):
+        def training_step(self, batch, ctx):
+            losses = super().training_step(batch, ctx)
+            if self.batches == 3:
+                import os
+                import signal
+
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            return losses
+
+    import types
+
+    from ptcli import hookimpl
+    from ptcli.recipe import Recipe
+
+    module = types.ModuleType("twice")
+    module.register_recipes = hookimpl(lambda register: register(Recipe(name="twice", help="x", training=TwiceInterrupted)))
+    result = cli("train", toy_config(tmp_path, recipe="twice"), plugins=[module])
+    assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"
+    assert not (tmp_path / "runs" / "twice" / "toy" / "checkpoints").exists()  # nothing saved mid-step

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import UsageError
+from ptcli.errors import CheckpointError, UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
@@ -29,7 +29,11 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
         spec = registry.get(ckpt.model)
         if not ckpt.classes:
             raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
-        model = build_model(spec, len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
+        try:
+            model = build_model(spec, len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
+        except TypeError as exc:  # model_args written by another version of the recipe
+            raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model from model_args "
+                                  f"{ckpt.meta.get('model_args')}: {exc}") from exc
         load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
         return model, ckpt.classes, ckpt.preprocessing or dict(spec.preprocessing)
     spec = registry.get(model_name or DEFAULT_MODEL)

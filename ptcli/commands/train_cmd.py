@@ -70,7 +70,7 @@ def lr_find(
     """The learning-rate range test (book ch. 4): prints the suggested learning rate and writes
     a plot of loss against learning rate. The model training starts from is left untouched."""
     from ptcli.errors import UsageError
-    from ptcli.output import emit, emit_json
+    from ptcli.output import emit, emit_json, progress
     from ptcli.training.lr_finder import lr_range_test, plot
     from ptcli.training.run import default_run_name
     from ptcli.training.session import resolve_config
@@ -84,7 +84,10 @@ def lr_find(
     config.trainer.grad_accum = 1
     trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
     trainer.prepare()
-    result = lr_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=iterations)
+    with progress() as bar:
+        task = bar.add_task("lr range test", total=iterations)
+        step = lambda lr, loss: bar.update(task, advance=1, description=f"lr {lr:.1e}  loss {loss:.4f}")  # noqa: E731
+        result = lr_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=iterations, on_step=step)
     if plot_path is None:
         name = config.run.name or default_run_name(config_file)
         plot_path = Path(config.run.dir) / resolved.recipe.name / f"{name}-lr-find.png"

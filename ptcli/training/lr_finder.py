@@ -45,8 +45,9 @@ def steepest_descent(lrs: list[float], losses: list[float], skip_start: int = 3,
 
 
 def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100,
-                  beta: float = 0.98, diverge: float = 4.0) -> LRFinderResult:
-    """Run the test on a prepared Trainer; its models and optimizer are left as they were."""
+                  beta: float = 0.98, diverge: float = 4.0, on_step=None) -> LRFinderResult:
+    """Run the test on a prepared Trainer; its models and optimizer are left as they were.
+    ``on_step(lr, smoothed_loss)`` is called after each batch (for a progress bar)."""
     if len(trainer.optimizers) != 1:
         raise UsageError("lr-find works on recipes with one optimizer; this one has " + ", ".join(trainer.optimizers))
     optimizer = next(iter(trainer.optimizers.values()))
@@ -73,6 +74,8 @@ def lr_range_test(trainer, start_lr: float = 1e-7, end_lr: float = 10.0, num_ite
             lrs.append(lr)
             curve = smoothed(raw, beta)
             best = min(best, curve[-1])
+            if on_step is not None:
+                on_step(lr, curve[-1])
             if curve[-1] > diverge * best:
                 break
     finally:
