@@ -1,7 +1,8 @@
 """What happens around the loop, one callback per job.
 
 Events, in order: fit_start, then per epoch: epoch_start, batch_end (per batch, with the
-batch's losses), validation_start, validation_batch_end, epoch_end (with the epoch's record);
+batch's losses as tensors: call float() only when a number is needed, as each call waits for
+the GPU), validation_start, validation_batch_end, epoch_end (with the epoch's record);
 finally fit_end. interrupt fires instead of the epoch's end when Ctrl-C stopped training.
 A callback implements ``on_<event>(trainer, ...)`` for the events it cares about. Callbacks
 that write files run on the main process only (see ``default_callbacks``).
@@ -102,7 +103,7 @@ class TensorBoard:
         if step != self.last_logged and step % trainer.cfg.log_every == 0:
             self.last_logged = step
             for name, value in losses.items():
-                self.writer.add_scalar(f"train_step/{name}", value, step)
+                self.writer.add_scalar(f"train_step/{name}", float(value), step)
 
     def on_epoch_end(self, trainer, record) -> None:
         for key, value in record.items():
@@ -133,30 +134,33 @@ def format_record(record: dict, epochs: int) -> str:
 
 
 class ProgressDisplay:
-    """A live bar per epoch with the running loss on stderr, and one summary line per epoch."""
+    """A live bar per epoch with the epoch's running mean loss on stderr (refreshed at most
+    twice a second, since reading a loss waits for the GPU), and one summary line per epoch."""
+
+    REFRESH_S = 0.5
 
     def __init__(self) -> None:
         self.bar = None
         self.task = None
-        self.sums: dict[str, float] = {}
-        self.count = 0
+        self.shown_at = 0.0
 
     def on_fit_start(self, trainer) -> None:
         self.bar = progress(transient=True)
         self.bar.start()
 
     def on_epoch_start(self, trainer) -> None:
-        self.sums, self.count = {}, 0
         total = len(trainer.train_loader)
         self.task = self.bar.add_task(f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}", total=total,
                                       completed=trainer.position.batch)
 
     def on_batch_end(self, trainer, losses) -> None:
-        self.count += 1
-        for name, value in losses.items():
-            self.sums[name] = self.sums.get(name, 0.0) + value
-        info = "  ".join(f"{n} {v / self.count:.4f}" for n, v in self.sums.items())
-        self.bar.update(self.task, advance=1, description=f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}  {info}")
+        self.bar.advance(self.task)
+        if self.bar.disable or time.monotonic() - self.shown_at < self.REFRESH_S:
+            return
+        self.shown_at = time.monotonic()
+        pos = trainer.position
+        info = "  ".join(f"{name} {float(total) / pos.batch:.4f}" for name, total in pos.loss_sums.items())
+        self.bar.update(self.task, description=f"epoch {pos.epoch + 1}/{trainer.cfg.epochs}  {info}")
 
     def on_validation_start(self, trainer, batches) -> None:
         self.bar.remove_task(self.task)

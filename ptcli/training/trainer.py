@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-from collections import defaultdict
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -141,6 +140,7 @@ class Trainer:
         prepared = self.accelerator.prepare(*models.values(), *self.optimizers.values(), train_loader, val_loader)
         self.models = dict(zip(names, prepared[: len(names)]))
         self.optimizers = dict(zip(self.optimizers, prepared[len(names): len(names) + len(self.optimizers)]))
+        self._params = {name: [p for group in opt.param_groups for p in group["params"]] for name, opt in self.optimizers.items()}
         self.train_loader, self.val_loader = prepared[-2], prepared[-1]
         self.ctx.models = self.models
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.cfg.grad_accum)
@@ -197,8 +197,9 @@ class Trainer:
     def training_state(self) -> dict:
         scaler = self.accelerator.scaler
         unwrap = self.accelerator.unwrap_model
+        position = {**vars(self.position), "loss_sums": {k: float(v) for k, v in self.position.loss_sums.items()}}
         return {
-            "position": vars(self.position).copy(),
+            "position": position,
             "models": {name: unwrap(model).state_dict() for name, model in self.models.items()},
             "optimizers": {name: opt.optimizer.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: s.state_dict() if s is not None else None for name, s in self.schedulers.items()},
@@ -243,18 +244,19 @@ class Trainer:
         if self._pending_rng is not None:
             restore_rng(self._pending_rng)
             self._pending_rng = None
+        # Losses are summed where they are (on the GPU, no sync per batch); callbacks that show
+        # them convert when they need a number.
         sums = self.position.loss_sums = dict(self.position.loss_sums) if self.position.batch else {}
         for batch in loader:
             with self.accelerator.accumulate(*self.models.values()):
                 losses = self.task.training_step(batch, self.ctx)
-            values = {name: float(value) for name, value in losses.items()}
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value.detach()
             self.position.batch += 1
-            self.emit("batch_end", values)
+            self.emit("batch_end", losses)
             if interrupted():
                 break
-        return self._mean_over_processes({name: total / max(self.position.batch, 1) for name, total in sums.items()})
+        return self._mean_over_processes({name: float(total) / max(self.position.batch, 1) for name, total in sums.items()})
 
     def optimize(self, loss, name: str | None) -> None:
         if name is None:
@@ -265,8 +267,7 @@ class Trainer:
         with self._only_training(name):
             self.accelerator.backward(loss)
         if self.accelerator.sync_gradients and self.cfg.grad_clip:
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            self.accelerator.clip_grad_norm_(params, self.cfg.grad_clip)
+            self.accelerator.clip_grad_norm_(self._params[name], self.cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
@@ -287,8 +288,7 @@ class Trainer:
         if len(self.optimizers) == 1:
             yield
             return
-        others = [p for other, opt in self.optimizers.items() if other != name
-                  for group in opt.param_groups for p in group["params"]]
+        others = [p for other, params in self._params.items() if other != name for p in params]
         saved = [p.grad for p in others]
         for p in others:
             p.grad = None  # backward then writes fresh tensors, not into the saved ones
@@ -313,16 +313,16 @@ class Trainer:
             model.eval()
         if self.metrics is not None:
             self.metrics.reset()
-        sums: dict[str, float] = defaultdict(float)
+        sums: dict = {}
         count = 0
         self.emit("validation_start", len(self.val_loader))
         with torch.no_grad():
             for batch in self.val_loader:
                 for name, value in self.task.validation_step(batch, self.ctx).items():
-                    sums[name] += float(value)
+                    sums[name] = sums.get(name, 0.0) + value.detach()
                 count += 1
                 self.emit("validation_batch_end")
-        losses = self._mean_over_processes({name: total / max(count, 1) for name, total in sums.items()})
+        losses = self._mean_over_processes({name: float(total) / max(count, 1) for name, total in sums.items()})
         if self.metrics is not None:
             for name, value in self.metrics.compute().items():
                 losses[name] = float(value) if value.numel() == 1 else value.tolist()
