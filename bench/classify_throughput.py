@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import report
+
 TARGET = 0.9
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,10 +78,7 @@ def main() -> None:
     print(f"{len(paths)} images, batch size {args.batch_size}, device {args.device}, torch threads {torch.get_num_threads()}")
     base = baseline_rate(paths, args.batch_size, args.device)
     ours = ptcli_rate(folders, args.batch_size, args.device, len(paths))
-    ratio = ours / base
-    print(f"hand-written loop     {base:8.1f} images/s")
-    print(f"ptcli classify-image  {ours:8.1f} images/s")
-    print(f"ratio {ratio:.2f} (target >= {TARGET}): {'OK' if ratio >= TARGET else 'MISSED'}")
+    report([("hand-written loop", f"{base:6.1f} images/s"), ("ptcli classify-image", f"{ours:6.1f} images/s")], ours / base, TARGET)
 
 
 if __name__ == "__main__":

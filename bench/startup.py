@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import report
+
 TARGET = 0.15
 
 
@@ -33,10 +35,9 @@ def main() -> None:
         sys.exit("ptcli is not installed next to this Python; run it with the venv's python")
     help_s = median_seconds([ptcli, "--help"], args.runs)
     torch_s = median_seconds([sys.executable, "-c", "import torch"], args.runs)
-    ratio = help_s / torch_s
-    print(f"ptcli --help          {help_s * 1000:7.0f} ms (median of {args.runs})")
-    print(f"python -c import torch {torch_s * 1000:6.0f} ms (median of {args.runs})")
-    print(f"ratio {ratio:.3f} (target <= {TARGET}): {'OK' if ratio <= TARGET else 'MISSED'}")
+    report([("ptcli --help", f"{help_s * 1000:5.0f} ms (median of {args.runs})"),
+            ("python -c 'import torch'", f"{torch_s * 1000:5.0f} ms (median of {args.runs})")],
+           help_s / torch_s, TARGET, higher_is_better=False)
 
 
 if __name__ == "__main__":

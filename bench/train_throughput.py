@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import report
+
 TARGET = 0.9
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,9 +111,7 @@ def main() -> None:
             rate, images = ptcli_rate(config, overrides)
             ours = max(ours, rate)
     print(f"model {args.model}, {images} training images of 64x64, batch {args.batch_size}, {args.threads} threads, CPU")
-    print(f"hand-written loop: {baseline:.1f} images/s")
-    print(f"ptcli train:       {ours:.1f} images/s")
-    print(f"ratio: {ours / baseline:.2f} (target >= {TARGET})")
+    report([("hand-written loop", f"{baseline:6.1f} images/s"), ("ptcli train", f"{ours:6.1f} images/s")], ours / baseline, TARGET)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,9 @@ def save_checkpoint(
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
-    _, sidecar_path = checkpoint_paths(path)
+    tensors_path, sidecar_path = checkpoint_paths(path)
+    if not tensors_path.is_file() and not Path(path).is_file():
+        raise UsageError(f"checkpoint not found: {path}")
     if not sidecar_path.is_file():
         raise UsageError(f"{path} is not a ptcli checkpoint: its sidecar {sidecar_path.name} is missing (for a bare weights file use --weights)")
     try:
@@ -134,8 +136,6 @@ def read_sidecar(path: str | os.PathLike) -> dict:
 def load_checkpoint(path: str | os.PathLike, *, recipe: str | None = None) -> Checkpoint:
     """Load a checkpoint; with ``recipe``, one made by another recipe is a usage error."""
     tensors_path, _ = checkpoint_paths(path)
-    if not tensors_path.is_file() and not Path(path).is_file():
-        raise UsageError(f"checkpoint not found: {path}")
     meta = read_sidecar(path)
     if recipe is not None and meta.get("recipe") != recipe:
         made_by = meta.get("recipe") or "an unknown recipe"

@@ -8,6 +8,7 @@ names the dotted key and, for unknown keys, the closest valid one.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,7 +56,7 @@ def parse_overrides(items: Sequence[str]) -> list[tuple[list[str], Any]]:
 
 
 def apply_overrides(config: dict, overrides: Iterable[tuple[list[str], Any]]) -> dict:
-    result = _deep_copy(config)
+    result = copy.deepcopy(config)
     for path, value in overrides:
         node = result
         for depth, part in enumerate(path[:-1]):
@@ -66,14 +67,6 @@ def apply_overrides(config: dict, overrides: Iterable[tuple[list[str], Any]]) ->
             node = child
         node[path[-1]] = value
     return result
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
 
 
 def _submodel(annotation: Any):

@@ -113,14 +113,11 @@ def evaluate(
     from ptcli.errors import UsageError
     from ptcli.output import emit, emit_json
     from ptcli.plugins import get_plugins
+    from ptcli.training.task import TrainingTask
 
-    if not Path(checkpoint).with_suffix(".safetensors").is_file() and not Path(checkpoint).is_file():
-        raise UsageError(f"checkpoint not found: {checkpoint}")
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
     task_class = recipe.training_task
-    from ptcli.training.task import TrainingTask
-
     if task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
         raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
     report = task_class.evaluate(Path(checkpoint), Path(data), device=device, batch_size=batch_size)

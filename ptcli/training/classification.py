@@ -59,7 +59,7 @@ def classification_report(logits, targets, classes: Sequence[str]) -> dict[str, 
     logits, targets = logits.float(), targets.long()
     report: dict[str, Any] = {"samples": int(targets.numel())}
     report["accuracy"] = round(float(multiclass_accuracy(logits, targets, n, average="micro")), 6)
-    if n >= 5:
+    if n > 5:  # with 5 classes or fewer, top-5 accuracy is 1 by definition
         report["top5"] = round(float(multiclass_accuracy(logits, targets, n, average="micro", top_k=5)), 6)
     precision = multiclass_precision(logits, targets, n, average=None, zero_division=0)
     recall = multiclass_recall(logits, targets, n, average=None, zero_division=0)

@@ -79,13 +79,14 @@ def train(resolved: ResolvedConfig, config_file: Path):
     except Interrupted as exc:
         where = f"; resume with: ptcli train {config_file} resume={run.path}" if run is not None else ""
         raise Interrupted(f"{exc}{where}") from None
-    record = trainer.last_record or (run.read_metrics()[-1] if run is not None and run.read_metrics() else {})
-    best = run.checkpoint("best") if run is not None and run.checkpoint("best").is_file() else None
-    last = run.checkpoint("last") if run is not None and run.checkpoint("last").is_file() else None
+    if run is None:  # a process other than rank 0 of a new run: it wrote nothing
+        return FitResult(None, None, None, trainer.last_record)
+    existing = lambda which: str(run.checkpoint(which)) if run.checkpoint(which).is_file() else None  # noqa: E731
+    records = run.read_metrics()
     return FitResult(
-        run_dir=str(run.path) if run is not None else None,
-        best_checkpoint=str(best) if best else None,
-        last_checkpoint=str(last) if last else None,
-        metrics=record,
+        run_dir=str(run.path),
+        best_checkpoint=existing("best"),
+        last_checkpoint=existing("last"),
+        metrics=trainer.last_record or (records[-1] if records else {}),
         stop_reason=trainer.stop_reason or None,
     )
