@@ -260,3 +260,26 @@ def test_checkpoint_with_unknown_model_args_is_a_clear_error(cli, simplenet_conf
     open(sidecar, "w").write(json.dumps(meta))
     result = cli("classify-image", "--checkpoint", best, tiny_imagefolder / "val" / "red" / "00.png")
     assert result.exit_code == 1 and "cannot rebuild its model from model_args" in result.stderr
+
+
+def test_normalisation_computed_from_the_data_is_stored_in_the_checkpoint(cli, simplenet_config):
+    summary = train_json(cli, simplenet_config, "data.normalize=data", "trainer.epochs=1")
+    preprocessing = load_checkpoint(summary["last_checkpoint"]).preprocessing
+    assert preprocessing["mean"] != [0.485, 0.456, 0.406]  # not ImageNet's
+    assert all(0 < m < 1 for m in preprocessing["mean"]) and all(0 < s < 1 for s in preprocessing["std"])
+
+
+def test_lr_find_on_classify_image(cli, simplenet_config, tmp_path):
+    result = cli("lr-find", simplenet_config, "--iterations", "20", "--plot", tmp_path / "lr.png", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["suggested_lr"] > 0 and (tmp_path / "lr.png").is_file()
+
+
+def test_eval_reports_unreadable_images_and_scores_the_rest(cli, simplenet_config, tiny_imagefolder):
+    best = train_json(cli, simplenet_config, "trainer.epochs=1")["best_checkpoint"]
+    broken = tiny_imagefolder / "val" / "red" / "broken.png"
+    broken.write_text("not an image")
+    result = cli("eval", best, tiny_imagefolder, "--json")
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and report["samples"] == 12
+    assert f"{broken}: cannot read image" in result.stderr

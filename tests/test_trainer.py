@@ -379,3 +379,14 @@ def test_a_second_ctrl_c_stops_at_once(cli, tmp_path):
     result = cli("train", toy_config(tmp_path, recipe="twice"), plugins=[module])
     assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"
     assert not (tmp_path / "runs" / "twice" / "toy" / "checkpoints").exists()  # nothing saved mid-step
+
+
+def test_resume_without_or_with_a_broken_training_state(train, cli, tmp_path):
+    run = train(toy_config(tmp_path, epochs=1))["run_dir"]
+    state = tmp_path / "runs" / "toy-classify" / "toy" / "checkpoints" / "training_state.pt"
+    state.write_bytes(b"not a torch file")
+    result = cli("train", toy_config(tmp_path), f"resume={run}", plugins=[toy_recipes])
+    assert result.exit_code == 1 and "cannot read training state" in result.stderr
+    state.unlink()
+    result = cli("train", toy_config(tmp_path), f"resume={run}", plugins=[toy_recipes])
+    assert result.exit_code == 2 and "no training state to resume from" in result.stderr

@@ -10,13 +10,13 @@ from ptcli.errors import UsageError
 def labelled_images(data: Path, classes: list[str]) -> list[tuple[Path, int]]:
     """(image, index in the checkpoint's classes) from DATA/<class>/ or, given a data root,
     from its val/ folder."""
-    from .imagefolder import _read_split
+    from .imagefolder import read_split
 
     data = Path(data)
     if not data.is_dir():
         raise UsageError(f"data folder not found: {data}")
     folder = data / "val" if (data / "val").is_dir() else data
-    found = _read_split(folder, "evaluation")
+    found = read_split(folder, "evaluation")
     unknown = [name for name in found if name not in classes]
     if unknown:
         raise UsageError(f"{folder / unknown[0]} is not one of the checkpoint's classes ({', '.join(classes)})")

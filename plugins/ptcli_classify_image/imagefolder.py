@@ -11,7 +11,7 @@ from typing import Any
 
 from ptcli.errors import UsageError
 
-from .data import IMAGE_EXTENSIONS, ImageFiles
+from .data import IMAGE_EXTENSIONS, ImageFiles, LoadImage
 
 Sample = tuple[Path, int]
 
@@ -31,7 +31,8 @@ def class_folders(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _read_split(folder: Path, what: str) -> dict[str, list[Path]]:
+def read_split(folder: Path, what: str) -> dict[str, list[Path]]:
+    """class name -> images of one split folder; a missing or empty folder is a usage error."""
     if not folder.is_dir():
         raise UsageError(f"{what} folder not found: {folder}")
     classes = class_folders(folder)
@@ -48,14 +49,14 @@ def scan(root: Path, train_dir: str = "train", val_dir: str = "val", val_fractio
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"data.root not found: {root}")
-    train = _read_split(root / train_dir, "training")
+    train = read_split(root / train_dir, "training")
     classes = list(train)
     index = {name: i for i, name in enumerate(classes)}
     val_folder = root / val_dir
     if val_folder.is_dir():
         if val_fraction is not None:
             raise UsageError(f"{val_folder} exists and data.val_fraction is set: use one or the other")
-        val = _read_split(val_folder, "validation")
+        val = read_split(val_folder, "validation")
         missing = [name for name in classes if name not in val]
         if missing:
             raise UsageError(f"class {missing[0]!r} has no folder in {val_folder}; add its validation images or set data.val_fraction instead")
@@ -84,8 +85,7 @@ class ImageDataset:
 
     def __init__(self, samples: Sequence[Sample], transform) -> None:
         self.samples = list(samples)
-        self.transform = transform
-        self.adapter = ImageFiles()
+        self.load = LoadImage(ImageFiles(), transform)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -95,10 +95,9 @@ class ImageDataset:
 
         path, label = self.samples[i]
         try:
-            image = self.adapter.read(path)
+            return self.load(path), label
         except InputError as exc:
             raise InputError(f"{path}: {exc}; fix or remove the file") from None
-        return self.transform(image), label
 
 
 def transforms(preprocessing: Mapping[str, Any], augment: str = "none"):
