@@ -42,13 +42,32 @@ class _LoadedInputs:
             return index, Failed(str(exc))
 
 
-def _collate(items):
+def stack(items: list) -> Any:
     import torch
 
-    good = [(i, x) for i, x in items if not isinstance(x, Failed)]
-    failed = [(i, x) for i, x in items if isinstance(x, Failed)]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, failed
+    return torch.stack(items)
+
+
+class _Collate:
+    """Splits failed inputs from good ones and batches the good ones with ``combine``."""
+
+    def __init__(self, combine: Callable[[list], Any]) -> None:
+        self.combine = combine
+
+    def __call__(self, items):
+        good = [(i, x) for i, x in items if not isinstance(x, Failed)]
+        failed = [(i, x) for i, x in items if isinstance(x, Failed)]
+        batch = self.combine([x for _, x in good]) if good else None
+        return [i for i, _ in good], batch, failed
+
+
+def to_device(batch: Any, device: Any) -> Any:
+    """A tensor, or a dict, list or tuple of them, on ``device``."""
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
 
 
 def default_workers(n_inputs: int, batch_size: int) -> int:
@@ -68,8 +87,10 @@ def run_batched(
     device: Any,
     batch_size: int = 16,
     workers: int | None = None,
+    collate: Callable[[list], Any] = stack,
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield (input, result or Failed) for every input, in input order."""
+    """Yield (input, result or Failed) for every input, in input order. ``collate`` turns the
+    loaded inputs of a batch into what ``forward`` takes (default: one stacked tensor)."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -79,14 +100,14 @@ def run_batched(
         _LoadedInputs(inputs, load),
         batch_size=batch_size,
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=_Collate(collate),
         pin_memory=device.type == "cuda",
     )
     with torch.inference_mode():
         for indices, batch, failed in loader:
             results: dict[int, Any] = dict(failed)
             if batch is not None:
-                outputs = forward(batch.to(device, non_blocking=True))
+                outputs = forward(to_device(batch, device))
                 for row, index in enumerate(indices):
                     results[index] = postprocess(outputs[row])
             for index in sorted(results):

@@ -30,7 +30,8 @@ class WeightsSpec:
 
     #: What users type: ``ptcli weights fetch NAME``.
     name: str
-    filename: str
+    #: The file; None with cache="huggingface": the whole repository, as a model folder.
+    filename: str | None
     #: Where a download comes from (``file://`` works too). None: the file cannot be downloaded.
     url: str | None = None
     #: Full hex digest. Without it, a torch-hub style hash prefix in ``filename`` is checked.
@@ -43,12 +44,20 @@ class WeightsSpec:
     #: The pip package that ships the file (named in errors when it is missing).
     package: str | None = None
     license: str | None = None
+    #: How to use a copy the user has instead, said in the "not on this machine" error.
+    local_option: str = "--weights PATH"
+
+    @property
+    def is_folder(self) -> bool:
+        return self.filename is None
 
     @property
     def source(self) -> str:
         if self.package_file is not None:
             return f"pip package {self.package}"
         if self.cache == "huggingface":
+            if self.is_folder:
+                return f"https://huggingface.co/{self.hf_repo}"
             return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.filename}"
         return self.url or "nowhere (no download address)"
 
@@ -112,7 +121,7 @@ def find_cached(spec: WeightsSpec) -> Path | None:
     if spec.cache == "huggingface" and spec.package_file is None:
         return _hf_download(spec, local_only=True, quiet=True)
     path = cache_path(spec)
-    return path if path.is_file() else None
+    return path if (path.is_dir() if spec.is_folder else path.is_file()) else None
 
 
 def resolve(spec: WeightsSpec) -> Path:
@@ -142,7 +151,7 @@ def unavailable(spec: WeightsSpec, reason: str) -> WeightsUnavailable:
     return WeightsUnavailable(
         f"weights {spec.name!r} are not on this machine: {reason}; not in the cache at "
         f"{cache_path(spec)} (source {spec.source}); run `ptcli weights fetch {spec.name}` on a "
-        f"connected machine and copy the file there, or pass --weights PATH"
+        f"connected machine and copy the {'folder' if spec.is_folder else 'file'} there, or pass {spec.local_option}"
     )
 
 
@@ -192,15 +201,44 @@ def _resolvable(url: str) -> bool:
     return True
 
 
+#: What a model folder needs: configs, tokenizer files and the weights, in one format only.
+_FOLDER_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken")
+
+
+def _folder_patterns(repo: str, local_only: bool) -> list[str]:
+    """Files of a repository worth fetching: safetensors weights when it has them, else the
+    PyTorch .bin (never both, nor TensorFlow, Flax or ONNX copies)."""
+    if local_only:
+        return [*_FOLDER_FILES, "*.safetensors", "*.bin"]
+    from huggingface_hub import list_repo_files
+
+    has_safetensors = any(name.endswith(".safetensors") for name in list_repo_files(repo))
+    return [*_FOLDER_FILES, "*.safetensors" if has_safetensors else "*.bin"]
+
+
+def _hf_fetch(spec: WeightsSpec, local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    if not spec.is_folder:
+        return Path(hf_hub_download(spec.hf_repo, spec.filename, cache_dir=hf_cache_dir(), local_files_only=local_only))
+    folder = Path(snapshot_download(spec.hf_repo, cache_dir=hf_cache_dir(), local_files_only=local_only,
+                                    allow_patterns=_folder_patterns(spec.hf_repo, local_only)))
+    if not (folder / "config.json").is_file():
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        raise LocalEntryNotFoundError(f"{folder} has no config.json")
+    return folder
+
+
 def _hf_download(spec: WeightsSpec, *, local_only: bool, quiet: bool) -> Path | None:
-    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     # Without a network the hub client retries for half a minute; a name lookup fails at once.
     if not local_only and not _resolvable(constants.ENDPOINT):
         raise unavailable(spec, f"download failed (cannot resolve {constants.ENDPOINT})")
     try:
-        return Path(hf_hub_download(spec.hf_repo, spec.filename, cache_dir=hf_cache_dir(), local_files_only=local_only))
+        return _hf_fetch(spec, local_only)
     except LocalEntryNotFoundError as exc:
         if quiet:
             return None

@@ -40,14 +40,15 @@ def cli():
     from ptcli.cli import app
     from ptcli.plugins import reset_plugins
 
-    def invoke(*args: str, plugins=None):
-        """``plugins``: load these modules as plugins as well as the installed ones."""
+    def invoke(*args: str, plugins=None, input=None):
+        """``plugins``: load these modules as plugins as well as the installed ones; ``input``:
+        standard input."""
         reset_plugins()
         if plugins is not None:
             from ptcli import plugins as plugin_manager
 
             plugin_manager._cache = plugin_manager.load_plugins(plugins)
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False, prog_name="ptcli")
+        return CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False, prog_name="ptcli")
 
     return invoke
 
@@ -102,3 +103,114 @@ def simplenet_config(tmp_path, tiny_imagefolder) -> Path:
         "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
         "run": {"dir": str(tmp_path / "runs")},
     })
+
+
+def train_json(cli, *args):
+    """`ptcli train ... --json` in-process; returns the run summary."""
+    import json
+
+    result = cli("train", *args, "--json")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- text ------------------------------------------------------------------------------------
+
+TOPIC_WORDS = {
+    "food": "bread cheese soup apple pasta dinner bake salad pepper butter".split(),
+    "sports": "goal match team ball score coach race player win league".split(),
+    "tech": "computer code bug server keyboard screen program data network disk".split(),
+}
+FILLER = "the a of and to it is was very quite really then".split()
+
+
+def make_text_rows(per_class: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(text, label): a few topic words mixed with filler, learnable in seconds."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(per_class):
+        for label, words in TOPIC_WORDS.items():
+            picked = rng.sample(words, 3) + rng.sample(FILLER, 4)
+            rng.shuffle(picked)
+            rows.append((" ".join(picked), label))
+    return rows
+
+
+def write_text_csv(path: Path, rows, columns=("text", "label"), delimiter=",") -> Path:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def tiny_text(tmp_path) -> Path:
+    """A folder with train.csv (30 per class) and val.csv (6 per class), 3 topics."""
+    root = tmp_path / "topics"
+    write_text_csv(root / "train.csv", make_text_rows(30, seed=1))
+    write_text_csv(root / "val.csv", make_text_rows(6, seed=2))
+    return root
+
+
+@pytest.fixture
+def lstm_config(tmp_path, tiny_text) -> Path:
+    """A classify-text config that trains a small LSTM on tiny_text in a few seconds."""
+    return write_yaml(tmp_path / "lstm.yaml", {
+        "recipe": "classify-text",
+        "data": {"root": str(tiny_text), "max_length": 16},
+        "model": {"name": "lstm", "embed_dim": 16, "hidden": 16, "dropout": 0.0},
+        "trainer": {"epochs": 6, "batch_size": 8, "lr": 0.02, "optimizer": "adam"},
+        "run": {"dir": str(tmp_path / "runs"), "tensorboard": False},
+    })
+
+
+def _bert_tokenizer(texts):
+    """A WordPiece tokenizer with BERT's special tokens and [CLS] ... [SEP] template."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+    from tokenizers.trainers import WordPieceTrainer
+
+    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(texts, WordPieceTrainer(vocab_size=300, special_tokens=specials, show_progress=False))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return tokenizer
+
+
+def make_tiny_bert(folder: Path, *, with_head: bool, labels=("negative", "positive"), seed: int = 0) -> Path:
+    """A 2-layer BERT-style model folder (config.json, tokenizer.json, model.safetensors) with a
+    tokenizer trained here: an encoder to fine-tune, or (with_head) a sequence classifier."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedTokenizerFast
+
+    texts = [text for text, _ in make_text_rows(20, seed=9)] + ["good great fine bad awful poor"]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_bert_tokenizer(texts), unk_token="[UNK]", pad_token="[PAD]",
+                                        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config) if with_head else BertModel(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_encoder(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "encoder", with_head=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_classifier(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("bert") / "classifier", with_head=True)

@@ -4,16 +4,10 @@ import json
 
 import pytest
 import torch
-from conftest import make_imagefolder, write_yaml
+from conftest import make_imagefolder, train_json, write_yaml
 
 from ptcli.checkpoints import load_checkpoint
 from ptcli.errors import UsageError
-
-
-def train_json(cli, *args):
-    result = cli("train", *args, "--json")
-    assert result.exit_code == 0, result.stderr + result.stdout
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_simplenet_trains_and_its_checkpoint_classifies(cli, simplenet_config, tiny_imagefolder):

@@ -61,7 +61,8 @@ class Checkpoints:
             model=export.model,
             classes=export.classes,
             preprocessing=export.preprocessing,
-            extra={"model_args": dict(export.model_args), "training": {**record, "run_dir": str(self.run.path)}},
+            extra={"model_args": dict(export.model_args), "training": {**record, "run_dir": str(self.run.path)},
+                   **dict(export.extra)},
         )
 
     def on_epoch_end(self, trainer, record) -> None:

@@ -37,6 +37,8 @@ class Export:
     preprocessing: Mapping[str, Any] = field(default_factory=dict)
     #: Keyword arguments that rebuild the architecture (stored as ``model_args`` in the sidecar).
     model_args: Mapping[str, Any] = field(default_factory=dict)
+    #: More sidecar entries the recipe needs at inference (a tokenizer, a vocabulary).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TrainingTask:

