@@ -214,3 +214,31 @@ def tiny_bert_encoder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_classifier(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("bert") / "classifier", with_head=True)
+
+
+def make_tiny_translator(folder: Path) -> Path:
+    """A 1-layer BART folder with a word-level tokenizer: random, but it generates text, which
+    is all that back-translation's plumbing needs."""
+    import torch
+    from tokenizers import Tokenizer, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from tokenizers.trainers import WordLevelTrainer
+    from transformers import BartConfig, BartForConditionalGeneration, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(WordLevel(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator([t for t, _ in make_text_rows(10)],
+                                  WordLevelTrainer(special_tokens=["<pad>", "<unk>", "<s>", "</s>"], show_progress=False))
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>")
+    config = BartConfig(vocab_size=fast.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                        max_position_embeddings=12, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                        decoder_start_token_id=3, forced_eos_token_id=3)
+    torch.manual_seed(0)
+    model = BartForConditionalGeneration(config)
+    model.generation_config.min_new_tokens = 3  # a random model would often stop at once
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder

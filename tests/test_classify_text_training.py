@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, make_text_rows, train_json, write_text_csv, write_yaml
+from conftest import REPO, make_text_rows, make_tiny_translator, train_json, write_text_csv, write_yaml
 
 from ptcli.checkpoints import load_checkpoint
 
@@ -148,6 +148,27 @@ def test_back_translation_offline_says_what_is_missing(cli, lstm_config):
                  "data.augment.back_translation.back=Helsinki-NLP/opus-mt-de-en")
     assert result.exit_code == 1
     assert "weights 'Helsinki-NLP/opus-mt-en-de' are not on this machine: offline mode" in result.stderr
+
+
+def test_back_translation_adds_paraphrases_before_training(tmp_path, tiny_text):
+    import yaml
+
+    from ptcli_classify_text.training import ClassifyTextConfig, ClassifyTextTask
+
+    translator = str(make_tiny_translator(tmp_path / "translator"))
+    config = ClassifyTextConfig.model_validate({
+        "recipe": "classify-text",
+        "data": {"root": str(tiny_text), "augment": {"back_translation": {"to": translator, "back": translator, "fraction": 0.5}}},
+        "trainer": {"device": "cpu"},
+    })
+    task = ClassifyTextTask(config)
+    task.setup()
+    texts, targets = task.train
+    assert len(texts) == 90 + 45 and len(targets) == len(texts)
+    originals = {text for text, _ in make_text_rows(30, seed=1)}
+    added = texts[90:]
+    assert all(text.strip() for text in added) and not originals.issuperset(added)
+    assert yaml.safe_dump(config.model_dump(mode="json"))  # the config stays serialisable for config.yaml
 
 
 def test_sentiment140_recipe_trains_on_the_raw_format(cli, tmp_path):

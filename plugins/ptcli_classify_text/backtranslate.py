@@ -31,12 +31,15 @@ def translate(texts: Sequence[str], name: str, *, device, batch_size: int = 16, 
     from ptcli.output import progress
 
     tokenizer, model = _translator(name, device)
+    # Generating past the position table fails deep inside the model; stop before it.
+    limit = getattr(model.config, "max_position_embeddings", None)
+    max_new_tokens = min(max_new_tokens, limit) if limit else max_new_tokens
     out: list[str] = []
     with progress() as bar, torch.inference_mode():
         task = bar.add_task(description, total=len(texts))
         for start in range(0, len(texts), batch_size):
             chunk = list(texts[start:start + batch_size])
-            batch = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True).to(device)
+            batch = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=limit).to(device)
             generated = model.generate(**batch, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
             out += tokenizer.batch_decode(generated, skip_special_tokens=True)
             bar.advance(task, len(chunk))
@@ -44,6 +47,7 @@ def translate(texts: Sequence[str], name: str, *, device, batch_size: int = 16, 
 
 
 def back_translate(texts: Sequence[str], to_model: str, back_model: str, *, device, batch_size: int = 16) -> list[str]:
-    """Each text translated with ``to_model`` and back with ``back_model``."""
+    """Each text translated with ``to_model`` and back with ``back_model`` (empty when a model
+    produced nothing)."""
     there = translate(texts, to_model, device=device, batch_size=batch_size, description="back-translation (there)")
     return translate(there, back_model, device=device, batch_size=batch_size, description="back-translation (back)")

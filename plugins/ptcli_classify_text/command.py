@@ -55,7 +55,7 @@ def _format_human(text: str, predictions: list[dict]) -> str:
 def classify_text(
     texts: Annotated[
         list[str] | None,
-        typer.Argument(help="Texts to classify; - reads standard input, one text per line.", show_default=False, metavar="TEXT..."),
+        typer.Argument(help="Texts to classify; - reads standard input, one text per line.", show_default=False, metavar="TEXT"),
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", metavar="FILE", help="Texts from a file: one per line (.txt), or a column of a CSV, TSV or JSONL file.")

@@ -192,7 +192,12 @@ class ClassifyTextTask(TrainingTask):
         device = resolve_device(self.config.trainer.device, RECIPE.devices.devices)
         paraphrases = back_translate([texts[i] for i in chosen], options.to, options.back, device=device,
                                      batch_size=options.batch_size)
-        return texts + paraphrases, labels + [labels[i] for i in chosen]
+        kept = [(text, labels[i]) for text, i in zip(paraphrases, chosen) if text.strip()]
+        if len(kept) < len(chosen):
+            from ptcli.output import warn
+
+            warn(f"back-translation gave {len(chosen) - len(kept)} empty paraphrases; they were left out")
+        return texts + [text for text, _ in kept], labels + [label for _, label in kept]
 
     def _encoder(self, train_texts):
         from .tokenization import TextEncoder, folder_tokenizer, train_tokenizer

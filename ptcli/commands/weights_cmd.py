@@ -44,15 +44,18 @@ def list_weights(
     """List known weights, where they come from and whether they are on this machine."""
     from ptcli import weights
 
+    rows = []
     for recipe_name, spec in _catalogue(recipe):
         w = spec.weights
         local = weights.find_cached(w)
-        row = {"name": w.name, "recipe": recipe_name, "source": w.source, "license": w.license,
-               "present": local is not None, "path": str(local or weights.cache_path(w))}
+        rows.append({"name": w.name, "recipe": recipe_name, "source": w.source, "license": w.license,
+                     "present": local is not None, "path": str(local or weights.cache_path(w))})
+    width = max((len(row["name"]) for row in rows), default=0)
+    for row in rows:
         if json_output:
             emit_json(row)
         else:
-            emit(f"{w.name:<28} {recipe_name:<16} {'present' if local else 'missing':<8} {row['path']}")
+            emit(f"{row['name']:<{width}}  {row['recipe']:<16} {'present' if row['present'] else 'missing':<8} {row['path']}")
 
 
 @app.command("fetch")
