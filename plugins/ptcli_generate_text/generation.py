@@ -1,0 +1,107 @@
+"""Sampling from a causal LM with the KV cache on, optionally streaming text as it comes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ptcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_new_tokens: int = 50
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    num_return_sequences: int = 1
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Result:
+    prompt: str
+    generations: list[str]
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def encode_prompt(lm, prompt: str, max_new_tokens: int):
+    if not prompt.strip():
+        raise UsageError("the prompt is empty; give some text to continue")
+    ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    length, context = ids.shape[1], lm.context
+    if length >= context:
+        raise UsageError(f"the prompt is {length} tokens; {lm.name} reads at most {context}: shorten it")
+    if length + max_new_tokens > context:
+        raise UsageError(f"the prompt ({length} tokens) plus --max-new-tokens {max_new_tokens} exceeds the model's "
+                         f"context of {context} tokens; use --max-new-tokens {context - length} or less")
+    return ids
+
+
+class _TextSink:
+    """A transformers streamer: decodes the new tokens of one sequence and passes the text on
+    whenever it has grown by whole characters (a multi-byte character can span tokens)."""
+
+    def __init__(self, tokenizer, write: Callable[[str], None]) -> None:
+        self.tokenizer, self.write = tokenizer, write
+        self.ids: list[int] = []
+        self.shown = 0
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first passes the prompt
+            self.prompt_seen = True
+            return
+        self.ids += value.reshape(-1).tolist()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            return
+        self.write(text[self.shown:])
+        self.shown = len(text)
+
+    def end(self) -> None:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if len(text) > self.shown:
+            self.write(text[self.shown:])
+
+
+def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[str], None] | None = None) -> Result:
+    """Continue ``prompt``; with ``stream`` (one sequence only), pass text pieces to it as they
+    are generated."""
+    import torch
+
+    ids = encode_prompt(lm, prompt, settings.max_new_tokens).to(device)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    kwargs = {
+        "max_new_tokens": settings.max_new_tokens,
+        "num_return_sequences": settings.num_return_sequences,
+        "repetition_penalty": settings.repetition_penalty,
+        "use_cache": True,
+        "attention_mask": torch.ones_like(ids),
+        "pad_token_id": lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id,
+    }
+    if settings.greedy:
+        kwargs.update(do_sample=False, top_k=None, top_p=None, temperature=None)
+    else:
+        kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+    if stream is not None:
+        kwargs["streamer"] = _TextSink(lm.tokenizer, stream)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = lm.model.generate(ids, **kwargs)
+    seconds = time.perf_counter() - start
+    new = output[:, ids.shape[1]:]
+    texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
+    return Result(prompt, texts, int(new.numel()), seconds)

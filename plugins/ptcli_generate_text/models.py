@@ -1,0 +1,168 @@
+"""The causal language models generate-text knows: GPT-2 and its sizes by their short names,
+any Hugging Face causal LM by hub name (org/name) or local folder, and fine-tuned checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ptcli.errors import CheckpointError, UsageError, flatten
+from ptcli.hub import hub_weights, is_repo_id, quiet_transformers
+from ptcli.recipe import ModelRegistry, ModelSpec
+
+DEFAULT_MODEL = "gpt2"
+#: Short names and the repositories they live in now.
+KNOWN = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+FINE_TUNED = "causal-lm"
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def _from_hub(name: str, **_):
+    return load_folder(model_folder(name), name=name)[0]
+
+
+def _build_from_config(*, config: Mapping[str, Any], **_):
+    """A causal LM with random weights from a stored transformers config."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = dict(config)
+    model_type = settings.pop("model_type", None)
+    try:
+        return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **settings))
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot build a {model_type} language model: {flatten(exc, 200)}") from exc
+
+
+def hub_spec(name: str) -> ModelSpec | None:
+    if not is_repo_id(name):
+        return None
+    return ModelSpec(name=name, build=partial(_from_hub, name), weights=hub_weights(name), description=f"Hugging Face model {name}")
+
+
+def make_registry() -> ModelRegistry:
+    registry = ModelRegistry("generate-text", list_hint=f"models: {', '.join(KNOWN)}, a Hugging Face name (org/name) "
+                             "or a local model folder")
+    for short, repo in KNOWN.items():
+        registry.add(ModelSpec(name=short, build=partial(_from_hub, short), weights=hub_weights(repo, name=short),
+                               description=f"{repo} (downloaded once)"))
+    registry.add(ModelSpec(name=FINE_TUNED, build=_build_from_config, description="a fine-tuned checkpoint (model_args hold its config)"))
+    registry.add_resolver(hub_spec)
+    return registry
+
+
+def model_folder(name: str) -> Path:
+    from ptcli.hub import model_folder as resolve_folder
+
+    from . import RECIPE
+
+    return resolve_folder(name, RECIPE.model_registry, no_weights_hint="it is built from a checkpoint; pass --checkpoint")
+
+
+def check_causal(config, name: str) -> None:
+    architectures = config.architectures or []
+    if not any(a.endswith(_CAUSAL_SUFFIXES) for a in architectures):
+        raise UsageError(f"{name} is not a causal language model (architectures: {', '.join(architectures) or 'unknown'}); "
+                         "generate-text needs one such as gpt2")
+
+
+def load_folder(folder: Path, *, name: str, dtype=None):
+    """(model, tokenizer) from a Hugging Face model folder."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the model config in {folder}: {flatten(exc, 200)}") from exc
+    check_causal(config, name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{name} cannot be loaded as a causal language model: {flatten(exc, 200)}") from exc
+    return model, tokenizer
+
+
+def tokenizer_state(tokenizer) -> dict:
+    """What rebuilds a fast tokenizer: its Rust tokenizer and its special tokens."""
+    special = {key: str(value) for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
+    return {"tokenizer": json.loads(tokenizer.backend_tokenizer.to_str()), "special_tokens": special,
+            "model_max_length": int(min(tokenizer.model_max_length, 1_000_000))}
+
+
+def tokenizer_from_state(state: Any, source: str):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if not isinstance(state, dict) or "tokenizer" not in state:
+        raise CheckpointError(f"{source} holds no tokenizer; it was not made by generate-text training")
+    try:
+        backend = Tokenizer.from_str(json.dumps(state["tokenizer"]))
+    except Exception as exc:  # the Rust side raises plain Exceptions
+        raise CheckpointError(f"{source}: its tokenizer cannot be read: {flatten(exc, 200)}") from exc
+    return PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=state.get("model_max_length", 1024),
+                                   **state.get("special_tokens", {}))
+
+
+@dataclass
+class LanguageModel:
+    model: Any
+    tokenizer: Any
+    name: str
+
+    @property
+    def context(self) -> int:
+        config = self.model.config
+        for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+            if getattr(config, key, None):
+                return int(getattr(config, key))
+        return int(self.tokenizer.model_max_length)
+
+
+def load_language_model(model_name: str | None, checkpoint: Path | None, *, dtype=None) -> LanguageModel:
+    if checkpoint is not None:
+        if model_name is not None:
+            raise UsageError("--checkpoint already names its model; drop --model")
+        return load_checkpoint_model(checkpoint, dtype=dtype)
+    name = model_name or DEFAULT_MODEL
+    model, tokenizer = load_folder(model_folder(name), name=name, dtype=dtype)
+    return LanguageModel(model, tokenizer, name)
+
+
+def load_checkpoint_model(path: Path, *, dtype=None) -> LanguageModel:
+    from ptcli.checkpoints import load_checkpoint, load_weights_into
+
+    from . import RECIPE
+
+    quiet_transformers()
+    ckpt = load_checkpoint(path, recipe=RECIPE.name)
+    args = ckpt.meta.get("model_args") or {}
+    if ckpt.model != FINE_TUNED or "config" not in args:
+        raise CheckpointError(f"checkpoint {path} names model {ckpt.model!r} without a config; generate-text cannot rebuild it")
+    tokenizer = tokenizer_from_state(ckpt.meta.get("tokenizer"), f"checkpoint {path}")
+    model = _build_from_config(config=args["config"])
+    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {path}")
+    if dtype is not None:
+        model = model.to(dtype)
+    return LanguageModel(model, tokenizer, str(path))
+
+
+def export_hf(lm: LanguageModel, folder: Path) -> Path:
+    """A standard Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise UsageError(f"{folder} exists and is not empty; give a new folder for --export-hf")
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    return folder

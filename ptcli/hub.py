@@ -1,0 +1,56 @@
+"""Hugging Face model folders, for every recipe that runs transformers models: a local folder,
+or a hub name (org/name) resolved like any weights (a pip package, the Hugging Face cache, a
+download, or one line saying what is missing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptcli.errors import UsageError
+from ptcli.weights import WeightsSpec
+
+LOCAL_OPTION = "--model FOLDER (a local copy of the model)"
+
+
+def hub_weights(repo: str, name: str | None = None) -> WeightsSpec:
+    """The whole repository ``repo`` as a model folder in the Hugging Face cache, under ``name``
+    (default: the repository id)."""
+    return WeightsSpec(name=name or repo, filename=None, cache="huggingface", hf_repo=repo, local_option=LOCAL_OPTION)
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).expanduser().exists()
+
+
+def is_repo_id(name: str) -> bool:
+    """org/name, and not a path on this machine."""
+    return name.count("/") == 1 and all(name.split("/")) and not looks_like_path(name)
+
+
+def model_folder(name: str, registry, *, no_weights_hint: str) -> Path:
+    """A local model folder for a folder path or a model name the recipe's ``registry`` knows
+    (a hub name is downloaded once). ``no_weights_hint`` says what to do about a name that has
+    no published weights."""
+    from ptcli.weights import resolve
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{name} is not a Hugging Face model folder: it has no config.json")
+        return path
+    if path.exists():
+        raise UsageError(f"{name} is a file; give a Hugging Face model name (org/name) or a model folder")
+    if looks_like_path(name):
+        raise UsageError(f"model folder not found: {name}")
+    spec = registry.get(name)
+    if spec.weights is None:
+        raise UsageError(f"model {name} has no published weights: {no_weights_hint}")
+    return resolve(spec.weights)
+
+
+def quiet_transformers() -> None:
+    """transformers logs weight-loading reports and progress bars; ptcli says what matters itself."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
