@@ -272,3 +272,20 @@ def topic_corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(text + "." for text, _ in make_text_rows(100, seed=6)) + "\n")
     return path
+
+
+def save_tiny_rrdbnet(path: Path, scale: int = 4, seed: int = 0, nested: str | None = "params_ema") -> Path:
+    """A 1-block RRDBNet state dict with random weights, saved as basicsr does."""
+    import torch
+
+    from ptcli_super_resolve.models import build_rrdbnet
+
+    torch.manual_seed(seed)
+    state = build_rrdbnet(scale=scale, num_feat=16, num_block=1, num_grow_ch=8).state_dict()
+    torch.save({nested: state} if nested else state, path)
+    return path
+
+
+@pytest.fixture
+def tiny_rrdbnet(tmp_path) -> Path:
+    return save_tiny_rrdbnet(tmp_path / "tiny_rrdbnet.pth")

@@ -1,0 +1,29 @@
+"""super-resolve: ESRGAN / Real-ESRGAN super-resolution with seamless tiling, and GAN training
+(book ch. 9).
+
+This module is what `ptcli --help` imports: declarations only, no torch.
+"""
+
+from ptcli import hookimpl
+from ptcli.recipe import Command, DeviceSupport, Recipe
+
+RECIPE = Recipe(
+    name="super-resolve",
+    help="Super-resolution with ESRGAN and Real-ESRGAN (RRDBNet), tiled for images of any size.",
+    commands=(
+        Command(
+            name="super-resolve",
+            help="Upscale images x2/x4 with (Real-)ESRGAN, tile by tile, with seamless blending.",
+            target="ptcli_super_resolve.command:super_resolve",
+        ),
+    ),
+    models="ptcli_super_resolve.models:make_registry",
+    data="ptcli_super_resolve.images:SRImages",
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
+    training="ptcli_super_resolve.training:SuperResolveTask",
+)
+
+
+@hookimpl
+def register_recipes(register):
+    register(RECIPE)

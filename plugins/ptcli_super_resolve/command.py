@@ -1,0 +1,160 @@
+"""`ptcli super-resolve`: the command. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import InputError, UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+
+def load_upscaler(model_name: str | None, weights: Path | None, checkpoint: Path | None):
+    """(model, native scale, name) from a checkpoint, local weights or a published model."""
+    from ptcli.checkpoints import load_checkpoint, load_state_dict, load_weights_into
+    from ptcli.weights import local_weights, resolve
+
+    from .models import DEFAULT_MODEL, build_rrdbnet, rrdbnet_args
+
+    registry = RECIPE.model_registry
+    if checkpoint is not None:
+        if model_name is not None or weights is not None:
+            raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
+        ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
+        args = rrdbnet_args(ckpt.state_dict)
+        model = build_rrdbnet(**args)
+        load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
+        return model, args["scale"], str(checkpoint)
+    if weights is not None:
+        state = load_state_dict(local_weights(weights))
+        args = rrdbnet_args(state)
+        if model_name not in (None, "rrdbnet"):
+            spec = registry.get(model_name)
+            expected = dict(spec.preprocessing)
+            if expected and any(expected.get(k) != v for k, v in args.items()):
+                raise UsageError(f"{weights} holds an RRDBNet with {args}, not {spec.name}'s {expected}; drop --model")
+        model = build_rrdbnet(**args)
+        load_weights_into(model, state, source=f"weights {weights}")
+        return model, args["scale"], str(weights)
+    spec = registry.get(model_name or DEFAULT_MODEL)
+    if spec.name == "bicubic":
+        return spec.build(scale=4), 4, "bicubic"
+    if spec.weights is None:
+        raise UsageError(f"model {spec.name} has no published weights; pass --weights FILE or --checkpoint CKPT")
+    state = load_state_dict(resolve(spec.weights))
+    model = spec.build()
+    load_weights_into(model, state, source=f"weights {spec.weights.name}")
+    return model, int(spec.preprocessing["scale"]), spec.name
+
+
+def output_path(source: Path, out_dir: Path, suffix: str, ext: str | None) -> Path:
+    extension = ext if ext is not None else ".png"
+    return out_dir / f"{source.stem}{suffix}{extension if extension.startswith('.') else '.' + extension}"
+
+
+def _tile_option(value: str) -> int | None | str:
+    if value in ("auto", "none", "0"):
+        return {"auto": "auto", "none": None, "0": None}[value]
+    try:
+        tile = int(value)
+    except ValueError:
+        raise UsageError(f"--tile must be a number of pixels, auto or none (got {value!r})") from None
+    if tile < 16:
+        raise UsageError("--tile must be at least 16 pixels")
+    return tile
+
+
+def super_resolve(
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or glob patterns.", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the results (created if needed).")] = Path("."),
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="realesrgan-x4plus (default), realesrgan-x2plus, esrgan-x4 (published weights, downloaded once), or bicubic.", show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Any basicsr-style RRDBNet state dict (.pth/.safetensors; params_ema preferred); its size and scale are read from it.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/esrgan-*.yaml`.")] = None,
+    scale: Annotated[float | None, typer.Option(min=0.1, metavar="S", help="Output scale, when it differs from the model's (resized after) [default: the model's].")] = None,
+    tile: Annotated[str, typer.Option(metavar="N|auto|none", help="Tile size in input pixels; auto: from free device memory, halved on out-of-memory.")] = "auto",
+    tile_overlap: Annotated[int, typer.Option(min=0, metavar="N", help="Overlap between tiles, in input pixels (blended).")] = 16,
+    half: Annotated[bool, typer.Option("--half", help="fp16 on CUDA (about twice as fast; not on the CPU).")] = False,
+    ext: Annotated[str | None, typer.Option(metavar="EXT", help="Output format by file ending: png (default), jpg, webp, tif.")] = None,
+    suffix: Annotated[str | None, typer.Option(metavar="TEXT", help="Added to each output name [default: _x<scale>].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Upscale images with ESRGAN-family models (Real-ESRGAN x4plus by default). Large images
+    are processed in overlapping tiles that are blended, so the result has no seams and only
+    one tile is on the device at a time. Greyscale, RGBA (alpha upscaled separately) and 16-bit
+    PNG keep their format. Writes DIR/<name>_x4.png per input."""
+    import torch
+
+    from ptcli.devices import resolve_device
+    from ptcli.inputs import expand_inputs
+    from ptcli.output import emit, emit_json, error_line, progress
+
+    from .images import resize, write
+    from .tiling import auto_tile, tile_count, upscale
+
+    if not paths:
+        raise UsageError("give at least one image file, folder or glob (see `ptcli super-resolve --help`)")
+    target = resolve_device(device, RECIPE.devices.devices)
+    if half and target.type != "cuda":
+        raise UsageError(f"--half needs a CUDA device; {target} computes in fp32")
+    tile_setting = _tile_option(tile)
+    inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    net, native, _name = load_upscaler(model, weights, checkpoint)
+    net = net.to(target).eval()
+    dtype = torch.float16 if half else None
+    if half:
+        net = net.half()
+    factor = scale or native
+    tag = suffix if suffix is not None else f"_x{factor:g}"
+    failures = 0
+    with progress() as bar:
+        for path in inputs:
+            start = time.perf_counter()
+            destination = output_path(path, output, tag, ext)
+            try:
+                if destination.exists() and not overwrite:
+                    raise InputError(f"{destination} exists; pass --overwrite to replace it")
+                image = RECIPE.data_adapter.read(path)
+                width, height = image.size
+                size = (round(width * factor), round(height * factor))
+                tile_px = auto_tile(target, height, width) if tile_setting == "auto" else tile_setting
+                while True:
+                    task = bar.add_task(f"{path.name}", total=tile_count(height, width, tile_px, tile_overlap))
+                    try:
+                        result = upscale(image.rgb, net, scale=native, tile=tile_px, overlap=tile_overlap, device=target,
+                                         dtype=dtype, on_tile=lambda: bar.advance(task))
+                        break
+                    except torch.OutOfMemoryError:
+                        bar.remove_task(task)
+                        if tile_setting != "auto" or (tile_px or max(width, height)) <= 64:
+                            raise
+                        tile_px = (tile_px or max(width, height)) // 2
+                        torch.cuda.empty_cache()
+                    bar.remove_task(task)
+                if result.shape[2] != size[0] or result.shape[1] != size[1]:
+                    result = resize(result, size)
+                alpha = resize(image.alpha, size) if image.alpha is not None else None
+                write(destination, result, alpha, grey=image.grey, bits=image.bits)
+            except InputError as exc:
+                failures += 1
+                if json_output:
+                    emit_json({"input": str(path), "error": str(exc)})
+                else:
+                    error_line(f"{path}: {exc}")
+                continue
+            seconds = time.perf_counter() - start
+            if json_output:
+                emit_json({"input": str(path), "output": str(destination), "size": list(size), "scale": factor,
+                           "seconds": round(seconds, 3)})
+            else:
+                emit(f"{path} -> {destination} ({size[0]}x{size[1]}, {seconds:.1f} s)")
+    if failures:
+        if not json_output:
+            error_line(f"{failures} of {len(inputs)} inputs failed")
+        raise typer.Exit(1)

@@ -1,0 +1,118 @@
+"""Reading and writing images for super-resolution. 8-bit images and 16-bit greyscale go through
+Pillow; 16-bit colour PNGs through OpenCV (a basicsr dependency), as Pillow would cut them to 8
+bits. Greyscale and RGBA become RGB for the model and are put back after (alpha upscaled on
+its own, bicubic); a 16-bit input gives a 16-bit output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptcli.errors import InputError, one_line
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class SRImage:
+    """RGB as a float CHW tensor in [0, 1], the alpha channel if any, and how to write it back."""
+
+    rgb: Any
+    alpha: Any | None
+    grey: bool
+    bits: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.rgb.shape[2]), int(self.rgb.shape[1])
+
+
+def _png_bit_depth(path: Path) -> int:
+    """The bit depth a PNG declares in its header (0 for other files)."""
+    with open(path, "rb") as handle:
+        head = handle.read(25)
+    return head[24] if len(head) == 25 and head.startswith(b"\x89PNG\r\n\x1a\n") else 0
+
+
+def _decode(path: Path):
+    """HxW or HxWxC (RGB or RGBA) array, uint8 or uint16. Pillow decodes (and catches truncated
+    files, which OpenCV would half-decode with only a warning); OpenCV reads 16-bit colour PNGs,
+    which Pillow would cut to 8 bits."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read image: {one_line(exc)}") from exc
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+    if _png_bit_depth(path) == 16:
+        import cv2
+
+        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if data is None:
+            raise InputError("cannot read image: OpenCV cannot decode this 16-bit PNG")
+        return data[:, :, [2, 1, 0, 3]] if data.ndim == 3 and data.shape[2] == 4 else data[:, :, ::-1] if data.ndim == 3 else data
+    if image.mode in ("LA", "PA", "RGBA") or (image.mode == "P" and "transparency" in image.info):
+        return np.asarray(image.convert("RGBA"))
+    if image.mode in ("L", "1"):
+        return np.asarray(image.convert("L"))
+    return np.asarray(image.convert("RGB"))
+
+
+class SRImages:
+    """The data adapter: one file to an SRImage."""
+
+    extensions = EXTENSIONS
+
+    def read(self, path: Path) -> SRImage:
+        import numpy as np
+        import torch
+
+        data = _decode(Path(path))
+        bits = 16 if data.dtype == np.uint16 else 8
+        array = data.astype(np.float32) / (65535.0 if bits == 16 else 255.0)
+        grey, alpha = array.ndim == 2, None
+        if grey:
+            rgb = np.repeat(array[:, :, None], 3, axis=2)
+        elif array.shape[2] == 4:
+            rgb, alpha = array[:, :, :3], array[:, :, 3]
+        else:
+            rgb = array
+        tensor = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        return SRImage(tensor, torch.from_numpy(alpha.copy()) if alpha is not None else None, grey, bits)
+
+
+def resize(tensor, size: tuple[int, int]):
+    """Bicubic resize of a CHW (or HW) tensor to (width, height)."""
+    import torch.nn.functional as F
+
+    squeeze = tensor.dim() == 2
+    x = tensor[None, None] if squeeze else tensor[None]
+    out = F.interpolate(x, size=(size[1], size[0]), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+    return out[0, 0] if squeeze else out[0]
+
+
+def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
+    import cv2
+    import numpy as np
+
+    scale = 65535.0 if bits == 16 else 255.0
+    dtype = np.uint16 if bits == 16 else np.uint8
+    if bits == 16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
+        bits, scale, dtype = 8, 255.0, np.uint8  # other formats hold 8 bits
+    array = rgb.clamp(0, 1).mul_(scale).round_().numpy().astype(dtype).transpose(1, 2, 0)
+    if grey:
+        out = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)
+    else:
+        out = np.ascontiguousarray(array[:, :, ::-1])
+        if alpha is not None:
+            a = alpha.clamp(0, 1).mul(scale).round().numpy().astype(dtype)
+            out = np.dstack([out, a])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), out):
+        raise InputError(f"cannot write {path}: OpenCV has no writer for {path.suffix}")
