@@ -1,24 +1,24 @@
 """Super-resolution tile by tile: the image stays in CPU memory and one tile at a time goes to
-the device. Tiles overlap; each tile's output is weighted by a ramp that falls towards its
-edges inside the overlap, so neighbouring tiles cross-fade and no seam shows. The weight of a
-tile is a product of a row ramp and a column ramp, so the normalising sum is two vectors,
-not a second image."""
+the device. The image is cut into a grid of ``tile``-pixel cells; each cell is processed with
+``overlap`` pixels of its neighbours around it, so neighbouring tiles overlap by twice that.
+Inside the overlap each tile's output is weighted by a ramp that falls towards its edge, so
+neighbours cross-fade and no seam shows. The weight of a tile is a product of a row ramp and a
+column ramp, so the normalising sum is two vectors, not a second image."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step)) + [length - tile]
-    return sorted(set(starts))
+def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, end) of each padded tile along one axis."""
+    cells = max(1, -(-length // tile))
+    return [(max(0, i * tile - overlap), min(length, (i + 1) * tile + overlap)) for i in range(cells)]
 
 
 def _ramp(length: int, fade: int, at_start: bool, at_end: bool):
-    """1 inside, rising from near 0 over ``fade`` pixels on the sides that meet another tile."""
+    """1 inside, rising from near 0 over ``fade`` pixels on the sides that meet another tile
+    (the rise of one tile and the fall of its neighbour add up to 1)."""
     import torch
 
     weight = torch.ones(length)
@@ -45,25 +45,22 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
         if on_tile:
             on_tile()
         return out
-    overlap = min(overlap, tile // 2)
     out = torch.zeros(channels, height * scale, width * scale)
     row_weight = torch.zeros(height * scale)
     col_weight = torch.zeros(width * scale)
-    rows, cols = _starts(height, tile, overlap), _starts(width, tile, overlap)
-    fade = overlap * scale
-    for i, top in enumerate(rows):
-        h = min(tile, height - top)
-        rw = _ramp(h * scale, fade, i > 0, i < len(rows) - 1)
-        row_weight[top * scale:(top + h) * scale] += rw
-        for j, left in enumerate(cols):
-            w = min(tile, width - left)
-            cw = _ramp(w * scale, fade, j > 0, j < len(cols) - 1)
+    rows, cols = _spans(height, tile, overlap), _spans(width, tile, overlap)
+    fade = 2 * overlap * scale
+    for i, (top, bottom) in enumerate(rows):
+        rw = _ramp((bottom - top) * scale, fade, i > 0, i < len(rows) - 1)
+        row_weight[top * scale:bottom * scale] += rw
+        for j, (left, right) in enumerate(cols):
+            cw = _ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1)
             if i == 0:
-                col_weight[left * scale:(left + w) * scale] += cw
-            piece = image[:, top:top + h, left:left + w][None].to(device, dtype=dtype)
+                col_weight[left * scale:right * scale] += cw
+            piece = image[:, top:bottom, left:right][None].to(device, dtype=dtype)
             with torch.inference_mode():
                 result = model(piece)[0].float().cpu()
-            out[:, top * scale:(top + h) * scale, left * scale:(left + w) * scale] += result * rw[:, None] * cw[None, :]
+            out[:, top * scale:bottom * scale, left * scale:right * scale] += result * rw[:, None] * cw[None, :]
             if on_tile:
                 on_tile()
     out /= row_weight[:, None]
@@ -74,8 +71,7 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
 def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:
     if tile is None or (height <= tile and width <= tile):
         return 1
-    overlap = min(overlap, tile // 2)
-    return len(_starts(height, tile, overlap)) * len(_starts(width, tile, overlap))
+    return len(_spans(height, tile, overlap)) * len(_spans(width, tile, overlap))
 
 
 def auto_tile(device, height: int, width: int, num_feat: int = 64) -> int | None:
