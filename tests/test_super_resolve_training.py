@@ -47,8 +47,14 @@ def sr_data(tmp_path):
 
 
 def test_psnr_stage_trains_and_its_checkpoint_upscales(cli, tmp_path, sr_data):
-    summary = train_json(cli, sr_config(tmp_path, sr_data))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary = train_json(cli, sr_config(tmp_path, sr_data, run={"tensorboard": True}))
     assert {"val/psnr", "val/ssim", "train/pixel"} <= set(summary["metrics"])
+    events = EventAccumulator(summary["run_dir"])
+    events.Reload()
+    samples = events.Images("samples/bicubic | model | original")
+    assert len(samples) == 2 and (samples[0].width, samples[0].height) == (3 * 64, 64)  # one per epoch
     ckpt = load_checkpoint(summary["best_checkpoint"], recipe="super-resolve")
     assert ckpt.model == "rrdbnet" and ckpt.meta["model_args"] == {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
     result = cli("super-resolve", sr_data / "lr_x4" / "0.png", "--checkpoint", summary["best_checkpoint"], "-o", tmp_path / "out", "--json")

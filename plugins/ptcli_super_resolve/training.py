@@ -207,6 +207,26 @@ class SuperResolveTask(TrainingTask):
         ctx.update_metrics(y_channel(fake), y_channel(hr.float()))
         return {"loss": F.l1_loss(fake, hr.float())}
 
+    def sample_images(self, models: Mapping) -> dict:
+        """The first validation image: bicubic, the model's output and the original, side by side."""
+        import torch
+
+        from .models import Bicubic
+        from .srdata import ValCrops
+
+        if not hasattr(self, "_sample"):
+            d = self.config.data
+            self._sample = ValCrops(self.val_items[:1], scale=d.scale, crop=d.val_crop)[0]
+        lr, hr = self._sample
+        generator = models.get("ema", models["generator"])
+        device = next(generator.parameters()).device
+        was_training = generator.training
+        generator.eval()
+        with torch.inference_mode():
+            sr = generator(lr[None].to(device))[0].float().clamp(0, 1).cpu()
+        generator.train(was_training)
+        return {"bicubic | model | original": torch.cat([Bicubic(self.config.data.scale)(lr[None])[0], sr, hr], dim=2)}
+
     def export(self, models: Mapping) -> Export:
         best = models.get("ema", models["generator"])
         return Export(state_dict=best.state_dict(), model="rrdbnet", preprocessing={"scale": self.config.data.scale},

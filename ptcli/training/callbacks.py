@@ -86,7 +86,7 @@ class MetricsFile:
 
 class TensorBoard:
     """Scalars against the global optimizer step (book ch. 7): training losses every
-    trainer.log_every steps, epoch records at each epoch's end."""
+    trainer.log_every steps, epoch records at each epoch's end; and the task's sample images."""
 
     def __init__(self, run) -> None:
         self.run = run
@@ -111,6 +111,8 @@ class TensorBoard:
             if "/" in key or key.startswith("lr"):
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, trainer.position.step)
+        for name, image in trainer.task.sample_images(trainer.unwrapped_models()).items():
+            self.writer.add_image(f"samples/{name}", image.detach().float().clamp(0, 1).cpu(), trainer.position.step)
         self.writer.flush()
 
     def on_fit_end(self, trainer) -> None:

@@ -88,6 +88,11 @@ class TrainingTask:
         return {}
 
     # --- results -----------------------------------------------------------------------
+    def sample_images(self, models: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Images for TensorBoard at each epoch's end: name -> CHW float tensor in [0, 1]
+        (models are the unwrapped ones, in training mode). Default: none."""
+        return {}
+
     def export(self, models: Mapping[str, Any]) -> Export:
         raise NotImplementedError
 
