@@ -390,3 +390,22 @@ def test_resume_without_or_with_a_broken_training_state(train, cli, tmp_path):
     state.unlink()
     result = cli("train", toy_config(tmp_path), f"resume={run}", plugins=[toy_recipes])
     assert result.exit_code == 2 and "no training state to resume from" in result.stderr
+
+
+def test_a_tie_of_the_monitored_metric_goes_to_the_lower_val_loss():
+    from types import SimpleNamespace
+
+    from ptcli.training.callbacks import MonitorBest
+    from ptcli.training.trainer import Position
+
+    trainer = SimpleNamespace(position=Position(), improved=False, task=SimpleNamespace(monitor_mode="max"),
+                              cfg=SimpleNamespace(early_stopping=SimpleNamespace(min_delta=0.0)),
+                              monitored=lambda record: record["val/accuracy"])
+    monitor, chosen = MonitorBest(), []
+    for epoch, (accuracy, loss) in enumerate([(0.8, 0.9), (1.0, 0.7), (1.0, 0.2), (1.0, 0.5), (0.9, 0.1)], start=1):
+        trainer.position.epoch = epoch
+        monitor.on_epoch_end(trainer, {"val/accuracy": accuracy, "val/loss": loss})
+        chosen.append(trainer.improved)
+    assert chosen == [True, True, True, False, False]
+    assert trainer.position.best_epoch == 3 and trainer.position.best_loss == 0.2
+    assert trainer.position.bad_epochs == 3  # a won tie is not progress for early stopping

@@ -18,19 +18,26 @@ from ptcli.output import progress
 
 class MonitorBest:
     """Tracks the best value of the task's monitored metric (every process, so that early
-    stopping agrees everywhere)."""
+    stopping agrees everywhere). A tie (common for accuracy on a small validation set) goes to
+    the epoch with the lower val/loss, so that the best checkpoint is not simply the first
+    epoch that reached the value."""
 
     def on_epoch_end(self, trainer, record) -> None:
         value = trainer.monitored(record)
+        loss = record.get("val/loss")
         pos = trainer.position
         better = pos.best is None or (
             value > pos.best + trainer.cfg.early_stopping.min_delta
             if trainer.task.monitor_mode == "max"
             else value < pos.best - trainer.cfg.early_stopping.min_delta
         )
-        trainer.improved = better
+        tie_won = (not better and value == pos.best and loss is not None and pos.best_loss is not None
+                   and loss < pos.best_loss)
+        trainer.improved = better or tie_won
+        if better or tie_won:
+            pos.best, pos.best_epoch, pos.best_loss = value, pos.epoch, loss
         if better:
-            pos.best, pos.best_epoch, pos.bad_epochs = value, pos.epoch, 0
+            pos.bad_epochs = 0
         else:
             pos.bad_epochs += 1
 

@@ -32,6 +32,8 @@ class Position:
     step: int = 0  # optimizer steps so far (of the first optimizer)
     best: float | None = None
     best_epoch: int | None = None
+    #: val/loss at the best epoch: it breaks ties of the monitored metric.
+    best_loss: float | None = None
     bad_epochs: int = 0
     #: Running loss sums of the epoch in progress, so a resumed epoch reports its whole mean.
     loss_sums: dict = field(default_factory=dict)

@@ -1,0 +1,85 @@
+"""Reading sound files with soundfile (torchaudio 2.11's loader needs FFmpeg) and shaping them
+for a model: mono mixdown, resampling (torchaudio), padding or cutting to the clip length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptcli.errors import InputError, one_line
+
+EXTENSIONS = (".wav", ".flac", ".ogg")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """What a model hears: sample rate and clip length in samples."""
+
+    sample_rate: int
+    clip_samples: int
+
+
+class AudioFiles:
+    """The data adapter: a file to (waveform [channels, frames] float32, sample rate)."""
+
+    extensions = EXTENSIONS
+
+    def read(self, path: Path):
+        import soundfile
+        import torch
+
+        try:
+            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise InputError(f"cannot read audio: {one_line(exc)}") from exc
+        if data.shape[0] == 0:
+            raise InputError("cannot read audio: the file holds no samples")
+        return torch.from_numpy(data.T.copy()), int(rate)
+
+
+def to_mono(waveform):
+    return waveform.mean(dim=0)
+
+
+def resample(wave, rate: int, target: int):
+    if rate == target:
+        return wave
+    import torchaudio.functional as AF
+
+    return AF.resample(wave, rate, target)
+
+
+def fit_length(wave, samples: int):
+    """Cut to ``samples``, or pad the end with silence (as ESC-50 pads short sources)."""
+    import torch.nn.functional as F
+
+    if wave.shape[-1] >= samples:
+        return wave[..., :samples]
+    return F.pad(wave, (0, samples - wave.shape[-1]))
+
+
+def windows(wave, samples: int, hop: int):
+    """Clips of ``samples`` every ``hop`` samples covering the whole wave (the last one padded)."""
+    import torch
+
+    if wave.shape[-1] <= samples:
+        return fit_length(wave, samples)[None]
+    starts = list(range(0, wave.shape[-1] - samples + 1, hop))
+    if starts[-1] + samples < wave.shape[-1]:
+        starts.append(starts[-1] + hop)
+    return torch.stack([fit_length(wave[s:s + samples], samples) for s in starts])
+
+
+class LoadClip:
+    """read + mono + resample + one clip (or windows, stacked), for DataLoader workers."""
+
+    def __init__(self, spec: ClipSpec, window_hop: int | None = None) -> None:
+        self.spec, self.window_hop = spec, window_hop
+        self.adapter = AudioFiles()
+
+    def __call__(self, path: Path):
+        wave, rate = self.adapter.read(path)
+        wave = resample(to_mono(wave), rate, self.spec.sample_rate)
+        if self.window_hop:
+            return windows(wave, self.spec.clip_samples, self.window_hop)
+        return fit_length(wave, self.spec.clip_samples)

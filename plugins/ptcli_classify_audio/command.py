@@ -1,0 +1,106 @@
+"""`ptcli classify-audio`: the command. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import CheckpointError, UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+
+def load_audio_classifier(checkpoint: Path | None, model_name: str | None):
+    """(model, classes, ClipSpec) from a checkpoint."""
+    from ptcli.checkpoints import load_checkpoint, load_weights_into
+
+    from .audio import ClipSpec
+
+    if checkpoint is None:
+        known = ", ".join(RECIPE.model_registry.names())
+        raise UsageError(f"classify-audio needs --checkpoint: its models ({known}) are trained with "
+                         "`ptcli train recipes/esc50-spectrogram.yaml`" + (f"; --model {model_name} alone has no weights" if model_name else ""))
+    if model_name is not None:
+        raise UsageError("--checkpoint already names its model; drop --model")
+    ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
+    if not ckpt.classes:
+        raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
+    spec = RECIPE.model_registry.get(ckpt.model)
+    try:
+        model = spec.build(num_classes=len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
+        clip = ClipSpec(int(ckpt.preprocessing["sample_rate"]), int(ckpt.preprocessing["clip_samples"]))
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model: {exc}") from exc
+    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
+    return model, ckpt.classes, clip
+
+
+class StackWindows:
+    """Batches files of several windows each: all windows in one tensor, and each file's count."""
+
+    def __call__(self, items):
+        import torch
+
+        return torch.cat(items), [int(item.shape[0]) for item in items]
+
+
+def classify_audio(
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Sound files (.wav, .flac, .ogg), folders or globs.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="Not needed with --checkpoint, which names its model.", show_default=False)] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/esc50-*.yaml`.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per file.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Files per forward pass.")] = 16,
+    window: Annotated[bool, typer.Option("--window", help="Classify long files in clip-length windows (half overlapping) and average them, instead of cutting them to one clip.")] = False,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Classify sound files with a trained checkpoint. Each file is mixed down to mono,
+    resampled to the model's rate and padded or cut to its clip length (or, with --window,
+    split into clips whose predictions are averaged). Unreadable files are reported and
+    skipped; the exit code is then 1."""
+    from ptcli.batching import Failed, run_batched_with_progress, stack
+    from ptcli.devices import resolve_device
+    from ptcli.inputs import expand_inputs
+    from ptcli.output import emit, emit_json, error_line
+
+    from .audio import LoadClip
+
+    if not paths:
+        raise UsageError("give at least one sound file, folder or glob (see `ptcli classify-audio --help`)")
+    target = resolve_device(device, RECIPE.devices.devices)
+    inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    net, labels, clip = load_audio_classifier(checkpoint, model)
+    net = net.to(target).eval()
+    k = min(top_k, len(labels))
+
+    def forward(batch):
+        if not window:
+            return net(batch).float().softmax(-1).cpu()
+        clips, counts = batch
+        probabilities = net(clips).float().softmax(-1).cpu()
+        return __import__("torch").stack([part.mean(0) for part in probabilities.split(counts)])
+
+    def postprocess(probabilities):
+        scores, indices = probabilities.topk(k)
+        return [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(scores.tolist(), indices.tolist())]
+
+    failures = 0
+    results = run_batched_with_progress(
+        "classifying", inputs, load=LoadClip(clip, clip.clip_samples // 2 if window else None), forward=forward,
+        postprocess=postprocess, device=target, batch_size=batch_size, collate=StackWindows() if window else stack)
+    for path, result in results:
+        if isinstance(result, Failed):
+            failures += 1
+            emit_json({"input": str(path), "error": result.message}) if json_output else error_line(f"{path}: {result.message}")
+        elif json_output:
+            emit_json({"input": str(path), "predictions": result})
+        else:
+            width = max(len(p["label"]) for p in result)
+            emit("\n".join([str(path)] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in result]))
+    if failures:
+        if not json_output:
+            error_line(f"{failures} of {len(inputs)} inputs could not be read")
+        raise typer.Exit(1)

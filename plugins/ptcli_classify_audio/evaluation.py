@@ -1,0 +1,65 @@
+"""`ptcli eval` for classify-audio checkpoints: accuracy, per-class precision and recall and the
+confusion matrix on the test folds of an ESC-50 folder (those the checkpoint was trained to
+hold out), or on class folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptcli.errors import UsageError
+
+
+def labelled_clips(data: Path, meta: dict):
+    from .datasets import is_esc50, read_class_folders, read_esc50
+
+    data = Path(data)
+    if not data.is_dir():
+        raise UsageError(f"data folder not found: {data}")
+    layout = meta.get("data") or {}
+    if is_esc50(data):
+        clips, _ = read_esc50(data, bool(layout.get("esc10")))
+        folds = layout.get("test_folds") or [5]
+        chosen = [c for c in clips if c.fold in folds]
+        if not chosen:
+            raise UsageError(f"no clips in the test folds {folds} of {data}")
+        return chosen
+    return read_class_folders(data / "val" if (data / "val").is_dir() else data)
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    import torch
+
+    from ptcli.batching import Failed, run_batched_with_progress
+    from ptcli.checkpoints import read_sidecar
+    from ptcli.devices import resolve_device
+    from ptcli.output import error_line
+    from ptcli.training.classification import classification_report
+
+    from . import RECIPE
+    from .audio import LoadClip
+    from .command import load_audio_classifier
+
+    target = resolve_device(device, RECIPE.devices.devices)
+    net, classes, clip = load_audio_classifier(checkpoint, None)
+    clips = labelled_clips(data, read_sidecar(checkpoint))
+    unknown = sorted({c.label for c in clips} - set(classes))
+    if unknown:
+        raise UsageError(f"{data} has classes the checkpoint does not know: {', '.join(unknown)}; it knows {', '.join(classes)}")
+    label = {c.path: classes.index(c.label) for c in clips}
+    net = net.to(target).eval()
+    logits, targets, failed = [], [], 0
+    for path, result in run_batched_with_progress("evaluating", [c.path for c in clips], load=LoadClip(clip),
+                                                  forward=lambda b: net(b).float().cpu(), postprocess=lambda r: r,
+                                                  device=target, batch_size=batch_size):
+        if isinstance(result, Failed):
+            failed += 1
+            error_line(f"{path}: {result.message}")
+            continue
+        logits.append(result)
+        targets.append(label[path])
+    if not logits:
+        raise UsageError(f"no readable clips in {data}")
+    report = {"checkpoint": str(checkpoint), "data": str(data)}
+    report.update(classification_report(torch.stack(logits), torch.tensor(targets), classes))
+    report["failed"] = failed
+    return report

@@ -1,0 +1,58 @@
+"""The models classify-audio trains: AudioNet (raw waveform) and a spectrogram CNN whose
+backbone is EfficientNet-Lite0 (packaged ImageNet weights: offline) or a torchvision classifier
+such as resnet50 (the book's; weights downloaded once)."""
+
+from __future__ import annotations
+
+from ptcli.errors import UsageError
+from ptcli.recipe import ModelRegistry, ModelSpec
+
+BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
+
+
+def build_audionet(num_classes: int = 2, width: int = 128, dropout: float = 0.3, **_):
+    from .nets import AudioNet
+
+    return AudioNet(num_classes, width=width, dropout=dropout)
+
+
+def backbone(name: str, pretrained: bool):
+    """An ImageNet image classifier, with its published weights when ``pretrained``."""
+    if name == "efficientnet_lite0":
+        if pretrained:
+            from ptcli.pretrained import efficientnet_lite0
+
+            return efficientnet_lite0()
+        import timm
+
+        return timm.create_model("efficientnet_lite0", pretrained=False)
+    if name in ("resnet18", "resnet50"):
+        import torchvision
+
+        model = torchvision.models.get_model(name, weights=None)
+        if pretrained:
+            from ptcli.checkpoints import load_state_dict
+            from ptcli.weights import WeightsSpec, resolve
+
+            published = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+            spec = WeightsSpec(name=name, filename=published.url.rsplit("/", 1)[-1], url=published.url, cache="torch-hub")
+            model.load_state_dict(load_state_dict(resolve(spec)))
+        return model
+    raise UsageError(f"unknown backbone {name!r}; one of {', '.join(BACKBONES)}")
+
+
+def build_spectrogram(num_classes: int = 2, *, backbone_name: str = "efficientnet_lite0", pretrained: bool = False,
+                      sample_rate: int = 22050, n_mels: int = 128, n_fft: int = 1024, hop: int = 512, freq_mask: int = 0,
+                      time_mask: int = 0, **_):
+    from .nets import SpectrogramNet
+
+    return SpectrogramNet(backbone(backbone_name, pretrained), num_classes, sample_rate=sample_rate, n_mels=n_mels,
+                          n_fft=n_fft, hop=hop, freq_mask=freq_mask, time_mask=time_mask)
+
+
+def make_registry() -> ModelRegistry:
+    registry = ModelRegistry("classify-audio")
+    registry.add(ModelSpec(name="audionet", build=build_audionet, description="the book's AudioNet (ch. 6) on raw waveforms"))
+    registry.add(ModelSpec(name="spectrogram", build=build_spectrogram,
+                           description="mel spectrogram into an ImageNet CNN (EfficientNet-Lite0 offline, or resnet50)"))
+    return registry
