@@ -148,3 +148,25 @@ def test_checkpoint_of_another_recipe(cli, lstm_config, photo):
     best = train_json(cli, lstm_config)["best_checkpoint"]
     result = cli("super-resolve", photo, "--checkpoint", best)
     assert result.exit_code == 2 and "was made by classify-text, not super-resolve" in result.stderr
+
+
+def test_tile_auto_halves_on_out_of_memory(cli, tiny_rrdbnet, photo, tmp_path, monkeypatch):
+    """A device that runs out of memory above 16-pixel tiles: auto tiling retries smaller."""
+    from ptcli_super_resolve import tiling
+
+    real_upscale, tried = tiling.upscale, []
+
+    def small_memory(image, model, *, tile, **kwargs):
+        tried.append(tile)
+        if tile is None or tile > 16:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_upscale(image, model, tile=tile, **kwargs)
+
+    monkeypatch.setattr(tiling, "auto_tile", lambda device, height, width, num_feat=64: 64)
+    monkeypatch.setattr(tiling, "upscale", small_memory)
+    result, rows = run(cli, photo, "--weights", tiny_rrdbnet, "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert tried == [64, 32, 16] and rows[0]["size"] == [160, 120]
+    fixed, rows = run(cli, photo, "--weights", tiny_rrdbnet, "-o", tmp_path, "--tile", "32", "--overwrite")
+    assert fixed.exit_code == 1  # a tile size the user chose is not changed behind their back
+    assert "out of cpu memory with tiles of 32 px; use a smaller --tile" in rows[0]["error"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import InputError, UsageError
+from ptcli.errors import InputError, PtcliError, UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
@@ -129,14 +129,17 @@ def super_resolve(
                     try:
                         result = upscale(image.rgb, net, scale=native, tile=tile_px, overlap=tile_overlap, device=target,
                                          dtype=dtype, on_tile=lambda: bar.advance(task))
-                        break
-                    except torch.OutOfMemoryError:
                         bar.remove_task(task)
-                        if tile_setting != "auto" or (tile_px or max(width, height)) <= 64:
-                            raise
-                        tile_px = (tile_px or max(width, height)) // 2
-                        torch.cuda.empty_cache()
-                    bar.remove_task(task)
+                        break
+                    except torch.OutOfMemoryError as exc:
+                        bar.remove_task(task)
+                        current = tile_px or max(width, height)
+                        if tile_setting != "auto" or current <= 16:
+                            raise PtcliError(f"{path}: out of {target} memory with tiles of {current} px; "
+                                             "use a smaller --tile, or --tile auto") from exc
+                        tile_px = current // 2
+                        if target.type == "cuda":
+                            torch.cuda.empty_cache()
                 if result.shape[2] != size[0] or result.shape[1] != size[1]:
                     result = resize(result, size)
                 alpha = resize(image.alpha, size) if image.alpha is not None else None
