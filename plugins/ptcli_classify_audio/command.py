@@ -77,11 +77,13 @@ def classify_audio(
     k = min(top_k, len(labels))
 
     def forward(batch):
+        import torch
+
         if not window:
             return net(batch).float().softmax(-1).cpu()
         clips, counts = batch
         probabilities = net(clips).float().softmax(-1).cpu()
-        return __import__("torch").stack([part.mean(0) for part in probabilities.split(counts)])
+        return torch.stack([part.mean(0) for part in probabilities.split(counts)])
 
     def postprocess(probabilities):
         scores, indices = probabilities.topk(k)

@@ -98,7 +98,12 @@ class ClipDataset:
             wave = self.load(path)
         except InputError as exc:
             raise UsageError(f"{path}: {exc}") from exc
-        return self.transform(wave[None])[0] if self.transform is not None else wave
+        if self.transform is None:
+            return wave
+        import torch
+
+        with torch.no_grad():
+            return self.transform(wave[None])[0]
 
     def __len__(self) -> int:
         return len(self.clips)
