@@ -190,8 +190,6 @@ def test_cli_errors(cli, tone_checkpoint, tmp_path, shared_data):
     assert result.exit_code == 1
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert "predictions" in rows[0] and all("cannot read audio" in r["error"] for r in rows[1:])
-    no_checkpoint = cli("classify-audio", good)
-    assert no_checkpoint.exit_code == 2 and "needs --checkpoint" in no_checkpoint.stderr
     assert cli("classify-audio", good, "--checkpoint", best, "--model", "audionet").exit_code == 2
     assert "no such file" in cli("classify-audio", tmp_path / "missing.wav", "--checkpoint", best).stderr
 
@@ -219,3 +217,38 @@ def test_recipes_validate(cli):
     for name in ("esc50-audionet", "esc50-spectrogram"):
         result = cli("train", REPO / "recipes" / f"{name}.yaml", "--print-config")
         assert result.exit_code == 0 and "recipe: classify-audio" in result.stdout
+
+
+def make_tiny_audio_classifier(folder):
+    """A 1-layer wav2vec2 sequence classifier with its feature extractor (random weights)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForSequenceClassification
+
+    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, classifier_proj_size=8,
+                            num_labels=2, id2label={0: "Speech", 1: "Music"}, label2id={"Speech": 0, "Music": 1})
+    torch.manual_seed(0)
+    Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(sampling_rate=8000, feature_size=1, padding_value=0.0, do_normalize=True).save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_audio_classifier_from_a_folder(cli, tmp_path):
+    folder = make_tiny_audio_classifier(tmp_path / "tiny-audio")
+    sound = write_wav(tmp_path / "a.wav", rate=16000, seconds=0.5, channels=2)
+    result = cli("classify-audio", sound, "--model", folder, "--json")
+    assert result.exit_code == 0, result.stderr
+    predictions = json.loads(result.stdout)["predictions"]
+    assert {p["label"] for p in predictions} == {"Speech", "Music"}
+    assert sum(p["score"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_default_hub_model_offline_and_wrong_models(cli, tmp_path, tiny_bert_encoder):
+    sound = write_wav(tmp_path / "a.wav")
+    offline = cli("classify-audio", sound)
+    assert offline.exit_code == 1 and len(offline.stderr.strip().splitlines()) == 1
+    assert "weights 'MIT/ast-finetuned-audioset-10-10-0.4593' are not on this machine: offline mode" in offline.stderr
+    untrained = cli("classify-audio", sound, "--model", "audionet")
+    assert untrained.exit_code == 2 and "has no published weights" in untrained.stderr
+    not_audio = cli("classify-audio", sound, "--model", tiny_bert_encoder)
+    assert not_audio.exit_code == 2 and "is not an audio classifier" in not_audio.stderr

@@ -14,15 +14,19 @@ from . import RECIPE
 
 
 def load_audio_classifier(checkpoint: Path | None, model_name: str | None):
-    """(model, classes, ClipSpec) from a checkpoint."""
+    """(model, classes, ClipSpec): a trained checkpoint, or a Hugging Face audio classifier."""
     from ptcli.checkpoints import load_checkpoint, load_weights_into
 
     from .audio import ClipSpec
 
     if checkpoint is None:
-        known = ", ".join(RECIPE.model_registry.names())
-        raise UsageError(f"classify-audio needs --checkpoint: its models ({known}) are trained with "
-                         "`ptcli train recipes/esc50-spectrogram.yaml`" + (f"; --model {model_name} alone has no weights" if model_name else ""))
+        from .hub import CLIP_SECONDS, DEFAULT_HUB_MODEL, load_hub_classifier
+
+        name = model_name or DEFAULT_HUB_MODEL
+        if name in ("audionet", "spectrogram"):
+            raise UsageError(f"model {name} has no published weights: train it with `ptcli train recipes/esc50-{name if name == 'audionet' else 'spectrogram'}.yaml` and pass --checkpoint")
+        hub = load_hub_classifier(name)
+        return hub, hub.labels, ClipSpec(hub.sample_rate, int(hub.sample_rate * CLIP_SECONDS))
     if model_name is not None:
         raise UsageError("--checkpoint already names its model; drop --model")
     ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
@@ -49,7 +53,7 @@ class StackWindows:
 
 def classify_audio(
     paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Sound files (.wav, .flac, .ogg), folders or globs.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="Not needed with --checkpoint, which names its model.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH", help="A Hugging Face audio classifier (org/name, downloaded once) or local folder [default without --checkpoint: MIT/ast-finetuned-audioset-10-10-0.4593, AudioSet's 527 classes].", show_default=False)] = None,
     checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/esc50-*.yaml`.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per file.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Files per forward pass.")] = 16,
@@ -57,7 +61,8 @@ def classify_audio(
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
-    """Classify sound files with a trained checkpoint. Each file is mixed down to mono,
+    """Classify sound files with a trained checkpoint, or a Hugging Face audio classifier
+    (AudioSet's by default). Each file is mixed down to mono,
     resampled to the model's rate and padded or cut to its clip length (or, with --window,
     split into clips whose predictions are averaged). Unreadable files are reported and
     skipped; the exit code is then 1."""
@@ -73,7 +78,8 @@ def classify_audio(
     target = resolve_device(device, RECIPE.devices.devices)
     inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
     net, labels, clip = load_audio_classifier(checkpoint, model)
-    net = net.to(target).eval()
+    inner = getattr(net, "model", net)  # a hub classifier wraps its model with its feature extractor
+    inner.to(target).eval()
     k = min(top_k, len(labels))
 
     def forward(batch):
