@@ -87,7 +87,7 @@ class ModelRegistry:
         self.recipe = recipe
         self.list_hint = list_hint
         self._specs: dict[str, ModelSpec] = {}
-        self._resolvers: list[tuple[Callable[[str], ModelSpec | None], Callable[[], Iterable[str]]]] = []
+        self._resolvers: list[tuple[Callable[[str], ModelSpec | None], Callable[[], Iterable[str]], bool]] = []
 
     def add(self, spec: ModelSpec) -> ModelSpec:
         self._specs[spec.name] = spec
@@ -97,21 +97,30 @@ class ModelRegistry:
         self,
         resolve: Callable[[str], ModelSpec | None],
         names: Callable[[], Iterable[str]] = tuple,
+        *,
+        catch_all: bool = False,
     ) -> None:
         """``resolve(name)`` returns a spec or None; ``names()`` lists what it can build
-        (patterns such as ``timm/<name>`` are fine)."""
-        self._resolvers.append((resolve, names))
+        (patterns such as ``timm/<name>`` are fine). ``catch_all``: it accepts any name of a
+        kind (every Hugging Face ``org/name``), so other recipes' specific entries win over it
+        when a name is looked up across recipes (``ptcli weights``)."""
+        self._resolvers.append((resolve, names, catch_all))
 
     def names(self) -> list[str]:
         found = list(self._specs)
-        for _, names in self._resolvers:
+        for _, names, _ in self._resolvers:
             found += [name for name in names() if name not in found]
         return found
 
-    def find(self, name: str) -> ModelSpec | None:
+    def find(self, name: str, *, resolvers: bool = True, catch_all: bool = True) -> ModelSpec | None:
+        """The spec called ``name``: a fixed entry, else (``resolvers``) a resolver's, with
+        catch-all resolvers last (and only with ``catch_all``)."""
         if name in self._specs:
             return self._specs[name]
-        for resolve, _ in self._resolvers:
+        if not resolvers:
+            return None
+        ordered = [r for r in self._resolvers if not r[2]] + ([r for r in self._resolvers if r[2]] if catch_all else [])
+        for resolve, _, _ in ordered:
             spec = resolve(name)
             if spec is not None:
                 return spec

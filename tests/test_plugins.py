@@ -153,3 +153,16 @@ def test_second_plugin_with_the_same_recipe_name_is_rejected():
     loaded = load_plugins([module])
     assert loaded.infos[-1].status == "error"
     assert loaded.infos[-1].error == "recipe 'classify-image' is already provided by another plugin"
+
+
+def test_catch_all_resolvers_come_last():
+    from ptcli.recipe import ModelRegistry, ModelSpec
+
+    registry = ModelRegistry("r")
+    registry.add_resolver(lambda name: ModelSpec(name=name, build=lambda: "any", description="catch-all"), catch_all=True)
+    registry.add_resolver(lambda name: ModelSpec(name=name, build=lambda: "timm", description="timm")
+                          if name.startswith("timm/") else None)
+    assert registry.find("timm/x").description == "timm"
+    assert registry.find("org/x").description == "catch-all"
+    assert registry.find("org/x", catch_all=False) is None
+    assert registry.find("timm/x", resolvers=False) is None

@@ -66,5 +66,5 @@ def make_registry() -> ModelRegistry:
     registry.add(ModelSpec(name="audionet", build=build_audionet, description="the book's AudioNet (ch. 6) on raw waveforms"))
     registry.add(ModelSpec(name="spectrogram", build=build_spectrogram,
                            description="mel spectrogram into an ImageNet CNN (EfficientNet-Lite0 offline, or resnet50)"))
-    registry.add_resolver(_hub_spec, lambda: [DEFAULT_HUB_MODEL])
+    registry.add_resolver(_hub_spec, lambda: [DEFAULT_HUB_MODEL], catch_all=True)
     return registry

@@ -80,7 +80,7 @@ def make_registry() -> ModelRegistry:
                              "name such as org/name, or a local model folder")
     for spec in (*RECURRENT_SPECS, TRANSFORMER_SPEC, MINILM_SPEC):
         registry.add(spec)
-    registry.add_resolver(hub_spec, lambda: [DEFAULT_MODEL])
+    registry.add_resolver(hub_spec, lambda: [DEFAULT_MODEL], catch_all=True)
     return registry
 
 

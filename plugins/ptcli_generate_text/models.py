@@ -56,7 +56,7 @@ def make_registry() -> ModelRegistry:
         registry.add(ModelSpec(name=short, build=partial(_from_hub, short), weights=hub_weights(repo, name=short),
                                description=f"{repo} (downloaded once)"))
     registry.add(ModelSpec(name=FINE_TUNED, build=_build_from_config, description="a fine-tuned checkpoint (model_args hold its config)"))
-    registry.add_resolver(hub_spec)
+    registry.add_resolver(hub_spec, catch_all=True)
     return registry
 
 

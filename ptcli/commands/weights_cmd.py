@@ -29,10 +29,13 @@ def find_weights(name: str):
     """The WeightsSpec called ``name``, from any recipe's model registry."""
     from ptcli.plugins import get_plugins
 
-    for recipe in get_plugins().recipes.values():
-        spec = recipe.model_registry.find(name)
-        if spec is not None and spec.weights is not None:
-            return spec.weights
+    # Fixed entries first, then specific resolvers (timm/<name>), then catch-alls (any hub
+    # org/name): a recipe that names a model outright beats another's resolver that takes anything.
+    for resolvers, catch_all in ((False, False), (True, False), (True, True)):
+        for recipe in get_plugins().recipes.values():
+            spec = recipe.model_registry.find(name, resolvers=resolvers, catch_all=catch_all)
+            if spec is not None and spec.weights is not None:
+                return spec.weights
     raise UsageError(f"no weights called {name!r}; `ptcli weights list` shows the names")
 
 
