@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from ptcli.errors import UsageError
+from ptcli.training.classification import ClassifierSteps
 from ptcli.training.schema import ClassificationTrainerConfig, DataConfig, Section, TrainConfig
 from ptcli.training.task import Export, ParamGroup, TrainingTask
 
@@ -115,7 +116,7 @@ class ClipDataset:
         return item, self.index[self.clips[i].label]
 
 
-class ClassifyAudioTask(TrainingTask):
+class ClassifyAudioTask(ClassifierSteps, TrainingTask):
     config_schema = ClassifyAudioConfig
     monitor = "val/accuracy"
     monitor_mode = "max"
@@ -175,24 +176,6 @@ class ClassifyAudioTask(TrainingTask):
         train = ClipDataset(self.train_clips, index, load, augment if augment.active else None, d.cache, transform)
         val = ClipDataset(self.val_clips, index, load, None, d.cache, transform)
         return train, val
-
-    def metrics(self):
-        from ptcli.training.classification import classification_metrics
-
-        return classification_metrics(len(self.classes))
-
-    def training_step(self, batch, ctx):
-        x, targets = batch
-        x, targets_a, targets_b, lam = self.loss.mix(x, targets)
-        loss = self.loss(ctx.model(x), targets_a, targets_b, lam)
-        ctx.optimize(loss)
-        return {"loss": loss.detach()}
-
-    def validation_step(self, batch, ctx):
-        x, targets = batch
-        logits = ctx.model(x).float()
-        ctx.update_metrics(logits, targets)
-        return {"loss": self.loss.criterion(logits, targets)}
 
     def export(self, models: Mapping) -> Export:
         d = self.config.data

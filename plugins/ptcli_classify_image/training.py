@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from ptcli.errors import UsageError
+from ptcli.training.classification import ClassifierSteps
 from ptcli.training.schema import ClassificationTrainerConfig, DataConfig, Section, TrainConfig
 from ptcli.training.task import Export, ParamGroup, TrainingTask
 
@@ -52,7 +53,7 @@ def is_scratch(name: str) -> bool:
     return name in {spec.name for spec in SCRATCH_MODELS}
 
 
-class ClassifyImageTask(TrainingTask):
+class ClassifyImageTask(ClassifierSteps, TrainingTask):
     config_schema = ClassifyImageConfig
     monitor = "val/accuracy"
     monitor_mode = "max"
@@ -125,24 +126,6 @@ class ClassifyImageTask(TrainingTask):
         train = ImageDataset(self.split.train, transforms(self.preprocessing, self.config.data.augment))
         val = ImageDataset(self.split.val, Preprocess(self.preprocessing))
         return train, val
-
-    def metrics(self):
-        from ptcli.training.classification import classification_metrics
-
-        return classification_metrics(len(self.classes))
-
-    def training_step(self, batch, ctx):
-        images, targets = batch
-        images, targets_a, targets_b, lam = self.loss.mix(images, targets)
-        loss = self.loss(ctx.model(images), targets_a, targets_b, lam)
-        ctx.optimize(loss)
-        return {"loss": loss.detach()}
-
-    def validation_step(self, batch, ctx):
-        images, targets = batch
-        logits = ctx.model(images)
-        ctx.update_metrics(logits.float(), targets)
-        return {"loss": self.loss.criterion(logits.float(), targets)}
 
     def export(self, models: Mapping) -> Export:
         return Export(

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from ptcli.errors import UsageError
+from ptcli.training.classification import ClassifierSteps
 from ptcli.training.schema import DataConfig, Section, TrainConfig, TrainerConfig
 from ptcli.training.task import Export, ParamGroup, TrainingTask
 
@@ -130,7 +131,7 @@ class TextCollate:
         return inputs, torch.tensor([target for _, target in items], dtype=torch.long)
 
 
-class ClassifyTextTask(TrainingTask):
+class ClassifyTextTask(ClassifierSteps, TrainingTask):
     config_schema = ClassifyTextConfig
     monitor = "val/accuracy"
     monitor_mode = "max"
@@ -257,27 +258,10 @@ class ClassifyTextTask(TrainingTask):
         return {"main": [ParamGroup("encoder", [p for p in model.parameters() if id(p) in encoder]),
                          ParamGroup("head", [p for p in model.parameters() if id(p) not in encoder])]}
 
-    def metrics(self):
-        from ptcli.training.classification import classification_metrics
-
-        return classification_metrics(len(self.classes))
-
-    @staticmethod
-    def _logits(model, inputs):
+    def logits(self, model, inputs):
+        """Both model families take input_ids and attention_mask; transformers return an object."""
         output = model(**inputs)
         return getattr(output, "logits", output)
-
-    def training_step(self, batch, ctx):
-        inputs, targets = batch
-        loss = self.loss(self._logits(ctx.model, inputs), targets)
-        ctx.optimize(loss)
-        return {"loss": loss.detach()}
-
-    def validation_step(self, batch, ctx):
-        inputs, targets = batch
-        logits = self._logits(ctx.model, inputs).float()
-        ctx.update_metrics(logits, targets)
-        return {"loss": self.loss.criterion(logits, targets)}
 
     # --- results ---------------------------------------------------------------------------
     def export(self, models: Mapping) -> Export:

@@ -90,3 +90,29 @@ def format_classification_report(report: Mapping[str, Any]) -> str:
     for i, (name, row) in enumerate(zip(report["classes"], report["confusion_matrix"])):
         lines.append(f"{name:<{width}}  " + "".join(f"{v:>{cell}}" for v in row) + f"   ({i})")
     return "\n".join(lines)
+
+
+class ClassifierSteps:
+    """The steps every one-model classifier shares, as a mixin before TrainingTask: batches
+    are (inputs, targets); the task sets ``self.loss`` (a ClassificationLoss) and
+    ``self.classes`` in setup, and overrides ``logits`` when its model is not called as
+    ``model(inputs)``."""
+
+    def logits(self, model, inputs):
+        return model(inputs)
+
+    def metrics(self):
+        return classification_metrics(len(self.classes))
+
+    def training_step(self, batch, ctx):
+        inputs, targets = batch
+        inputs, targets_a, targets_b, lam = self.loss.mix(inputs, targets)
+        loss = self.loss(self.logits(ctx.model, inputs), targets_a, targets_b, lam)
+        ctx.optimize(loss)
+        return {"loss": loss.detach()}
+
+    def validation_step(self, batch, ctx):
+        inputs, targets = batch
+        logits = self.logits(ctx.model, inputs).float()
+        ctx.update_metrics(logits, targets)
+        return {"loss": self.loss.criterion(logits, targets)}
