@@ -27,13 +27,9 @@ def labelled_clips(data: Path, meta: dict):
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
-    import torch
-
-    from ptcli.batching import Failed, run_batched_with_progress
     from ptcli.checkpoints import read_sidecar
     from ptcli.devices import resolve_device
-    from ptcli.output import error_line
-    from ptcli.training.classification import classification_report
+    from ptcli.training.classification import evaluate_files
 
     from . import RECIPE
     from .audio import LoadClip
@@ -45,21 +41,5 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size
     unknown = sorted({c.label for c in clips} - set(classes))
     if unknown:
         raise UsageError(f"{data} has classes the checkpoint does not know: {', '.join(unknown)}; it knows {', '.join(classes)}")
-    label = {c.path: classes.index(c.label) for c in clips}
-    net = net.to(target).eval()
-    logits, targets, failed = [], [], 0
-    for path, result in run_batched_with_progress("evaluating", [c.path for c in clips], load=LoadClip(clip),
-                                                  forward=lambda b: net(b).float().cpu(), postprocess=lambda r: r,
-                                                  device=target, batch_size=batch_size):
-        if isinstance(result, Failed):
-            failed += 1
-            error_line(f"{path}: {result.message}")
-            continue
-        logits.append(result)
-        targets.append(label[path])
-    if not logits:
-        raise UsageError(f"no readable clips in {data}")
-    report = {"checkpoint": str(checkpoint), "data": str(data)}
-    report.update(classification_report(torch.stack(logits), torch.tensor(targets), classes))
-    report["failed"] = failed
-    return report
+    return evaluate_files([(c.path, classes.index(c.label)) for c in clips], classes, net=net.to(target).eval(),
+                          load=LoadClip(clip), device=target, batch_size=batch_size, data=data, checkpoint=checkpoint)

@@ -25,12 +25,8 @@ def labelled_images(data: Path, classes: list[str]) -> list[tuple[Path, int]]:
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
-    import torch
-
-    from ptcli.batching import Failed, run_batched_with_progress
     from ptcli.devices import resolve_device
-    from ptcli.output import error_line
-    from ptcli.training.classification import classification_report
+    from ptcli.training.classification import evaluate_files
 
     from . import RECIPE
     from .command import load_classifier
@@ -38,29 +34,6 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size
 
     target = resolve_device(device, RECIPE.devices.devices)
     net, classes, preprocessing = load_classifier(None, None, checkpoint)
-    net = net.to(target).eval()
-    samples = labelled_images(data, classes)
-    labels = dict(samples)
-    logits, targets, failed = [], [], 0
-    results = run_batched_with_progress(
-        "evaluating",
-        [path for path, _ in samples],
-        load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)),
-        forward=lambda batch: net(batch).float().cpu(),
-        postprocess=lambda row: row,
-        device=target,
-        batch_size=batch_size,
-    )
-    for path, result in results:
-        if isinstance(result, Failed):
-            failed += 1
-            error_line(f"{path}: {result.message}")
-            continue
-        logits.append(result)
-        targets.append(labels[path])
-    if not logits:
-        raise UsageError(f"no readable images in {data}")
-    report = {"checkpoint": str(checkpoint), "data": str(data)}
-    report.update(classification_report(torch.stack(logits), torch.tensor(targets), classes))
-    report["failed"] = failed
-    return report
+    return evaluate_files(labelled_images(data, classes), classes, net=net.to(target).eval(),
+                          load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)), device=target,
+                          batch_size=batch_size, data=data, checkpoint=checkpoint)

@@ -116,3 +116,34 @@ class ClassifierSteps:
         logits = self.logits(ctx.model, inputs).float()
         ctx.update_metrics(logits, targets)
         return {"loss": self.loss.criterion(logits, targets)}
+
+
+def evaluate_files(samples: Sequence[tuple[Any, int]], classes: Sequence[str], *, net, load, device, batch_size: int,
+                   data: Any, checkpoint: Any) -> dict[str, Any]:
+    """``ptcli eval`` for a classifier of files: run ``net`` over (file, class index) samples
+    in batches, report unreadable files one line each (and count them), and return the
+    classification report."""
+    import torch
+
+    from ptcli.batching import Failed, run_batched_with_progress
+    from ptcli.errors import UsageError
+    from ptcli.output import error_line
+
+    labels = dict(samples)
+    logits, targets, failed = [], [], 0
+    results = run_batched_with_progress("evaluating", [path for path, _ in samples], load=load,
+                                        forward=lambda batch: net(batch).float().cpu(), postprocess=lambda row: row,
+                                        device=device, batch_size=batch_size)
+    for path, result in results:
+        if isinstance(result, Failed):
+            failed += 1
+            error_line(f"{path}: {result.message}")
+            continue
+        logits.append(result)
+        targets.append(labels[path])
+    if not logits:
+        raise UsageError(f"no readable inputs in {data}")
+    report = {"checkpoint": str(checkpoint), "data": str(data)}
+    report.update(classification_report(torch.stack(logits), torch.tensor(targets), classes))
+    report["failed"] = failed
+    return report
