@@ -54,3 +54,25 @@ def quiet_transformers() -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+
+
+def _folder_model(name: str, **_):
+    from ptcli.errors import PluginError
+
+    raise PluginError(f"{name} is a Hugging Face model folder: load it with ptcli.hub.model_folder and transformers")
+
+
+def hub_spec(name: str, *, hf_repo: str | None = None, description: str = ""):
+    """A ModelSpec for a Hugging Face model whose weights are the repository as a folder."""
+    from functools import partial
+
+    from ptcli.recipe import ModelSpec
+
+    return ModelSpec(name=name, build=partial(_folder_model, name), weights=hub_weights(hf_repo or name, name=name),
+                     description=description or f"Hugging Face model {hf_repo or name}")
+
+
+def add_hub_resolver(registry, listed=()) -> None:
+    """Let ``registry`` take any Hugging Face ``org/name`` (a catch-all: other recipes' own
+    entries win in cross-recipe lookups); ``listed`` are the names `ptcli weights list` shows."""
+    registry.add_resolver(lambda name: hub_spec(name) if is_repo_id(name) else None, lambda: list(listed), catch_all=True)

@@ -24,7 +24,7 @@ def load_audio_classifier(checkpoint: Path | None, model_name: str | None):
 
         name = model_name or DEFAULT_HUB_MODEL
         if name in ("audionet", "spectrogram"):
-            raise UsageError(f"model {name} has no published weights: train it with `ptcli train recipes/esc50-{name if name == 'audionet' else 'spectrogram'}.yaml` and pass --checkpoint")
+            raise UsageError(f"model {name} has no published weights: train it with `ptcli train recipes/esc50-{name}.yaml` and pass --checkpoint")
         hub = load_hub_classifier(name)
         return hub, hub.labels, ClipSpec(hub.sample_rate, int(hub.sample_rate * CLIP_SECONDS))
     if model_name is not None:

@@ -5,7 +5,6 @@ checkpoint is an Audio Spectrogram Transformer fine-tuned on AudioSet's 527 clas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ptcli.errors import UsageError, flatten
@@ -55,9 +54,3 @@ def load_hub_classifier(name: str) -> HubAudioClassifier:
         raise UsageError(f"{name} cannot be loaded as an audio classifier: {flatten(exc, 200)}") from exc
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
     return HubAudioClassifier(model, extractor, labels)
-
-
-def is_hub_name(name: str) -> bool:
-    from ptcli.hub import is_repo_id
-
-    return is_repo_id(name) or Path(name).expanduser().is_dir()

@@ -50,15 +50,9 @@ def build_spectrogram(num_classes: int = 2, *, backbone_name: str = "efficientne
                           n_fft=n_fft, hop=hop, freq_mask=freq_mask, time_mask=time_mask)
 
 
-def _hub_spec(name: str):
-    from ptcli.hub import hub_weights, is_repo_id
-
-    if not is_repo_id(name):
-        return None
-    return ModelSpec(name=name, build=lambda **_: None, weights=hub_weights(name), description=f"Hugging Face model {name}")
-
-
 def make_registry() -> ModelRegistry:
+    from ptcli.hub import add_hub_resolver
+
     from .hub import DEFAULT_HUB_MODEL
 
     registry = ModelRegistry("classify-audio", list_hint="models: audionet, spectrogram (train them), or a Hugging Face "
@@ -66,5 +60,5 @@ def make_registry() -> ModelRegistry:
     registry.add(ModelSpec(name="audionet", build=build_audionet, description="the book's AudioNet (ch. 6) on raw waveforms"))
     registry.add(ModelSpec(name="spectrogram", build=build_spectrogram,
                            description="mel spectrogram into an ImageNet CNN (EfficientNet-Lite0 offline, or resnet50)"))
-    registry.add_resolver(_hub_spec, lambda: [DEFAULT_HUB_MODEL], catch_all=True)
+    add_hub_resolver(registry, listed=[DEFAULT_HUB_MODEL])
     return registry

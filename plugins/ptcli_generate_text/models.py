@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import hub_weights, is_repo_id, quiet_transformers
+from ptcli.hub import add_hub_resolver, hub_spec, quiet_transformers
 from ptcli.recipe import ModelRegistry, ModelSpec
 
 DEFAULT_MODEL = "gpt2"
@@ -27,10 +26,6 @@ FINE_TUNED = "causal-lm"
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
-def _from_hub(name: str, **_):
-    return load_folder(model_folder(name), name=name)[0]
-
-
 def _build_from_config(*, config: Mapping[str, Any], **_):
     """A causal LM with random weights from a stored transformers config."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -43,20 +38,13 @@ def _build_from_config(*, config: Mapping[str, Any], **_):
         raise CheckpointError(f"cannot build a {model_type} language model: {flatten(exc, 200)}") from exc
 
 
-def hub_spec(name: str) -> ModelSpec | None:
-    if not is_repo_id(name):
-        return None
-    return ModelSpec(name=name, build=partial(_from_hub, name), weights=hub_weights(name), description=f"Hugging Face model {name}")
-
-
 def make_registry() -> ModelRegistry:
     registry = ModelRegistry("generate-text", list_hint=f"models: {', '.join(KNOWN)}, a Hugging Face name (org/name) "
                              "or a local model folder")
     for short, repo in KNOWN.items():
-        registry.add(ModelSpec(name=short, build=partial(_from_hub, short), weights=hub_weights(repo, name=short),
-                               description=f"{repo} (downloaded once)"))
+        registry.add(hub_spec(short, hf_repo=repo, description=f"{repo} (downloaded once)"))
     registry.add(ModelSpec(name=FINE_TUNED, build=_build_from_config, description="a fine-tuned checkpoint (model_args hold its config)"))
-    registry.add_resolver(hub_spec, catch_all=True)
+    add_hub_resolver(registry)
     return registry
 
 

@@ -50,13 +50,13 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
     col_weight = torch.zeros(width * scale)
     rows, cols = _spans(height, tile, overlap), _spans(width, tile, overlap)
     fade = 2 * overlap * scale
+    col_ramps = [_ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1) for j, (left, right) in enumerate(cols)]
+    for (left, right), cw in zip(cols, col_ramps):
+        col_weight[left * scale:right * scale] += cw
     for i, (top, bottom) in enumerate(rows):
         rw = _ramp((bottom - top) * scale, fade, i > 0, i < len(rows) - 1)
         row_weight[top * scale:bottom * scale] += rw
-        for j, (left, right) in enumerate(cols):
-            cw = _ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1)
-            if i == 0:
-                col_weight[left * scale:right * scale] += cw
+        for (left, right), cw in zip(cols, col_ramps):
             piece = image[:, top:bottom, left:right][None].to(device, dtype=dtype)
             with torch.inference_mode():
                 result = model(piece)[0].float().cpu()
