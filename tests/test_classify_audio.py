@@ -252,3 +252,9 @@ def test_default_hub_model_offline_and_wrong_models(cli, tmp_path, tiny_bert_enc
     assert untrained.exit_code == 2 and "has no published weights" in untrained.stderr
     not_audio = cli("classify-audio", sound, "--model", tiny_bert_encoder)
     assert not_audio.exit_code == 2 and "is not an audio classifier" in not_audio.stderr
+
+
+def test_checkpoint_of_another_recipe(cli, lstm_config, tmp_path):
+    best = train_json(cli, lstm_config)["best_checkpoint"]
+    result = cli("classify-audio", write_wav(tmp_path / "a.wav"), "--checkpoint", best)
+    assert result.exit_code == 2 and "was made by classify-text, not classify-audio" in result.stderr

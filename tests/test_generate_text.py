@@ -94,3 +94,10 @@ def test_json_error_and_clean_stdout_in_a_subprocess(tiny_gpt2):
     assert ok.returncode == 0 and json.loads(ok.stdout)["prompt"] == "code"
     bad = run_ptcli("generate-text", "--model", tiny_gpt2, "--json", "", env={"PTCLI_OFFLINE": "1"})
     assert bad.returncode == 2 and "prompt is empty" in json.loads(bad.stdout)["error"]
+
+
+def test_interactive_reports_a_bad_prompt_and_goes_on(cli, tiny_gpt2):
+    result = generate(cli, "--model", tiny_gpt2, "--interactive", "--max-new-tokens", "5", "--seed", "0", "--no-stream",
+                      input="bread " * 100 + "\nsoup\n\n")
+    assert "reads at most 64: shorten it" in result.stderr
+    assert result.stdout.startswith("soup")

@@ -140,3 +140,11 @@ def test_both_recipes_validate(cli):
     for name in ("esrgan-psnr", "esrgan-gan"):
         result = cli("train", REPO / "recipes" / f"{name}.yaml", "--print-config")
         assert result.exit_code == 0 and "recipe: super-resolve" in result.stdout
+
+
+def test_checkpoint_with_model_and_eval_without_data(cli, tmp_path, sr_data):
+    best = train_json(cli, sr_config(tmp_path, sr_data, trainer={"epochs": 1}))["best_checkpoint"]
+    both = cli("super-resolve", sr_data / "lr_x4" / "0.png", "--checkpoint", best, "-m", "esrgan-x4")
+    assert both.exit_code == 2 and "drop --model/--weights" in both.stderr
+    missing = cli("eval", best, tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "data folder not found" in missing.stderr
