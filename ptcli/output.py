@@ -52,3 +52,9 @@ def progress(transient: bool = True):
         redirect_stdout=to_terminal,
         redirect_stderr=False,
     )
+
+
+def format_predictions(title: str, predictions: list[dict]) -> str:
+    """A classifier's top-k for one input: the input's name, then ``label  score%`` lines."""
+    width = max(len(p["label"]) for p in predictions)
+    return "\n".join([title] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions])

@@ -258,3 +258,13 @@ def test_checkpoint_of_another_recipe(cli, lstm_config, tmp_path):
     best = train_json(cli, lstm_config)["best_checkpoint"]
     result = cli("classify-audio", write_wav(tmp_path / "a.wav"), "--checkpoint", best)
     assert result.exit_code == 2 and "was made by classify-text, not classify-audio" in result.stderr
+
+
+def test_human_output_lists_top_k(cli, tmp_path):
+    folder = make_tiny_audio_classifier(tmp_path / "tiny-audio")
+    sound = write_wav(tmp_path / "a.wav")
+    result = cli("classify-audio", sound, "--model", folder, "-k", "2")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(sound) and len(lines) == 3
+    assert {line.split()[0] for line in lines[1:]} == {"Speech", "Music"} and lines[1].endswith("%")

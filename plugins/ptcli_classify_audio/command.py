@@ -69,7 +69,7 @@ def classify_audio(
     from ptcli.batching import Failed, run_batched_with_progress, stack
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line
+    from ptcli.output import emit, emit_json, error_line, format_predictions
 
     from .audio import LoadClip
 
@@ -106,8 +106,7 @@ def classify_audio(
         elif json_output:
             emit_json({"input": str(path), "predictions": result})
         else:
-            width = max(len(p["label"]) for p in result)
-            emit("\n".join([str(path)] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in result]))
+            emit(format_predictions(str(path), result))
     if failures:
         if not json_output:
             error_line(f"{failures} of {len(inputs)} inputs could not be read")

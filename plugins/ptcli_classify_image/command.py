@@ -48,11 +48,6 @@ def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Pa
     return model, list(spec.labels()), dict(spec.preprocessing)
 
 
-def _format_human(path: Path, predictions: list[dict]) -> str:
-    width = max(len(p["label"]) for p in predictions)
-    lines = [str(path)] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions]
-    return "\n".join(lines)
-
 
 def _list_models(as_json: bool) -> None:
     from ptcli.output import emit, emit_json
@@ -92,7 +87,7 @@ def classify_image(
     from ptcli.batching import Failed, run_batched_with_progress
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line
+    from ptcli.output import emit, emit_json, error_line, format_predictions
 
     from .data import LoadImage, Preprocess
 
@@ -139,7 +134,7 @@ def classify_image(
         elif json_output:
             emit_json({"input": str(path), "predictions": result})
         else:
-            emit(_format_human(path, result))
+            emit(format_predictions(str(path), result))
     if failures:
         if not json_output:
             error_line(f"{failures} of {len(inputs)} inputs could not be read")

@@ -46,11 +46,6 @@ def _preview(text: str) -> str:
     return flat if len(flat) <= _PREVIEW else flat[: _PREVIEW - 3] + "..."
 
 
-def _format_human(text: str, predictions: list[dict]) -> str:
-    width = max(len(p["label"]) for p in predictions)
-    lines = [_preview(text)] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions]
-    return "\n".join(lines)
-
 
 def classify_text(
     texts: Annotated[
@@ -86,7 +81,7 @@ def classify_text(
     warning."""
     from ptcli.batching import Failed
     from ptcli.devices import resolve_device
-    from ptcli.output import emit, emit_json, error_line, warn
+    from ptcli.output import emit, emit_json, error_line, format_predictions, warn
 
     from .inference import classify_batched
     from .models import load_text_classifier
@@ -117,7 +112,7 @@ def classify_text(
         elif json_output:
             emit_json({"text": text, "predictions": result})
         else:
-            emit(_format_human(text, result))
+            emit(format_predictions(_preview(text), result))
     if encode.truncated:
         warn(f"{encode.truncated} of {len(inputs)} texts were longer than {classifier.encoder.max_length} tokens "
              "and were cut to fit the model")
