@@ -171,16 +171,17 @@ def lstm_config(tmp_path, tiny_text) -> Path:
 
 
 def _bert_tokenizer(texts):
-    """A WordPiece tokenizer with BERT's special tokens and [CLS] ... [SEP] template."""
+    """A WordPiece tokenizer with BERT's special tokens and [CLS] ... [SEP] template. Its vocabulary
+    is the sorted set of words: tokenizers' WordPieceTrainer numbers tokens differently from run
+    to run, which changed the model's random start and made fine-tuning tests flaky."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
-    from tokenizers.trainers import WordPieceTrainer
 
-    tokenizer = Tokenizer(WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted({word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))})
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer.train_from_iterator(texts, WordPieceTrainer(vocab_size=300, special_tokens=specials, show_progress=False))
+    tokenizer = Tokenizer(WordPiece({token: i for i, token in enumerate(specials + words)}, unk_token="[UNK]"))
+    tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
                                                              special_tokens=[("[CLS]", cls), ("[SEP]", sep)])

@@ -78,7 +78,7 @@ def test_transformer_fine_tunes_from_a_local_folder(cli, tmp_path, tiny_text, ti
         "recipe": "classify-text",
         "data": {"root": str(tiny_text), "max_length": 32},
         "model": {"name": "transformer", "pretrained": str(tiny_bert_encoder)},
-        "trainer": {"epochs": 8, "batch_size": 8, "lr": 0.002, "optimizer": "adamw", "scheduler": {"name": "one-cycle"}},
+        "trainer": {"epochs": 12, "batch_size": 8, "lr": 0.002, "optimizer": "adamw", "scheduler": {"name": "one-cycle"}},
         "run": {"dir": str(tmp_path / "runs"), "tensorboard": False},
     })
     summary = train_json(cli, config)
