@@ -105,6 +105,13 @@ def simplenet_config(tmp_path, tiny_imagefolder) -> Path:
     })
 
 
+def torchrun(*args):
+    """`ptcli train ... --json` in two CPU processes under torchrun (DDP over gloo)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "ptcli", "train", *map(str, args), "trainer.device=cpu", "--json"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
 def train_json(cli, *args):
     """`ptcli train ... --json` in-process; returns the run summary."""
     import json

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, train_json, write_yaml
+from conftest import REPO, torchrun, train_json, write_yaml
 
 from ptcli.checkpoints import load_checkpoint
 
@@ -95,6 +95,29 @@ def test_gan_stage_steps_both_optimizers_from_the_psnr_generator(cli, tmp_path, 
     assert all(state["optimizers"][name]["state"] for name in ("generator", "discriminator"))  # both stepped
     exported = load_checkpoint(summary["last_checkpoint"]).state_dict
     torch.testing.assert_close(exported["conv_first.weight"], state["models"]["ema"]["conv_first.weight"])
+
+
+@pytest.mark.slow
+def test_gan_stage_under_ddp(tmp_path):
+    """Two processes: the EMA copy, which has nothing to train and which DDP refuses to wrap, is
+    only moved; the discriminator's BatchNorm runs forward thrice per step, which needs
+    broadcast_buffers off."""
+    config = sr_config(tmp_path, make_sr_folder(tmp_path / "big", count=4, size=160),
+                       data={"crop": 128, "val_crop": 64},
+                       loss={"pixel": 0.01, "perceptual": 1.0, "perceptual_network": "efficientnet_lite0", "gan": 0.005,
+                             "ema": 0.9},
+                       trainer={"epochs": 1, "batch_size": 2})
+    done = torchrun(config)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only rank 0 reports
+    summary = json.loads(lines[0])
+    assert {"train/gan_g", "train/gan_d"} <= set(summary["metrics"])
+    state = torch.load(tmp_path / "runs" / "super-resolve" / "sr" / "checkpoints" / "training_state.pt", weights_only=True)
+    assert all(state["optimizers"][name]["state"] for name in ("generator", "discriminator"))  # both stepped
+    exported = load_checkpoint(summary["last_checkpoint"]).state_dict
+    torch.testing.assert_close(exported["conv_first.weight"], state["models"]["ema"]["conv_first.weight"])
+    assert not torch.equal(state["models"]["ema"]["conv_first.weight"], state["models"]["generator"]["conv_first.weight"])
 
 
 def test_perceptual_loss_offline_says_what_to_do(cli, tmp_path, sr_data):

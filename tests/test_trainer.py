@@ -7,7 +7,7 @@ import sys
 import pytest
 import toy_recipes
 import torch
-from conftest import write_yaml
+from conftest import torchrun, write_yaml
 
 from ptcli.checkpoints import load_checkpoint
 
@@ -283,16 +283,6 @@ def test_smoothing_and_steepest_descent():
     lrs = [10 ** (-6 + i * 0.25) for i in range(25)]
     losses = [2.0 - math.tanh(2 * (math.log10(lr) + 3)) for lr in lrs]  # falls fastest at 10^-3
     assert steepest_descent(lrs, losses) == pytest.approx(1e-3)
-
-
-def torchrun(*args):
-    import subprocess
-
-    from conftest import REPO
-
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "ptcli", "train", *map(str, args), "trainer.device=cpu", "--json"]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
 @pytest.mark.slow

@@ -71,6 +71,8 @@ class SuperResolveConfig(TrainConfig):
 
 class SuperResolveTask(TrainingTask):
     config_schema = SuperResolveConfig
+    # The discriminator (BatchNorm) runs forward several times before each backward.
+    ddp_options = {"broadcast_buffers": False}
     monitor = "val/psnr"
     monitor_mode = "max"
 

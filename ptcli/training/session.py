@@ -79,6 +79,7 @@ def train(resolved: ResolvedConfig, config_file: Path):
     except Interrupted as exc:
         where = f"; resume with: ptcli train {config_file} resume={run.path}" if run is not None else ""
         raise Interrupted(f"{exc}{where}") from None
+    trainer.close()
     if run is None:  # a process other than rank 0 of a new run: it wrote nothing
         return FitResult(None, None, None, trainer.last_record)
     existing = lambda which: str(run.checkpoint(which)) if run.checkpoint(which).is_file() else None  # noqa: E731

@@ -49,6 +49,10 @@ class TrainingTask:
     #: The metric that picks the best checkpoint, plateau steps and early stopping.
     monitor: ClassVar[str] = "val/loss"
     monitor_mode: ClassVar[str] = "min"
+    #: Options for DistributedDataParallel under torchrun. A GAN sets broadcast_buffers=False:
+    #: each forward of a BatchNorm model would otherwise overwrite running statistics that a
+    #: pending backward still needs.
+    ddp_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

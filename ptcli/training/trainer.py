@@ -51,7 +51,7 @@ class FitResult:
 def make_accelerator(task: TrainingTask, devices=("cuda", "mps", "cpu"), precisions=("fp32",)):
     """An Accelerator for trainer.device and trainer.precision (usage errors when impossible)."""
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     from ptcli.devices import resolve_device
 
@@ -81,6 +81,7 @@ def make_accelerator(task: TrainingTask, devices=("cuda", "mps", "cpu"), precisi
         mixed_precision=mixed,
         gradient_accumulation_steps=cfg.grad_accum,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        kwargs_handlers=[DistributedDataParallelKwargs(**task.ddp_options)] if task.ddp_options else None,
     )
 
 
@@ -138,9 +139,15 @@ class Trainer:
             raise UsageError("the training set is empty")
         train_loader = self._loader(train_set, shuffle=True)
         val_loader = self._loader(val_set, shuffle=False) if val_set is not None and len(val_set) else None
-        names = list(models)
-        prepared = self.accelerator.prepare(*models.values(), *self.optimizers.values(), train_loader, val_loader)
-        self.models = dict(zip(names, prepared[: len(names)]))
+        # DDP refuses a module with nothing to train (an EMA copy, a frozen teacher): such
+        # models are only moved to the device. One process wraps everything, as before.
+        distributed = self.accelerator.num_processes > 1
+        names = [name for name, model in models.items()
+                 if not distributed or any(p.requires_grad for p in model.parameters())]
+        prepared = self.accelerator.prepare(*(models[name] for name in names), *self.optimizers.values(), train_loader, val_loader)
+        placed = dict(zip(names, prepared[: len(names)]))
+        self.models = {name: placed[name] if name in placed else model.to(self.accelerator.device)
+                       for name, model in models.items()}
         self.optimizers = dict(zip(self.optimizers, prepared[len(names): len(names) + len(self.optimizers)]))
         self._params = {name: [p for group in opt.param_groups for p in group["params"]] for name, opt in self.optimizers.items()}
         self.train_loader, self.val_loader = prepared[-2], prepared[-1]
@@ -234,6 +241,14 @@ class Trainer:
                     self.emit("interrupt")
                     raise Interrupted(f"interrupted after epoch {self.position.epoch}")
         self.emit("fit_end")
+
+    def close(self) -> None:
+        """End a distributed run: every process waits here, then the process group is torn down.
+        Left to interpreter exit, gloo's threads sometimes abort the process ("terminate called
+        without an active exception") after the run has succeeded."""
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
 
     def _train_epoch(self, interrupted) -> dict[str, float]:
         for model in self.models.values():
