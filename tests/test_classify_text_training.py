@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import REPO, make_text_rows, make_tiny_translator, train_json, write_text_csv, write_yaml
+from conftest import REPO, make_text_rows, make_tiny_translator, torchrun, train_json, write_text_csv, write_yaml
 
 from ptcli.checkpoints import load_checkpoint
 
@@ -162,6 +162,7 @@ def test_back_translation_adds_paraphrases_before_training(tmp_path, tiny_text):
         "trainer": {"device": "cpu"},
     })
     task = ClassifyTextTask(config)
+    task.device = torch.device("cpu")  # as the trainer sets it
     task.setup()
     texts, targets = task.train
     assert len(texts) == 90 + 45 and len(targets) == len(texts)
@@ -169,6 +170,19 @@ def test_back_translation_adds_paraphrases_before_training(tmp_path, tiny_text):
     added = texts[90:]
     assert all(text.strip() for text in added) and not originals.issuperset(added)
     assert yaml.safe_dump(config.model_dump(mode="json"))  # the config stays serialisable for config.yaml
+
+
+@pytest.mark.slow
+def test_back_translation_under_ddp_shares_the_work(tmp_path, lstm_config):
+    translator = make_tiny_translator(tmp_path / "translator")
+    done = torchrun(lstm_config, f"data.augment.back_translation.to={translator}",
+                    f"data.augment.back_translation.back={translator}", "data.augment.back_translation.fraction=0.5",
+                    "trainer.epochs=1")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    # 90 texts + 45 paraphrases, split between 2 processes in batches of 8: 9 steps. Had each
+    # process kept only its own share of paraphrases (90 + 23 texts), 8 steps.
+    assert summary["metrics"]["step"] == 9
 
 
 def test_sentiment140_recipe_trains_on_the_raw_format(cli, tmp_path):

@@ -185,14 +185,14 @@ class ClassifyTextTask(ClassifierSteps, TrainingTask):
             return texts, labels
         import random
 
-        from ptcli.devices import resolve_device
+        from ptcli.training.processes import map_shared
 
         from .backtranslate import back_translate
 
         chosen = sorted(random.Random(self.config.trainer.seed).sample(range(len(texts)), max(1, round(len(texts) * options.fraction))))
-        device = resolve_device(self.config.trainer.device, RECIPE.devices.devices)
-        paraphrases = back_translate([texts[i] for i in chosen], options.to, options.back, device=device,
-                                     batch_size=options.batch_size)
+        translate = lambda share: back_translate(share, options.to, options.back, device=self.device,  # noqa: E731
+                                                 batch_size=options.batch_size)
+        paraphrases = map_shared(translate, [texts[i] for i in chosen])  # each process translates its share
         kept = [(text, labels[i]) for text, i in zip(paraphrases, chosen) if text.strip()]
         if len(kept) < len(chosen):
             from ptcli.output import warn

@@ -56,6 +56,9 @@ class TrainingTask:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        #: The device this process trains on (under torchrun, its own GPU); the trainer sets
+        #: it before setup(), for work done there such as back-translation.
+        self.device: Any = None
 
     # --- building ----------------------------------------------------------------------
     def setup(self) -> None:

@@ -121,6 +121,7 @@ class Trainer:
         self.accelerator = make_accelerator(self.task, *((support.devices, support.precisions) if support else ()))
         seed_everything(self.cfg.seed, self.cfg.deterministic)
         task = self.task
+        task.device = self.accelerator.device
         task.setup()
         models = task.build_models()
         self.groups = task.param_groups(models)
