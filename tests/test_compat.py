@@ -23,3 +23,15 @@ def test_the_alias_is_torchvisions_current_module():
     install_torchvision_alias()
     install_torchvision_alias()  # twice is harmless
     assert sys.modules["torchvision.transforms.functional_tensor"] is current
+
+
+def test_only_the_modules_asked_for_load():
+    """basicsr's package __init__ files would import its datasets, models and trainer too."""
+    import subprocess
+
+    probe = ("import sys; from ptcli.compat import import_basicsr; import_basicsr('archs.rrdbnet_arch'); "
+             "import_basicsr('archs.discriminator_arch'); print(sorted(m for m in sys.modules if m.startswith('basicsr.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "'basicsr.archs.rrdbnet_arch'" in loaded and "'basicsr.archs.discriminator_arch'" in loaded
+    for heavy in ("basicsr.models", "basicsr.train", "basicsr.data", "basicsr.losses", "basicsr.archs.swinir_arch"):
+        assert f"'{heavy}'" not in loaded
