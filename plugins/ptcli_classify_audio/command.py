@@ -66,10 +66,10 @@ def classify_audio(
     resampled to the model's rate and padded or cut to its clip length (or, with --window,
     split into clips whose predictions are averaged). Unreadable files are reported and
     skipped; the exit code is then 1."""
-    from ptcli.batching import Failed, run_batched_with_progress, stack
+    from ptcli.batching import run_batched_with_progress, stack
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line, format_predictions
+    from ptcli.output import emit_file_predictions
 
     from .audio import LoadClip
 
@@ -95,19 +95,7 @@ def classify_audio(
         scores, indices = probabilities.topk(k)
         return [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(scores.tolist(), indices.tolist())]
 
-    failures = 0
     results = run_batched_with_progress(
         "classifying", inputs, load=LoadClip(clip, clip.clip_samples // 2 if window else None), forward=forward,
         postprocess=postprocess, device=target, batch_size=batch_size, collate=StackWindows() if window else stack)
-    for path, result in results:
-        if isinstance(result, Failed):
-            failures += 1
-            emit_json({"input": str(path), "error": result.message}) if json_output else error_line(f"{path}: {result.message}")
-        elif json_output:
-            emit_json({"input": str(path), "predictions": result})
-        else:
-            emit(format_predictions(str(path), result))
-    if failures:
-        if not json_output:
-            error_line(f"{failures} of {len(inputs)} inputs could not be read")
-        raise typer.Exit(1)
+    emit_file_predictions(results, total=len(inputs), json_output=json_output)

@@ -189,12 +189,6 @@ class ClassifyAudioTask(ClassifierSteps, TrainingTask):
 
         return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
 
-    @classmethod
-    def format_evaluation(cls, report) -> str:
-        from ptcli.training.classification import format_classification_report
-
-        return format_classification_report(report)
-
 
 def _last_linear(model):
     import torch

@@ -84,10 +84,10 @@ def classify_image(
     """Classify images with an ImageNet model (EfficientNet-Lite0 by default, offline) or a
     fine-tuned checkpoint. Prints the top-k labels per image; with --json, one JSON object per
     image per line. Unreadable images are reported and skipped; the exit code is then 1."""
-    from ptcli.batching import Failed, run_batched_with_progress
+    from ptcli.batching import run_batched_with_progress
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line, format_predictions
+    from ptcli.output import emit_file_predictions
 
     from .data import LoadImage, Preprocess
 
@@ -113,7 +113,6 @@ def classify_image(
             for s, i in zip(scores.tolist(), indices.tolist())
         ]
 
-    failures = 0
     results = run_batched_with_progress(
         "classifying",
         inputs,
@@ -124,18 +123,4 @@ def classify_image(
         batch_size=batch_size,
         workers=workers,
     )
-    for path, result in results:
-        if isinstance(result, Failed):
-            failures += 1
-            if json_output:
-                emit_json({"input": str(path), "error": result.message})
-            else:
-                error_line(f"{path}: {result.message}")
-        elif json_output:
-            emit_json({"input": str(path), "predictions": result})
-        else:
-            emit(format_predictions(str(path), result))
-    if failures:
-        if not json_output:
-            error_line(f"{failures} of {len(inputs)} inputs could not be read")
-        raise typer.Exit(1)
+    emit_file_predictions(results, total=len(inputs), json_output=json_output)

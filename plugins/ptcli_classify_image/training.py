@@ -142,9 +142,3 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
 
         return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
 
-    @classmethod
-    def format_evaluation(cls, report) -> str:
-        from ptcli.training.classification import format_classification_report
-
-        return format_classification_report(report)
-

@@ -93,10 +93,10 @@ def format_classification_report(report: Mapping[str, Any]) -> str:
 
 
 class ClassifierSteps:
-    """The steps every one-model classifier shares, as a mixin before TrainingTask: batches
-    are (inputs, targets); the task sets ``self.loss`` (a ClassificationLoss) and
-    ``self.classes`` in setup, and overrides ``logits`` when its model is not called as
-    ``model(inputs)``."""
+    """The steps and the eval report every one-model classifier shares, as a mixin before
+    TrainingTask: batches are (inputs, targets); the task sets ``self.loss`` (a
+    ClassificationLoss) and ``self.classes`` in setup, and overrides ``logits`` when its model
+    is not called as ``model(inputs)``."""
 
     def logits(self, model, inputs):
         return model(inputs)
@@ -116,6 +116,10 @@ class ClassifierSteps:
         logits = self.logits(ctx.model, inputs).float()
         ctx.update_metrics(logits, targets)
         return {"loss": self.loss.criterion(logits, targets)}
+
+    @classmethod
+    def format_evaluation(cls, report) -> str:
+        return format_classification_report(report)
 
 
 def evaluate_files(samples: Sequence[tuple[Any, int]], classes: Sequence[str], *, net, load, device, batch_size: int,
