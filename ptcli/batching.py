@@ -6,6 +6,18 @@ run in DataLoader workers), ``forward`` (a batch through the model, on the devic
 worker processes, device transfer and ordering. An input that ``load`` cannot read (it raises
 InputError) becomes a ``Failed`` result for that input alone; the rest go on. Results come out
 in input order, batch by batch, as soon as each batch is done.
+
+Inputs that are not classification-shaped:
+
+- ``load`` may return ``Sample(data, meta)``: ``data`` goes into the batch, ``meta`` (an image's
+  original size, a file's sample rate: anything picklable) is handed to
+  ``postprocess(output_row, meta)`` for that input.
+- ``collate=as_list`` keeps a batch as a list (images of different sizes, as detectors take);
+  ``forward`` then gets a list (each tensor on the device) and returns one output per input.
+
+Under ``torchrun --nproc-per-node N``, the inputs are shared out between the processes (whole
+batches, in turn) and the main process yields every result once, in input order; the others
+yield nothing. See ptcli.distributed.
 """
 
 from __future__ import annotations
@@ -16,13 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ptcli.errors import InputError
+from ptcli.results import Failed
 
 
 @dataclass(frozen=True)
-class Failed:
-    """An input that could not be processed, with a one-line reason."""
+class Sample:
+    """What ``load`` returns when ``postprocess`` needs more than the model's output."""
 
-    message: str
+    data: Any
+    meta: Any = None
 
 
 class _LoadedInputs:
@@ -43,9 +57,15 @@ class _LoadedInputs:
 
 
 def stack(items: list) -> Any:
+    """The default collate: inputs of one shape, stacked into one tensor."""
     import torch
 
     return torch.stack(items)
+
+
+def as_list(items: list) -> list:
+    """A collate for inputs that do not stack (images of different sizes): the batch is a list."""
+    return list(items)
 
 
 class _Collate:
@@ -57,8 +77,10 @@ class _Collate:
     def __call__(self, items):
         good = [(i, x) for i, x in items if not isinstance(x, Failed)]
         failed = [(i, x) for i, x in items if isinstance(x, Failed)]
-        batch = self.combine([x for _, x in good]) if good else None
-        return [i for i, _ in good], batch, failed
+        # (has meta, meta): a sentinel object would not survive the trip from a worker process.
+        metas = [(True, x.meta) if isinstance(x, Sample) else (False, None) for _, x in good]
+        batch = self.combine([x.data if isinstance(x, Sample) else x for _, x in good]) if good else None
+        return [i for i, _ in good], batch, failed, metas
 
 
 def to_device(batch: Any, device: Any) -> Any:
@@ -83,35 +105,67 @@ def run_batched(
     *,
     load: Callable[[Any], Any],
     forward: Callable[[Any], Any],
-    postprocess: Callable[[Any], Any],
+    postprocess: Callable[..., Any],
     device: Any,
     batch_size: int = 16,
     workers: int | None = None,
     collate: Callable[[list], Any] = stack,
+    distributed: bool = True,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield (input, result or Failed) for every input, in input order. ``collate`` turns the
-    loaded inputs of a batch into what ``forward`` takes (default: one stacked tensor)."""
+    loaded inputs of a batch into what ``forward`` takes (default: one stacked tensor).
+    ``distributed``: under torchrun, share the inputs out between the processes."""
+    from ptcli import distributed as dist
+
+    if distributed and dist.world_size() > 1:
+        yield from _run_shared(inputs, load=load, forward=forward, postprocess=postprocess, device=device,
+                               batch_size=batch_size, workers=workers, collate=collate)
+        return
+    for batch in _batches(range(len(inputs)), inputs, load, forward, postprocess, device, batch_size, workers, collate):
+        for index, result in batch:
+            yield inputs[index], result
+
+
+def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device, batch_size, workers, collate):
+    """Per batch of ``indices`` (in order), the list of (index, result or Failed)."""
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
 
     if workers is None:
-        workers = default_workers(len(inputs), batch_size)
+        workers = default_workers(len(indices), batch_size)
     loader = DataLoader(
-        _LoadedInputs(inputs, load),
+        Subset(_LoadedInputs(inputs, load), list(indices)),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_Collate(collate),
         pin_memory=device.type == "cuda",
     )
     with torch.inference_mode():
-        for indices, batch, failed in loader:
+        for batch_indices, batch, failed, metas in loader:
             results: dict[int, Any] = dict(failed)
             if batch is not None:
                 outputs = forward(to_device(batch, device))
-                for row, index in enumerate(indices):
-                    results[index] = postprocess(outputs[row])
-            for index in sorted(results):
-                yield inputs[index], results[index]
+                for row, (index, (has_meta, meta)) in enumerate(zip(batch_indices, metas)):
+                    results[index] = postprocess(outputs[row], meta) if has_meta else postprocess(outputs[row])
+            yield sorted(results.items())
+
+
+def _run_shared(inputs, *, batch_size, **kwargs):
+    """Batch b of the inputs is done by process b mod N; after each round of N batches the main
+    process gathers them and yields their results in order."""
+    from ptcli import distributed as dist
+
+    rank, world = dist.rank(), dist.world_size()
+    n_batches = -(-len(inputs) // batch_size)
+    mine = [i for b in range(rank, n_batches, world) for i in range(b * batch_size, min((b + 1) * batch_size, len(inputs)))]
+    with dist.process_group(kwargs["device"]):
+        batches = _batches(mine, inputs, batch_size=batch_size, **kwargs)
+        for round_start in range(0, n_batches, world):
+            done = next(batches) if round_start + rank < n_batches else []
+            gathered = dist.gather_to_main(done)
+            if gathered is not None:
+                for index, result in sorted(item for part in gathered for item in part):
+                    yield inputs[index], result
 
 
 def run_batched_with_progress(description: str, inputs: Sequence[Any], **kwargs: Any) -> Iterator[tuple[Any, Any]]:

@@ -30,6 +30,8 @@ def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", 
     """The torch.device for ``--device``; a device that is not there is a usage error."""
     import torch
 
+    if isinstance(requested, torch.device):  # already resolved (a task hook given the core's choice)
+        requested = str(requested)
     name = (requested or "auto").strip().lower()
     if not _SYNTAX.match(name):
         raise UsageError(f"unknown device {requested!r}: use {DEVICE_HELP}")
@@ -39,14 +41,27 @@ def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", 
         for kind in supported:
             for device in usable:
                 if device.split(":")[0] == kind:
-                    return torch.device(device)
+                    return _own_gpu(torch.device(device), available)
         raise UsageError(f"no supported device found: this recipe runs on {', '.join(supported)}; available: {', '.join(available)}")
     kind = name.split(":")[0]
     if kind not in supported:
         raise UsageError(f"this recipe does not run on {kind}; it supports {', '.join(supported)}")
     if name == "cuda" and any(d.startswith("cuda") for d in available):
-        return torch.device("cuda:0")
+        return _own_gpu(torch.device("cuda:0"), available)
     if name not in available:
         what = "no CUDA device" if kind == "cuda" and not any(d.startswith("cuda") for d in available) else f"no device {name}"
         raise UsageError(f"--device {requested} asked for, but this machine has {what}; available: {', '.join(available)}")
     return torch.device(name)
+
+
+def _own_gpu(device: "torch.device", available: Sequence[str]) -> "torch.device":
+    """Under torchrun, each process of a machine takes the GPU of its LOCAL_RANK (when there is
+    one GPU per process; otherwise they share in turn)."""
+    import torch
+
+    from ptcli.distributed import local_rank, world_size
+
+    gpus = [d for d in available if d.startswith("cuda")]
+    if device.type != "cuda" or world_size() == 1 or not gpus:
+        return device
+    return torch.device(gpus[local_rank() % len(gpus)])

@@ -4,6 +4,7 @@ else (progress, warnings, errors) on stderr, so stdout stays clean for pipes."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -48,7 +49,8 @@ def progress(transient: bool = True):
         TimeRemainingColumn(),
         console=console,
         transient=transient,
-        disable=not console.is_terminal,
+        # Under torchrun only the main process shows progress (one bar, not one per process).
+        disable=not console.is_terminal or os.environ.get("RANK", "0") not in ("", "0"),
         redirect_stdout=to_terminal,
         redirect_stderr=False,
     )
@@ -58,29 +60,3 @@ def format_predictions(title: str, predictions: list[dict]) -> str:
     """A classifier's top-k for one input: the input's name, then ``label  score%`` lines."""
     width = max(len(p["label"]) for p in predictions)
     return "\n".join([title] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions])
-
-
-def emit_file_predictions(results, *, total: int, json_output: bool) -> None:
-    """Print a file classifier's results, (path, top-k predictions or batching.Failed) pairs, as
-    they come: a block per file, or one JSON object per line. An unreadable file is reported
-    where it falls and the rest go on; if any failed, exit 1 at the end."""
-    from ptcli.batching import Failed
-
-    failures = 0
-    for path, result in results:
-        if isinstance(result, Failed):
-            failures += 1
-            if json_output:
-                emit_json({"input": str(path), "error": result.message})
-            else:
-                error_line(f"{path}: {result.message}")
-        elif json_output:
-            emit_json({"input": str(path), "predictions": result})
-        else:
-            emit(format_predictions(str(path), result))
-    if failures:
-        import typer
-
-        if not json_output:
-            error_line(f"{failures} of {total} inputs could not be read")
-        raise typer.Exit(1)

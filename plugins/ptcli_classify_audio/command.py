@@ -7,39 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import CheckpointError, UsageError
+from ptcli.errors import UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
-
-
-def load_audio_classifier(checkpoint: Path | None, model_name: str | None):
-    """(model, classes, ClipSpec): a trained checkpoint, or a Hugging Face audio classifier."""
-    from ptcli.checkpoints import load_checkpoint, load_weights_into
-
-    from .audio import ClipSpec
-
-    if checkpoint is None:
-        from .hub import CLIP_SECONDS, DEFAULT_HUB_MODEL, load_hub_classifier
-
-        name = model_name or DEFAULT_HUB_MODEL
-        if name in ("audionet", "spectrogram"):
-            raise UsageError(f"model {name} has no published weights: train it with `ptcli train recipes/esc50-{name}.yaml` and pass --checkpoint")
-        hub = load_hub_classifier(name)
-        return hub, hub.labels, ClipSpec(hub.sample_rate, int(hub.sample_rate * CLIP_SECONDS))
-    if model_name is not None:
-        raise UsageError("--checkpoint already names its model; drop --model")
-    ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
-    if not ckpt.classes:
-        raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
-    spec = RECIPE.model_registry.get(ckpt.model)
-    try:
-        model = spec.build(num_classes=len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
-        clip = ClipSpec(int(ckpt.preprocessing["sample_rate"]), int(ckpt.preprocessing["clip_samples"]))
-    except (TypeError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model: {exc}") from exc
-    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
-    return model, ckpt.classes, clip
 
 
 class StackWindows:
@@ -69,9 +40,10 @@ def classify_audio(
     from ptcli.batching import run_batched_with_progress, stack
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit_file_predictions
+    from ptcli.results import emit_results, prediction_format
 
     from .audio import LoadClip
+    from .models import load_audio_classifier
 
     if not paths:
         raise UsageError("give at least one sound file, folder or glob (see `ptcli classify-audio --help`)")
@@ -98,4 +70,4 @@ def classify_audio(
     results = run_batched_with_progress(
         "classifying", inputs, load=LoadClip(clip, clip.clip_samples // 2 if window else None), forward=forward,
         postprocess=postprocess, device=target, batch_size=batch_size, collate=StackWindows() if window else stack)
-    emit_file_predictions(results, total=len(inputs), json_output=json_output)
+    emit_results(results, prediction_format(), total=len(inputs), json_output=json_output)

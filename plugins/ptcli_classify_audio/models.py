@@ -62,3 +62,35 @@ def make_registry() -> ModelRegistry:
                            description="mel spectrogram into an ImageNet CNN (EfficientNet-Lite0 offline, or resnet50)"))
     add_hub_resolver(registry, listed=[DEFAULT_HUB_MODEL])
     return registry
+
+
+def _hub_classifier(name: str, weights):
+    from ptcli.loading import LoadedModel
+
+    from .hub import load_hub_classifier
+
+    if name in ("audionet", "spectrogram"):
+        raise UsageError(f"model {name} has no published weights: train it with `ptcli train recipes/esc50-{name}.yaml` and pass --checkpoint")
+    hub = load_hub_classifier(name)
+    return LoadedModel(hub, hub.labels, {"sample_rate": hub.sample_rate}, name)
+
+
+def load_audio_classifier(checkpoint, model_name: str | None):
+    """(model, classes, ClipSpec): a trained checkpoint, or a Hugging Face audio classifier."""
+    from ptcli.errors import CheckpointError
+    from ptcli.loading import load_model
+
+    from . import RECIPE
+    from .audio import ClipSpec
+    from .hub import CLIP_SECONDS, DEFAULT_HUB_MODEL
+
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model_name, default=DEFAULT_HUB_MODEL,
+                        options=("--model", "--checkpoint"), from_name=_hub_classifier)
+    pre = loaded.preprocessing
+    if checkpoint is None:
+        return loaded.model, loaded.labels, ClipSpec(pre["sample_rate"], int(pre["sample_rate"] * CLIP_SECONDS))
+    try:
+        clip = ClipSpec(int(pre["sample_rate"]), int(pre["clip_samples"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model: its preprocessing lacks {exc}") from exc
+    return loaded.model, loaded.labels, clip

@@ -184,7 +184,7 @@ class ClassifyAudioTask(ClassifierSteps, TrainingTask):
                       extra={"data": {"layout": d.layout, "val_folds": d.val_folds, "test_folds": d.test_folds, "esc10": d.esc10}})
 
     @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
         from .evaluation import evaluate_checkpoint
 
         return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)

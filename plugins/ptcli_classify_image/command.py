@@ -7,46 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import CheckpointError, UsageError
+from ptcli.errors import UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
-
-
-def load_classifier(model_name: str | None, weights: Path | None, checkpoint: Path | None):
-    """(model, labels, preprocessing) from a checkpoint, or a named model with its default or
-    given weights."""
-    from ptcli.checkpoints import load_checkpoint, load_state_dict, load_weights_into
-    from ptcli.weights import local_weights, resolve
-
-    from .models import DEFAULT_MODEL, build_model
-
-    registry = RECIPE.model_registry
-    if checkpoint is not None:
-        if model_name is not None or weights is not None:
-            raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
-        ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
-        spec = registry.get(ckpt.model)
-        if not ckpt.classes:
-            raise UsageError(f"checkpoint {checkpoint} lists no classes; it cannot label predictions")
-        try:
-            model = build_model(spec, len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
-        except TypeError as exc:  # model_args written by another version of the recipe
-            raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model from model_args "
-                                  f"{ckpt.meta.get('model_args')}: {exc}") from exc
-        load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
-        return model, ckpt.classes, ckpt.preprocessing or dict(spec.preprocessing)
-    spec = registry.get(model_name or DEFAULT_MODEL)
-    if weights is not None:
-        path = local_weights(weights)
-    elif spec.weights is not None:
-        path = resolve(spec.weights)
-    else:
-        raise UsageError(f"model {spec.name} has no published weights; pass --weights PATH or --checkpoint CKPT")
-    model = spec.build()
-    load_weights_into(model, load_state_dict(path), source=f"weights {path}", adapt=spec.adapt_state_dict)
-    return model, list(spec.labels()), dict(spec.preprocessing)
-
 
 
 def _list_models(as_json: bool) -> None:
@@ -87,9 +51,10 @@ def classify_image(
     from ptcli.batching import run_batched_with_progress
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit_file_predictions
+    from ptcli.results import emit_results, prediction_format
 
     from .data import LoadImage, Preprocess
+    from .models import load_classifier
 
     if list_models:
         _list_models(json_output)
@@ -123,4 +88,4 @@ def classify_image(
         batch_size=batch_size,
         workers=workers,
     )
-    emit_file_predictions(results, total=len(inputs), json_output=json_output)
+    emit_results(results, prediction_format(), total=len(inputs), json_output=json_output)

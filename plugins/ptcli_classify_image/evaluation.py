@@ -24,16 +24,14 @@ def labelled_images(data: Path, classes: list[str]) -> list[tuple[Path, int]]:
     return [(path, index[name]) for name, files in found.items() for path in files]
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
-    from ptcli.devices import resolve_device
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     from ptcli.training.classification import evaluate_files
 
     from . import RECIPE
-    from .command import load_classifier
+    from .models import load_classifier
     from .data import LoadImage, Preprocess
 
-    target = resolve_device(device, RECIPE.devices.devices)
     net, classes, preprocessing = load_classifier(None, None, checkpoint)
-    return evaluate_files(labelled_images(data, classes), classes, net=net.to(target).eval(),
-                          load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)), device=target,
+    return evaluate_files(labelled_images(data, classes), classes, net=net.to(device).eval(),
+                          load=LoadImage(RECIPE.data_adapter, Preprocess(preprocessing)), device=device,
                           batch_size=batch_size, data=data, checkpoint=checkpoint)

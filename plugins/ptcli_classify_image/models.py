@@ -166,3 +166,18 @@ def make_registry() -> ModelRegistry:
     registry.add_resolver(torchvision_spec, torchvision_names)
     registry.add_resolver(timm_spec, lambda: ["timm/<name>"])
     return registry
+
+
+def load_classifier(model_name: str | None, weights=None, checkpoint=None):
+    """(model, labels, preprocessing) from a checkpoint, or a named model with its default or
+    given weights."""
+    from ptcli.loading import load_model
+
+    from . import RECIPE
+
+    def rebuild(spec, ckpt):
+        return build_model(spec, len(ckpt.classes), **(ckpt.meta.get("model_args") or {}))
+
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model_name, weights=weights, default=DEFAULT_MODEL,
+                        rebuild=rebuild)
+    return loaded.model, loaded.labels, loaded.preprocessing

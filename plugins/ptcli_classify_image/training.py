@@ -137,7 +137,7 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         )
 
     @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
         from .evaluation import evaluate_checkpoint
 
         return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)

@@ -79,9 +79,9 @@ def classify_text(
     {"text", "predictions": [{"label", "score"}]} object per text per line. Empty texts are
     reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
     warning."""
-    from ptcli.batching import Failed
     from ptcli.devices import resolve_device
-    from ptcli.output import emit, emit_json, error_line, format_predictions, warn
+    from ptcli.output import format_predictions, warn
+    from ptcli.results import ResultFormat, emit_results
 
     from .inference import classify_batched
     from .models import load_text_classifier
@@ -101,22 +101,12 @@ def classify_text(
 
     results, encode = classify_batched(classifier, inputs, device=target, batch_size=batch_size,
                                        description="classifying", postprocess=postprocess)
-    failures = 0
-    for number, (text, result) in enumerate(results, start=1):
-        if isinstance(result, Failed):
-            failures += 1
-            if json_output:
-                emit_json({"text": text, "error": result.message})
-            else:
-                error_line(f"text {number}: {result.message}")
-        elif json_output:
-            emit_json({"text": text, "predictions": result})
-        else:
-            emit(format_predictions(_preview(text), result))
-    if encode.truncated:
-        warn(f"{encode.truncated} of {len(inputs)} texts were longer than {classifier.encoder.max_length} tokens "
-             "and were cut to fit the model")
-    if failures:
-        if not json_output:
-            error_line(f"{failures} of {len(inputs)} texts could not be classified")
-        raise typer.Exit(1)
+    def warn_cut() -> None:
+        if encode.truncated:
+            warn(f"{encode.truncated} of {len(inputs)} texts were longer than {classifier.encoder.max_length} tokens "
+                 "and were cut to fit the model")
+
+    fmt = ResultFormat(human=lambda text, result: format_predictions(_preview(text), result),
+                       fields=lambda text, result: {"predictions": result}, key=lambda text: {"text": text},
+                       label=lambda number, text: f"text {number}", noun="texts", failed="could not be classified")
+    emit_results(results, fmt, total=len(inputs), json_output=json_output, before_exit=warn_cut)

@@ -24,21 +24,18 @@ def labelled_file(data: Path) -> Path:
     raise UsageError(f"no test or val file (.csv, .tsv, .jsonl) in {data}; name the file itself")
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     import torch
 
-    from ptcli.batching import Failed
+    from ptcli.results import Failed
     from ptcli.checkpoints import read_sidecar
-    from ptcli.devices import resolve_device
     from ptcli.output import warn
     from ptcli.training.classification import classification_report
 
-    from . import RECIPE
     from .inference import classify_batched
     from .models import load_checkpoint_classifier
     from .textfiles import read_labelled
 
-    target = resolve_device(device, RECIPE.devices.devices)
     layout = read_sidecar(checkpoint).get("data") or {}
     path = labelled_file(data)
     texts, labels, empty = read_labelled(path, fmt=layout.get("format", "auto"), text_column=layout.get("text_column", "text"),
@@ -50,8 +47,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size
     if unknown:
         raise UsageError(f"{path} has labels the checkpoint does not know: {', '.join(map(repr, unknown[:5]))}; "
                          f"it knows {', '.join(classifier.labels)}")
-    classifier.model.to(target).eval()
-    results, encode = classify_batched(classifier, texts, device=target, batch_size=batch_size, description="evaluating")
+    classifier.model.to(device).eval()
+    results, encode = classify_batched(classifier, texts, device=device, batch_size=batch_size, description="evaluating")
     logits = [result for _, result in results if not isinstance(result, Failed)]
     if encode.truncated:
         warn(f"{encode.truncated} of {len(texts)} texts were cut to {classifier.encoder.max_length} tokens")

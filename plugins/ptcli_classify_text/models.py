@@ -117,21 +117,31 @@ class TextClassifier:
         return getattr(output, "logits", output)
 
 
-def load_text_classifier(model_name: str | None, checkpoint: Path | None, *, max_length: int | None = None) -> TextClassifier:
-    from .tokenization import TextEncoder, folder_tokenizer
+def _named_classifier(name: str, _weights) -> "LoadedModel":
+    from ptcli.loading import LoadedModel
 
-    if checkpoint is not None:
-        if model_name is not None:
-            raise UsageError("--checkpoint already names its model; drop --model")
-        return load_checkpoint_classifier(checkpoint, max_length=max_length)
-    name = model_name or DEFAULT_MODEL
+    from .tokenization import folder_tokenizer
+
     folder = model_folder(name)
     model = load_pretrained(folder, name=name)
-    tokenizer, pad_id, model_max = folder_tokenizer(folder)
-    limit = _position_limit(model, model_max)
-    encoder = TextEncoder(tokenizer, max_length=min(max_length or limit, limit), pad_id=pad_id)
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]
-    return TextClassifier(model, encoder, labels)
+    return LoadedModel(model, labels, source=name, extra=folder_tokenizer(folder))
+
+
+def load_text_classifier(model_name: str | None, checkpoint: Path | None, *, max_length: int | None = None) -> TextClassifier:
+    from ptcli.loading import load_model
+
+    from . import RECIPE
+    from .tokenization import TextEncoder
+
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model_name, default=DEFAULT_MODEL,
+                        options=("--model", "--checkpoint"), rebuild=_rebuild, from_name=_named_classifier)
+    if checkpoint is not None:
+        return _checkpoint_classifier(loaded, max_length)
+    tokenizer, pad_id, model_max = loaded.extra
+    limit = _position_limit(loaded.model, model_max)
+    encoder = TextEncoder(tokenizer, max_length=min(max_length or limit, limit), pad_id=pad_id)
+    return TextClassifier(loaded.model, encoder, loaded.labels)
 
 
 def _position_limit(model, tokenizer_max: int) -> int:
@@ -139,28 +149,29 @@ def _position_limit(model, tokenizer_max: int) -> int:
     return int(min(positions, tokenizer_max))
 
 
+def _rebuild(spec: ModelSpec, ckpt):
+    from ptcli.loading import default_rebuild
+
+    if spec.name not in (*RECURRENT, TRANSFORMER):
+        raise CheckpointError(f"checkpoint {ckpt.path} names model {ckpt.model!r}, which classify-text cannot rebuild")
+    return default_rebuild(spec, ckpt)
+
+
+def _checkpoint_classifier(loaded, max_length: int | None) -> TextClassifier:
+    from .tokenization import TextEncoder
+
+    encoder = TextEncoder.from_state(loaded.meta.get("tokenizer"), f"checkpoint {loaded.source}")
+    if max_length is not None:
+        encoder.max_length = min(max_length, encoder.max_length)
+    return TextClassifier(loaded.model, encoder, loaded.labels)
+
+
+def load_checkpoint_classifier(path: Path, *, max_length: int | None = None) -> TextClassifier:
+    return load_text_classifier(None, path, max_length=max_length)
+
+
 def build_model(spec: ModelSpec, num_classes: int, model_args: Mapping[str, Any], source: str):
     try:
         return spec.build(num_classes=num_classes, **dict(model_args))
     except TypeError as exc:  # model_args written by another version of the recipe
         raise CheckpointError(f"{source}: cannot rebuild its model from model_args: {flatten(exc, 200)}") from exc
-
-
-def load_checkpoint_classifier(path: Path, *, max_length: int | None = None) -> TextClassifier:
-    from ptcli.checkpoints import load_checkpoint, load_weights_into
-
-    from . import RECIPE
-    from .tokenization import TextEncoder
-
-    ckpt = load_checkpoint(path, recipe=RECIPE.name)
-    if not ckpt.classes:
-        raise UsageError(f"checkpoint {path} lists no classes; it cannot label predictions")
-    spec = RECIPE.model_registry.get(ckpt.model)
-    if spec.name not in (*RECURRENT, TRANSFORMER):
-        raise CheckpointError(f"checkpoint {path} names model {ckpt.model!r}, which classify-text cannot rebuild")
-    encoder = TextEncoder.from_state(ckpt.meta.get("tokenizer"), f"checkpoint {path}")
-    if max_length is not None:
-        encoder.max_length = min(max_length, encoder.max_length)
-    model = build_model(spec, len(ckpt.classes), ckpt.meta.get("model_args") or {}, f"checkpoint {path}")
-    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {path}")
-    return TextClassifier(model, encoder, ckpt.classes)

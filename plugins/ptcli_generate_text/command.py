@@ -36,6 +36,16 @@ def _read_prompt(prompt: str | None) -> str:
     return prompt
 
 
+def _generations_format():
+    from ptcli.results import ResultFormat
+
+    return ResultFormat(
+        human=lambda prompt, result: "\n\n".join(prompt + generation for generation in result.generations),
+        fields=lambda prompt, result: {"generations": result.generations,
+                                       "tokens_per_second": round(result.tokens_per_second, 2)},
+        key=lambda prompt: {"prompt": prompt}, label=lambda number, prompt: f"prompt {number}", noun="prompts")
+
+
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -68,6 +78,7 @@ def generate_text(
     reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
     from ptcli.devices import resolve_device
     from ptcli.output import emit, emit_json
+    from ptcli.results import emit_results
 
     from .generation import Settings, generate
     from .models import export_hf as write_hf
@@ -92,11 +103,7 @@ def generate_text(
             generate(lm, text, settings, device=target, stream=_write)
             _write("\n")
             return
-        result = generate(lm, text, settings, device=target)
-        if json_output:
-            emit_json({"prompt": text, "generations": result.generations, "tokens_per_second": round(result.tokens_per_second, 2)})
-        else:
-            emit("\n\n".join(text + generation for generation in result.generations))
+        emit_results([(text, generate(lm, text, settings, device=target))], _generations_format(), total=1, json_output=json_output)
 
     if not interactive:
         run(prompt)

@@ -6,28 +6,25 @@ import math
 from pathlib import Path
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     import torch
 
-    from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
 
-    from . import RECIPE
     from .models import load_checkpoint_model
     from .textdata import blocks, read_corpus, token_stream
 
-    target = resolve_device(device, RECIPE.devices.devices)
     lm = load_checkpoint_model(checkpoint)
     block_size = min(int(lm.context), 1024)
     ids = token_stream(read_corpus(data), lm.tokenizer)
     rows = blocks(ids, block_size, block_size) or ([ids] if len(ids) > 1 else [])
     if not rows:
         raise UsageError(f"{data} is too short to score")
-    model = lm.model.to(target).eval()
+    model = lm.model.to(device).eval()
     total, count = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            batch = torch.tensor(rows[start:start + batch_size], device=target)
+            batch = torch.tensor(rows[start:start + batch_size], device=device)
             predicted = batch.numel() - batch.shape[0]
             total += float(model(input_ids=batch, labels=batch).loss) * predicted
             count += predicted

@@ -118,32 +118,40 @@ class LanguageModel:
         return int(self.tokenizer.model_max_length)
 
 
-def load_language_model(model_name: str | None, checkpoint: Path | None, *, dtype=None) -> LanguageModel:
-    if checkpoint is not None:
-        if model_name is not None:
-            raise UsageError("--checkpoint already names its model; drop --model")
-        return load_checkpoint_model(checkpoint, dtype=dtype)
-    name = model_name or DEFAULT_MODEL
+def _named_model(name: str, _weights, dtype=None):
+    from ptcli.loading import LoadedModel
+
     model, tokenizer = load_folder(model_folder(name), name=name, dtype=dtype)
-    return LanguageModel(model, tokenizer, name)
+    return LoadedModel(model, source=name, extra=tokenizer)
 
 
-def load_checkpoint_model(path: Path, *, dtype=None) -> LanguageModel:
-    from ptcli.checkpoints import load_checkpoint, load_weights_into
+def _rebuild(spec: ModelSpec, ckpt):
+    args = ckpt.meta.get("model_args") or {}
+    if spec.name != FINE_TUNED or "config" not in args:
+        raise CheckpointError(f"checkpoint {ckpt.path} names model {ckpt.model!r} without a config; generate-text cannot rebuild it")
+    return _build_from_config(config=args["config"])
+
+
+def load_language_model(model_name: str | None, checkpoint: Path | None, *, dtype=None) -> LanguageModel:
+    from functools import partial
+
+    from ptcli.loading import load_model
 
     from . import RECIPE
 
     quiet_transformers()
-    ckpt = load_checkpoint(path, recipe=RECIPE.name)
-    args = ckpt.meta.get("model_args") or {}
-    if ckpt.model != FINE_TUNED or "config" not in args:
-        raise CheckpointError(f"checkpoint {path} names model {ckpt.model!r} without a config; generate-text cannot rebuild it")
-    tokenizer = tokenizer_from_state(ckpt.meta.get("tokenizer"), f"checkpoint {path}")
-    model = _build_from_config(config=args["config"])
-    load_weights_into(model, ckpt.state_dict, source=f"checkpoint {path}")
-    if dtype is not None:
-        model = model.to(dtype)
-    return LanguageModel(model, tokenizer, str(path))
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model_name, default=DEFAULT_MODEL,
+                        options=("--model", "--checkpoint"), rebuild=_rebuild, from_name=partial(_named_model, dtype=dtype),
+                        needs_labels=False)
+    if checkpoint is None:
+        return LanguageModel(loaded.model, loaded.extra, loaded.source)
+    tokenizer = tokenizer_from_state(loaded.meta.get("tokenizer"), f"checkpoint {checkpoint}")
+    model = loaded.model.to(dtype) if dtype is not None else loaded.model
+    return LanguageModel(model, tokenizer, str(checkpoint))
+
+
+def load_checkpoint_model(path: Path, *, dtype=None) -> LanguageModel:
+    return load_language_model(None, path, dtype=dtype)
 
 
 def export_hf(lm: LanguageModel, folder: Path) -> Path:

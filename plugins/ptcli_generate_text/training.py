@@ -113,7 +113,6 @@ class GenerateTextTask(TrainingTask):
         if not self.train_blocks or not self.val_blocks:
             raise UsageError(f"{cfg.data.root} is too short for blocks of {size} tokens with data.val_fraction="
                              f"{cfg.data.val_fraction} ({len(ids)} tokens in all); lower data.block_size")
-        self._last_sample = -1
 
     def build_models(self) -> dict:
         if self.base is not None:
@@ -139,17 +138,16 @@ class GenerateTextTask(TrainingTask):
     def training_step(self, batch, ctx):
         loss = ctx.model(input_ids=batch, labels=batch).loss
         ctx.optimize(loss)
-        every = self.config.sample.every
-        if every and ctx.step % every == 0 and ctx.step != self._last_sample and ctx.is_main_process:
-            self._last_sample = ctx.step
-            self._print_sample(ctx)
         return {"loss": loss.detach()}
 
-    def _print_sample(self, ctx) -> None:
+    def callbacks(self) -> list:
+        return [PrintSamples(self)] if self.config.sample.every else []
+
+    def print_sample(self, ctx) -> None:
         """Greedy, so that printing samples never changes the random numbers training draws."""
         import torch
 
-        model = getattr(ctx.model, "module", ctx.model)
+        model = ctx.unwrapped()
         s = self.config.sample
         ids = self.tokenizer(s.prompt, return_tensors="pt")["input_ids"].to(ctx.device)
         model.eval()
@@ -180,7 +178,7 @@ class GenerateTextTask(TrainingTask):
                       extra={"tokenizer": tokenizer_state(self.tokenizer)})
 
     @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
         from .evaluation import evaluate_checkpoint
 
         return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
@@ -188,3 +186,18 @@ class GenerateTextTask(TrainingTask):
     @classmethod
     def format_evaluation(cls, report) -> str:
         return f"blocks      {report['blocks']} of {report['block_size']} tokens\nloss        {report['loss']:.4f}\nperplexity  {report['perplexity']:.2f}"
+
+
+class PrintSamples:
+    """Every ``sample.every`` optimizer steps, a greedy continuation of ``sample.prompt`` on
+    stderr (main process only)."""
+
+    def __init__(self, task) -> None:
+        self.task = task
+        self.last = -1
+
+    def on_batch_end(self, trainer, losses) -> None:
+        ctx, every = trainer.ctx, self.task.config.sample.every
+        if ctx.step % every == 0 and ctx.step != self.last and ctx.is_main_process:
+            self.last = ctx.step
+            self.task.print_sample(ctx)

@@ -14,44 +14,6 @@ from ptcli.options import DeviceOption, JsonOption
 from . import RECIPE
 
 
-def load_upscaler(model_name: str | None, weights: Path | None, checkpoint: Path | None):
-    """(model, native scale, name) from a checkpoint, local weights or a published model."""
-    from ptcli.checkpoints import load_checkpoint, load_state_dict, load_weights_into
-    from ptcli.weights import local_weights, resolve
-
-    from .models import DEFAULT_MODEL, build_rrdbnet, rrdbnet_args
-
-    registry = RECIPE.model_registry
-    if checkpoint is not None:
-        if model_name is not None or weights is not None:
-            raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
-        ckpt = load_checkpoint(checkpoint, recipe=RECIPE.name)
-        args = rrdbnet_args(ckpt.state_dict)
-        model = build_rrdbnet(**args)
-        load_weights_into(model, ckpt.state_dict, source=f"checkpoint {checkpoint}")
-        return model, args["scale"], str(checkpoint)
-    if weights is not None:
-        state = load_state_dict(local_weights(weights))
-        args = rrdbnet_args(state)
-        if model_name not in (None, "rrdbnet"):
-            spec = registry.get(model_name)
-            expected = dict(spec.preprocessing)
-            if expected and any(expected.get(k) != v for k, v in args.items()):
-                raise UsageError(f"{weights} holds an RRDBNet with {args}, not {spec.name}'s {expected}; drop --model")
-        model = build_rrdbnet(**args)
-        load_weights_into(model, state, source=f"weights {weights}")
-        return model, args["scale"], str(weights)
-    spec = registry.get(model_name or DEFAULT_MODEL)
-    if spec.name == "bicubic":
-        return spec.build(scale=4), 4, "bicubic"
-    if spec.weights is None:
-        raise UsageError(f"model {spec.name} has no published weights; pass --weights FILE or --checkpoint CKPT")
-    state = load_state_dict(resolve(spec.weights))
-    model = spec.build()
-    load_weights_into(model, state, source=f"weights {spec.weights.name}")
-    return model, int(spec.preprocessing["scale"]), spec.name
-
-
 def output_path(source: Path, out_dir: Path, suffix: str, ext: str | None) -> Path:
     extension = ext if ext is not None else ".png"
     return out_dir / f"{source.stem}{suffix}{extension if extension.startswith('.') else '.' + extension}"
@@ -93,9 +55,11 @@ def super_resolve(
 
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
-    from ptcli.output import emit, emit_json, error_line, progress
+    from ptcli.output import progress
+    from ptcli.results import Failed, ResultFormat, emit_results
 
     from .images import resize, write
+    from .models import load_upscaler
     from .tiling import auto_tile, tile_count, upscale
 
     if not paths:
@@ -112,52 +76,46 @@ def super_resolve(
         net = net.half()
     factor = scale or native
     tag = suffix if suffix is not None else f"_x{factor:g}"
-    failures = 0
-    with progress() as bar:
-        for path in inputs:
-            start = time.perf_counter()
-            destination = output_path(path, output, tag, ext)
+    def upscaled():
+        with progress() as bar:
+            for path in inputs:
+                try:
+                    yield path, _upscale_file(path, bar)
+                except InputError as exc:
+                    yield path, Failed(str(exc))
+
+    def _upscale_file(path: Path, bar) -> dict:
+        start = time.perf_counter()
+        destination = output_path(path, output, tag, ext)
+        if destination.exists() and not overwrite:
+            raise InputError(f"{destination} exists; pass --overwrite to replace it")
+        image = RECIPE.data_adapter.read(path)
+        width, height = image.size
+        size = (round(width * factor), round(height * factor))
+        tile_px = auto_tile(target, height, width) if tile_setting == "auto" else tile_setting
+        while True:
+            task = bar.add_task(f"{path.name}", total=tile_count(height, width, tile_px, tile_overlap))
             try:
-                if destination.exists() and not overwrite:
-                    raise InputError(f"{destination} exists; pass --overwrite to replace it")
-                image = RECIPE.data_adapter.read(path)
-                width, height = image.size
-                size = (round(width * factor), round(height * factor))
-                tile_px = auto_tile(target, height, width) if tile_setting == "auto" else tile_setting
-                while True:
-                    task = bar.add_task(f"{path.name}", total=tile_count(height, width, tile_px, tile_overlap))
-                    try:
-                        result = upscale(image.rgb, net, scale=native, tile=tile_px, overlap=tile_overlap, device=target,
-                                         dtype=dtype, on_tile=lambda: bar.advance(task))
-                        bar.remove_task(task)
-                        break
-                    except torch.OutOfMemoryError as exc:
-                        bar.remove_task(task)
-                        current = tile_px or max(width, height)
-                        if tile_setting != "auto" or current <= 16:
-                            raise PtcliError(f"{path}: out of {target} memory with tiles of {current} px; "
-                                             "use a smaller --tile, or --tile auto") from exc
-                        tile_px = current // 2
-                        if target.type == "cuda":
-                            torch.cuda.empty_cache()
-                if result.shape[2] != size[0] or result.shape[1] != size[1]:
-                    result = resize(result, size)
-                alpha = resize(image.alpha, size) if image.alpha is not None else None
-                write(destination, result, alpha, grey=image.grey, bits=image.bits)
-            except InputError as exc:
-                failures += 1
-                if json_output:
-                    emit_json({"input": str(path), "error": str(exc)})
-                else:
-                    error_line(f"{path}: {exc}")
-                continue
-            seconds = time.perf_counter() - start
-            if json_output:
-                emit_json({"input": str(path), "output": str(destination), "size": list(size), "scale": factor,
-                           "seconds": round(seconds, 3)})
-            else:
-                emit(f"{path} -> {destination} ({size[0]}x{size[1]}, {seconds:.1f} s)")
-    if failures:
-        if not json_output:
-            error_line(f"{failures} of {len(inputs)} inputs failed")
-        raise typer.Exit(1)
+                result = upscale(image.rgb, net, scale=native, tile=tile_px, overlap=tile_overlap, device=target,
+                                 dtype=dtype, on_tile=lambda: bar.advance(task))
+                bar.remove_task(task)
+                break
+            except torch.OutOfMemoryError as exc:
+                bar.remove_task(task)
+                current = tile_px or max(width, height)
+                if tile_setting != "auto" or current <= 16:
+                    raise PtcliError(f"{path}: out of {target} memory with tiles of {current} px; "
+                                     "use a smaller --tile, or --tile auto") from exc
+                tile_px = current // 2
+                if target.type == "cuda":
+                    torch.cuda.empty_cache()
+        if result.shape[2] != size[0] or result.shape[1] != size[1]:
+            result = resize(result, size)
+        alpha = resize(image.alpha, size) if image.alpha is not None else None
+        write(destination, result, alpha, grey=image.grey, bits=image.bits)
+        return {"output": str(destination), "size": list(size), "scale": factor,
+                "seconds": round(time.perf_counter() - start, 3)}
+
+    fmt = ResultFormat(human=lambda path, r: f"{path} -> {r['output']} ({r['size'][0]}x{r['size'][1]}, {r['seconds']:.1f} s)",
+                       fields=lambda path, r: r)
+    emit_results(upscaled(), fmt, total=len(inputs), json_output=json_output)

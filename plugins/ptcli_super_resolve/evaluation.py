@@ -28,19 +28,16 @@ def score(sr, hr) -> tuple[float, float]:
     return float(peak_signal_noise_ratio(a, b, data_range=1.0)), float(structural_similarity_index_measure(a, b, data_range=1.0))
 
 
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str) -> dict:
-    from ptcli.devices import resolve_device
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device) -> dict:
     from ptcli.output import progress
 
-    from . import RECIPE
-    from .command import load_upscaler
+    from .models import load_upscaler
     from .models import Bicubic
     from .srdata import _load, pairs
     from .tiling import auto_tile, upscale
 
-    target = resolve_device(device, RECIPE.devices.devices)
     net, scale, _ = load_upscaler(None, None, checkpoint)
-    net = net.to(target).eval()
+    net = net.to(device).eval()
     hr_dir, lr_dir = _layout(data, scale)
     rows = []
     with progress() as bar:
@@ -48,9 +45,9 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device: str) -> dict:
         task = bar.add_task("evaluating", total=len(items))
         for hr_path, lr_path in items:
             hr, lr = _load(hr_path, lr_path, scale)
-            tile = auto_tile(target, lr.shape[1], lr.shape[2])
-            sr = upscale(lr, net, scale=scale, tile=tile, overlap=16, device=target)
-            bicubic = upscale(lr, Bicubic(scale), scale=scale, tile=None, overlap=0, device=target)
+            tile = auto_tile(device, lr.shape[1], lr.shape[2])
+            sr = upscale(lr, net, scale=scale, tile=tile, overlap=16, device=device)
+            bicubic = upscale(lr, Bicubic(scale), scale=scale, tile=None, overlap=0, device=device)
             (psnr, ssim), (b_psnr, b_ssim) = score(sr, hr), score(bicubic, hr)
             rows.append({"image": hr_path.name, "psnr": round(psnr, 3), "ssim": round(ssim, 4),
                          "bicubic_psnr": round(b_psnr, 3), "bicubic_ssim": round(b_ssim, 4)})

@@ -89,3 +89,43 @@ def rrdbnet_args(state: dict) -> dict:
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
     return {"scale": scale, "num_feat": int(first.shape[0]), "num_block": len(blocks),
             "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0]) if blocks else 32}
+
+
+def _named_upscaler(name: str, weights):
+    """A published model by name, bicubic, or (``--weights``) any RRDBNet state dict, its size
+    read from the tensors (and checked against ``--model`` when one is named)."""
+    from ptcli.checkpoints import load_state_dict, load_weights_into
+    from ptcli.loading import LoadedModel, build_named
+    from ptcli.weights import local_weights
+
+    from . import RECIPE
+
+    spec = RECIPE.model_registry.get(name)
+    if spec.name == "bicubic" and weights is not None:
+        raise UsageError("bicubic has no weights; drop --weights or --model bicubic")
+    if spec.name == "bicubic":
+        return LoadedModel(spec.build(scale=4), preprocessing={"scale": 4}, source="bicubic")
+    if weights is None:
+        return build_named(spec, None)
+    state = load_state_dict(local_weights(weights))
+    args = rrdbnet_args(state)
+    expected = dict(spec.preprocessing)
+    if expected and any(expected.get(k) != v for k, v in args.items()):
+        raise UsageError(f"{weights} holds an RRDBNet with {args}, not {spec.name}'s {expected}; drop --model")
+    model = build_rrdbnet(**args)
+    load_weights_into(model, state, source=f"weights {weights}")
+    return LoadedModel(model, preprocessing={"scale": args["scale"]}, source=str(weights))
+
+
+def load_upscaler(model_name: str | None, weights=None, checkpoint=None):
+    """(model, native scale, name) from a checkpoint, local weights or a published model."""
+    from ptcli.loading import load_model
+
+    from . import RECIPE
+
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model_name, weights=weights,
+                        default="rrdbnet" if weights is not None and model_name is None else DEFAULT_MODEL,
+                        rebuild=lambda spec, ckpt: build_rrdbnet(**rrdbnet_args(ckpt.state_dict)),
+                        from_name=_named_upscaler, needs_labels=False)
+    scale = int(loaded.preprocessing.get("scale") or rrdbnet_args(loaded.model.state_dict())["scale"])
+    return loaded.model, scale, loaded.source

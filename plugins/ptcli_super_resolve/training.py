@@ -113,10 +113,18 @@ class SuperResolveTask(TrainingTask):
             models["discriminator"] = arch.VGGStyleDiscriminator(num_in_ch=3, num_feat=self.config.discriminator.num_feat,
                                                                 input_size=self.config.data.crop)
         if self.config.loss.ema > 0:
-            import copy
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            models["ema"] = copy.deepcopy(generator).requires_grad_(False)
+            self.averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(self.config.loss.ema),
+                                          use_buffers=False).requires_grad_(False)
+            # Counted as already averaged once: every update is then ema.lerp(weights, 1 - decay),
+            # from the first step and after a resume alike (the count is not in the training state).
+            self.averaged.n_averaged.fill_(1)
+            models["ema"] = self.averaged.module  # the bare network: saved, moved and exported as it is
         return models
+
+    def callbacks(self) -> list:
+        return [EmaUpdate(self.averaged)] if self.config.loss.ema > 0 else []
 
     @staticmethod
     def _load_generator(generator, path: Path) -> None:
@@ -182,21 +190,8 @@ class SuperResolveTask(TrainingTask):
             d_loss = discriminator_adversarial(discriminator(hr), discriminator(fake.detach()))
             ctx.optimize(d_loss, "discriminator")
             losses["gan_d"] = d_loss.detach()
-        if "ema" in ctx.models:
-            self._update_ema(ctx)
         losses["loss"] = g_loss.detach()
         return losses
-
-    def _update_ema(self, ctx) -> None:
-        import torch
-
-        decay = self.config.loss.ema
-        source = getattr(ctx.models["generator"], "module", ctx.models["generator"])
-        with torch.no_grad():
-            for ema, param in zip(ctx.models["ema"].parameters(), source.parameters()):
-                ema.lerp_(param.detach(), 1 - decay)
-            for ema, buffer in zip(ctx.models["ema"].buffers(), source.buffers()):
-                ema.copy_(buffer)
 
     def validation_step(self, batch, ctx):
         import torch.nn.functional as F
@@ -235,7 +230,7 @@ class SuperResolveTask(TrainingTask):
                       model_args=self.model_args())
 
     @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
         from .evaluation import evaluate_checkpoint
 
         return evaluate_checkpoint(checkpoint, data, device=device)
@@ -245,3 +240,13 @@ class SuperResolveTask(TrainingTask):
         from .evaluation import format_report
 
         return format_report(report)
+
+
+class EmaUpdate:
+    """After each training batch, the generator's weights into its exponential moving average."""
+
+    def __init__(self, averaged) -> None:
+        self.averaged = averaged
+
+    def on_batch_end(self, trainer, losses) -> None:
+        self.averaged.update_parameters(trainer.ctx.unwrapped("generator"))

@@ -110,6 +110,7 @@ def evaluate(
     """Score a trained checkpoint on labelled data: for classifiers accuracy, top-5,
     per-class precision and recall and the confusion matrix."""
     from ptcli.checkpoints import read_sidecar
+    from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
     from ptcli.output import emit, emit_json
     from ptcli.plugins import get_plugins
@@ -120,7 +121,8 @@ def evaluate(
     task_class = recipe.training_task
     if task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
         raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
-    report = task_class.evaluate(Path(checkpoint), Path(data), device=device, batch_size=batch_size)
+    target = resolve_device(device, recipe.devices.devices)
+    report = task_class.evaluate(Path(checkpoint), Path(data), device=target, batch_size=batch_size)
     if json_output:
         emit_json(report)
     else:

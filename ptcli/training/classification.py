@@ -129,7 +129,8 @@ def evaluate_files(samples: Sequence[tuple[Any, int]], classes: Sequence[str], *
     classification report."""
     import torch
 
-    from ptcli.batching import Failed, run_batched_with_progress
+    from ptcli.batching import run_batched_with_progress
+    from ptcli.results import Failed
     from ptcli.errors import UsageError
     from ptcli.output import error_line
 
@@ -137,7 +138,7 @@ def evaluate_files(samples: Sequence[tuple[Any, int]], classes: Sequence[str], *
     logits, targets, failed = [], [], 0
     results = run_batched_with_progress("evaluating", [path for path, _ in samples], load=load,
                                         forward=lambda batch: net(batch).float().cpu(), postprocess=lambda row: row,
-                                        device=device, batch_size=batch_size)
+                                        device=device, batch_size=batch_size, distributed=False)
     for path, result in results:
         if isinstance(result, Failed):
             failed += 1

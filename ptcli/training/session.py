@@ -73,7 +73,8 @@ def train(resolved: ResolvedConfig, config_file: Path):
         run.write_config(to_yaml(config))
         if resume_state is not None:
             run.truncate_metrics(resume_state["position"]["epoch"])
-    trainer.callbacks = default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)
+    trainer.callbacks = [*trainer.task.callbacks(),
+                         *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)]
     try:
         trainer.fit()
     except Interrupted as exc:

@@ -81,8 +81,15 @@ class TrainingTask:
         return None
 
     def metrics(self) -> Any | None:
-        """A torchmetrics MetricCollection updated in validation_step, or None."""
+        """A torchmetrics MetricCollection updated in validation_step, or None. Each metric
+        ``key`` is logged as ``val/<key>``, the name ``monitor`` uses."""
         return None
+
+    def callbacks(self) -> list:
+        """The task's own callbacks (``on_<event>(trainer, ...)`` methods, events as in
+        ptcli.training.callbacks), run on every process before the core's for each event:
+        an EMA of the weights, samples printed every N steps. Default: none."""
+        return []
 
     # --- steps -------------------------------------------------------------------------
     def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
@@ -104,8 +111,10 @@ class TrainingTask:
         raise NotImplementedError
 
     @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device: str, batch_size: int) -> dict:
-        """Score a checkpoint on a data set (``ptcli eval``)."""
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
+        """Score a checkpoint on a data set (``ptcli eval``). ``device`` is a torch.device that
+        `--device` resolved to (never "auto"). Returns a JSON-serialisable report; unreadable
+        inputs are counted under ``"failed"``."""
         raise NotImplementedError
 
     @classmethod
@@ -141,6 +150,16 @@ class StepContext:
         if len(self.models) != 1:
             raise RuntimeError("ctx.model is for tasks with one model; use ctx.models[name]")
         return next(iter(self.models.values()))
+
+    def unwrapped(self, name: str | None = None):
+        """A model without its DDP (or compile) wrapper: for generating, reading parameters or
+        anything but the training forward pass, which must go through ``ctx.models`` so that
+        gradients are synchronised. ``name`` may be left out in one-model tasks."""
+        if name is None:
+            if len(self.models) != 1:
+                raise RuntimeError("ctx.unwrapped() needs a model name in tasks with several models")
+            name = next(iter(self.models))
+        return self._trainer.accelerator.unwrap_model(self.models[name])
 
     def optimize(self, loss, name: str | None = None) -> None:
         """Backward, clip, step and zero one optimizer (gradient accumulation and mixed

@@ -317,10 +317,22 @@ class Trainer:
                 p.grad = grad
 
     def update_metrics(self, *args) -> None:
+        """Tensors (one row per sample) are gathered as tensors. Anything else, such as a list of
+        per-image dicts whose box counts differ, is gathered per sample as Python objects (through
+        the CPU), so that every process updates its metrics with every sample, once."""
+        import torch
+
+        from ptcli.batching import to_device
+
         if self.metrics is None:
             raise RuntimeError("update_metrics: the task declares no metrics")
-        gathered = self.accelerator.gather_for_metrics(args)
-        self.metrics.update(*gathered)
+        if all(isinstance(arg, torch.Tensor) for arg in args):
+            self.metrics.update(*self.accelerator.gather_for_metrics(args))
+            return
+        samples = list(zip(*(to_device(list(arg), "cpu") for arg in args)))
+        gathered = self.accelerator.gather_for_metrics(samples, use_gather_object=True)
+        columns = [list(column) for column in zip(*gathered)] if gathered else [[] for _ in args]
+        self.metrics.update(*to_device(columns, self.accelerator.device))
 
     def _validate(self) -> dict[str, float]:
         import torch

@@ -1,0 +1,80 @@
+"""Per-input results, printed one way for every command: a human block or one JSON object per
+line for each input, as results come; an input that failed is reported where it falls and the
+rest go on; a count of failures on stderr and exit code 1 at the end if any failed.
+
+A recipe says only how one result reads (``ResultFormat``); ``emit_results`` does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An input that could not be processed, with a one-line reason."""
+
+    message: str
+
+
+def _path_key(item: Any) -> dict:
+    return {"input": str(item)}
+
+
+def _path_label(number: int, item: Any) -> str:
+    return str(item)
+
+
+@dataclass(frozen=True)
+class ResultFormat:
+    """How one result reads. ``human(item, result)`` is its text block; ``fields(item, result)``
+    the JSON object's fields beside the input's own (``key(item)``, default ``{"input": path}``);
+    ``label(number, item)`` names an input in an error line (``number`` counts from 1)."""
+
+    human: Callable[[Any, Any], str]
+    fields: Callable[[Any, Any], dict]
+    key: Callable[[Any], dict] = _path_key
+    label: Callable[[int, Any], str] = _path_label
+    #: What the inputs are, in the closing count ("3 of 10 inputs failed").
+    noun: str = "inputs"
+    #: What happened to the failed ones, in that count.
+    failed: str = "failed"
+
+
+def emit_results(results: Iterable[tuple[Any, Any]], fmt: ResultFormat, *, total: int, json_output: bool,
+                 before_exit: Callable[[], None] | None = None) -> int:
+    """Print (input, result or Failed) pairs as they come. ``before_exit`` runs once all are
+    printed (a closing warning). Raises typer.Exit(1) if any failed; else returns the count."""
+    from ptcli.output import emit, emit_json, error_line
+
+    failures = count = 0
+    for count, (item, result) in enumerate(results, start=1):
+        if isinstance(result, Failed):
+            failures += 1
+            if json_output:
+                emit_json({**fmt.key(item), "error": result.message})
+            else:
+                error_line(f"{fmt.label(count, item)}: {result.message}")
+        elif json_output:
+            emit_json({**fmt.key(item), **fmt.fields(item, result)})
+        else:
+            emit(fmt.human(item, result))
+    if before_exit is not None:
+        before_exit()
+    if failures:
+        import typer
+
+        if not json_output:
+            error_line(f"{failures} of {total} {fmt.noun} {fmt.failed}")
+        raise typer.Exit(1)
+    return count
+
+
+def prediction_format(noun: str = "inputs", failed: str = "could not be read") -> ResultFormat:
+    """A classifier's results: the input's name and its top-k lines, or ``"predictions"``."""
+    from ptcli.output import format_predictions
+
+    return ResultFormat(human=lambda item, predictions: format_predictions(str(item), predictions),
+                        fields=lambda item, predictions: {"predictions": predictions}, noun=noun, failed=failed)
