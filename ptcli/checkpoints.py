@@ -133,15 +133,21 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, *, recipe: str | None = None) -> Checkpoint:
-    """Load a checkpoint; with ``recipe``, one made by another recipe is a usage error."""
-    tensors_path, _ = checkpoint_paths(path)
+def read_sidecar_for(path: str | os.PathLike, recipe: str | None) -> dict:
+    """The sidecar; with ``recipe``, a checkpoint made by another recipe is a usage error."""
     meta = read_sidecar(path)
     if recipe is not None and meta.get("recipe") != recipe:
         made_by = meta.get("recipe") or "an unknown recipe"
         raise UsageError(
             f"checkpoint {path} was made by {made_by}, not {recipe}; use it with `ptcli {made_by} --checkpoint {path}`"
         )
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, *, recipe: str | None = None) -> Checkpoint:
+    """Load a checkpoint; with ``recipe``, one made by another recipe is a usage error."""
+    tensors_path, _ = checkpoint_paths(path)
+    meta = read_sidecar_for(path, recipe)
     return Checkpoint(path=tensors_path, state_dict=load_state_dict(tensors_path), meta=meta)
 
 

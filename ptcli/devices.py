@@ -15,6 +15,14 @@ DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
 _SYNTAX = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def check_device_syntax(requested: str | None) -> str:
+    """The normalised --device value; a malformed one is a usage error (no torch needed)."""
+    name = (requested or "auto").strip().lower()
+    if not _SYNTAX.match(name):
+        raise UsageError(f"unknown device {requested!r}: use {DEVICE_HELP}")
+    return name
+
+
 def available_devices() -> list[str]:
     """Every device this machine can run on, in the order auto prefers them."""
     import torch
@@ -32,9 +40,7 @@ def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", 
 
     if isinstance(requested, torch.device):  # already resolved (a task hook given the core's choice)
         requested = str(requested)
-    name = (requested or "auto").strip().lower()
-    if not _SYNTAX.match(name):
-        raise UsageError(f"unknown device {requested!r}: use {DEVICE_HELP}")
+    name = check_device_syntax(requested)
     available = available_devices()
     usable = [d for d in available if d.split(":")[0] in supported]
     if name == "auto":

@@ -127,3 +127,26 @@ def load_model(
     if from_name is not None:
         return from_name(name, weights)
     return build_named(recipe.model_registry.get(name), weights, options)
+
+
+def check_request(recipe, *, checkpoint: Path | None = None, model: str | None = None, weights: Path | None = None,
+                  default: str | None = None, options: Sequence[str] = ALL_OPTIONS, device: str | None = None) -> None:
+    """The mistakes that need no model, caught before torch is imported (so they answer in a
+    fraction of a second): --checkpoint with --model/--weights, a checkpoint or weights file
+    that is not there or is another recipe's, an unknown model name, a malformed --device."""
+    from ptcli.checkpoints import read_sidecar_for
+    from ptcli.devices import check_device_syntax
+    from ptcli.hub import looks_like_path
+    from ptcli.weights import local_weights
+
+    if device is not None:
+        check_device_syntax(device)
+    exclusive_sources(checkpoint, model, weights, options)
+    if checkpoint is not None:
+        read_sidecar_for(checkpoint, recipe.name)
+        return
+    if weights is not None:
+        local_weights(weights)
+    name = model or default
+    if name is not None and not looks_like_path(name):
+        recipe.model_registry.get(name)

@@ -36,6 +36,14 @@ def rename_keys_in_order(source: dict, model) -> dict:
     return renamed
 
 
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names, in output order (torchvision's list, stored as a file
+    so that reading it imports neither torchvision nor torch)."""
+    from importlib.resources import files
+
+    return (files("ptcli") / "data" / "imagenet_categories.txt").read_text(encoding="utf-8").splitlines()
+
+
 LITE0_WEIGHTS = WeightsSpec(
     name="efficientnet_lite0",
     filename="efficientnet-lite0-57934424.pth",
@@ -48,13 +56,13 @@ VGG19_WEIGHTS = WeightsSpec(name="vgg19", filename="vgg19-dcbb9e9d.pth", url="ht
 
 
 def efficientnet_lite0(weights_path=None):
-    """timm's EfficientNet-Lite0 with its ImageNet weights (the packaged file by default)."""
-    import timm
-
+    """EfficientNet-Lite0 (timm's network and names, built without timm: see ptcli.lite0) with
+    its ImageNet weights (the packaged file by default)."""
     from ptcli.checkpoints import load_state_dict
+    from ptcli.lite0 import EfficientNetLite0
     from ptcli.weights import resolve
 
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = EfficientNetLite0()
     model.load_state_dict(rename_keys_in_order(load_state_dict(weights_path or resolve(LITE0_WEIGHTS)), model))
     return model
 

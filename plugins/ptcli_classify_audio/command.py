@@ -40,6 +40,7 @@ def classify_audio(
     from ptcli.batching import run_batched_with_progress, stack
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
+    from ptcli.loading import check_request
     from ptcli.results import emit_results, prediction_format
 
     from .audio import LoadClip
@@ -47,8 +48,9 @@ def classify_audio(
 
     if not paths:
         raise UsageError("give at least one sound file, folder or glob (see `ptcli classify-audio --help`)")
-    target = resolve_device(device, RECIPE.devices.devices)
     inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
+    target = resolve_device(device, RECIPE.devices.devices)
     net, labels, clip = load_audio_classifier(checkpoint, model)
     inner = getattr(net, "model", net)  # a hub classifier wraps its model with its feature extractor
     inner.to(target).eval()

@@ -23,9 +23,9 @@ def backbone(name: str, pretrained: bool):
             from ptcli.pretrained import efficientnet_lite0
 
             return efficientnet_lite0()
-        import timm
+        from ptcli.lite0 import EfficientNetLite0
 
-        return timm.create_model("efficientnet_lite0", pretrained=False)
+        return EfficientNetLite0()
     if name in ("resnet18", "resnet50"):
         import torchvision
 

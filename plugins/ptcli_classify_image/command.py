@@ -51,19 +51,21 @@ def classify_image(
     from ptcli.batching import run_batched_with_progress
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
+    from ptcli.loading import check_request
     from ptcli.results import emit_results, prediction_format
 
     from .data import LoadImage, Preprocess
-    from .models import load_classifier
+    from .models import DEFAULT_MODEL, load_classifier
 
     if list_models:
         _list_models(json_output)
         return
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli classify-image --help`)")
-    target = resolve_device(device, RECIPE.devices.devices)
     adapter = RECIPE.data_adapter
     inputs = expand_inputs(paths, adapter.extensions)
+    check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
+    target = resolve_device(device, RECIPE.devices.devices)
     net, labels, preprocessing = load_classifier(model, weights, checkpoint)
     net = net.to(target).eval()
     k = min(top_k, len(labels))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from ptcli.errors import UsageError
-from ptcli.pretrained import LITE0_WEIGHTS, rename_keys_in_order
+from ptcli.pretrained import LITE0_WEIGHTS, imagenet_labels, rename_keys_in_order
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -15,10 +15,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def imagenet_labels() -> list[str]:
-    from torchvision.models import ResNet18_Weights
-
-    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 # --- EfficientNet-Lite0 -------------------------------------------------------------------
@@ -29,9 +25,15 @@ def _build_timm(architecture: str, num_classes: int | None = None):
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes or 1000)
 
 
+def _build_lite0(num_classes: int | None = None):
+    from ptcli.lite0 import EfficientNetLite0
+
+    return EfficientNetLite0(num_classes=num_classes or 1000)
+
+
 EFFICIENTNET_LITE0 = ModelSpec(
     name=DEFAULT_MODEL,
-    build=partial(_build_timm, "efficientnet_lite0"),
+    build=_build_lite0,
     weights=LITE0_WEIGHTS,
     # The PyTorch port these weights come from was trained and evaluated with ImageNet statistics.
     preprocessing={"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
@@ -44,9 +46,11 @@ EFFICIENTNET_LITE0 = ModelSpec(
 # --- torchvision --------------------------------------------------------------------------
 
 def torchvision_names() -> list[str]:
-    import torchvision.models as tvm
+    """torchvision's classifiers (``list_models(module=torchvision.models)``), read from a file
+    so that looking a name up imports neither torchvision nor torch (a test keeps it current)."""
+    from importlib.resources import files
 
-    return sorted(tvm.list_models(module=tvm))
+    return (files("ptcli_classify_image") / "torchvision_classifiers.txt").read_text(encoding="utf-8").split()
 
 
 def _build_torchvision(name: str, num_classes: int | None = None):
@@ -56,10 +60,10 @@ def _build_torchvision(name: str, num_classes: int | None = None):
 
 
 def torchvision_spec(name: str) -> ModelSpec | None:
-    import torchvision.models as tvm
-
     if name not in torchvision_names():
         return None
+    import torchvision.models as tvm
+
     published = tvm.get_model_weights(name).DEFAULT
     transform = published.transforms()
     return ModelSpec(

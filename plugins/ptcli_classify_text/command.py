@@ -80,6 +80,7 @@ def classify_text(
     reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
     warning."""
     from ptcli.devices import resolve_device
+    from ptcli.loading import check_request
     from ptcli.output import format_predictions, warn
     from ptcli.results import ResultFormat, emit_results
 
@@ -89,6 +90,7 @@ def classify_text(
     if file is None and texts and "-" in texts and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
         sys.stdin.reconfigure(encoding=encoding)
     inputs = gather_texts(texts, file, column, encoding)
+    check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
     classifier = load_text_classifier(model, checkpoint, max_length=max_length)
     classifier.model.to(target).eval()

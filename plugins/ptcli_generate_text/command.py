@@ -77,6 +77,7 @@ def generate_text(
     fine-tuned checkpoint. Tokens stream to stdout as they are generated; --seed makes sampling
     reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
     from ptcli.devices import resolve_device
+    from ptcli.loading import check_request
     from ptcli.output import emit, emit_json
     from ptcli.results import emit_results
 
@@ -84,10 +85,13 @@ def generate_text(
     from .models import export_hf as write_hf
     from .models import load_language_model
 
-    target = resolve_device(device, RECIPE.devices.devices)
-    precision = _dtype(dtype, target)
     if export_hf is None and not interactive:
         prompt = _read_prompt(prompt)
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
+    check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
+    target = resolve_device(device, RECIPE.devices.devices)
+    precision = _dtype(dtype, target)
     settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed)
     lm = load_language_model(model, checkpoint, dtype=precision)
     if export_hf is not None:

@@ -51,10 +51,9 @@ def super_resolve(
     are processed in overlapping tiles that are blended, so the result has no seams and only
     one tile is on the device at a time. Greyscale, RGBA (alpha upscaled separately) and 16-bit
     PNG keep their format. Writes DIR/<name>_x4.png per input."""
-    import torch
-
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
+    from ptcli.loading import check_request
     from ptcli.output import progress
     from ptcli.results import Failed, ResultFormat, emit_results
 
@@ -64,11 +63,14 @@ def super_resolve(
 
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli super-resolve --help`)")
+    inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, device=device)
+    tile_setting = _tile_option(tile)
+    import torch
+
     target = resolve_device(device, RECIPE.devices.devices)
     if half and target.type != "cuda":
         raise UsageError(f"--half needs a CUDA device; {target} computes in fp32")
-    tile_setting = _tile_option(tile)
-    inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
     net, native, _name = load_upscaler(model, weights, checkpoint)
     net = net.to(target).eval()
     dtype = torch.float16 if half else None

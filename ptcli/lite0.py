@@ -1,0 +1,105 @@
+"""EfficientNet-Lite0 in plain PyTorch, with the same module and state-dict names as timm's
+``efficientnet_lite0`` (checkpoints and weights move freely between the two).
+
+Why not timm itself, as for every other timm model: importing timm imports torchvision.ops,
+which imports torch._dynamo: about 2.4 s of a one-photo `ptcli classify-image` that otherwise
+takes about 2 s. This is the default model, so it is built without either. A test checks that
+it matches timm's network output for output on the packaged weights.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+#: (block kind, repeats, kernel, stride, expansion, output channels) per stage, as timm's
+#: efficientnet_lite0 arch_def ("ds_r1_k3_s1_e1_c16", "ir_r2_k3_s2_e6_c24", ...).
+STAGES = (
+    ("ds", 1, 3, 1, 1, 16),
+    ("ir", 2, 3, 2, 6, 24),
+    ("ir", 2, 5, 2, 6, 40),
+    ("ir", 3, 3, 2, 6, 80),
+    ("ir", 3, 5, 1, 6, 112),
+    ("ir", 4, 5, 2, 6, 192),
+    ("ir", 1, 3, 1, 6, 320),
+)
+STEM, HEAD = 32, 1280
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """BatchNorm then ReLU6 (or nothing): timm's BatchNormAct2d, whose keys are BatchNorm2d's."""
+
+    def __init__(self, channels: int, act: bool = True) -> None:
+        super().__init__(channels)
+        self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False)
+
+
+class DepthwiseSeparableConv(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.has_skip = stride == 1 and cin == cout
+        self.conv_dw = _conv(cin, cin, kernel, stride, groups=cin)
+        self.bn1 = BatchNormAct2d(cin)
+        self.conv_pw = _conv(cin, cout)
+        self.bn2 = BatchNormAct2d(cout, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+        return out + x if self.has_skip else out
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        mid = cin * expansion
+        self.has_skip = stride == 1 and cin == cout
+        self.conv_pw = _conv(cin, mid)
+        self.bn1 = BatchNormAct2d(mid)
+        self.conv_dw = _conv(mid, mid, kernel, stride, groups=mid)
+        self.bn2 = BatchNormAct2d(mid)
+        self.conv_pwl = _conv(mid, cout)
+        self.bn3 = BatchNormAct2d(cout, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
+        return out + x if self.has_skip else out
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
+class EfficientNetLite0(nn.Module):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv_stem = _conv(3, STEM, 3, 2)
+        self.bn1 = BatchNormAct2d(STEM)
+        stages, cin = [], STEM
+        for kind, repeats, kernel, stride, expansion, cout in STAGES:
+            blocks = []
+            for i in range(repeats):
+                s = stride if i == 0 else 1
+                blocks.append(DepthwiseSeparableConv(cin, cout, kernel, s) if kind == "ds"
+                              else InvertedResidual(cin, cout, kernel, s, expansion))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.blocks = nn.Sequential(*stages)
+        self.conv_head = _conv(cin, HEAD)
+        self.bn2 = BatchNormAct2d(HEAD)
+        self.global_pool = GlobalAvgPool()
+        self.classifier = nn.Linear(HEAD, num_classes)
+        self.num_features = HEAD
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.global_pool(self.forward_features(x)))
