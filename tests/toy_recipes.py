@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 from torch import nn
+from torchmetrics import Metric
 
 from ptcli import hookimpl
 from ptcli.recipe import DeviceSupport, Recipe
@@ -28,6 +29,11 @@ class ToyData(DataConfig):
     samples: int = 64
     interrupt_at: int | None = None
     interrupt_in_validation: bool = False
+    val_samples: int = 32
+    #: Validate with a metric whose per-sample inputs differ in size (as boxes per image do).
+    ragged_metric: bool = False
+    #: Record the trainer's events through a task callback (in EVENTS).
+    record_events: bool = False
 
 
 class ToyConfig(TrainConfig):
@@ -42,6 +48,38 @@ def blobs(n: int, seed: int):
     return torch.utils.data.TensorDataset(points, labels)
 
 
+#: What EventLog saw: event names, and which callback came first.
+EVENTS: list = []
+
+
+class EventLog:
+    def __getattr__(self, name):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+
+        def record(trainer, *args):
+            EVENTS.append(name[3:])
+            if name == "on_fit_start":
+                EVENTS.append(f"first callback: {type(trainer.callbacks[0]).__name__}")
+
+        return record
+
+
+class BoxCount(Metric):
+    """A metric updated with lists (one tensor of any length per sample): the boxes seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("boxes", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, predictions: list, targets: list) -> None:
+        assert isinstance(predictions, list) and len(predictions) == len(targets)
+        self.boxes += sum(len(p) for p in predictions)
+
+    def compute(self):
+        return self.boxes
+
+
 class ToyClassify(TrainingTask):
     config_schema = ToyConfig
     monitor = "val/accuracy"
@@ -49,6 +87,8 @@ class ToyClassify(TrainingTask):
 
     def setup(self):
         self.batches = 0
+        if self.config.data.ragged_metric:
+            self.monitor = "val/boxes"
 
     def build_models(self):
         return {"model": nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))}
@@ -58,10 +98,17 @@ class ToyClassify(TrainingTask):
         return {"main": [ParamGroup("body", list(model[0].parameters())), ParamGroup("head", list(model[3].parameters()))]}
 
     def datasets(self):
-        return blobs(self.config.data.samples, 1), blobs(32, 2)
+        return blobs(self.config.data.samples, 1), blobs(self.config.data.val_samples, 2)
 
     def metrics(self):
+        if self.config.data.ragged_metric:
+            from torchmetrics import MetricCollection
+
+            return MetricCollection({"boxes": BoxCount()})
         return classification_metrics(2)
+
+    def callbacks(self):
+        return [EventLog()] if self.config.data.record_events else []
 
     def training_step(self, batch, ctx):
         x, y = batch
@@ -78,8 +125,17 @@ class ToyClassify(TrainingTask):
             self.interrupted = True  # once: a second Ctrl-C stops at once, by design
             os.kill(os.getpid(), signal.SIGINT)
         logits = ctx.model(x)
-        ctx.update_metrics(logits, y)
+        if self.config.data.ragged_metric:
+            # Sample i "detects" y_i + 1 boxes: the whole validation set holds sum(y + 1) of them.
+            ctx.update_metrics([torch.zeros(int(label) + 1, 4) for label in y], list(y))
+            self.wrapped_as = (type(ctx.model).__name__, type(ctx.unwrapped()).__name__)
+        else:
+            ctx.update_metrics(logits, y)
         return {"loss": nn.functional.cross_entropy(logits, y)}
+
+    @classmethod
+    def evaluate(cls, checkpoint, data, *, device, batch_size):
+        return {"checkpoint": str(checkpoint), "device": str(device), "device_class": type(device).__name__}
 
     def export(self, models):
         return Export(models["model"].state_dict(), model="toy-mlp", classes=["a", "b"])

@@ -113,13 +113,7 @@ class SuperResolveTask(TrainingTask):
             models["discriminator"] = arch.VGGStyleDiscriminator(num_in_ch=3, num_feat=self.config.discriminator.num_feat,
                                                                 input_size=self.config.data.crop)
         if self.config.loss.ema > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.averaged = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(self.config.loss.ema),
-                                          use_buffers=False).requires_grad_(False)
-            # Counted as already averaged once: every update is then ema.lerp(weights, 1 - decay),
-            # from the first step and after a resume alike (the count is not in the training state).
-            self.averaged.n_averaged.fill_(1)
+            self.averaged = moving_average(generator, self.config.loss.ema)
             models["ema"] = self.averaged.module  # the bare network: saved, moved and exported as it is
         return models
 
@@ -240,6 +234,18 @@ class SuperResolveTask(TrainingTask):
         from .evaluation import format_report
 
         return format_report(report)
+
+
+def moving_average(model, decay: float):
+    """An exponential moving average of ``model``'s weights (buffers copied), on torch's own
+    AveragedModel. It counts as averaged once already, so every update is
+    ``ema.lerp(weights, 1 - decay)``, from the first step and after a resume alike (the count is
+    not part of the training state)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False).requires_grad_(False)
+    averaged.n_averaged.fill_(1)
+    return averaged
 
 
 class EmaUpdate:

@@ -53,6 +53,12 @@ def list_weights(
         local = weights.find_cached(w)
         rows.append({"name": w.name, "recipe": recipe_name, "source": w.source, "license": w.license,
                      "present": local is not None, "path": str(local or weights.cache_path(w))})
+    if recipe and not rows:
+        from ptcli.output import warn
+
+        # Said on stderr, so that --json output stays an empty list of lines.
+        warn(f"recipe {recipe} has no weights files: its models are trained from scratch or built from a checkpoint")
+        return
     width = max((len(row["name"]) for row in rows), default=0)
     for row in rows:
         if json_output:

@@ -160,7 +160,11 @@ class Trainer:
         metrics = task.metrics()
         if metrics is not None:
             for metric in metrics.values():
-                metric.sync_on_compute = False  # update_metrics gathers across processes itself
+                # update_metrics gathers across processes itself; a metric that synced too would
+                # count every sample once per process. torchmetrics reads sync_on_compute into
+                # _to_sync when the metric is made, so both are set.
+                metric.sync_on_compute = False
+                metric._to_sync = False
             metrics = metrics.to(self.accelerator.device)
         self.metrics = metrics
         if resume_state is not None:
