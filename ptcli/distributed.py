@@ -29,17 +29,18 @@ _objects_group = None
 
 
 @contextmanager
-def process_group(device):
-    """The default process group (made here if there is none: NCCL for CUDA, else gloo, from
-    torchrun's environment), and a gloo group for gathering Python objects. A group made here
-    is torn down on the way out, after every process has arrived: left to interpreter exit,
-    gloo's threads can abort a process that has finished its work."""
+def process_group(device=None):
+    """The default process group (made here from torchrun's environment if there is none) and a
+    gloo group for gathering Python objects. Inference only moves plain results between
+    processes, so gloo serves on any device, and processes may share one GPU (NCCL refuses
+    that). A group made here is torn down on the way out, after every process has arrived: left
+    to interpreter exit, gloo's threads can abort a process that has finished its work."""
     import torch.distributed as dist
 
     global _objects_group
     made = not dist.is_initialized()
     if made:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="gloo")
     _objects_group = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     try:
         yield

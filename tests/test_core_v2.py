@@ -455,3 +455,19 @@ def test_moving_average_is_a_lerp_from_the_first_step():
     torch.testing.assert_close(averaged.module[1].running_mean, model[1].running_mean)  # buffers copied
     assert not any(p.requires_grad for p in averaged.parameters())
     assert EmaUpdate(averaged).averaged is averaged
+
+
+def test_the_complete_yaml_in_training_md_validates():
+    import re
+
+    import yaml
+
+    from ptcli.training.schema import ClassificationTrainerConfig, RunConfig
+
+    text = (REPO / "docs" / "training.md").read_text()
+    block = re.search(r"```yaml\n(recipe: my-recipe.*?)```", text, re.S).group(1)
+    data = yaml.safe_load(block)
+    assert set(data) == {"recipe", "data", "model", "trainer", "run", "resume"}
+    trainer = ClassificationTrainerConfig.model_validate(data["trainer"])  # every key valid, no typo
+    assert trainer.model_dump(mode="json") == ClassificationTrainerConfig().model_dump(mode="json")  # the defaults, as said
+    assert RunConfig.model_validate(data["run"]).model_dump(mode="json") == RunConfig().model_dump(mode="json")

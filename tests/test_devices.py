@@ -5,7 +5,6 @@ from ptcli.devices import available_devices, resolve_device
 from ptcli.errors import UsageError
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA; the test checks its absence")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def test_cpu_is_always_available():
@@ -30,7 +29,8 @@ def test_cuda_without_cuda_is_a_usage_error_naming_what_is_there():
         resolve_device("cuda:1")
 
 
-@needs_cuda
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_index_out_of_range():
     with pytest.raises(UsageError, match="no device cuda:99"):
         resolve_device("cuda:99")

@@ -1,5 +1,10 @@
-"""The hello command. torch is imported inside functions, so `ptcli --help` stays fast."""
+"""The hello command. torch is imported inside functions, so `ptcli --help` stays fast.
 
+It uses the core's helpers as a real recipe does: check_request (mistakes answered before
+torch loads), load_model (--model or --checkpoint), run_batched (batches, devices, per-input
+metadata) and emit_results (human or --json lines, per-input errors, exit 1 if any failed)."""
+
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -23,22 +28,53 @@ def make_registry() -> ModelRegistry:
     return registry
 
 
+def _untrained(name: str, _weights):
+    """--model NAME: the tiny model has no published weights, so it runs as built (seeded)."""
+    from ptcli.loading import LoadedModel
+
+    return LoadedModel(RECIPE.model_registry.get(name).build(), source=name)
+
+
+class Greet:
+    """load: one name to the model's input, with the name itself as metadata for postprocess."""
+
+    def __call__(self, name: str):
+        import torch
+
+        from ptcli.batching import Sample
+        from ptcli.errors import InputError
+
+        if not name.strip():
+            raise InputError("an empty name: nobody to greet")
+        return Sample(torch.ones(4), meta=name)
+
+
 def hello(
-    name: Annotated[str, typer.Argument(metavar="NAME", help="Who to greet.")] = "world",
+    names: Annotated[list[str] | None, typer.Argument(metavar="NAME", help="Who to greet.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="tiny (default).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A ptcli checkpoint of this recipe.")] = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
-    """Greet NAME, and show that a model ran on the chosen device."""
-    import torch
-
+    """Greet each NAME, and show that a model ran on the chosen device."""
+    from ptcli.batching import run_batched
     from ptcli.devices import resolve_device
-    from ptcli.output import emit, emit_json
+    from ptcli.loading import check_request, load_model
+    from ptcli.results import ResultFormat, emit_results
 
+    names = names or ["world"]
+    options = ("--model", "--checkpoint")
+    check_request(RECIPE, checkpoint=checkpoint, model=model, default="tiny", options=options, device=device)
     target = resolve_device(device, RECIPE.devices.devices)
-    model = RECIPE.model_registry.get("tiny").build().to(target)
-    with torch.inference_mode():
-        score = float(model(torch.ones(1, 4, device=target)))
-    if json_output:
-        emit_json({"greeting": f"Hello, {name}!", "device": str(target), "score": round(score, 4)})
-    else:
-        emit(f"Hello, {name}! (a tiny model ran on {target} and said {score:.4f})")
+    loaded = load_model(RECIPE, checkpoint=checkpoint, model=model, default="tiny", options=options,
+                        from_name=_untrained, needs_labels=False)
+    net = loaded.model.to(target).eval()
+
+    def postprocess(output, name):
+        return {"greeting": f"Hello, {name}!", "device": str(target), "score": round(float(output[0]), 4)}
+
+    results = run_batched(names, load=Greet(), forward=net, postprocess=postprocess, device=target, workers=0)
+    fmt = ResultFormat(human=lambda name, r: f"{r['greeting']} (a tiny model ran on {r['device']} and said {r['score']:.4f})",
+                       fields=lambda name, r: r, key=lambda name: {}, label=lambda number, name: f"name {number}",
+                       noun="names")
+    emit_results(results, fmt, total=len(names), json_output=json_output)
