@@ -6,12 +6,11 @@ Run with the Python of the environment ptcli is installed in: python bench/one_p
 """
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 from report import report
-from startup import median_seconds
+from startup import installed_ptcli, median_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "examples" / "cat.jpg"
@@ -36,9 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    ptcli = shutil.which("ptcli", path=str(Path(sys.executable).parent)) or shutil.which("ptcli")
-    if ptcli is None:
-        sys.exit("ptcli is not installed next to this Python; run it with the venv's python")
+    ptcli = installed_ptcli()
     photo_s = median_seconds([ptcli, "classify-image", str(PHOTO)], args.runs)
     torch_s = median_seconds([sys.executable, "-c", "import torch"], args.runs)
     timm_s = median_seconds([sys.executable, "-c", TIMM_SCRIPT], args.runs)

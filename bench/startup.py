@@ -26,13 +26,19 @@ def median_seconds(command: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
+def installed_ptcli() -> str:
+    """The ptcli script next to this Python (the venv's), else the first on PATH."""
+    ptcli = shutil.which("ptcli", path=str(Path(sys.executable).parent)) or shutil.which("ptcli")
+    if ptcli is None:
+        sys.exit("ptcli is not installed next to this Python; run it with the venv's python")
+    return ptcli
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
-    ptcli = shutil.which("ptcli", path=str(Path(sys.executable).parent)) or shutil.which("ptcli")
-    if ptcli is None:
-        sys.exit("ptcli is not installed next to this Python; run it with the venv's python")
+    ptcli = installed_ptcli()
     help_s = median_seconds([ptcli, "--help"], args.runs)
     torch_s = median_seconds([sys.executable, "-c", "import torch"], args.runs)
     report([("ptcli --help", f"{help_s * 1000:5.0f} ms (median of {args.runs})"),
