@@ -2,7 +2,8 @@
 exceptions are not the standalone ``click`` package's, so the CLI must use these."""
 
 from typer._click.core import Context
-from typer._click.exceptions import UsageError
+from typer._click.exceptions import ClickException, UsageError
+from typer.exceptions import Abort, Exit
 from typer._click.formatting import HelpFormatter
 
-__all__ = ["Context", "HelpFormatter", "UsageError"]
+__all__ = ["Abort", "ClickException", "Context", "Exit", "HelpFormatter", "UsageError"]

@@ -12,13 +12,14 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ptcli.errors import CheckpointError, UsageError, flatten
+from ptcli.errors import CheckpointError, PtcliError, UsageError, flatten
 
 FORMAT = "ptcli-checkpoint"
 FORMAT_VERSION = 1
@@ -74,16 +75,31 @@ def _umask() -> int:
     return current
 
 
-def atomic_write(target: Path, write: Callable[[str], None]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+@contextmanager
+def writing(target: Path):
+    """A failed write (a full disk, a read-only or missing folder, no permission) as one line."""
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; the result is like any new file
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        raise PtcliError(f"cannot write {target}: {exc.strerror or flatten(exc, 200)}") from exc
+
+
+def atomic_write(target: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file and a rename: ``target`` is the old file or the new one,
+    never half of either, whatever happens (a full disk, Ctrl-C, a crash)."""
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            try:
+                write(tmp)
+            except RuntimeError as exc:  # torch.save and safetensors report a failed write so
+                raise OSError(flatten(exc, 200)) from exc
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; the result is like any new file
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def save_checkpoint(
@@ -171,10 +187,18 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds pickled Python objects, which ptcli does not load (weights_only=True); "
-            "re-save it with torch.save(model.state_dict(), PATH)"
-        ) from exc
+        # weights_only refuses a file in two ways: a pickle that names code to run (a class, a
+        # function: "Unsupported global"; or opcodes it does not take), or bytes that are no
+        # pickle at all. torch.save writes a zip ("PK"); a bare pickle starts with PROTO (0x80, N).
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if "Unsupported global" in str(exc) or head == b"PK" or (head[:1] == b"\x80" and head[1:2] in b"\x01\x02\x03\x04\x05"):
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, which ptcli does not load (weights_only=True); "
+                "re-save it with torch.save(model.state_dict(), PATH)"
+            ) from exc
+        raise CheckpointError(f"{path} is not a PyTorch weights file (neither torch.save's zip archive nor a "
+                              "tensor pickle): a truncated download or another format") from exc
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch weights file: {flatten(exc, 200)}") from exc
     return unwrap_state_dict(loaded, path)

@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ptcli import __version__
-from ptcli._click import Context, HelpFormatter, UsageError
+from ptcli._click import Abort, ClickException, Context, Exit, HelpFormatter, UsageError
 from ptcli.errors import PtcliError, without_worker_traceback
 from ptcli.output import emit_json, error_line, warn
 from ptcli.recipe import Command, load_ref
@@ -89,6 +89,43 @@ class PtcliGroup(TyperGroup):
         except KeyboardInterrupt:
             report_error("interrupted", 130, as_json=ctx.meta.get("ptcli.json", False))
             ctx.exit(130)
+        except (Exit, Abort, ClickException):
+            raise
+        except BrokenPipeError:
+            raise  # main() ends quietly: the reader (`| head -1`) has what it wanted
+        except Exception as exc:  # the net under plugin code, built-in recipes' included
+            import os
+
+            if os.environ.get("PTCLI_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
+                import traceback
+
+                traceback.print_exc()
+            report_error(crash_message(exc, ctx.invoked_subcommand), 1, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(1)
+
+
+def crash_message(exc: BaseException, command: str | None) -> str:
+    """``<plugin> (<recipe>) failed: <Type>: <message> (rerun with PTCLI_DEBUG=1 ...)``: the
+    plugin whose code raised (the innermost traceback frame in one of its modules), else the
+    plugin of the command that ran, else ptcli itself."""
+    from ptcli.errors import one_line
+    from ptcli.plugins import get_plugins
+
+    plugins = get_plugins()
+    owners = {info.module.split(":")[0].split(".")[0]: info for info in plugins.infos if info.status == "ok"}
+    culprit = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "").split(".")[0]
+        culprit = owners.get(module, culprit)
+        tb = tb.tb_next
+    if culprit is None and command in plugins.commands:
+        culprit = plugins.commands[command][2]
+    if culprit is None:
+        who = f"ptcli {command}" if command else "ptcli"
+    else:
+        who = f"{culprit.name} ({', '.join(culprit.recipes)})"
+    return f"{who} failed: {one_line(exc)} (rerun with PTCLI_DEBUG=1 for the traceback)"
 
 
 def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
@@ -151,4 +188,12 @@ def main() -> None:
         sys.exit(exc.exit_code)
     for info in plugins.failed():
         warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
-    app(prog_name="ptcli")
+    try:
+        app(prog_name="ptcli")
+    except BrokenPipeError:
+        # The reader closed the pipe (`ptcli ... --json | head -1`): stop quietly. stdout is
+        # pointed at /dev/null so that the interpreter's final flush cannot fail again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141 if os.name == "posix" else 1)

@@ -34,6 +34,8 @@ class ToyData(DataConfig):
     ragged_metric: bool = False
     #: Record the trainer's events through a task callback (in EVENTS).
     record_events: bool = False
+    #: A task hook that raises ValueError("<hook> broke"), as a buggy plugin's would.
+    fail_in: str | None = None
 
 
 class ToyConfig(TrainConfig):
@@ -85,7 +87,12 @@ class ToyClassify(TrainingTask):
     monitor = "val/accuracy"
     monitor_mode = "max"
 
+    def _maybe_fail(self, hook: str) -> None:
+        if self.config.data.fail_in == hook:
+            raise ValueError(f"{hook} broke")
+
     def setup(self):
+        self._maybe_fail("setup")
         self.batches = 0
         if self.config.data.ragged_metric:
             self.monitor = "val/boxes"
@@ -111,6 +118,7 @@ class ToyClassify(TrainingTask):
         return [EventLog()] if self.config.data.record_events else []
 
     def training_step(self, batch, ctx):
+        self._maybe_fail("training_step")
         x, y = batch
         loss = nn.functional.cross_entropy(ctx.model(x), y)
         ctx.optimize(loss)
@@ -120,6 +128,7 @@ class ToyClassify(TrainingTask):
         return {"loss": loss.detach()}
 
     def validation_step(self, batch, ctx):
+        self._maybe_fail("validation_step")
         x, y = batch
         if self.config.data.interrupt_in_validation and not getattr(self, "interrupted", False):
             self.interrupted = True  # once: a second Ctrl-C stops at once, by design
@@ -135,6 +144,8 @@ class ToyClassify(TrainingTask):
 
     @classmethod
     def evaluate(cls, checkpoint, data, *, device, batch_size):
+        if data.name == "boom":
+            raise RuntimeError("evaluate broke")
         return {"checkpoint": str(checkpoint), "device": str(device), "device_class": type(device).__name__}
 
     def export(self, models):

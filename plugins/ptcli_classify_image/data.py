@@ -6,37 +6,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ptcli.errors import InputError, one_line
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-def to_rgb(image):
-    """RGB for any mode; transparent pixels become white rather than whatever colour they hide."""
-    from PIL import Image
-
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    if not has_alpha:
-        return image.convert("RGB")
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
 class ImageFiles:
-    """The data adapter: one image file to an upright RGB PIL image."""
+    """The data adapter: one image file to an upright 8-bit RGB PIL image (any Pillow mode,
+    16-bit greyscale included, see ptcli.imaging)."""
 
     extensions = IMAGE_EXTENSIONS
 
     def read(self, path: Path):
-        from PIL import Image, ImageOps
+        from ptcli.imaging import open_image, to_rgb
 
-        try:
-            with Image.open(path) as image:
-                image.load()  # decoding happens here: truncated files fail now, per file
-                return to_rgb(ImageOps.exif_transpose(image))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise InputError(f"cannot read image: {one_line(exc)}") from exc
+        return to_rgb(open_image(path))
 
 
 #: torchvision's InterpolationMode values and the Pillow filters it resizes PIL images with.

@@ -24,14 +24,17 @@ def gather_texts(texts: list[str] | None, file: Path | None, column: str | None,
     if file is not None:
         if texts:
             raise UsageError("give texts as arguments or with --file, not both")
-        return read_texts(file, column=column, encoding=encoding)
+        found = read_texts(file, column=column, encoding=encoding)
+        if not found:
+            raise UsageError(f"{file} holds no texts; give a file with one text per line (or a --column of a table)")
+        return found
     if column is not None:
         raise UsageError("--column needs --file")
     gathered: list[str] = []
     for text in texts:
         if text == "-":
             try:
-                gathered += [line.rstrip("\r\n") for line in sys.stdin]
+                gathered += [check_decoded(line.rstrip("\r\n"), encoding) for line in sys.stdin]
             except UnicodeDecodeError as exc:
                 raise UsageError(f"standard input is not {encoding} text; give its encoding with --encoding") from exc
         else:
@@ -39,6 +42,17 @@ def gather_texts(texts: list[str] | None, file: Path | None, column: str | None,
     if not gathered:
         raise UsageError("give at least one text, - for standard input, or --file FILE (see `ptcli classify-text --help`)")
     return gathered
+
+
+def check_decoded(text: str, encoding: str) -> str:
+    """Standard input decoded with surrogateescape (Python's choice under a C or POSIX locale)
+    turns bytes that are not text into lone surrogates, which tokenizers reject with a
+    TypeError: say what is wrong instead."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnicodeDecodeError(encoding, b"", 0, 1, "not text") from exc
+    return text
 
 
 def _preview(text: str) -> str:

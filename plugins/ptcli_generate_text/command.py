@@ -30,7 +30,12 @@ def _dtype(name: str, device):
 
 def _read_prompt(prompt: str | None) -> str:
     if prompt == "-":
-        return sys.stdin.read().rstrip("\n")
+        try:
+            text = sys.stdin.read().rstrip("\n")
+            text.encode("utf-8")  # lone surrogates: bytes that were not text (surrogateescape)
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise UsageError("standard input is not UTF-8 text; give the prompt as UTF-8") from None
+        return text
     if prompt is None:
         raise UsageError("give a prompt, - for standard input, or --interactive (see `ptcli generate-text --help`)")
     return prompt
@@ -63,7 +68,7 @@ def generate_text(
     temperature: Annotated[float, typer.Option(min=0.0, metavar="T", help="Sampling temperature; 0 picks the likeliest token (greedy).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", min=0, metavar="K", help="Sample among the K likeliest tokens (0: all).")] = 50,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling: the smallest set of tokens with probability P.")] = 1.0,
-    repetition_penalty: Annotated[float, typer.Option(min=0.0, metavar="R", help="Above 1 discourages repeating tokens.")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(metavar="R", help="Above 0; above 1 discourages repeating tokens, 1 leaves them be.")] = 1.0,
     num_return_sequences: Annotated[int, typer.Option(min=1, metavar="N", help="Continuations per prompt.")] = 1,
     seed: Annotated[int | None, typer.Option(metavar="S", help="Seed for reproducible sampling.")] = None,
     stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Print tokens as they are generated [default: on a terminal].", show_default=False)] = None,
@@ -87,6 +92,8 @@ def generate_text(
 
     if export_hf is None and not interactive:
         prompt = _read_prompt(prompt)
+    if repetition_penalty <= 0:
+        raise UsageError(f"--repetition-penalty must be above 0 (got {repetition_penalty:g}); 1 leaves repetitions be")
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptcli.errors import InputError, one_line
+from ptcli.errors import InputError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -40,15 +40,11 @@ def _decode(path: Path):
     files, which OpenCV would half-decode with only a warning); OpenCV reads 16-bit colour PNGs,
     which Pillow would cut to 8 bits."""
     import numpy as np
-    from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image: {one_line(exc)}") from exc
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    from ptcli.imaging import open_image, to_rgb
+
+    image = open_image(path)
+    if image.mode.startswith("I;16") or (image.mode == "I" and int(np.asarray(image).max(initial=0)) > 255):
         return np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
     if _png_bit_depth(path) == 16:
         import cv2
@@ -59,9 +55,9 @@ def _decode(path: Path):
         return data[:, :, [2, 1, 0, 3]] if data.ndim == 3 and data.shape[2] == 4 else data[:, :, ::-1] if data.ndim == 3 else data
     if image.mode in ("LA", "PA", "RGBA") or (image.mode == "P" and "transparency" in image.info):
         return np.asarray(image.convert("RGBA"))
-    if image.mode in ("L", "1"):
-        return np.asarray(image.convert("L"))
-    return np.asarray(image.convert("RGB"))
+    if image.mode in ("L", "1", "I", "F"):
+        return np.asarray(to_rgb(image).convert("L"))
+    return np.asarray(to_rgb(image))
 
 
 class SRImages:

@@ -23,7 +23,7 @@ OverridesArgument = Annotated[
 def train(
     config_file: ConfigArgument,
     overrides: OverridesArgument = None,
-    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML and exit.")] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML (JSON with --json) and exit.")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Train a recipe from a YAML config. Writes runs/<recipe>/<name>/ (config.yaml,
@@ -35,7 +35,10 @@ def train(
 
     resolved = resolve_config(config_file, overrides or [])
     if print_config:
-        emit(resolved.to_yaml().rstrip())
+        if json_output:
+            emit_json(resolved.config.model_dump(mode="json"))
+        else:
+            emit(resolved.to_yaml().rstrip())
         return
     result = run_training(resolved, config_file)
     if not is_main_process():
@@ -73,21 +76,30 @@ def lr_find(
     from ptcli.output import emit, emit_json, progress
     from ptcli.training.lr_finder import lr_range_test, plot
     from ptcli.training.run import default_run_name
-    from ptcli.training.session import resolve_config
+    from ptcli.training.session import check_data_root, resolve_config
     from ptcli.training.trainer import Trainer
 
     if not 0 < start_lr < end_lr:
         raise UsageError("--start-lr must be above 0 and below --end-lr")
     resolved = resolve_config(config_file, overrides or [])
+    check_data_root(resolved, config_file)
     config = resolved.config
     config.trainer.scheduler.name = "none"  # the test sets the rate itself
     config.trainer.grad_accum = 1
+    log = StageLog("lr-find", iterations)
+    log.stage("preparing the model and data")
     trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
     trainer.prepare()
+    log.stage(f"range test: {iterations} batches, lr {start_lr:.1e} to {end_lr:.1e}")
     with progress() as bar:
         task = bar.add_task("lr range test", total=iterations)
-        step = lambda lr, loss: bar.update(task, advance=1, description=f"lr {lr:.1e}  loss {loss:.4f}")  # noqa: E731
+
+        def step(lr, loss):
+            bar.update(task, advance=1, description=f"lr {lr:.1e}  loss {loss:.4f}")
+            log.step(f"lr {lr:.1e}  loss {loss:.4f}")
+
         result = lr_range_test(trainer, start_lr=start_lr, end_lr=end_lr, num_iter=iterations, on_step=step)
+    log.stage("writing the plot")
     if plot_path is None:
         name = config.run.name or default_run_name(config_file)
         plot_path = Path(config.run.dir) / resolved.recipe.name / f"{name}-lr-find.png"
@@ -98,6 +110,29 @@ def lr_find(
     shown = f"{result.suggestion:.2e}" if result.suggestion is not None else "none (too few points; try more --iterations)"
     emit(f"suggested lr: {shown}")
     emit(f"plot: {plot_path}")
+
+
+class StageLog:
+    """When stderr is not a terminal (logs, CI), where a bar would be silent: one line per stage
+    and one per tenth of the steps, so that a long run is never mute."""
+
+    def __init__(self, name: str, steps: int) -> None:
+        import sys
+
+        self.name, self.steps, self.done = name, steps, 0
+        self.quiet = sys.stderr.isatty()  # the progress bar speaks there
+
+    def stage(self, text: str) -> None:
+        if not self.quiet:
+            import sys
+
+            sys.stderr.write(f"{self.name}: {text}\n")
+            sys.stderr.flush()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.done % max(1, self.steps // 10) == 0 or self.done == self.steps:
+            self.stage(f"{self.done}/{self.steps}  {text}")
 
 
 def evaluate(
@@ -127,3 +162,5 @@ def evaluate(
         emit_json(report)
     else:
         emit(task_class.format_evaluation(report))
+    if report.get("failed"):  # as the classify commands: the report stands, the exit code says
+        raise typer.Exit(1)

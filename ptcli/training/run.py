@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ptcli.checkpoints import atomic_write
+from ptcli.checkpoints import atomic_write, writing
 from ptcli.errors import CheckpointError, UsageError, flatten
 
 STATE_FORMAT = "ptcli-training-state"
@@ -53,7 +53,8 @@ class RunDir:
         while candidate.exists() and any(candidate.iterdir()):
             n += 1
             candidate = base / f"{name}-{n}"
-        candidate.mkdir(parents=True, exist_ok=True)
+        with writing(candidate):
+            candidate.mkdir(parents=True, exist_ok=True)
         return cls(candidate)
 
     @classmethod
@@ -69,7 +70,7 @@ class RunDir:
         atomic_write(self.config_path, lambda tmp: Path(tmp).write_text(text))
 
     def append_metrics(self, record: dict) -> None:
-        with self.metrics_path.open("a") as stream:
+        with writing(self.metrics_path), self.metrics_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict]:

@@ -20,6 +20,8 @@ class ResolvedConfig:
     task_class: type
     config: Any  # the recipe's TrainConfig subclass instance
     source: Path
+    #: data.root came from the command line (or the resumed run), not the config file.
+    root_overridden: bool = False
 
     def to_yaml(self) -> str:
         return to_yaml(self.config)
@@ -46,7 +48,21 @@ def resolve_config(config_file: Path, overrides: list[str]) -> ResolvedConfig:
     recipe = get_plugins().recipe(str(name))
     task_class = recipe.training_task
     config = validate(task_class.config_schema, data, source=str(config_file))
-    return ResolvedConfig(recipe=recipe, task_class=task_class, config=config, source=source)
+    overridden = any(path[:2] == ["data", "root"] for path, _ in parsed) or bool(data.get("resume"))
+    return ResolvedConfig(recipe=recipe, task_class=task_class, config=config, source=source, root_overridden=overridden)
+
+
+def check_data_root(resolved: ResolvedConfig, config_file: Path) -> None:
+    """The shipped recipes name a placeholder data.root: when the file's own value is missing,
+    say what to do rather than "not found" (a root given on the command line is the recipe's
+    to check, with its own words)."""
+    if resolved.root_overridden:
+        return
+    data = getattr(resolved.config, "data", None)
+    root = getattr(data, "root", None)
+    if root is not None and not Path(root).exists():
+        raise UsageError(f"data.root={root} does not exist; point it at your data: "
+                         f"`ptcli train {config_file} data.root=PATH`")
 
 
 def is_main_process() -> bool:
@@ -59,6 +75,7 @@ def train(resolved: ResolvedConfig, config_file: Path):
     from ptcli.training.trainer import FitResult, Trainer
 
     config = resolved.config
+    check_data_root(resolved, config_file)
     main = is_main_process()
     run, resume_state = None, None
     if config.resume is not None:

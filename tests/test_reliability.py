@@ -1,0 +1,345 @@
+"""Reliability: plugin crashes as one line, failed writes, hostile and odd inputs, misleading
+answers fixed at their cause."""
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, run_ptcli, write_yaml
+from PIL import Image
+
+from ptcli.errors import CheckpointError, InputError, PtcliError
+
+# --- plugin code that raises ------------------------------------------------------------------
+
+CRASHY = '''
+from ptcli import hookimpl
+from ptcli.options import JsonOption
+from ptcli.recipe import Command, Recipe
+
+def boom(json_output: JsonOption = False):
+    """Raise an ordinary exception, as a buggy plugin does."""
+    {}["missing"]
+
+@hookimpl
+def register_recipes(register):
+    register(Recipe(name="crashy-recipe", help="", commands=(Command(name="crash", help="x", target=boom),)))
+'''
+
+
+@pytest.fixture
+def crashy(monkeypatch):
+    module = types.ModuleType("crashy_plugin")
+    exec(CRASHY, module.__dict__)
+    monkeypatch.setitem(sys.modules, "crashy_plugin", module)
+    return module
+
+
+def test_a_plugin_exception_is_one_line_naming_the_plugin(cli, crashy, monkeypatch):
+    result = cli("crash", plugins=[crashy])
+    assert result.exit_code == 1
+    assert result.stderr == ("error: crashy_plugin (crashy-recipe) failed: KeyError: 'missing' "
+                             "(rerun with PTCLI_DEBUG=1 for the traceback)\n")
+    as_json = cli("crash", "--json", plugins=[crashy])
+    assert json.loads(as_json.stdout)["error"].startswith("crashy_plugin (crashy-recipe) failed: KeyError")
+    monkeypatch.setenv("PTCLI_DEBUG", "1")
+    debug = cli("crash", plugins=[crashy])
+    assert debug.exit_code == 1 and "Traceback (most recent call last)" in debug.stderr and "boom" in debug.stderr
+
+
+@pytest.mark.parametrize("hook", ["setup", "training_step", "validation_step"])
+def test_a_task_hook_that_raises_names_its_plugin(cli, tmp_path, hook):
+    import toy_recipes
+
+    config = write_yaml(tmp_path / "toy.yaml", {"recipe": "toy-classify", "data": {"fail_in": hook},
+                                               "run": {"dir": str(tmp_path / "runs")}})
+    result = cli("train", config, plugins=[toy_recipes])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: toy_recipes (toy-classify, toy-gan) failed: ValueError: {hook} broke "
+        "(rerun with PTCLI_DEBUG=1 for the traceback)")
+
+
+def test_evaluate_that_raises_names_its_plugin(cli, tmp_path):
+    import toy_recipes
+
+    from ptcli.checkpoints import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a"])
+    result = cli("eval", path, tmp_path / "boom", plugins=[toy_recipes])  # the toy evaluate raises for data named boom
+    assert result.exit_code == 1
+    assert result.stderr == ("error: toy_recipes (toy-classify, toy-gan) failed: RuntimeError: evaluate broke "
+                             "(rerun with PTCLI_DEBUG=1 for the traceback)\n")
+
+
+def test_piping_json_into_head_ends_quietly(shared_data):
+    import subprocess
+
+    command = f"{sys.executable} -m ptcli classify-image {shared_data / 'images'} --json -k 1 --batch-size 1 | head -1"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert len(done.stdout.splitlines()) == 1 and json.loads(done.stdout)["input"].endswith("astronaut.jpg")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+# --- ptcli eval's exit code ---------------------------------------------------------------------
+
+
+def test_eval_names_unreadable_inputs_prints_the_report_and_exits_1(cli, tmp_path, shared_data):
+    from ptcli.checkpoints import save_checkpoint
+    from ptcli_classify_image.models import _build_simplenet
+
+    torch.manual_seed(0)
+    model = _build_simplenet(num_classes=2, image_size=16)
+    ckpt = save_checkpoint(tmp_path / "net", model.state_dict(), recipe="classify-image", model="simplenet",
+                           classes=["a", "b"], preprocessing={"resize": 16, "crop": 16, "interpolation": "bilinear",
+                                                              "mean": [0.5] * 3, "std": [0.5] * 3},
+                           extra={"model_args": {"image_size": 16}})
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "data" / name / "good.png")
+    (tmp_path / "data" / "b" / "broken.png").write_bytes((shared_data / "images" / "corrupt.jpg").read_bytes())
+    result = cli("eval", ckpt, tmp_path / "data", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["failed"] == 1 and report["samples"] == 2
+    assert "broken.png" in result.stderr
+
+
+# --- failed writes ------------------------------------------------------------------------------
+
+
+def test_a_read_only_run_dir_is_one_line(cli, simplenet_config):
+    result = cli("train", simplenet_config, "run.dir=/sys/ptcli-runs")
+    if result.exit_code == 0:
+        pytest.skip("/sys is writable here")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot write /sys/ptcli-runs/") and len(result.stderr.splitlines()) == 1
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from ptcli.checkpoints import load_checkpoint, save_checkpoint
+
+    first = save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3)}, recipe="r", model="m")
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    with pytest.raises(PtcliError, match=r"^cannot write .*ckpt.safetensors: No space left on device$"):
+        save_checkpoint(tmp_path / "ckpt", {"w": torch.zeros(3)}, recipe="r", model="m")
+    assert torch.equal(load_checkpoint(first).state_dict["w"], torch.ones(3))  # the old one, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.json", "ckpt.safetensors"]  # no temporary left
+
+
+def test_torch_save_failing_in_atomic_write_is_one_line(tmp_path, monkeypatch):
+    from ptcli.checkpoints import atomic_write
+
+    def fail(_tmp):
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    with pytest.raises(PtcliError, match="cannot write .*state.pt: PytorchStreamWriter failed"):
+        atomic_write(tmp_path / "state.pt", fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- checkpoints and weights files ----------------------------------------------------------------
+
+
+def test_garbage_bytes_are_not_called_pickled_objects(tmp_path):
+    from ptcli.checkpoints import load_state_dict
+
+    (tmp_path / "garbage.pth").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(CheckpointError, match="is not a PyTorch weights file") as caught:
+        load_state_dict(tmp_path / "garbage.pth")
+    assert "pickled" not in str(caught.value)
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))  # unpickling it would create the file
+
+
+def test_a_pickle_payload_is_refused_and_never_runs(tmp_path):
+    from ptcli.checkpoints import load_state_dict
+
+    marker = tmp_path / "pwned.txt"
+    torch.save({"weight": torch.ones(2), "payload": _Payload(str(marker))}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="holds pickled Python objects"):
+        load_state_dict(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+# --- texts --------------------------------------------------------------------------------------
+
+
+def test_non_utf8_standard_input_is_a_usage_error(tmp_path):
+    bad = b"\xff\xfe caf\xe9\n"
+    for command in (["classify-text", "-"], ["generate-text", "-"]):
+        import subprocess
+
+        done = subprocess.run([sys.executable, "-m", "ptcli", *command], input=bad, capture_output=True, cwd=REPO,
+                              timeout=120, env={**__import__("os").environ, "LC_ALL": "C", "PYTHONIOENCODING": ""})
+        assert done.returncode == 2, done.stderr
+        assert b"standard input is not" in done.stderr and b"Traceback" not in done.stderr
+
+
+def test_an_empty_text_file_is_a_usage_error(cli, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    result = cli("classify-text", "--file", tmp_path / "empty.txt")
+    assert result.exit_code == 2 and "holds no texts" in result.stderr
+
+
+def test_repetition_penalty_must_be_positive(cli):
+    result = cli("generate-text", "hello", "--repetition-penalty", "0")
+    assert result.exit_code == 2 and "--repetition-penalty must be above 0" in result.stderr
+
+
+# --- train's small answers ------------------------------------------------------------------------
+
+
+def test_print_config_json_is_json(cli, simplenet_config):
+    result = cli("train", simplenet_config, "--print-config", "--json")
+    assert result.exit_code == 0
+    config = json.loads(result.stdout)
+    assert config["recipe"] == "classify-image" and config["trainer"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("recipe", ["text-bilstm", "text-transformer", "esrgan-psnr", "esrgan-gan", "imagefolder-simplenet"])
+def test_shipped_recipes_say_to_set_data_root(cli, tmp_path, recipe, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a user runs them: no data/ folder beside
+    result = cli("train", REPO / "recipes" / f"{recipe}.yaml")
+    assert result.exit_code == 2
+    assert "does not exist; point it at your data" in result.stderr and "data.root=PATH" in result.stderr
+
+
+def test_lr_find_logs_its_stages_when_stderr_is_not_a_terminal(tmp_path):
+    config = write_yaml(tmp_path / "toy.yaml", {"recipe": "classify-image",
+                        "data": {"root": str(REPO / "tests"), "image_size": 16}, "model": {"name": "simplenet"}})
+    done = run_ptcli("lr-find", config, "--iterations", "5")  # tests/ holds no images: a clear stop after the first stage
+    assert "lr-find: preparing the model and data" in done.stderr
+
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def _modes_of(rgb8: Image.Image):
+    """The same picture in other Pillow modes, with the 8-bit RGB each should read as."""
+    grey8 = rgb8.convert("L")
+    g = np.asarray(grey8)
+    yield "I;16", Image.fromarray((g.astype(np.uint16) * 257)), grey8.convert("RGB")
+    yield "I", Image.fromarray(g.astype(np.int32) * 257, mode="I"), grey8.convert("RGB")
+    yield "I (8-bit range)", Image.fromarray(g.astype(np.int32), mode="I"), grey8.convert("RGB")
+    yield "F [0,1]", Image.fromarray(g.astype(np.float32) / 255, mode="F"), grey8.convert("RGB")
+    yield "F [0,255]", Image.fromarray(g.astype(np.float32), mode="F"), grey8.convert("RGB")
+    yield "L", grey8, grey8.convert("RGB")
+    yield "LA opaque", grey8.convert("LA"), grey8.convert("RGB")
+    yield "P", rgb8.convert("P"), rgb8.convert("P").convert("RGB")
+    yield "RGBA opaque", rgb8.convert("RGBA"), rgb8
+    yield "CMYK", rgb8.convert("CMYK"), rgb8
+    yield "1", grey8.convert("1"), grey8.convert("1").convert("RGB")
+
+
+def test_every_pillow_mode_reads_as_its_8bit_copy(shared_data, tmp_path):
+    from ptcli_classify_image.data import ImageFiles
+
+    source = Image.open(shared_data / "images" / "coffee.jpg").convert("RGB").resize((64, 48))
+    for mode, image, expected in _modes_of(source):
+        suffix = ".tif" if mode.startswith(("F", "I", "CMYK")) else ".png"
+        path = tmp_path / f"{mode.replace(' ', '_').replace('[', '').replace(']', '').replace(',', '-')}{suffix}"
+        image.save(path)
+        got = np.asarray(ImageFiles().read(path), dtype=np.int16)
+        assert got.shape == (48, 64, 3), mode
+        assert np.abs(got - np.asarray(expected, dtype=np.int16)).max() <= 1, mode
+
+
+def test_a_16_bit_greyscale_photo_is_classified_as_its_8_bit_copy(cli, shared_data, tmp_path):
+    grey = Image.open(shared_data / "images" / "cat.jpg").convert("L")
+    grey.save(tmp_path / "cat8.png")
+    Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).save(tmp_path / "cat16.png")
+    assert Image.open(tmp_path / "cat16.png").mode.startswith("I")
+    result = cli("classify-image", tmp_path / "cat8.png", tmp_path / "cat16.png", "--json", "-k", "3")
+    assert result.exit_code == 0, result.stderr
+    eight, sixteen = (json.loads(line)["predictions"] for line in result.stdout.splitlines())
+    assert [p["label"] for p in eight] == [p["label"] for p in sixteen]
+    for a, b in zip(eight, sixteen):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_super_resolve_reads_modes_as_their_copies(shared_data, tmp_path):
+    from ptcli_super_resolve.images import SRImages
+
+    source = Image.open(shared_data / "images" / "coffee.jpg").convert("RGB").resize((32, 24))
+    grey = np.asarray(source.convert("L"))
+    Image.fromarray(grey.astype(np.float32) / 255, mode="F").save(tmp_path / "f.tif")
+    Image.fromarray(grey.astype(np.int32), mode="I").save(tmp_path / "i8.tif")
+    source.convert("L").save(tmp_path / "l.png")
+    reference = SRImages().read(tmp_path / "l.png")
+    for name in ("f.tif", "i8.tif"):
+        image = SRImages().read(tmp_path / name)
+        assert image.grey and image.bits == 8, name
+        assert (image.rgb - reference.rgb).abs().max() <= 1 / 255 + 1e-6, name
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(cli, tmp_path, monkeypatch):
+    Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
+    Image.new("RGB", (30, 20)).save(tmp_path / "small.png")
+    monkeypatch.setenv("PTCLI_MAX_IMAGE_PIXELS", "10000")
+    from ptcli.imaging import open_image
+
+    with pytest.raises(InputError, match=r"300x200 = 0 million pixels, above the limit.*PTCLI_MAX_IMAGE_PIXELS"):
+        open_image(tmp_path / "big.png")
+    result = cli("classify-image", tmp_path / "big.png", tmp_path / "small.png", "--json", "-k", "1")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "above the limit" in lines[0]["error"] and "predictions" in lines[1]  # the rest go on
+
+
+def test_a_decompression_bomb_is_a_per_file_error(tmp_path):
+    """A PNG whose header claims 100000 x 100000 pixels: refused from its header, never allocated."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    (tmp_path / "bomb.png").write_bytes(png)
+    from ptcli.imaging import open_image
+
+    with pytest.raises(InputError, match="100000x100000 = 10000 million pixels, above the limit"):
+        open_image(tmp_path / "bomb.png")
+
+
+# --- super-resolve's output ---------------------------------------------------------------------
+
+
+def test_super_resolve_output_options(cli, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    result = cli("super-resolve", REPO / "examples" / "cat.jpg", "-m", "bicubic", "-o", tmp_path / "afile")
+    assert result.exit_code == 2 and "is a file; -o names a folder" in result.stderr
+    result = cli("super-resolve", REPO / "examples" / "cat.jpg", "-m", "bicubic", "--ext", "xyz", "-o", tmp_path)
+    assert result.exit_code == 2 and "--ext xyz: not a format super-resolve writes" in result.stderr
+
+
+def test_super_resolve_refuses_a_result_too_big_for_memory_and_goes_on(cli, tmp_path, monkeypatch):
+    import ptcli_super_resolve.command as command
+
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "big.png")
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "small.png")
+    # 20 KB free: the 32x32 result (24 KB) fits nowhere, the 256x256 one neither; the test shrinks memory, not the image
+    monkeypatch.setattr(command, "available_memory", lambda: 40 * 32 * 32)
+    result = cli("super-resolve", tmp_path / "big.png", tmp_path / "small.png", "-m", "bicubic", "-o", tmp_path / "out",
+                 "--json")
+    assert result.exit_code == 1
+    big, small = (json.loads(line) for line in result.stdout.splitlines())
+    assert "the 256x256 result needs about" in big["error"] and "GB is available" in big["error"]
+    assert small["size"] == [32, 32]
