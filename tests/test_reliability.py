@@ -343,3 +343,143 @@ def test_super_resolve_refuses_a_result_too_big_for_memory_and_goes_on(cli, tmp_
     big, small = (json.loads(line) for line in result.stdout.splitlines())
     assert "the 256x256 result needs about" in big["error"] and "GB is available" in big["error"]
     assert small["size"] == [32, 32]
+
+
+# --- Ctrl-C at every moment of a run -----------------------------------------------------------
+
+#: A 2-epoch toy run of 2 batches and 4 validation batches an epoch has 20 events:
+#: fit_start, 2 x (epoch_start, 2 batch_end, validation_start, 4 validation_batch_end, epoch_end), fit_end.
+EVENTS_IN_RUN = 20
+
+
+def _toy_run_config(tmp_path):
+    return write_yaml(tmp_path / "toy.yaml", {"recipe": "toy-classify", "data": {"samples": 16},
+                                              "trainer": {"epochs": 2, "batch_size": 8, "device": "cpu"},
+                                              "run": {"dir": str(tmp_path / "runs"), "tensorboard": False}})
+
+
+def _epochs(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
+
+
+def test_the_toy_run_has_the_events_the_sigint_test_counts(cli, tmp_path):
+    import toy_recipes
+
+    toy_recipes.EVENTS.clear()
+    config = _toy_run_config(tmp_path)
+    assert cli("train", config, "data.record_events=true", plugins=[toy_recipes]).exit_code == 0
+    assert len([e for e in toy_recipes.EVENTS if not e.startswith("first")]) == EVENTS_IN_RUN
+
+
+@pytest.mark.parametrize("event", range(1, EVENTS_IN_RUN + 1))
+def test_ctrl_c_at_every_event_saves_exits_130_and_resumes_exactly(cli, tmp_path, event):
+    import toy_recipes
+
+    config = _toy_run_config(tmp_path)
+    full = cli("train", config, "run.name=full", "--json", plugins=[toy_recipes])
+    assert full.exit_code == 0, full.stderr
+    cut = cli("train", config, "run.name=cut", f"data.sigint_at_event={event}", plugins=[toy_recipes])
+    run = tmp_path / "runs" / "toy-classify" / "cut"
+    assert cut.exit_code == 130, (event, cut.stderr)
+    assert f"resume with: ptcli train {config} resume={run}" in cut.stderr
+    assert not list(run.rglob("*.tmp"))  # no half-written file
+    resumed = cli("train", config, f"resume={run}", "data.sigint_at_event=null", plugins=[toy_recipes])
+    assert resumed.exit_code == 0, resumed.stderr
+    got, expected = _epochs(run), _epochs(tmp_path / "runs" / "toy-classify" / "full")
+    assert [r["epoch"] for r in got] == [1, 2]
+    for a, b in zip(got, expected):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (event, key)
+
+
+def test_ctrl_c_before_training_leaves_no_run_folder(cli, tmp_path, monkeypatch):
+    import toy_recipes
+
+    from ptcli.training.run import RunDir
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "write_config", interrupted)
+    result = cli("train", _toy_run_config(tmp_path), plugins=[toy_recipes])
+    assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"
+    assert not (tmp_path / "runs" / "toy-classify" / "toy").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("event", [3, 4, 12, 13])  # after the first and second batch of each epoch
+def test_resume_is_exact_with_augmentation_from_the_global_generators(cli, tmp_path, workers, event):
+    import toy_recipes
+
+    config = _toy_run_config(tmp_path)
+    settings = ("data.augment=true", f"trainer.workers={workers}")
+    assert cli("train", config, "run.name=full", *settings, plugins=[toy_recipes]).exit_code == 0
+    cut = cli("train", config, "run.name=cut", *settings, f"data.sigint_at_event={event}", plugins=[toy_recipes])
+    assert cut.exit_code == 130, cut.stderr
+    run = tmp_path / "runs" / "toy-classify" / "cut"
+    assert cli("train", config, f"resume={run}", "data.sigint_at_event=null", plugins=[toy_recipes]).exit_code == 0
+    for a, b in zip(_epochs(run), _epochs(tmp_path / "runs" / "toy-classify" / "full"), strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (workers, event, key)
+
+
+def _recipe_case(name, tmp_path, request):
+    """(task class, config file, overrides) for a short run of a real recipe with its random
+    augmentation on: 2 epochs of several batches."""
+    from conftest import make_imagefolder
+
+    if name == "image: book augmentation + mixup":
+        from ptcli_classify_image.training import ClassifyImageTask
+
+        root = make_imagefolder(tmp_path / "colours", {"train": 8, "val": 2})
+        config = write_yaml(tmp_path / "c.yaml", {"recipe": "classify-image", "model": {"name": "simplenet"},
+                            "data": {"root": str(root), "image_size": 16, "augment": "book"},
+                            "trainer": {"epochs": 2, "batch_size": 8, "mixup": 0.4}})
+        return ClassifyImageTask, config
+    if name == "text: EDA":
+        from ptcli_classify_text.training import ClassifyTextTask
+
+        config = request.getfixturevalue("lstm_config")
+        return ClassifyTextTask, config, "trainer.epochs=2", "data.augment.insert=0.2", "data.augment.delete=0.2", \
+            "data.augment.swap=0.2", "model.dropout=0.3"
+    if name == "audio: SpecAugment + waveform":
+        from test_classify_audio import audio_config, make_esc50
+
+        from ptcli_classify_audio.training import ClassifyAudioTask
+
+        root = make_esc50(tmp_path / "esc", per_fold=2)
+        config = audio_config(tmp_path, root, name="spectrogram", pretrained=False, n_mels=16, n_fft=128, hop=64,
+                              freq_mask=4, time_mask=8)
+        return ClassifyAudioTask, config, "trainer.epochs=2", "data.augment.gain_db=6", "data.augment.shift=0.1", \
+            "data.augment.noise_snr=20", "trainer.batch_size=4"
+    from test_super_resolve_training import make_sr_folder, sr_config
+
+    from ptcli_super_resolve.training import SuperResolveTask
+
+    return SuperResolveTask, sr_config(tmp_path, make_sr_folder(tmp_path / "sr"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["image: book augmentation + mixup", "text: EDA", "audio: SpecAugment + waveform",
+                                  "super-resolve: random crops"])
+def test_real_recipes_resume_exactly_with_their_augmentation(cli, tmp_path, monkeypatch, request, name):
+    import toy_recipes
+
+    task, config, *overrides = _recipe_case(name, tmp_path, request)
+    armed = []
+    own = task.callbacks
+    monkeypatch.setattr(task, "callbacks", lambda self: [*own(self), *(toy_recipes.SignalAt(3) for _ in armed)])
+    runs = tmp_path / "runs"
+    common = (*overrides, f"run.dir={runs}", "run.tensorboard=false")
+    assert cli("train", config, *common, "run.name=full").exit_code == 0
+    armed.append(True)  # Ctrl-C after the first batch of the first epoch
+    cut = cli("train", config, *common, "run.name=cut")
+    assert cut.exit_code == 130 and "interrupted in epoch 1, after batch 1" in cut.stderr, cut.stderr
+    armed.clear()
+    run = next(runs.glob("*/cut"))
+    assert cli("train", config, f"resume={run}").exit_code == 0
+    for a, b in zip(_epochs(run), _epochs(run.parent / "full"), strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (name, key)

@@ -36,6 +36,10 @@ class ToyData(DataConfig):
     record_events: bool = False
     #: A task hook that raises ValueError("<hook> broke"), as a buggy plugin's would.
     fail_in: str | None = None
+    #: Send this process SIGINT at the N-th trainer event (1-based, counting every event).
+    sigint_at_event: int | None = None
+    #: Augment training samples in __getitem__ from torch's, numpy's and Python's global generators.
+    augment: bool = False
 
 
 class ToyConfig(TrainConfig):
@@ -65,6 +69,44 @@ class EventLog:
                 EVENTS.append(f"first callback: {type(trainer.callbacks[0]).__name__}")
 
         return record
+
+
+class NoisyBlobs(torch.utils.data.Dataset):
+    """Augmentation the way datasets usually draw it: from the three global generators."""
+
+    def __init__(self, base) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index):
+        import random
+
+        import numpy as np
+
+        x, y = self.base[index]
+        noise = torch.randn(2) * 0.3 + float(np.random.normal(0, 0.3)) + random.gauss(0, 0.3)
+        return x + noise, y
+
+
+class SignalAt:
+    """Ctrl-C timed against the trainer's events: SIGINT to this process at the N-th event of
+    the run, before the core's callbacks handle that event (task callbacks run first)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, 0
+
+    def __getattr__(self, name):
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+
+        def count(trainer, *args):
+            self.seen += 1
+            if self.seen == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return count
 
 
 class BoxCount(Metric):
@@ -105,7 +147,8 @@ class ToyClassify(TrainingTask):
         return {"main": [ParamGroup("body", list(model[0].parameters())), ParamGroup("head", list(model[3].parameters()))]}
 
     def datasets(self):
-        return blobs(self.config.data.samples, 1), blobs(self.config.data.val_samples, 2)
+        train = blobs(self.config.data.samples, 1)
+        return NoisyBlobs(train) if self.config.data.augment else train, blobs(self.config.data.val_samples, 2)
 
     def metrics(self):
         if self.config.data.ragged_metric:
@@ -115,7 +158,8 @@ class ToyClassify(TrainingTask):
         return classification_metrics(2)
 
     def callbacks(self):
-        return [EventLog()] if self.config.data.record_events else []
+        data = self.config.data
+        return ([EventLog()] if data.record_events else []) + ([SignalAt(data.sigint_at_event)] if data.sigint_at_event else [])
 
     def training_step(self, batch, ctx):
         self._maybe_fail("training_step")

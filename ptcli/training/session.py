@@ -84,12 +84,20 @@ def train(resolved: ResolvedConfig, config_file: Path):
     trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
     trainer.prepare(resume_state)  # data, model and setting errors surface before any folder is made
     if main:
-        if run is None:
+        new_run = run is None
+        if new_run:
             run = RunDir.create(config.run.dir, resolved.recipe.name, config.run.name or default_run_name(config_file))
             config.run.name = run.path.name
-        run.write_config(to_yaml(config))
-        if resume_state is not None:
-            run.truncate_metrics(resume_state["position"]["epoch"])
+        try:
+            run.write_config(to_yaml(config))
+            if resume_state is not None:
+                run.truncate_metrics(resume_state["position"]["epoch"])
+        except KeyboardInterrupt:  # before training started: leave nothing behind
+            if new_run:
+                import shutil
+
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
     trainer.callbacks = [*trainer.task.callbacks(),
                          *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)]
     try:

@@ -138,7 +138,10 @@ class Trainer:
         train_set, val_set = task.datasets()
         if len(train_set) == 0:
             raise UsageError("the training set is empty")
-        train_loader = self._loader(train_set, shuffle=True)
+        from ptcli.training.seeding import SeededSamples
+
+        self._seeded = SeededSamples(train_set, self.cfg.seed)
+        train_loader = self._loader(self._seeded, shuffle=True)
         val_loader = self._loader(val_set, shuffle=False) if val_set is not None and len(val_set) else None
         # DDP refuses a module with nothing to train (an EMA copy, a frozen teacher): such
         # models are only moved to the device. One process wraps everything, as before.
@@ -225,8 +228,11 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------
     def fit(self) -> None:
-        self.emit("fit_start")
+        """The first Ctrl-C, at any moment from fit_start to fit_end, lets the step, validation
+        pass or checkpoint write in progress finish, saves the resumable state and raises
+        Interrupted; a second one stops at once (files are written atomically either way)."""
         with self._sigint_stops() as interrupted:
+            self.emit("fit_start")
             while self.position.epoch < self.cfg.epochs and not self.should_stop:
                 self.ctx.epoch = self.position.epoch
                 self._apply_freezing()
@@ -242,10 +248,12 @@ class Trainer:
                 self.last_record = self._record(train_losses, val_losses)
                 self._step_epoch_schedulers()
                 self.emit("epoch_end", self.last_record)
-                if interrupted() and self.position.epoch < self.cfg.epochs:  # Ctrl-C during validation
+                if interrupted():  # Ctrl-C during validation or the epoch's checkpoints: saved, stop
                     self.emit("interrupt")
                     raise Interrupted(f"interrupted after epoch {self.position.epoch}")
-        self.emit("fit_end")
+            self.emit("fit_end")
+            if interrupted():  # during the last writes: the run is complete, but the user asked to stop
+                raise Interrupted(f"interrupted after epoch {self.position.epoch}, the last")
 
     def close(self) -> None:
         """End a distributed run: every process waits here, then the process group is torn down.
@@ -260,6 +268,7 @@ class Trainer:
             model.train()
         loader = self.train_loader
         loader.set_epoch(self.position.epoch)
+        self._seeded.epoch = self.position.epoch
         if self.position.batch:
             loader = self.accelerator.skip_first_batches(loader, self.position.batch)
         self._train_generator.manual_seed(self.cfg.seed * 10_007 + self.position.epoch)
