@@ -92,6 +92,15 @@ def to_device(batch: Any, device: Any) -> Any:
     return batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
 
 
+def ignore_sigint(_worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group; the main one stops the command
+    (exit 130, results so far printed whole) and shuts the workers down. A worker dying of it
+    first would turn that into a "worker exited unexpectedly" crash."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_workers(n_inputs: int, batch_size: int) -> int:
     """Worker processes for decoding: none for a batch or less (start-up would cost more than it
     saves), else up to 4 but leaving a core for the model."""
@@ -139,6 +148,7 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
         num_workers=workers,
         collate_fn=_Collate(collate),
         pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_sigint,
     )
     with torch.inference_mode():
         for batch_indices, batch, failed, metas in loader:

@@ -9,6 +9,7 @@ and an exit code: 2 for usage errors, 1 for runtime failures.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated, Any
 
@@ -94,8 +95,6 @@ class PtcliGroup(TyperGroup):
         except BrokenPipeError:
             raise  # main() ends quietly: the reader (`| head -1`) has what it wanted
         except Exception as exc:  # the net under plugin code, built-in recipes' included
-            import os
-
             if os.environ.get("PTCLI_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
                 import traceback
 
@@ -178,6 +177,24 @@ def _register_core_commands() -> None:
 _register_core_commands()
 
 
+def _exit_without_teardown() -> None:
+    """Under torchrun: run the command, then leave with its exit code at once. The interpreter's
+    own teardown destroys gloo's and the rendezvous store's C++ threads while they are still
+    joinable, which aborts about one process in eight ("terminate called without an active
+    exception", exit -6) after the work has succeeded; the command has flushed and closed
+    everything it wrote by then."""
+    try:
+        app(prog_name="ptcli")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> None:
     from ptcli.plugins import get_plugins
 
@@ -189,11 +206,11 @@ def main() -> None:
     for info in plugins.failed():
         warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
     try:
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            _exit_without_teardown()
         app(prog_name="ptcli")
     except BrokenPipeError:
         # The reader closed the pipe (`ptcli ... --json | head -1`): stop quietly. stdout is
         # pointed at /dev/null so that the interpreter's final flush cannot fail again.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141 if os.name == "posix" else 1)

@@ -37,7 +37,7 @@ def model_folder(name: str, registry, *, no_weights_hint: str) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UsageError(f"{name} is not a Hugging Face model folder: it has no config.json")
-        return path
+        return refuse_custom_code(path, name)
     if path.exists():
         raise UsageError(f"{name} is a file; give a Hugging Face model name (org/name) or a model folder")
     if looks_like_path(name):
@@ -45,7 +45,24 @@ def model_folder(name: str, registry, *, no_weights_hint: str) -> Path:
     spec = registry.get(name)
     if spec.weights is None:
         raise UsageError(f"model {name} has no published weights: {no_weights_hint}")
-    return resolve(spec.weights)
+    return refuse_custom_code(resolve(spec.weights), name)
+
+
+def refuse_custom_code(folder: Path, name: str) -> Path:
+    """A model folder whose config maps its classes to Python files of its own (``auto_map``):
+    loading it would run that code. ptcli never does; transformers' own architectures only."""
+    import json
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Path(folder)  # transformers reports an unreadable config in its own words
+    custom = config.get("auto_map") if isinstance(config, dict) else None
+    if custom:
+        files = sorted({str(ref).split(".")[0] + ".py" for ref in custom.values() if isinstance(ref, str)})
+        raise UsageError(f"{name} ships its own Python code ({', '.join(files) or 'auto_map'}), which ptcli never runs; "
+                         "use a model whose architecture transformers implements")
+    return Path(folder)
 
 
 def quiet_transformers() -> None:

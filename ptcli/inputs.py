@@ -12,8 +12,13 @@ _GLOB_CHARS = set("*?[")
 
 
 def _files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
+    """Files under ``folder`` (symbolic links to folders are not followed, so a link loop is
+    harmless); a folder that cannot be listed is a usage error naming it."""
     wanted = {e.lower() for e in extensions}
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    try:
+        return sorted(p for p in folder.rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    except OSError as exc:
+        raise UsageError(f"cannot list {exc.filename or folder}: {exc.strerror or exc}") from exc
 
 
 def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[Path]:

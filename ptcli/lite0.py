@@ -103,3 +103,26 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.global_pool(self.forward_features(x)))
+
+
+#: lukemelas/EfficientNet-PyTorch's names (the packaged weights') for timm's, per block kind.
+_BLOCK_NAMES = {
+    "ds": {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"},
+    "ir": {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+           "_project_conv": "conv_pwl", "_bn2": "bn3"},
+}
+_TOP_NAMES = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def timm_name(key: str) -> str:
+    """The timm name of a lukemelas-style key (``_blocks.3._bn1.weight`` is ``blocks.2.0.bn2.weight``),
+    by name, so that a copy whose tensors were re-ordered (safetensors sorts them) still maps."""
+    parts = key.split(".")
+    if parts[0] != "_blocks":
+        return ".".join([_TOP_NAMES[parts[0]], *parts[1:]])
+    flat = int(parts[1])
+    for stage, (kind, repeats, *_rest) in enumerate(STAGES):
+        if flat < repeats:
+            return ".".join(["blocks", str(stage), str(flat), _BLOCK_NAMES[kind][parts[2]], *parts[3:]])
+        flat -= repeats
+    raise KeyError(key)

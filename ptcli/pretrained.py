@@ -23,6 +23,15 @@ def rename_keys_in_order(source: dict, model) -> dict:
     target = model.state_dict()
     if set(source) == set(target):  # already in the model's naming (e.g. a re-saved safetensors file)
         return source
+    if len(target) == len(source) and all(key.startswith(("_blocks.", "_conv_", "_bn", "_fc.")) for key in source):
+        from ptcli.lite0 import timm_name
+
+        try:  # EfficientNet-Lite0's lukemelas names, in any order: mapped by name
+            renamed = {timm_name(key): tensor for key, tensor in source.items()}
+        except (KeyError, ValueError, IndexError):
+            renamed = {}
+        if set(renamed) == set(target) and all(renamed[k].shape == target[k].shape for k in target):
+            return renamed
     if len(source) != len(target):
         raise CheckpointError(f"cannot map {len(source)} tensors onto a model with {len(target)}")
     renamed = {}

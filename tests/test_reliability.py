@@ -483,3 +483,180 @@ def test_real_recipes_resume_exactly_with_their_augmentation(cli, tmp_path, monk
     for a, b in zip(_epochs(run), _epochs(run.parent / "full"), strict=True):
         for key in a:
             assert a[key] == pytest.approx(b[key], abs=1e-6), (name, key)
+
+
+# --- Ctrl-C in the inference commands -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 4])
+def test_ctrl_c_during_inference_keeps_the_printed_lines_whole(cli, shared_data, monkeypatch, batch):
+    import ptcli.batching as batching
+
+    calls = []
+    to_device = batching.to_device
+
+    def interrupted_at_batch(data, device):  # called once per batch, just before its forward pass
+        calls.append(1)
+        if len(calls) == batch:
+            raise KeyboardInterrupt
+        return to_device(data, device)
+
+    monkeypatch.setattr(batching, "to_device", interrupted_at_batch)
+    result = cli("classify-image", shared_data / "images", "--json", "-k", "1", "--batch-size", "2", "--workers", "0")
+    assert result.exit_code == 130
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # every line is whole JSON
+    assert lines[-1] == {"error": "interrupted", "exit_code": 130}
+    done = lines[:-1]
+    assert len(done) == 2 * (batch - 1)  # every input of the batches before it, results and errors
+    assert [line["input"] for line in done] == sorted(line["input"] for line in done)
+
+
+def test_inference_workers_ignore_sigint():
+    import os
+    import signal
+
+    from ptcli.batching import ignore_sigint
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        ignore_sigint(0)
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing is raised
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --- kill -9 at any moment --------------------------------------------------------------------------
+
+KILL_RUNNER = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import toy_recipes
+mode, at = sys.argv[2], int(sys.argv[3])
+if mode == "event":  # at the N-th trainer event
+    toy_recipes.SignalAt.signum = signal.SIGKILL
+else:  # in the middle of the N-th checkpoint ("export") or training-state ("state") write
+    import safetensors.torch
+    import torch
+    module, name = (safetensors.torch, "save_file") if mode == "export" else (torch, "save")
+    real, calls = getattr(module, name), []
+    def dying(obj, target, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            with open(target, "wb") as handle:
+                handle.write(b"half a file")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(obj, target, *args, **kwargs)
+    setattr(module, name, dying)
+from ptcli import plugins
+plugins._cache = plugins.load_plugins([toy_recipes])
+from ptcli.cli import app
+app(prog_name="ptcli", args=sys.argv[4:])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, at", [("event", 3), ("event", 9), ("event", 12), ("event", 19),
+                                      ("export", 1), ("export", 3), ("state", 2)])
+def test_kill_9_leaves_the_last_checkpoint_loadable_and_the_run_resumable(cli, tmp_path, mode, at):
+    import subprocess
+    import toy_recipes
+
+    from ptcli.checkpoints import load_checkpoint
+
+    config = _toy_run_config(tmp_path)
+    assert cli("train", config, "run.name=full", plugins=[toy_recipes]).exit_code == 0
+    extra = [f"data.sigint_at_event={at}"] if mode == "event" else []
+    killed = subprocess.run([sys.executable, "-c", KILL_RUNNER, str(REPO / "tests"), mode, str(at), "train", str(config),
+                             "run.name=cut", *extra], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    run = tmp_path / "runs" / "toy-classify" / "cut"
+    for which in ("last", "best"):
+        if (run / "checkpoints" / f"{which}.safetensors").exists():
+            assert load_checkpoint(run / "checkpoints" / f"{which}.safetensors").classes == ["a", "b"]
+    resumed = cli("train", config, f"resume={run}", "data.sigint_at_event=null", plugins=[toy_recipes])
+    if not (run / "checkpoints" / "training_state.pt").exists():  # killed in the first epoch: nothing to resume
+        assert resumed.exit_code == 2 and "start it again" in resumed.stderr
+        return
+    assert resumed.exit_code == 0, resumed.stderr
+    assert not list((run / "checkpoints").glob(".*.tmp"))  # the dead write's temporary file is gone
+    for a, b in zip(_epochs(run), _epochs(run.parent / "full"), strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (mode, at, key)
+
+
+# --- input expansion and long audio -----------------------------------------------------------------
+
+
+def test_symlink_loops_do_not_hang_input_expansion(tmp_path):
+    from ptcli.inputs import expand_inputs
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "a" / "x.png")
+    (tmp_path / "a" / "up").symlink_to("..")
+    (tmp_path / "self").symlink_to("self")
+    assert expand_inputs([str(tmp_path)], (".png",)) == [tmp_path / "a" / "x.png"]
+
+
+def test_an_unreadable_folder_is_a_usage_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from ptcli.errors import UsageError
+    from ptcli.inputs import expand_inputs
+
+    (tmp_path / "locked").mkdir()
+
+    def refuse(self, pattern):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "rglob", refuse)  # root reads any folder: the refusal is simulated
+    with pytest.raises(UsageError, match=r"cannot list .*locked: Permission denied"):
+        expand_inputs([str(tmp_path / "locked")], (".png",))
+
+
+def test_audio_longer_than_the_limit_is_refused_from_its_header(tmp_path, monkeypatch):
+    from test_classify_audio import write_wav
+
+    from ptcli_classify_audio.audio import AudioFiles
+
+    path = write_wav(tmp_path / "long.wav", rate=8000, seconds=3.0)
+    monkeypatch.setenv("PTCLI_MAX_AUDIO_SECONDS", "2")
+    with pytest.raises(InputError, match=r"audio is 3 s long \(0.0 GB as float32\), above the limit of 2 s; set PTCLI_MAX_AUDIO_SECONDS"):
+        AudioFiles().read(path)
+    monkeypatch.setenv("PTCLI_MAX_AUDIO_SECONDS", "4")
+    assert AudioFiles().read(path)[0].shape == (1, 24000)
+
+
+def test_a_model_folder_with_its_own_code_is_refused_and_never_run(cli, tmp_path, tiny_bert_classifier):
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_bert_classifier, folder)
+    marker = tmp_path / "ran.txt"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    for command in (["classify-text", "--model", folder, "hello"], ["generate-text", "--model", folder, "hello"]):
+        result = cli(*command)
+        assert result.exit_code == 2 and "ships its own Python code (modeling_evil.py), which ptcli never runs" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"model": "resnet18"}, "missing"),                 # the sidecar names another architecture
+    ({"classes": ["a", "b", "c", "d"]}, "wrong shape"),  # the tensors hold 3 classes, not 4
+])
+def test_a_sidecar_that_does_not_match_its_tensors(cli, tmp_path, change, expected):
+    from ptcli.checkpoints import checkpoint_paths, save_checkpoint
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0
+
+    model = EFFICIENTNET_LITE0.build(num_classes=3)
+    path = save_checkpoint(tmp_path / "pets", model.state_dict(), recipe="classify-image", model="efficientnet_lite0",
+                           classes=["a", "b", "c"], preprocessing=dict(EFFICIENTNET_LITE0.preprocessing))
+    sidecar = checkpoint_paths(path)[1]
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), **change}))
+    result = cli("classify-image", REPO / "examples" / "cat.jpg", "--checkpoint", path)
+    assert result.exit_code == 2
+    assert f"checkpoint {path} does not fit this model" in result.stderr and expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

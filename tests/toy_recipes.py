@@ -94,6 +94,9 @@ class SignalAt:
     """Ctrl-C timed against the trainer's events: SIGINT to this process at the N-th event of
     the run, before the core's callbacks handle that event (task callbacks run first)."""
 
+    #: The signal sent (a test running the trainer in a subprocess sends SIGKILL).
+    signum = signal.SIGINT
+
     def __init__(self, at: int) -> None:
         self.at, self.seen = at, 0
 
@@ -104,7 +107,7 @@ class SignalAt:
         def count(trainer, *args):
             self.seen += 1
             if self.seen == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), self.signum)
 
         return count
 

@@ -19,6 +19,21 @@ class ClipSpec:
     clip_samples: int
 
 
+#: One hour: a longer file is refused rather than read whole into memory (about 0.6 GB a channel
+#: at 44.1 kHz); PTCLI_MAX_AUDIO_SECONDS changes it.
+DEFAULT_MAX_SECONDS = 3600
+
+
+def max_audio_seconds() -> float:
+    import os
+
+    value = os.environ.get("PTCLI_MAX_AUDIO_SECONDS", "").strip()
+    try:
+        return float(value) if value and float(value) > 0 else DEFAULT_MAX_SECONDS
+    except ValueError:
+        return DEFAULT_MAX_SECONDS
+
+
 class AudioFiles:
     """The data adapter: a file to (waveform [channels, frames] float32, sample rate)."""
 
@@ -29,6 +44,12 @@ class AudioFiles:
         import torch
 
         try:
+            info = soundfile.info(str(path))
+            limit = max_audio_seconds()
+            if info.samplerate and info.frames / info.samplerate > limit:  # from the header, before reading
+                raise InputError(f"audio is {info.frames / info.samplerate:.0f} s long "
+                                 f"({info.frames * info.channels * 4 / 2**30:.1f} GB as float32), above the limit of "
+                                 f"{limit:.0f} s; set PTCLI_MAX_AUDIO_SECONDS to allow it")
             data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             raise InputError(f"cannot read audio: {one_line(exc)}") from exc

@@ -198,7 +198,10 @@ def default_callbacks(is_main_process: bool, run, recipe: str, tensorboard: bool
         return callbacks
     callbacks.append(ProgressDisplay())
     if run is not None:
-        callbacks += [Checkpoints(run, recipe), MetricsFile(run)]
+        # The epoch's record is appended before the state that counts the epoch is saved: a
+        # process killed between the two resumes from the previous state, and resuming drops
+        # records past it; the other order would lose the record for good.
+        callbacks += [MetricsFile(run), Checkpoints(run, recipe)]
         if tensorboard:
             callbacks.append(TensorBoard(run))
     return callbacks

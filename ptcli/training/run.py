@@ -63,7 +63,10 @@ class RunDir:
         if not run.config_path.is_file():
             raise UsageError(f"resume={path}: not a ptcli run folder (no config.yaml)")
         if not run.state_path.is_file():
-            raise UsageError(f"resume={path}: no training state to resume from ({run.state_path} is missing)")
+            raise UsageError(f"resume={path}: no training state to resume from ({run.state_path} is missing): "
+                             "the run stopped before its first epoch ended; start it again")
+        for stale in run.checkpoints.glob(".*.tmp"):  # a write that a killed process never finished
+            stale.unlink(missing_ok=True)
         return run
 
     def write_config(self, text: str) -> None:
