@@ -660,3 +660,36 @@ def test_a_sidecar_that_does_not_match_its_tensors(cli, tmp_path, change, expect
     assert result.exit_code == 2
     assert f"checkpoint {path} does not fit this model" in result.stderr and expected in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("event", [1, 3, 8, 9, 12, 19, 20])
+def test_a_second_ctrl_c_stops_at_once_with_no_half_written_file(cli, tmp_path, event):
+    import toy_recipes
+
+    from ptcli.checkpoints import load_checkpoint
+
+    config = _toy_run_config(tmp_path)
+    result = cli("train", config, f"data.sigint_at_event={event}", "data.sigint_twice=true", plugins=[toy_recipes])
+    assert result.exit_code == 130 and result.stderr.strip().splitlines()[-1] == "error: interrupted"
+    run = tmp_path / "runs" / "toy-classify" / "toy"
+    assert not list(run.rglob("*.tmp"))
+    for checkpoint in run.glob("checkpoints/*.safetensors"):
+        load_checkpoint(checkpoint)  # whatever was written is whole
+
+
+def test_ctrl_c_in_lr_find_and_eval_exits_130(cli, tmp_path, simplenet_config, monkeypatch):
+    import toy_recipes
+
+    import ptcli.training.lr_finder as lr_finder
+    from ptcli.checkpoints import save_checkpoint
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lr_finder, "lr_range_test", interrupted)
+    result = cli("lr-find", simplenet_config, "--json")
+    assert result.exit_code == 130 and json.loads(result.stdout) == {"error": "interrupted", "exit_code": 130}
+    monkeypatch.setattr(toy_recipes.ToyClassify, "evaluate", classmethod(lambda cls, *a, **k: interrupted()))
+    path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a"])
+    result = cli("eval", path, tmp_path, plugins=[toy_recipes])
+    assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"

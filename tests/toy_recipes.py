@@ -38,6 +38,8 @@ class ToyData(DataConfig):
     fail_in: str | None = None
     #: Send this process SIGINT at the N-th trainer event (1-based, counting every event).
     sigint_at_event: int | None = None
+    #: Send it twice there (the second press stops at once).
+    sigint_twice: bool = False
     #: Augment training samples in __getitem__ from torch's, numpy's and Python's global generators.
     augment: bool = False
 
@@ -97,8 +99,8 @@ class SignalAt:
     #: The signal sent (a test running the trainer in a subprocess sends SIGKILL).
     signum = signal.SIGINT
 
-    def __init__(self, at: int) -> None:
-        self.at, self.seen = at, 0
+    def __init__(self, at: int, times: int = 1) -> None:
+        self.at, self.seen, self.times = at, 0, times
 
     def __getattr__(self, name):
         if not name.startswith("on_"):
@@ -107,7 +109,8 @@ class SignalAt:
         def count(trainer, *args):
             self.seen += 1
             if self.seen == self.at:
-                os.kill(os.getpid(), self.signum)
+                for _ in range(self.times):
+                    os.kill(os.getpid(), self.signum)
 
         return count
 
@@ -162,7 +165,7 @@ class ToyClassify(TrainingTask):
 
     def callbacks(self):
         data = self.config.data
-        return ([EventLog()] if data.record_events else []) + ([SignalAt(data.sigint_at_event)] if data.sigint_at_event else [])
+        return ([EventLog()] if data.record_events else []) + ([SignalAt(data.sigint_at_event, 2 if data.sigint_twice else 1)] if data.sigint_at_event else [])
 
     def training_step(self, batch, ctx):
         self._maybe_fail("training_step")
