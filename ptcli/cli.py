@@ -195,8 +195,21 @@ def _exit_without_teardown() -> None:
     os._exit(code)
 
 
+def honour_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) stops ptcli even where it starts with SIGINT ignored, as a background job
+    of a non-interactive shell does (`ptcli train ... &` in a script): Python then leaves it
+    ignored, and a `kill -INT` would go unheard until the run ended."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main() -> None:
     from ptcli.plugins import get_plugins
+
+    honour_ctrl_c()
 
     try:
         plugins = get_plugins()

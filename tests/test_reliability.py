@@ -535,6 +535,16 @@ import toy_recipes
 mode, at = sys.argv[2], int(sys.argv[3])
 if mode == "event":  # at the N-th trainer event
     toy_recipes.SignalAt.signum = signal.SIGKILL
+elif mode == "sigint":  # Ctrl-C at the N-th trainer event (data.sigint_at_event)
+    pass
+elif mode == "startup":  # Ctrl-C while the config is read, before any training
+    import ptcli.training.session as session
+    real_resolve = session.resolve_config
+    def resolve_then_ctrl_c(*args, **kwargs):
+        resolved = real_resolve(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return resolved
+    session.resolve_config = resolve_then_ctrl_c
 else:  # in the middle of the N-th checkpoint ("export") or training-state ("state") write
     import safetensors.torch
     import torch
@@ -550,8 +560,9 @@ else:  # in the middle of the N-th checkpoint ("export") or training-state ("sta
     setattr(module, name, dying)
 from ptcli import plugins
 plugins._cache = plugins.load_plugins([toy_recipes])
-from ptcli.cli import app
-app(prog_name="ptcli", args=sys.argv[4:])
+from ptcli.cli import main
+sys.argv = ["ptcli", *sys.argv[4:]]
+main()
 """
 
 
@@ -693,3 +704,24 @@ def test_ctrl_c_in_lr_find_and_eval_exits_130(cli, tmp_path, simplenet_config, m
     path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a"])
     result = cli("eval", path, tmp_path, plugins=[toy_recipes])
     assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, at", [("startup", 0), ("sigint", 1), ("sigint", 9), ("sigint", 20)])
+def test_ctrl_c_is_heard_when_started_with_sigint_ignored(tmp_path, mode, at):
+    """A background job of a non-interactive shell (`ptcli train ... &` in a script) starts with
+    SIGINT ignored; a `kill -INT` must still stop it."""
+    import signal
+    import subprocess
+
+    config = _toy_run_config(tmp_path)
+    extra = [f"data.sigint_at_event={at}"] if mode == "sigint" else []
+    done = subprocess.run([sys.executable, "-c", KILL_RUNNER, str(REPO / "tests"), mode, str(at), "train", str(config),
+                           *extra], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert done.returncode == 130, done.stderr
+    run = tmp_path / "runs" / "toy-classify" / "toy"
+    if mode == "startup":
+        assert done.stderr.strip() == "error: interrupted" and not run.exists()
+    else:
+        assert f"resume with: ptcli train {config} resume={run}" in done.stderr
