@@ -11,6 +11,19 @@ from ptcli.weights import WeightsSpec
 
 LOCAL_OPTION = "--model FOLDER (a local copy of the model)"
 
+#: Whether this command may run a model folder's own Python code (its --trust-remote-code).
+#: Each command that loads Hugging Face models sets it, True or False, before loading any.
+_trust = {"remote_code": False}
+
+
+def set_trust_remote_code(trust: bool) -> None:
+    _trust["remote_code"] = bool(trust)
+
+
+def trust_remote_code() -> bool:
+    """What to pass as transformers' ``trust_remote_code``."""
+    return _trust["remote_code"]
+
 
 def hub_weights(repo: str, name: str | None = None) -> WeightsSpec:
     """The whole repository ``repo`` as a model folder in the Hugging Face cache, under ``name``
@@ -50,8 +63,11 @@ def model_folder(name: str, registry, *, no_weights_hint: str) -> Path:
 
 def refuse_custom_code(folder: Path, name: str) -> Path:
     """A model folder whose config maps its classes to Python files of its own (``auto_map``):
-    loading it would run that code. ptcli never does; transformers' own architectures only."""
+    loading it would run that code, which ptcli does only with --trust-remote-code."""
     import json
+
+    if trust_remote_code():
+        return Path(folder)
 
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
@@ -60,8 +76,8 @@ def refuse_custom_code(folder: Path, name: str) -> Path:
     custom = config.get("auto_map") if isinstance(config, dict) else None
     if custom:
         files = sorted({str(ref).split(".")[0] + ".py" for ref in custom.values() if isinstance(ref, str)})
-        raise UsageError(f"{name} ships its own Python code ({', '.join(files) or 'auto_map'}), which ptcli never runs; "
-                         "use a model whose architecture transformers implements")
+        raise UsageError(f"{name} ships its own Python code ({', '.join(files) or 'auto_map'}), which ptcli runs only "
+                         "with --trust-remote-code: read that code first, or use a model transformers implements")
     return Path(folder)
 
 

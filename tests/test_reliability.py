@@ -650,8 +650,33 @@ def test_a_model_folder_with_its_own_code_is_refused_and_never_run(cli, tmp_path
     (folder / "config.json").write_text(json.dumps(config))
     for command in (["classify-text", "--model", folder, "hello"], ["generate-text", "--model", folder, "hello"]):
         result = cli(*command)
-        assert result.exit_code == 2 and "ships its own Python code (modeling_evil.py), which ptcli never runs" in result.stderr
+        assert result.exit_code == 2
+        assert "ships its own Python code (modeling_evil.py), which ptcli runs only with --trust-remote-code" in result.stderr
     assert not marker.exists()
+
+
+def test_trust_remote_code_runs_a_folders_own_model(cli, tmp_path, tiny_bert_classifier, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_bert_classifier, folder)
+    marker = tmp_path / "ran.txt"
+    (folder / "modeling_custom.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import BertForSequenceClassification\n"
+        "class CustomClassifier(BertForSequenceClassification):\n    pass\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_custom.CustomClassifier"}
+    (folder / "config.json").write_text(json.dumps(config))
+    refused = cli("classify-text", "--model", folder, "hello", "--json")
+    assert refused.exit_code == 2 and not marker.exists()
+    trusted = cli("classify-text", "--model", folder, "hello", "--json", "--trust-remote-code")
+    assert trusted.exit_code == 0, trusted.stderr
+    assert marker.read_text() == "ran"  # its code ran, as asked
+    assert {p["label"] for p in json.loads(trusted.stdout)["predictions"]} <= {"negative", "positive"}
+    again = cli("classify-text", "--model", folder, "hello")  # the next command does not inherit the trust
+    assert again.exit_code == 2
 
 
 @pytest.mark.parametrize("change, expected", [

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
 
 from . import RECIPE
 
@@ -29,6 +29,7 @@ def classify_audio(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per file.")] = 3,
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Files per forward pass.")] = 16,
     window: Annotated[bool, typer.Option("--window", help="Classify long files in clip-length windows (half overlapping) and average them, instead of cutting them to one clip.")] = False,
+    trust_remote_code: TrustRemoteCodeOption = False,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
@@ -40,6 +41,7 @@ def classify_audio(
     from ptcli.batching import run_batched_with_progress, stack
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
+    from ptcli.hub import set_trust_remote_code
     from ptcli.loading import check_request
     from ptcli.results import emit_results, prediction_format
 
@@ -49,6 +51,7 @@ def classify_audio(
     if not paths:
         raise UsageError("give at least one sound file, folder or glob (see `ptcli classify-audio --help`)")
     inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    set_trust_remote_code(trust_remote_code)
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
     net, labels, clip = load_audio_classifier(checkpoint, model)

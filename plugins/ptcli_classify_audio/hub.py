@@ -36,20 +36,20 @@ def load_hub_classifier(name: str) -> HubAudioClassifier:
     import torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-    from ptcli.hub import model_folder, quiet_transformers
+    from ptcli.hub import model_folder, quiet_transformers, trust_remote_code
 
     from . import RECIPE
 
     folder = model_folder(name, RECIPE.model_registry, no_weights_hint="train it with `ptcli train recipes/esc50-*.yaml` "
                           "and pass --checkpoint")
     quiet_transformers()
-    config = AutoConfig.from_pretrained(str(folder))
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
     architectures = config.architectures or []
     if not any(a.endswith(("ForAudioClassification", "ForSequenceClassification")) for a in architectures):
         raise UsageError(f"{name} is not an audio classifier (architectures: {', '.join(architectures) or 'unknown'})")
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(str(folder))
-        model = AutoModelForAudioClassification.from_pretrained(str(folder), dtype=torch.float32)
+        extractor = AutoFeatureExtractor.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
+        model = AutoModelForAudioClassification.from_pretrained(str(folder), trust_remote_code=trust_remote_code(), dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{name} cannot be loaded as an audio classifier: {flatten(exc, 200)}") from exc
     labels = [str(model.config.id2label[i]) for i in range(model.config.num_labels)]

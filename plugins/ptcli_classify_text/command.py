@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
 
 from . import RECIPE
 
@@ -85,6 +85,7 @@ def classify_text(
     max_length: Annotated[
         int | None, typer.Option(min=2, metavar="N", help="Cut texts to N tokens [default: the model's limit].")
     ] = None,
+    trust_remote_code: TrustRemoteCodeOption = False,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
@@ -94,6 +95,7 @@ def classify_text(
     reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
     warning."""
     from ptcli.devices import resolve_device
+    from ptcli.hub import set_trust_remote_code
     from ptcli.loading import check_request
     from ptcli.output import format_predictions, warn
     from ptcli.results import ResultFormat, emit_results
@@ -104,6 +106,7 @@ def classify_text(
     if file is None and texts and "-" in texts and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
         sys.stdin.reconfigure(encoding=encoding)
     inputs = gather_texts(texts, file, column, encoding)
+    set_trust_remote_code(trust_remote_code)
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
     classifier = load_text_classifier(model, checkpoint, max_length=max_length)

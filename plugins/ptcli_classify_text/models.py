@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import LOCAL_OPTION, add_hub_resolver, hub_spec, quiet_transformers
+from ptcli.hub import LOCAL_OPTION, add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -88,7 +88,7 @@ def load_pretrained(folder: Path, num_classes: int | None = None, *, name: str |
 
     quiet_transformers()
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the model config in {folder}: {flatten(exc, 200)}") from exc
     heads = [a for a in (config.architectures or []) if a.endswith("ForSequenceClassification")]
@@ -97,7 +97,7 @@ def load_pretrained(folder: Path, num_classes: int | None = None, *, name: str |
                          f"fine-tune it first: `ptcli train recipes/text-transformer.yaml model.pretrained={name or folder}`")
     extra = {} if num_classes is None else {"num_labels": num_classes, "ignore_mismatched_sizes": True}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=torch.float32, **extra)
+        model = AutoModelForSequenceClassification.from_pretrained(str(folder), trust_remote_code=trust_remote_code(), dtype=torch.float32, **extra)
     except ValueError as exc:  # a model type with no sequence-classification head
         raise UsageError(f"{name or folder} cannot be loaded as a sequence classifier: {flatten(exc, 200)}") from exc
     model.config.architectures = [type(model).__name__]  # what it is now, for exports

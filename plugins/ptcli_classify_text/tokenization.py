@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError
+from ptcli.hub import trust_remote_code
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -42,7 +43,7 @@ def folder_tokenizer(folder: Path):
     from transformers import AutoTokenizer
 
     try:
-        loaded = AutoTokenizer.from_pretrained(str(folder))
+        loaded = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot load the tokenizer of {folder}: {' '.join(str(exc).split())[:200]}") from exc
     backend = getattr(loaded, "backend_tokenizer", None)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
 
 from . import RECIPE
 
@@ -75,6 +75,7 @@ def generate_text(
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep asking for prompts (empty line or Ctrl-D ends).")] = False,
     dtype: Annotated[str, typer.Option(metavar="auto|fp32|bf16|fp16", help="Weights precision; auto: fp32 on the CPU, fp16 on a GPU.")] = "auto",
     export_hf: Annotated[Path | None, typer.Option("--export-hf", metavar="DIR", help="Write the model (e.g. a --checkpoint) as a standard Hugging Face folder and exit.")] = None,
+    trust_remote_code: TrustRemoteCodeOption = False,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
@@ -82,6 +83,7 @@ def generate_text(
     fine-tuned checkpoint. Tokens stream to stdout as they are generated; --seed makes sampling
     reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
     from ptcli.devices import resolve_device
+    from ptcli.hub import set_trust_remote_code
     from ptcli.loading import check_request
     from ptcli.output import emit, emit_json
     from ptcli.results import emit_results
@@ -99,6 +101,7 @@ def generate_text(
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
     precision = _dtype(dtype, target)
+    set_trust_remote_code(trust_remote_code)
     settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed)
     lm = load_language_model(model, checkpoint, dtype=precision)
     if export_hf is not None:

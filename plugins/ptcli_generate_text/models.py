@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import add_hub_resolver, hub_spec, quiet_transformers
+from ptcli.hub import add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
 from ptcli.recipe import ModelRegistry, ModelSpec
 
 DEFAULT_MODEL = "gpt2"
@@ -70,13 +70,13 @@ def load_folder(folder: Path, *, name: str, dtype=None):
 
     quiet_transformers()
     try:
-        config = AutoConfig.from_pretrained(str(folder))
+        config = AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the model config in {folder}: {flatten(exc, 200)}") from exc
     check_causal(config, name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code())
+        model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=trust_remote_code(), dtype=dtype or torch.float32)
     except (OSError, ValueError) as exc:
         raise UsageError(f"{name} cannot be loaded as a causal language model: {flatten(exc, 200)}") from exc
     return model, tokenizer
