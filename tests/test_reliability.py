@@ -537,6 +537,15 @@ if mode == "event":  # at the N-th trainer event
     toy_recipes.SignalAt.signum = signal.SIGKILL
 elif mode == "sigint":  # Ctrl-C at the N-th trainer event (data.sigint_at_event)
     pass
+elif mode == "infer":  # Ctrl-C from the terminal (to the whole process group) before the N-th batch's forward
+    import ptcli.batching as batching
+    real_to_device, batches = batching.to_device, []
+    def ctrl_c_at_batch(data, device):
+        batches.append(1)
+        if len(batches) == at:
+            os.killpg(os.getpgid(0), signal.SIGINT)
+        return real_to_device(data, device)
+    batching.to_device = ctrl_c_at_batch
 elif mode == "startup":  # Ctrl-C while the config is read, before any training
     import ptcli.training.session as session
     real_resolve = session.resolve_config
@@ -750,3 +759,18 @@ def test_ctrl_c_is_heard_when_started_with_sigint_ignored(tmp_path, mode, at):
         assert done.stderr.strip() == "error: interrupted" and not run.exists()
     else:
         assert f"resume with: ptcli train {config} resume={run}" in done.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_real_ctrl_c_to_the_process_group_during_inference_with_workers(shared_data, tmp_path, batch):
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", KILL_RUNNER, str(REPO / "tests"), "infer", str(batch), "classify-image",
+                           str(shared_data / "images"), "--json", "-k", "1", "--batch-size", "2", "--workers", "2"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300, start_new_session=True)
+    assert done.returncode == 130, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]  # whole JSON lines only
+    assert lines[-1] == {"error": "interrupted", "exit_code": 130}
+    assert len(lines) - 1 in (2 * (batch - 1), 2 * batch)  # the batch in flight may finish: the signal is asynchronous
+    assert "Traceback" not in done.stderr and "exited unexpectedly" not in done.stderr
