@@ -168,7 +168,7 @@ def _run_shared(inputs, *, batch_size, **kwargs):
     rank, world = dist.rank(), dist.world_size()
     n_batches = -(-len(inputs) // batch_size)
     mine = [i for b in range(rank, n_batches, world) for i in range(b * batch_size, min((b + 1) * batch_size, len(inputs)))]
-    with dist.process_group(kwargs["device"]):
+    with dist.process_group():
         batches = _batches(mine, inputs, batch_size=batch_size, **kwargs)
         for round_start in range(0, n_batches, world):
             done = next(batches) if round_start + rank < n_batches else []

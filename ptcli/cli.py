@@ -219,7 +219,9 @@ def main() -> None:
     for info in plugins.failed():
         warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
     try:
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from ptcli.distributed import world_size
+
+        if world_size() > 1:
             _exit_without_teardown()
         app(prog_name="ptcli")
     except BrokenPipeError:

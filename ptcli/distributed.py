@@ -29,7 +29,7 @@ _objects_group = None
 
 
 @contextmanager
-def process_group(device=None):
+def process_group():
     """The default process group (made here from torchrun's environment if there is none) and a
     gloo group for gathering Python objects. Inference only moves plain results between
     processes, so gloo serves on any device, and processes may share one GPU (NCCL refuses

@@ -68,7 +68,6 @@ def refuse_custom_code(folder: Path, name: str) -> Path:
 
     if trust_remote_code():
         return Path(folder)
-
     try:
         config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

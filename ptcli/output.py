@@ -4,9 +4,10 @@ else (progress, warnings, errors) on stderr, so stdout stays clean for pipes."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any
+
+from ptcli.distributed import is_main_process
 
 
 def emit_json(obj: Any) -> None:
@@ -50,7 +51,7 @@ def progress(transient: bool = True):
         console=console,
         transient=transient,
         # Under torchrun only the main process shows progress (one bar, not one per process).
-        disable=not console.is_terminal or os.environ.get("RANK", "0") not in ("", "0"),
+        disable=not console.is_terminal or not is_main_process(),
         redirect_stdout=to_terminal,
         redirect_stderr=False,
     )
@@ -60,3 +61,22 @@ def format_predictions(title: str, predictions: list[dict]) -> str:
     """A classifier's top-k for one input: the input's name, then ``label  score%`` lines."""
     width = max(len(p["label"]) for p in predictions)
     return "\n".join([title] + [f"  {p['label']:<{width}}  {p['score'] * 100:5.1f}%" for p in predictions])
+
+
+class StageLog:
+    """When stderr is not a terminal (logs, CI), where a bar would be silent: one line per stage
+    and one per tenth of the steps, so that a long run is never mute."""
+
+    def __init__(self, name: str, steps: int) -> None:
+        self.name, self.steps, self.done = name, steps, 0
+        self.quiet = sys.stderr.isatty()  # the progress bar speaks there
+
+    def stage(self, text: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"{self.name}: {text}\n")
+            sys.stderr.flush()
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.done % max(1, self.steps // 10) == 0 or self.done == self.steps:
+            self.stage(f"{self.done}/{self.steps}  {text}")

@@ -23,15 +23,6 @@ def rename_keys_in_order(source: dict, model) -> dict:
     target = model.state_dict()
     if set(source) == set(target):  # already in the model's naming (e.g. a re-saved safetensors file)
         return source
-    if len(target) == len(source) and all(key.startswith(("_blocks.", "_conv_", "_bn", "_fc.")) for key in source):
-        from ptcli.lite0 import timm_name
-
-        try:  # EfficientNet-Lite0's lukemelas names, in any order: mapped by name
-            renamed = {timm_name(key): tensor for key, tensor in source.items()}
-        except (KeyError, ValueError, IndexError):
-            renamed = {}
-        if set(renamed) == set(target) and all(renamed[k].shape == target[k].shape for k in target):
-            return renamed
     if len(source) != len(target):
         raise CheckpointError(f"cannot map {len(source)} tensors onto a model with {len(target)}")
     renamed = {}
@@ -53,6 +44,23 @@ def imagenet_labels() -> list[str]:
     return (files("ptcli") / "data" / "imagenet_categories.txt").read_text(encoding="utf-8").splitlines()
 
 
+def lite0_state_dict(source: dict, model) -> dict:
+    """EfficientNet-Lite0 weights in the model's (timm's) names: the package's lukemelas names
+    mapped by name, so that any copy loads, tensors re-ordered too (safetensors sorts them);
+    other namings matched by position (rename_keys_in_order)."""
+    from ptcli.lite0 import timm_name
+
+    target = model.state_dict()
+    if set(source) != set(target) and all(key.startswith(("_blocks.", "_conv_", "_bn", "_fc.")) for key in source):
+        try:
+            renamed = {timm_name(key): tensor for key, tensor in source.items()}
+        except (KeyError, ValueError, IndexError):
+            renamed = {}
+        if set(renamed) == set(target) and all(renamed[k].shape == target[k].shape for k in target):
+            return renamed
+    return rename_keys_in_order(source, model)
+
+
 LITE0_WEIGHTS = WeightsSpec(
     name="efficientnet_lite0",
     filename="efficientnet-lite0-57934424.pth",
@@ -72,7 +80,7 @@ def efficientnet_lite0(weights_path=None):
     from ptcli.weights import resolve
 
     model = EfficientNetLite0()
-    model.load_state_dict(rename_keys_in_order(load_state_dict(weights_path or resolve(LITE0_WEIGHTS)), model))
+    model.load_state_dict(lite0_state_dict(load_state_dict(weights_path or resolve(LITE0_WEIGHTS)), model))
     return model
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from ptcli.errors import UsageError
-from ptcli.pretrained import LITE0_WEIGHTS, imagenet_labels, rename_keys_in_order
+from ptcli.pretrained import LITE0_WEIGHTS, imagenet_labels, lite0_state_dict, rename_keys_in_order  # noqa: F401 (re-exported)
 from ptcli.recipe import ModelRegistry, ModelSpec
 from ptcli.weights import WeightsSpec
 
@@ -38,7 +38,7 @@ EFFICIENTNET_LITE0 = ModelSpec(
     # The PyTorch port these weights come from was trained and evaluated with ImageNet statistics.
     preprocessing={"resize": 256, "crop": 224, "interpolation": "bicubic", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
     labels=imagenet_labels,
-    adapt_state_dict=rename_keys_in_order,
+    adapt_state_dict=lite0_state_dict,
     description="EfficientNet-Lite0 (timm), ImageNet-1k, 4.7M parameters",
 )
 

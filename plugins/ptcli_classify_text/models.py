@@ -117,7 +117,7 @@ class TextClassifier:
         return getattr(output, "logits", output)
 
 
-def _named_classifier(name: str, _weights) -> "LoadedModel":
+def _named_classifier(name: str, _weights):
     from ptcli.loading import LoadedModel
 
     from .tokenization import folder_tokenizer

@@ -73,7 +73,7 @@ def lr_find(
     """The learning-rate range test (book ch. 4): prints the suggested learning rate and writes
     a plot of loss against learning rate. The model training starts from is left untouched."""
     from ptcli.errors import UsageError
-    from ptcli.output import emit, emit_json, progress
+    from ptcli.output import StageLog, emit, emit_json, progress
     from ptcli.training.lr_finder import lr_range_test, plot
     from ptcli.training.run import default_run_name
     from ptcli.training.session import check_data_root, resolve_config
@@ -110,29 +110,6 @@ def lr_find(
     shown = f"{result.suggestion:.2e}" if result.suggestion is not None else "none (too few points; try more --iterations)"
     emit(f"suggested lr: {shown}")
     emit(f"plot: {plot_path}")
-
-
-class StageLog:
-    """When stderr is not a terminal (logs, CI), where a bar would be silent: one line per stage
-    and one per tenth of the steps, so that a long run is never mute."""
-
-    def __init__(self, name: str, steps: int) -> None:
-        import sys
-
-        self.name, self.steps, self.done = name, steps, 0
-        self.quiet = sys.stderr.isatty()  # the progress bar speaks there
-
-    def stage(self, text: str) -> None:
-        if not self.quiet:
-            import sys
-
-            sys.stderr.write(f"{self.name}: {text}\n")
-            sys.stderr.flush()
-
-    def step(self, text: str) -> None:
-        self.done += 1
-        if self.done % max(1, self.steps // 10) == 0 or self.done == self.steps:
-            self.stage(f"{self.done}/{self.steps}  {text}")
 
 
 def evaluate(

@@ -3,7 +3,6 @@ and `ptcli lr-find`."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,9 @@ def check_data_root(resolved: ResolvedConfig, config_file: Path) -> None:
 
 
 def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    from ptcli.distributed import is_main_process as main_process
+
+    return main_process()
 
 
 def train(resolved: ResolvedConfig, config_file: Path):

@@ -56,7 +56,9 @@ def make_accelerator(task: TrainingTask, devices=("cuda", "mps", "cpu"), precisi
     from ptcli.devices import resolve_device
 
     cfg = task.config.trainer
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from ptcli.distributed import world_size
+
+    distributed = world_size() > 1
     if cfg.precision not in precisions:
         raise UsageError(f"trainer.precision={cfg.precision}: this recipe trains in {', '.join(precisions)}")
     device = None if distributed and cfg.device == "auto" else resolve_device(cfg.device, devices)
