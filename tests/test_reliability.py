@@ -425,6 +425,46 @@ def test_resume_is_exact_with_augmentation_from_the_global_generators(cli, tmp_p
             assert a[key] == pytest.approx(b[key], abs=1e-6), (workers, event, key)
 
 
+@pytest.mark.parametrize("event", [3, 4, 5, 12, 13, 14])  # after batches 1-3 of each epoch
+def test_resume_is_exact_with_a_grouped_batch_sampler(cli, tmp_path, event):
+    import toy_recipes
+
+    config = write_yaml(tmp_path / "toy.yaml", {"recipe": "toy-classify", "data": {"samples": 22, "grouped": True, "augment": True},
+                                                "trainer": {"epochs": 2, "batch_size": 4, "device": "cpu"},
+                                                "run": {"dir": str(tmp_path / "runs"), "tensorboard": False}})
+    assert cli("train", config, "run.name=full", plugins=[toy_recipes]).exit_code == 0
+    cut = cli("train", config, "run.name=cut", f"data.sigint_at_event={event}", plugins=[toy_recipes])
+    assert cut.exit_code == 130, cut.stderr
+    run = tmp_path / "runs" / "toy-classify" / "cut"
+    assert cli("train", config, f"resume={run}", "data.sigint_at_event=null", plugins=[toy_recipes]).exit_code == 0
+    for a, b in zip(_epochs(run), _epochs(tmp_path / "runs" / "toy-classify" / "full"), strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), (event, key)
+
+
+def test_the_trainer_draws_batches_from_the_tasks_batch_sampler(cli, tmp_path, monkeypatch):
+    import toy_recipes
+
+    seen = []
+    step = toy_recipes.ToyClassify.training_step
+
+    def recording(self, batch, ctx):
+        seen.append((ctx.epoch, len(batch[1])))
+        return step(self, batch, ctx)
+
+    monkeypatch.setattr(toy_recipes.ToyClassify, "training_step", recording)
+    config = write_yaml(tmp_path / "toy.yaml", {"recipe": "toy-classify", "data": {"samples": 22, "grouped": True},
+                                                "trainer": {"epochs": 2, "batch_size": 4, "device": "cpu"},
+                                                "run": {"dir": str(tmp_path / "runs"), "tensorboard": False}})
+    assert cli("train", config, plugins=[toy_recipes]).exit_code == 0
+    from ptcli.training.sampling import GroupedBatches
+
+    expected = GroupedBatches([i % 3 for i in range(22)], 4, 0)
+    sizes = [len(b) for b in expected]  # groups of 8, 7 and 7: 4 full batches, then the 6 left over in 2
+    assert [s for e, s in seen if e == 0] == sizes == [4, 4, 4, 4, 4, 2]
+    assert [e for e, _ in seen] == [0] * 6 + [1] * 6
+
+
 def _recipe_case(name, tmp_path, request):
     """(task class, config file, overrides) for a short run of a real recipe with its random
     augmentation on: 2 epochs of several batches."""
@@ -454,6 +494,14 @@ def _recipe_case(name, tmp_path, request):
                               freq_mask=4, time_mask=8)
         return ClassifyAudioTask, config, "trainer.epochs=2", "data.augment.gain_db=6", "data.augment.shift=0.1", \
             "data.augment.noise_snr=20", "trainer.batch_size=4"
+    if name == "detect: flips, affine, photometric, grouped batches":
+        from detect_data import detect_config, make_coco
+
+        from ptcli_detect.training import DetectTask
+
+        root = make_coco(tmp_path / "coco", {"train": 6, "val": 2})
+        config = detect_config(tmp_path, root, model={"pretrained": False}, trainer={"epochs": 2, "batch_size": 2})
+        return DetectTask, write_yaml(tmp_path / "d.yaml", config)
     from test_super_resolve_training import make_sr_folder, sr_config
 
     from ptcli_super_resolve.training import SuperResolveTask
@@ -463,7 +511,7 @@ def _recipe_case(name, tmp_path, request):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["image: book augmentation + mixup", "text: EDA", "audio: SpecAugment + waveform",
-                                  "super-resolve: random crops"])
+                                  "super-resolve: random crops", "detect: flips, affine, photometric, grouped batches"])
 def test_real_recipes_resume_exactly_with_their_augmentation(cli, tmp_path, monkeypatch, request, name):
     import toy_recipes
 

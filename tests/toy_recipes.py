@@ -42,6 +42,8 @@ class ToyData(DataConfig):
     sigint_twice: bool = False
     #: Augment training samples in __getitem__ from torch's, numpy's and Python's global generators.
     augment: bool = False
+    #: Batches from a grouped batch sampler (three groups by index), as detection's aspect ratios.
+    grouped: bool = False
 
 
 class ToyConfig(TrainConfig):
@@ -155,6 +157,14 @@ class ToyClassify(TrainingTask):
     def datasets(self):
         train = blobs(self.config.data.samples, 1)
         return NoisyBlobs(train) if self.config.data.augment else train, blobs(self.config.data.val_samples, 2)
+
+    def batch_sampler(self, dataset, batch_size, seed):
+        if not self.config.data.grouped:
+            return None
+        from ptcli.training.sampling import GroupedBatches
+
+        self.sampler = GroupedBatches([i % 3 for i in range(len(dataset))], batch_size, seed)
+        return self.sampler
 
     def metrics(self):
         if self.config.data.ragged_metric:

@@ -80,6 +80,12 @@ class TrainingTask:
     def collate_fn(self) -> Callable | None:
         return None
 
+    def batch_sampler(self, dataset: Any, batch_size: int, seed: int) -> Any | None:
+        """A batch sampler for the training set instead of plain shuffling (aspect-ratio groups:
+        ptcli.training.sampling.GroupedBatches). Its order must depend only on ``seed`` and the
+        epoch its ``set_epoch`` is given, so that resuming is exact. Default: None."""
+        return None
+
     def metrics(self) -> Any | None:
         """A torchmetrics MetricCollection updated in validation_step, or None. Each metric
         ``key`` is logged as ``val/<key>``, the name ``monitor`` uses."""

@@ -114,6 +114,7 @@ class Trainer:
         self.ctx = StepContext(self)
         self.last_record: dict = {}
         self._pending_rng = None
+        self._batch_sampler = None
 
     # --- setup -------------------------------------------------------------------------
     def prepare(self, resume_state: dict | None = None) -> None:
@@ -184,13 +185,15 @@ class Trainer:
         # The loader's own generator (re-seeded each epoch) seeds its workers, so that starting
         # an iterator never draws from the global generator, whose state a resumed run restores.
         generator = torch.Generator().manual_seed(self.cfg.seed)
+        batches = None
         if shuffle:
             self._train_generator = generator
+            batches = self._batch_sampler = self.task.batch_sampler(dataset, self.cfg.batch_size, self.cfg.seed)
+        sampling = {"batch_sampler": batches} if batches is not None else {"batch_size": self.cfg.batch_size, "shuffle": shuffle}
         return DataLoader(
             dataset,
             generator=generator,
-            batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            **sampling,
             num_workers=self.cfg.workers,
             collate_fn=self.task.collate_fn(),
             worker_init_fn=_worker_init,
@@ -271,6 +274,8 @@ class Trainer:
         loader = self.train_loader
         loader.set_epoch(self.position.epoch)
         self._seeded.epoch = self.position.epoch
+        if self._batch_sampler is not None:
+            self._batch_sampler.set_epoch(self.position.epoch)
         if self.position.batch:
             loader = self.accelerator.skip_first_batches(loader, self.position.batch)
         self._train_generator.manual_seed(self.cfg.seed * 10_007 + self.position.epoch)

@@ -1,0 +1,30 @@
+"""detect: object detection and instance segmentation with torchvision's Faster R-CNN, Mask
+R-CNN, RetinaNet and SSDlite, sliced inference for large images, COCO fine-tuning and mAP
+(book ch. 9).
+
+This module is what `ptcli --help` imports: declarations only, no torch.
+"""
+
+from ptcli import hookimpl
+from ptcli.recipe import Command, DeviceSupport, Recipe
+
+RECIPE = Recipe(
+    name="detect",
+    help="Object detection (Faster/Mask R-CNN, RetinaNet, SSDlite), sliced for large images.",
+    commands=(
+        Command(
+            name="detect",
+            help="Find objects in images: boxes, labels, scores (and masks); --slice for large images.",
+            target="ptcli_detect.command:detect",
+        ),
+    ),
+    models="ptcli_detect.models:make_registry",
+    data="ptcli_detect.images:DetectionImages",
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16")),
+    training="ptcli_detect.training:DetectTask",
+)
+
+
+@hookimpl
+def register_recipes(register):
+    register(RECIPE)

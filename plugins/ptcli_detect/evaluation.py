@@ -1,0 +1,96 @@
+"""`ptcli eval` for detect checkpoints: COCO mAP on a folder with images/ and annotations.json,
+or on a COCO file (its images/ beside it)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ptcli.errors import UsageError
+
+
+def annotation_file(data: Path) -> Path:
+    data = Path(data)
+    if data.is_file():
+        return data
+    if data.is_dir():
+        for name in ("annotations.json", "val.json"):
+            if (data / name).is_file():
+                return data / name
+        raise UsageError(f"{data} has no annotations.json; give a folder with images/ and annotations.json, or a COCO file")
+    raise UsageError(f"data not found: {data}")
+
+
+def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
+    import torch
+
+    from ptcli.batching import Sample, as_list, run_batched_with_progress
+
+    from .coco import read_coco
+    from .cocodata import CocoDetectionSet
+    from .metrics import DetectionMAP
+    from .models import has_masks, load_detector
+
+    source = annotation_file(data)
+    coco = read_coco(source)
+    loaded = load_detector(None, None, checkpoint)
+    names = loaded.categories.names[1:]
+    label_of = {cid: label for label, cid in enumerate(loaded.categories.ids) if label > 0}
+    unknown = [name for cid, name in coco.categories if cid not in label_of or loaded.categories.names[label_of[cid]] != name]
+    if unknown:
+        raise UsageError(f"{source}: category {unknown[0]!r} is not one of the checkpoint's "
+                         f"({', '.join(f'{i} {n}' for i, n in zip(loaded.categories.ids[1:], names))})")
+    masks = has_masks(loaded.model)
+    dataset = CocoDetectionSet(coco, label_of, masks=masks)
+    net = loaded.model.to(device).eval()
+    metric = DetectionMAP(names, masks=masks)
+
+    def load(index: int):
+        from ptcli.errors import InputError
+
+        try:
+            image, target = dataset[index]
+        except InputError:
+            raise
+        return Sample(image, target)
+
+    def forward(batch):
+        return [{k: v.cpu() for k, v in out.items()} for out in net(batch)]
+
+    failed = 0
+    for _index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=load, forward=forward,
+                                                     postprocess=lambda out, target: (out, target), device=device,
+                                                     batch_size=batch_size, collate=as_list):
+        if not isinstance(result, tuple):
+            failed += 1
+            continue
+        out, target = result
+        pred = {"boxes": out["boxes"], "scores": out["scores"], "labels": out["labels"]}
+        truth = {"boxes": target["boxes"], "labels": target["labels"], "iscrowd": target["iscrowd"], "area": target["area"]}
+        if masks:
+            pred["masks"], truth["masks"] = out["masks"][:, 0] > 0.5, target["masks"].bool()
+        metric.update([pred], [truth])
+    with torch.no_grad():
+        scores = {key: float(value) for key, value in metric.compute().items()}
+    report = {"checkpoint": str(checkpoint), "data": str(source), "images": len(dataset) - failed,
+              "map": round(scores["map"], 4), "map_50": round(scores["map_50"], 4), "map_75": round(scores["map_75"], 4),
+              "per_class": {key.removeprefix("ap/"): round(value, 4) for key, value in scores.items() if key.startswith("ap/")}}
+    for key in ("mask_map", "mask_map_50", "mask_map_75"):
+        if key in scores:
+            report[key] = round(scores[key], 4)
+    report["failed"] = failed
+    return report
+
+
+def format_report(report: Mapping) -> str:
+    lines = [f"{report['images']} images of {report['data']}",
+             f"mAP       {report['map']:.4f}", f"mAP@.5    {report['map_50']:.4f}", f"mAP@.75   {report['map_75']:.4f}"]
+    if "mask_map" in report:
+        lines.append(f"mask mAP  {report['mask_map']:.4f}")
+    if report.get("per_class"):
+        width = max(len(name) for name in report["per_class"])
+        lines.append("AP per class:")
+        lines += [f"  {name:<{width}}  {ap:.4f}" for name, ap in report["per_class"].items()]
+    if report.get("failed"):
+        lines.append(f"{report['failed']} images could not be read")
+    return "\n".join(lines)

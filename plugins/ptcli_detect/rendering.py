@@ -1,0 +1,68 @@
+"""What `ptcli detect` shows: detections as COCO-style JSON fields, text lines, and a copy of
+the image with boxes, labels, scores and masks drawn (torchvision's drawing utilities)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .detections import Detections
+from .models import Categories
+
+#: Box colours by label (cycled): distinct on photos, readable with white text.
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#469990", "#9a6324", "#800000", "#808000", "#000075", "#fabed4", "#ffd8b1", "#aaffc3")
+
+
+def detection_fields(found: Detections, categories: Categories, width: int, height: int) -> list[dict]:
+    """One dict per detection: label, category_id, score, bbox [x, y, w, h] in image pixels
+    (COCO's convention), and "mask" as COCO RLE when there are masks."""
+    from .coco import rle_encode
+
+    rows = []
+    for index, (box, score, label) in enumerate(zip(found.boxes.tolist(), found.scores.tolist(), found.labels.tolist())):
+        x1, y1, x2, y2 = (min(max(v, 0.0), limit) for v, limit in zip(box, (width, height, width, height)))
+        row = {"label": categories.names[label], "category_id": categories.ids[label], "score": round(score, 4),
+               "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]}
+        if found.masks is not None:
+            row["mask"] = rle_encode(found.masks[index].full(width, height))
+        rows.append(row)
+    return rows
+
+
+def human_lines(path, result: dict) -> str:
+    rows = result["detections"]
+    count = f"{len(rows)} object{'s' if len(rows) != 1 else ''}"
+    lines = [f"{path}: {count} ({result['width']}x{result['height']})" + (f" -> {result['output']}" if "output" in result else "")]
+    width = max((len(r["label"]) for r in rows), default=0)
+    for r in rows:
+        x, y, w, h = r["bbox"]
+        lines.append(f"  {r['label']:<{width}}  {r['score']:.3f}  x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}")
+    return "\n".join(lines)
+
+
+def draw(image, found: Detections, categories: Categories):
+    """A uint8 CHW copy of ``image`` (uint8 CHW) with masks, boxes, labels and scores drawn."""
+    import torch
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+    height, width = image.shape[-2:]
+    colours = [PALETTE[label % len(PALETTE)] for label in found.labels.tolist()]
+    if found.masks:
+        for mask, colour in zip(found.masks, colours):  # one at a time: a full-size mask each
+            image = draw_segmentation_masks(image, mask.full(width, height)[None], alpha=0.45, colors=colour)
+    if len(found):
+        labels = [f"{categories.names[label]} {score:.2f}" for label, score in zip(found.labels.tolist(), found.scores.tolist())]
+        boxes = found.boxes.clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width - 1)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height - 1)
+        image = draw_bounding_boxes(image, boxes, labels=labels, colors=colours, width=max(2, round(min(width, height) / 300)))
+    return image.to(torch.uint8)
+
+
+def save_png(image, destination: Path) -> None:
+    from PIL import Image
+
+    from ptcli.checkpoints import atomic_write
+
+    picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
+    atomic_write(destination, lambda tmp: picture.save(tmp, format="PNG"))

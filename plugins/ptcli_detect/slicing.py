@@ -1,0 +1,117 @@
+"""Sliced inference for large images (what SAHI adds to other detectors), batched: the image
+is cut into overlapping square tiles at full resolution, every tile goes through the model in
+batches, and the whole image goes through once more at the model's own scale (for the large
+objects no tile holds whole). Boxes are mapped back to the image and merged across tiles.
+
+Why it works: a detector resizes its input (torchvision's R-CNNs: short side to 800 px), so in
+a 4000 px photo a 12 px object shrinks to a few pixels; inside a 640 px tile it grows instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .detections import Detections, union
+
+
+@dataclass(frozen=True)
+class Tile:
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+def _starts(length: int, size: int, step: int) -> list[int]:
+    """Tile starts along one axis: every ``step``, the last moved back so it ends at the edge
+    (every tile is full-sized, so tiles batch together)."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, step))
+    return starts + [length - size]
+
+
+def tile_grid(width: int, height: int, size: int, overlap: float) -> list[Tile]:
+    """Overlapping ``size`` x ``size`` tiles covering the image, neighbours sharing
+    ``overlap`` of a tile (a fraction in [0, 1))."""
+    step = max(1, size - round(size * overlap))
+    tile_w, tile_h = min(size, width), min(size, height)
+    return [Tile(x, y, tile_w, tile_h) for y in _starts(height, size, step) for x in _starts(width, size, step)]
+
+
+def box_ios(box, boxes):
+    """Intersection over the smaller box's area: high when one box lies mostly inside another
+    (the part of an object a tile cut off, inside the whole object's box)."""
+    import torch
+
+    lt = torch.maximum(box[:2], boxes[:, :2])
+    rb = torch.minimum(box[2:], boxes[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area = (box[2:] - box[:2]).clamp(min=0).prod()
+    areas = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(dim=1)
+    return inter / torch.minimum(area, areas).clamp(min=1e-6)
+
+
+def greedy_merge(detections: Detections, threshold: float = 0.5) -> Detections:
+    """SAHI's greedy non-maximum merging, class aware: from the highest score down, each box
+    absorbs the not-yet-taken boxes of its class that overlap it by IoS above ``threshold``;
+    the result is their union box (and mask) with the highest score."""
+    import torch
+
+    if len(detections) == 0:
+        return detections
+    boxes, scores, labels = detections.boxes, detections.scores, detections.labels
+    taken = torch.zeros(len(detections), dtype=torch.bool)
+    merged_boxes, keep, masks = [], [], []
+    for i in scores.argsort(descending=True, stable=True).tolist():
+        if taken[i]:
+            continue
+        taken[i] = True
+        candidates = ((labels == labels[i]) & ~taken).nonzero().flatten()
+        members = candidates[box_ios(boxes[i], boxes[candidates]) > threshold] if len(candidates) else candidates
+        taken[members] = True
+        group = torch.cat([torch.tensor([i]), members])
+        merged_boxes.append(torch.cat([boxes[group, :2].min(dim=0).values, boxes[group, 2:].max(dim=0).values]))
+        keep.append(i)
+        if detections.masks is not None:
+            masks.append(union([detections.masks[j] for j in group.tolist()]))
+    result = detections.select(keep)
+    result.boxes = torch.stack(merged_boxes)
+    if detections.masks is not None:
+        result.masks = masks
+    return result
+
+
+def nms_merge(detections: Detections, threshold: float = 0.5) -> Detections:
+    """Class-aware non-maximum suppression at IoU ``threshold``: keeps the best box of each
+    cluster as it is."""
+    from torchvision.ops import batched_nms
+
+    if len(detections) == 0:
+        return detections
+    return detections.select(batched_nms(detections.boxes, detections.scores, detections.labels, threshold))
+
+
+MERGES = {"greedy": greedy_merge, "nms": nms_merge}
+
+
+def detect_sliced(image, run: Callable[[list], list[Detections]], *, size: int, overlap: float, batch_size: int,
+                  merge: str = "greedy", match_threshold: float = 0.5, whole_image: bool = True,
+                  on_tiles: Callable[[int], None] | None = None) -> Detections:
+    """Detections in ``image`` (a CHW tensor) from its tiles, ``batch_size`` tiles per forward
+    pass, plus the whole image (``whole_image``), merged. ``run(list of CHW tensors)`` returns
+    one Detections per tensor; ``on_tiles(n)`` hears of each batch done."""
+    height, width = int(image.shape[-2]), int(image.shape[-1])
+    tiles = tile_grid(width, height, size, overlap)
+    parts = []
+    for start in range(0, len(tiles), batch_size):
+        batch = tiles[start: start + batch_size]
+        crops = [image[:, t.y: t.y + t.height, t.x: t.x + t.width] for t in batch]
+        for tile, found in zip(batch, run(crops)):
+            parts.append(found.shifted(tile.x, tile.y))
+        if on_tiles is not None:
+            on_tiles(len(batch))
+    if whole_image and len(tiles) > 1:
+        parts.extend(run([image]))
+    return MERGES[merge](Detections.concat(parts), match_threshold)

@@ -1,0 +1,191 @@
+"""detect training: COCO-format data, any torchvision detector with a new predictor for the
+data's classes, or Faster R-CNN on the offline EfficientNet-Lite0, through the shared trainer;
+mAP by COCO's rules (book ch. 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ptcli.errors import UsageError
+from ptcli.training.schema import DataConfig, SchedulerConfig, Section, TrainConfig, TrainerConfig
+from ptcli.training.task import Export, ParamGroup, TrainingTask
+
+from . import RECIPE
+from .models import OFFLINE_MODEL
+
+
+class DetectDataConfig(DataConfig):
+    #: A folder with images/, train.json and val.json (the layout of ../shared/data/detection)...
+    root: Path | None = None
+    #: ...or the annotation files and the image folder, named one by one.
+    train: Path | None = None
+    val: Path | None = None
+    images: Path | None = None
+    augment: Literal["none", "light", "strong"] = "light"
+
+    @model_validator(mode="after")
+    def _one_layout(self):
+        if self.root is None and self.train is None:
+            raise ValueError("give data.root (a folder with images/, train.json, val.json) or data.train (a COCO file)")
+        return self
+
+
+class DetectModelConfig(Section):
+    #: fasterrcnn_lite0_fpn (offline ImageNet backbone) or a torchvision detector (COCO weights).
+    name: str = OFFLINE_MODEL
+    #: Start from published weights: the backbone's ImageNet weights (Lite0, packaged) or the
+    #: detector's COCO weights (torchvision models, downloaded once).
+    pretrained: bool = True
+    #: Backbone layers trained, from the top (0-5); the rest stay as pretrained.
+    trainable_layers: int = Field(3, ge=0, le=5)
+    #: The detector's own resize: short side to min_size, long side at most max_size
+    #: (default: the model's; fasterrcnn_lite0_fpn 320/512, torchvision's 800/1333).
+    min_size: int | None = Field(None, ge=32)
+    max_size: int | None = Field(None, ge=32)
+    #: fasterrcnn_lite0_fpn: FPN width and one anchor size per level (strides 8, 16, 32, 64).
+    fpn_channels: int = Field(128, ge=8)
+    anchor_sizes: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
+
+
+class DetectTrainerConfig(TrainerConfig):
+    # torchvision's detection references: SGD, momentum 0.9, lr 0.02 for 16 images (0.01 for 4-8).
+    optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(4, ge=1)
+    # A warm-up, then annealing, and clipped gradients: without them SGD at 0.01 diverged after
+    # four epochs on ../shared/data/detection (the references warm up for their first 1000 steps).
+    scheduler: SchedulerConfig = Field(default_factory=lambda: SchedulerConfig(name="one-cycle"))
+    grad_clip: float | None = Field(10.0, gt=0)
+    #: Batch images of like aspect ratio (less padding), as torchvision's references do.
+    aspect_ratio_groups: bool = True
+
+
+class DetectConfig(TrainConfig):
+    data: DetectDataConfig
+    model: DetectModelConfig = Field(default_factory=DetectModelConfig)
+    trainer: DetectTrainerConfig = Field(default_factory=DetectTrainerConfig)
+
+
+def _losses(loss_dict: Mapping) -> dict:
+    return {name.removeprefix("loss_"): value for name, value in loss_dict.items()}
+
+
+class DetectTask(TrainingTask):
+    config_schema = DetectConfig
+    monitor = "val/map"
+    monitor_mode = "max"
+
+    def setup(self) -> None:
+        from .cocodata import coco_split, load_split
+
+        data = self.config.data
+        train_file = coco_split(data.root, data.train, data.images, "train")
+        if train_file is None:
+            raise UsageError(f"data.root={data.root} has no train.json; name the file with data.train")
+        images = data.images if data.images is not None else None
+        self.train_set = load_split(train_file, images)
+        val_file = coco_split(data.root, data.val, data.images, "val")
+        self.val_set = load_split(val_file, images) if val_file is not None else None
+        if self.val_set is not None and self.val_set.categories != self.train_set.categories:
+            raise UsageError(f"{val_file} and {train_file} list different categories")
+        self.spec = RECIPE.model_registry.get(self.config.model.name)
+        self.classes = self.train_set.names
+        self.masks = bool(self.spec.preprocessing.get("masks"))
+
+    def model_args(self) -> dict:
+        m = self.config.model
+        args = {key: value for key, value in {"min_size": m.min_size, "max_size": m.max_size}.items() if value is not None}
+        if self.spec.name == OFFLINE_MODEL:
+            args.update(fpn_channels=m.fpn_channels, anchor_sizes=list(m.anchor_sizes), trainable_layers=m.trainable_layers)
+        return args
+
+    def build_models(self) -> dict:
+        m = self.config.model
+        num_classes = len(self.classes) + 1
+        if self.spec.name == OFFLINE_MODEL:
+            return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, **self.model_args())}
+        if m.pretrained:
+            from ptcli.weights import resolve
+
+            resolve(self.spec.weights)  # into torch hub's cache, where the builder reads it; offline: the one-line error
+        return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, trainable_layers=m.trainable_layers,
+                                         **self.model_args())}
+
+    def param_groups(self, models: Mapping) -> dict[str, list[ParamGroup]]:
+        model = models["model"]
+        backbone = [p for p in model.backbone.parameters()]
+        ids = {id(p) for p in backbone}
+        heads = [p for p in model.parameters() if id(p) not in ids]
+        return {"main": [ParamGroup("backbone", backbone), ParamGroup("heads", heads)]}
+
+    def datasets(self):
+        from .cocodata import CocoDetectionSet
+
+        label_of = self.train_set.label_of()
+        train = CocoDetectionSet(self.train_set, label_of, masks=self.masks, augment=self.config.data.augment, train=True)
+        val = CocoDetectionSet(self.val_set, label_of, masks=self.masks) if self.val_set is not None else None
+        return train, val
+
+    def collate_fn(self):
+        from .cocodata import collate
+
+        return collate
+
+    def batch_sampler(self, dataset, batch_size: int, seed: int):
+        if not self.config.trainer.aspect_ratio_groups:
+            return None
+        from ptcli.training.sampling import GroupedBatches, aspect_ratio_groups
+
+        return GroupedBatches(aspect_ratio_groups(dataset.aspect_ratios), batch_size, seed)
+
+    def metrics(self):
+        from torchmetrics import MetricCollection
+
+        from .metrics import DetectionMAP
+
+        return MetricCollection({"map": DetectionMAP(self.classes, masks=self.masks)})
+
+    def training_step(self, batch, ctx) -> dict:
+        images, targets = batch
+        targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
+        losses = ctx.models["model"](list(images), targets)
+        loss = sum(losses.values())
+        ctx.optimize(loss)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in _losses(losses).items()}}
+
+    def validation_step(self, batch, ctx) -> dict:
+        images, targets = batch
+        predictions = ctx.models["model"](list(images))
+        preds = [{"boxes": p["boxes"], "scores": p["scores"], "labels": p["labels"],
+                  **({"masks": (p["masks"][:, 0] > 0.5)} if self.masks else {})} for p in predictions]
+        truth = [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["iscrowd"], "area": t["area"],
+                  **({"masks": t["masks"].bool()} if self.masks else {})} for t in targets]
+        ctx.update_metrics(preds, truth)
+        return {}
+
+    def export(self, models: Mapping) -> Export:
+        return Export(
+            state_dict=models["model"].state_dict(),
+            model=self.spec.name,
+            classes=list(self.classes),
+            preprocessing={"masks": self.masks},
+            model_args=self.model_args(),
+            extra={"category_ids": self.train_set.category_ids},
+        )
+
+    @classmethod
+    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
+        from .evaluation import evaluate_checkpoint
+
+        return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
+
+    @classmethod
+    def format_evaluation(cls, report: Mapping) -> str:
+        from .evaluation import format_report
+
+        return format_report(report)
