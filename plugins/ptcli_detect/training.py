@@ -71,6 +71,23 @@ class DetectConfig(TrainConfig):
     trainer: DetectTrainerConfig = Field(default_factory=DetectTrainerConfig)
 
 
+def validation_loss(model, images, targets):
+    """torchvision's detectors give losses only in training mode: a second forward in it, with
+    every BatchNorm kept in eval mode so that validation changes no statistics (the trainer runs
+    this under no_grad). val/loss breaks ties of val/map when the best checkpoint is picked."""
+    from torch import nn
+
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    try:
+        losses = model(images, [{k: v for k, v in t.items() if k != "image_id"} for t in targets])
+    finally:
+        model.eval()
+    return sum(losses.values())
+
+
 def _losses(loss_dict: Mapping) -> dict:
     return {name.removeprefix("loss_"): value for name, value in loss_dict.items()}
 
@@ -159,14 +176,14 @@ class DetectTask(TrainingTask):
         return {"loss": loss.detach(), **{k: v.detach() for k, v in _losses(losses).items()}}
 
     def validation_step(self, batch, ctx) -> dict:
-        images, targets = batch
-        predictions = ctx.models["model"](list(images))
+        images, targets = list(batch[0]), batch[1]
+        predictions = ctx.models["model"](images)
         preds = [{"boxes": p["boxes"], "scores": p["scores"], "labels": p["labels"],
                   **({"masks": (p["masks"][:, 0] > 0.5)} if self.masks else {})} for p in predictions]
         truth = [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["iscrowd"], "area": t["area"],
                   **({"masks": t["masks"].bool()} if self.masks else {})} for t in targets]
         ctx.update_metrics(preds, truth)
-        return {}
+        return {"loss": validation_loss(ctx.unwrapped("model"), images, targets)}
 
     def export(self, models: Mapping) -> Export:
         return Export(
