@@ -24,11 +24,11 @@ def annotation_file(data: Path) -> Path:
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     import torch
 
-    from ptcli.batching import Sample, as_list, run_batched_with_progress
+    from ptcli.batching import as_list, run_batched_with_progress
 
     from .coco import read_coco
     from .cocodata import CocoDetectionSet
-    from .metrics import DetectionMAP
+    from .metrics import DetectionMAP, metric_inputs
     from .models import has_masks, load_detector
 
     source = annotation_file(data)
@@ -45,30 +45,17 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     net = loaded.model.to(device).eval()
     metric = DetectionMAP(names, masks=masks)
 
-    def load(index: int):
-        from ptcli.errors import InputError
-
-        try:
-            image, target = dataset[index]
-        except InputError:
-            raise
-        return Sample(image, target)
-
     def forward(batch):
         return [{k: v.cpu() for k, v in out.items()} for out in net(batch)]
 
     failed = 0
-    for _index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=load, forward=forward,
+    for _index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=LoadTarget(dataset), forward=forward,
                                                      postprocess=lambda out, target: (out, target), device=device,
                                                      batch_size=batch_size, collate=as_list):
         if not isinstance(result, tuple):
             failed += 1
             continue
-        out, target = result
-        pred = {"boxes": out["boxes"], "scores": out["scores"], "labels": out["labels"]}
-        truth = {"boxes": target["boxes"], "labels": target["labels"], "iscrowd": target["iscrowd"], "area": target["area"]}
-        if masks:
-            pred["masks"], truth["masks"] = out["masks"][:, 0] > 0.5, target["masks"].bool()
+        pred, truth = metric_inputs(*result, masks)
         metric.update([pred], [truth])
     with torch.no_grad():
         scores = {key: float(value) for key, value in metric.compute().items()}
@@ -80,6 +67,20 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
             report[key] = round(scores[key], 4)
     report["failed"] = failed
     return report
+
+
+class LoadTarget:
+    """Item i of the data set as a Sample: the image, with its ground truth as metadata (a
+    class, so that it pickles for DataLoader workers under any start method)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, index: int):
+        from ptcli.batching import Sample
+
+        image, target = self.dataset[index]
+        return Sample(image, target)
 
 
 def format_report(report: Mapping) -> str:

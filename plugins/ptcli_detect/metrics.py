@@ -30,3 +30,13 @@ class DetectionMAP(MeanAveragePrecision):
             if ap >= 0 and 1 <= label <= len(self.class_names):  # -1: no ground truth of that class
                 result[f"ap/{self.class_names[label - 1]}"] = torch.tensor(ap)
         return result
+
+
+def metric_inputs(prediction: dict, target: dict, masks: bool) -> tuple[dict, dict]:
+    """A detector's output and the ground truth as MeanAveragePrecision takes them (soft
+    masks thresholded at 0.5; crowd flags and areas passed on, as COCO scores them)."""
+    pred = {"boxes": prediction["boxes"], "scores": prediction["scores"], "labels": prediction["labels"]}
+    truth = {"boxes": target["boxes"], "labels": target["labels"], "iscrowd": target["iscrowd"], "area": target["area"]}
+    if masks:
+        pred["masks"], truth["masks"] = prediction["masks"][:, 0] > 0.5, target["masks"].bool()
+    return pred, truth

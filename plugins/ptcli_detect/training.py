@@ -177,12 +177,10 @@ class DetectTask(TrainingTask):
 
     def validation_step(self, batch, ctx) -> dict:
         images, targets = list(batch[0]), batch[1]
-        predictions = ctx.models["model"](images)
-        preds = [{"boxes": p["boxes"], "scores": p["scores"], "labels": p["labels"],
-                  **({"masks": (p["masks"][:, 0] > 0.5)} if self.masks else {})} for p in predictions]
-        truth = [{"boxes": t["boxes"], "labels": t["labels"], "iscrowd": t["iscrowd"], "area": t["area"],
-                  **({"masks": t["masks"].bool()} if self.masks else {})} for t in targets]
-        ctx.update_metrics(preds, truth)
+        from .metrics import metric_inputs
+
+        pairs = [metric_inputs(p, t, self.masks) for p, t in zip(ctx.models["model"](images), targets)]
+        ctx.update_metrics([pred for pred, _ in pairs], [truth for _, truth in pairs])
         return {"loss": validation_loss(ctx.unwrapped("model"), images, targets)}
 
     def export(self, models: Mapping) -> Export:
