@@ -161,6 +161,9 @@ class Recipe:
     #: The recipe's training: a ptcli.training.task.TrainingTask subclass, for `ptcli train`,
     #: `ptcli lr-find` and `ptcli eval` (None: the recipe does inference only).
     training: Ref | None = None
+    #: What the recipe offers other plugins, by capability name (see ptcli.capabilities): for
+    #: "image-classifier", a loader the adversarial commands drive, so they name no recipe.
+    provides: Mapping[str, Ref] = field(default_factory=dict)
 
     @cached_property
     def model_registry(self) -> ModelRegistry:

@@ -20,6 +20,8 @@ RECIPE = Recipe(
     data="ptcli_classify_image.data:ImageFiles",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_classify_image.training:ClassifyImageTask",
+    # The adversarial commands (attack, defend) drive any image classifier through this.
+    provides={"image-classifier": "ptcli_classify_image.pixels:load_pixel_classifier"},
 )
 
 

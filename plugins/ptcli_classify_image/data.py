@@ -64,21 +64,32 @@ class Preprocess:
         top, left = int(round((height - self.crop) / 2.0)), int(round((width - self.crop) / 2.0))
         return image.crop((left, top, left + self.crop, top + self.crop))
 
-    def __call__(self, image):
+    def pixels(self, image):
+        """Resized and cropped, in [0, 1] (3, crop, crop): what the network sees before normalising."""
         import numpy as np
         import torch
 
         pixels = np.array(self.cropped(self.resized(image)), copy=True)
-        tensor = torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
-        return tensor.sub_(self.mean).div_(self.std)
+        return torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+
+    def normalize(self, pixels):
+        """(pixels - mean) / std, on (3, h, w) or (B, 3, h, w) tensors of any device."""
+        shape = (-1, 1, 1)
+        return (pixels - self.mean.to(pixels.device).view(shape)) / self.std.to(pixels.device).view(shape)
+
+    def __call__(self, image):
+        return self.pixels(image).sub_(self.mean).div_(self.std)
 
 
 class LoadImage:
-    """read + preprocess, for DataLoader workers (a class, so it pickles under any start method)."""
+    """read + preprocess, for DataLoader workers (a class, so it pickles under any start method).
+    ``pixels_only``: stop before normalising (an input filter comes first, see --defense)."""
 
-    def __init__(self, adapter: ImageFiles, preprocess: Preprocess) -> None:
+    def __init__(self, adapter: ImageFiles, preprocess: Preprocess, pixels_only: bool = False) -> None:
         self.adapter = adapter
         self.preprocess = preprocess
+        self.pixels_only = pixels_only
 
     def __call__(self, path: Path):
-        return self.preprocess(self.adapter.read(path))
+        image = self.adapter.read(path)
+        return self.preprocess.pixels(image) if self.pixels_only else self.preprocess(image)

@@ -43,10 +43,36 @@ class ImageModelConfig(Section):
     dropout: float = Field(0.5, ge=0, lt=1)
 
 
+class AdversarialConfig(Section):
+    """Adversarial training (Madry et al.; book ch. 9): part of each batch replaced by
+    adversarial examples of itself, crafted against the model as it is."""
+
+    method: Literal["pgd", "fgsm"] = "pgd"
+    #: L-inf budget in pixel values of [0, 1] (0.1 for digits, 4/255 = 0.0157 for photos).
+    eps: float = Field(0.1, ge=0, le=1)
+    steps: int = Field(7, ge=1)
+    #: PGD's step (default 2.5 * eps / steps).
+    step_size: float | None = Field(None, gt=0)
+    #: The fraction of each batch that is replaced.
+    ratio: float = Field(0.5, ge=0, le=1)
+
+
+class DistillConfig(Section):
+    """Knowledge distillation (defensive distillation, Papernot et al.): the student learns the
+    teacher checkpoint's probabilities softened at ``temperature``."""
+
+    teacher: Path
+    temperature: float = Field(20.0, gt=0)
+    #: Weight of the true labels' loss beside the teacher's (0: the teacher's alone).
+    alpha: float = Field(0.0, ge=0, le=1)
+
+
 class ClassifyImageConfig(TrainConfig):
     data: ImageDataConfig
     model: ImageModelConfig = Field(default_factory=ImageModelConfig)
     trainer: ClassificationTrainerConfig = Field(default_factory=ClassificationTrainerConfig)
+    adversarial: AdversarialConfig | None = None
+    distill: DistillConfig | None = None
 
 
 def is_scratch(name: str) -> bool:
@@ -72,6 +98,7 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         from ptcli.training.classification import ClassificationLoss
 
         self.loss = ClassificationLoss(cfg.trainer.label_smoothing, cfg.trainer.mixup)
+        self.teacher = self._teacher() if cfg.distill is not None else None
 
     def _preprocessing(self) -> dict:
         data, own = self.config.data, dict(self.spec.preprocessing)
@@ -83,6 +110,72 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         resize = data.resize or (int(own["resize"]) if not data.image_size and "resize" in own else round(size * 8 / 7))
         return {"resize": resize, "crop": size, "interpolation": own.get("interpolation", "bilinear"),
                 "mean": list(own.get("mean", IMAGENET_MEAN)), "std": list(own.get("std", IMAGENET_STD))}
+
+    def _teacher(self):
+        from .models import load_classifier
+
+        path = self.config.distill.teacher
+        net, classes, preprocessing = load_classifier(None, None, path)
+        if list(classes) != list(self.classes):
+            raise UsageError(f"distill.teacher {path} has the classes {classes}, not the data's {self.classes}")
+        mine = {k: self.preprocessing[k] for k in ("crop", "mean", "std")}
+        theirs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in preprocessing.items() if k in mine}
+        if theirs != mine:
+            raise UsageError(f"distill.teacher {path} preprocesses images as {theirs}, this run as {mine}: "
+                             "give the student the teacher's data settings (data.image_size, data.normalize)")
+        for parameter in net.parameters():
+            parameter.requires_grad_(False)
+        return net.to(self.device).eval()
+
+    def training_step(self, batch, ctx):
+        cfg = self.config
+        if cfg.adversarial is None and self.teacher is None:
+            return super().training_step(batch, ctx)
+        inputs, targets = batch
+        if cfg.adversarial is not None and cfg.adversarial.ratio > 0:
+            inputs = self._with_adversarial(inputs, targets, ctx)
+        logits = ctx.model(inputs)
+        if self.teacher is None:
+            loss = self.loss(logits, targets)
+        else:
+            import torch
+            import torch.nn.functional as F
+
+            distill = cfg.distill
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(inputs).float() / distill.temperature, dim=-1)
+            kl = F.kl_div(F.log_softmax(logits.float() / distill.temperature, dim=-1), soft, reduction="batchmean")
+            loss = (1 - distill.alpha) * kl * distill.temperature ** 2 + distill.alpha * self.loss(logits, targets)
+        ctx.optimize(loss)
+        return {"loss": loss.detach()}
+
+    def _with_adversarial(self, inputs, targets, ctx):
+        """The first ``ratio`` of the batch replaced by adversarial examples, crafted in pixel
+        space (the normalisation undone and redone around the attack) against the model in
+        eval mode, so that the attack's forward passes leave BatchNorm's statistics alone."""
+        import torch
+
+        from ptcli.attacks import fgsm, pgd
+
+        adv = self.config.adversarial
+        count = int(round(adv.ratio * inputs.shape[0]))
+        if count == 0:
+            return inputs
+        mean = torch.tensor(self.preprocessing["mean"], device=inputs.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocessing["std"], device=inputs.device).view(1, -1, 1, 1)
+        model = ctx.unwrapped()
+        pixels = (inputs[:count] * std + mean).clamp(0, 1).detach()
+        on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
+        model.eval()
+        try:
+            if adv.method == "fgsm":
+                crafted = fgsm(on_pixels, pixels, targets[:count], eps=adv.eps)
+            else:
+                crafted = pgd(on_pixels, pixels, targets[:count], eps=adv.eps, steps=adv.steps, step_size=adv.step_size,
+                              seed=self.config.trainer.seed * 1_000_003 + ctx.step)
+        finally:
+            model.train()
+        return torch.cat([(crafted - mean) / std, inputs[count:]])
 
     def model_args(self) -> dict:
         if is_scratch(self.spec.name):

@@ -1,0 +1,32 @@
+"""attack and defend: adversarial samples against any image classifier ptcli loads, robust
+accuracy over a data set, transfer attacks, and input-filter defences measured honestly
+(book ch. 9).
+
+This module is what `ptcli --help` imports: declarations only, no torch.
+"""
+
+from ptcli import hookimpl
+from ptcli.recipe import Command, DeviceSupport, Recipe
+
+RECIPE = Recipe(
+    name="adversarial",
+    help="Adversarial samples (FGSM, PGD, APGD) and defences for image classifiers.",
+    commands=(
+        Command(
+            name="attack",
+            help="Perturb images within --eps so a classifier gets them wrong; --data: robust accuracy.",
+            target="ptcli_adversarial.command:attack",
+        ),
+        Command(
+            name="defend",
+            help="Clean and robust accuracy of a classifier with and without each input filter.",
+            target="ptcli_adversarial.command:defend",
+        ),
+    ),
+    devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),
+)
+
+
+@hookimpl
+def register_recipes(register):
+    register(RECIPE)

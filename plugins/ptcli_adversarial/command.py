@@ -1,0 +1,245 @@
+"""`ptcli attack` and `ptcli defend`. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import InputError, UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+MethodOption = Annotated[str, typer.Option(metavar="fgsm|pgd|apgd", help="fgsm (one step), pgd (projected gradient descent), apgd (APGD-CE: step sizes adapt; the strong one).")]
+NormOption = Annotated[str, typer.Option(metavar="linf|l2", help="The perturbation's norm.")]
+EpsOption = Annotated[str, typer.Option(metavar="E", help="Budget in pixel values of [0, 1]: 4/255 or 0.0157.")]
+StepsOption = Annotated[int, typer.Option(min=1, metavar="N", help="Attack steps (pgd, apgd).")]
+
+
+def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | None, random_start: bool, seed: int):
+    from ptcli.attacks import ATTACKS, NORMS, parse_eps
+
+    from .robustness import AttackSettings
+
+    if method not in ATTACKS:
+        raise UsageError(f"--method must be one of {', '.join(ATTACKS)} (got {method!r})")
+    if norm not in NORMS:
+        raise UsageError(f"--norm must be one of {', '.join(NORMS)} (got {norm!r})")
+    return AttackSettings(method=method, norm=norm, eps=parse_eps(eps), steps=steps,
+                          step_size=parse_eps(step_size) if step_size is not None else None,
+                          random_start=random_start, seed=seed)
+
+
+def _classifier(model, weights, checkpoint, device):
+    from ptcli import capabilities
+    from ptcli.devices import check_device_syntax, resolve_device
+
+    check_device_syntax(device)
+    if checkpoint is not None and (model is not None or weights is not None):
+        raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
+    target = resolve_device(device, RECIPE.devices.devices)
+    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights)
+    return classifier.to(target), target
+
+
+def attack(
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or globs to perturb.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name (default: efficientnet_lite0, offline).", show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A classify-image checkpoint.")] = None,
+    method: MethodOption = "pgd",
+    norm: NormOption = "linf",
+    eps: EpsOption = "4/255",
+    steps: StepsOption = 10,
+    step_size: Annotated[str | None, typer.Option(metavar="A", help="PGD's step [default: 2.5 * eps / steps].", show_default=False)] = None,
+    random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD starts at a random point of the eps ball.")] = True,
+    target: Annotated[str | None, typer.Option(metavar="LABEL", help="Targeted: push each image towards this class.")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Where DIR/<name>_adv.png goes (lossless, original size).")] = Path("."),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")] = False,
+    data: Annotated[Path | None, typer.Option(metavar="DIR", help="Robust accuracy over a labelled ImageFolder (DIR/<class>/*, or its val/) instead of perturbing files.")] = None,
+    source: Annotated[Path | None, typer.Option(metavar="CKPT", help="With --data: craft on this checkpoint, score on the model (a black-box transfer attack).")] = None,
+    defense: Annotated[str | None, typer.Option(metavar="F", help="With --data: an input filter before the model, jpeg:75, median:3 or bits:4; the adaptive attack (BPDA) is run too.")] = None,
+    checks: Annotated[bool, typer.Option("--checks/--no-checks", help="With --data: run the attack's sanity checks (eps 0, half eps, half steps, APGD).")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per attack batch (--data).")] = 32,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random start.")] = 0,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Craft adversarial images against an image classifier (EfficientNet-Lite0 by default,
+    offline). The perturbation lives in the original image's pixels: resizing, cropping and
+    normalising happen inside the attacked model, and each result is saved as a lossless PNG
+    at the original size whose change is within --eps. Each saved file is classified again the
+    way `ptcli classify-image` does; "success" is what that gives. With --data, prints clean
+    and robust accuracy instead."""
+    settings = _settings(method, norm, eps, steps, step_size, random_start, seed)
+    if data is not None:
+        if paths:
+            raise UsageError("give image files or --data DIR, not both")
+        _robustness(model, weights, checkpoint, data, source, defense, checks, settings, batch_size, device, json_output)
+        return
+    if source is not None or defense is not None:
+        raise UsageError("--source and --defense go with --data DIR")
+    if not paths:
+        raise UsageError("give at least one image file, folder or glob, or --data DIR (see `ptcli attack --help`)")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} is a file; -o names a folder for the adversarial images")
+    from ptcli.inputs import expand_inputs
+
+    inputs = expand_inputs(paths, (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
+    classifier, target_device = _classifier(model, weights, checkpoint, device)
+    target_index = None
+    if target is not None:
+        if target not in classifier.labels:
+            import difflib
+
+            close = difflib.get_close_matches(target, classifier.labels, n=3)
+            raise UsageError(f"--target {target!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        target_index = classifier.labels.index(target)
+    from ptcli.output import progress
+    from ptcli.results import Failed, ResultFormat, emit_results
+
+    from .files import attack_file
+
+    def results():
+        with progress() as bar:
+            task = bar.add_task("attacking", total=len(inputs) * max(settings.steps, 1))
+            for path in inputs:
+                try:
+                    yield path, attack_file(classifier, path, settings, target_index, output, overwrite, target_device,
+                                            on_step=lambda: bar.advance(task))
+                except InputError as exc:
+                    yield path, Failed(str(exc))
+
+    fmt = ResultFormat(human=_human_file, fields=lambda path, r: r, failed="could not be attacked")
+    emit_results(results(), fmt, total=len(inputs), json_output=json_output)
+
+
+def _human_file(path, r: dict) -> str:
+    outcome = "fooled" if r["success"] else "NOT fooled (the saved file keeps its label)"
+    return (f"{path} -> {r['output']}: {r['clean']['label']} ({r['clean']['score']:.3f}) -> "
+            f"{r['adversarial']['label']} ({r['adversarial']['score']:.3f}), {outcome}; "
+            f"L-inf {r['linf'] * 255:.1f}/255, L2 {r['l2']:.3f}")
+
+
+def _robustness(model, weights, checkpoint, data, source, defense, checks, settings, batch_size, device, json_output):
+    from ptcli.defenses import parse_filter
+    from ptcli.output import emit, emit_json, progress, warn
+
+    from .robustness import load_batches, robust_accuracy, sanity_checks
+
+    if not Path(data).is_dir():
+        raise UsageError(f"data folder not found: {data}")
+    in_filter = parse_filter(defense) if defense is not None else None
+    classifier, target_device = _classifier(model, weights, checkpoint, device)
+    craft_on = None
+    if source is not None:
+        from .transfer import source_model
+
+        craft_on = source_model(source, classifier, target_device)
+    batches = load_batches(classifier, data, batch_size)
+    total = sum(len(labels) for _, labels, _, _ in batches)
+    with progress() as bar:
+        def run(s, **kwargs):
+            task = bar.add_task(f"{s.method} eps {s.eps:.4g}", total=total)
+            try:
+                return robust_accuracy(classifier, batches, s, device=target_device, craft_on=craft_on,
+                                       defense=in_filter, on_batch=lambda n: bar.advance(task, n), **kwargs)
+            finally:
+                bar.remove_task(task)
+
+        main = run(settings)
+        report = {"data": str(data), "model": classifier.source, "method": settings.method, "norm": settings.norm,
+                  "eps": round(settings.eps, 6), "steps": settings.steps, **main.as_dict(), "failed": main.extra["failed"]}
+        if in_filter is not None:
+            naive = run(settings, adaptive=False)
+            report.update(defense=in_filter.name, robust_accuracy_non_adaptive=naive.as_dict()["robust_accuracy"])
+            report["gradient_masking"] = naive.robust - main.robust > 0.1 * max(main.samples, 1)
+        if source is not None:
+            report.update(source=str(source), transfer_rate=report["attack_success_rate"])
+        if checks and source is None:
+            report["checks"] = sanity_checks(run, settings, main)
+    if json_output:
+        emit_json(report)
+    else:
+        emit(_human_report(report))
+    if report.get("gradient_masking"):
+        warn(f"{report['defense']} only masks gradients: {report['robust_accuracy_non_adaptive']:.2f} robust accuracy "
+             f"against the plain attack, {report['robust_accuracy']:.2f} against the adaptive one (BPDA)")
+    if any(not check["ok"] for check in report.get("checks", [])):
+        warn("a sanity check failed: the attack may be broken or the model masks its gradients")
+
+
+def _human_report(r: dict) -> str:
+    lines = [f"{r['samples']} images of {r['data']}, {r['method'].upper()} {r['norm']} eps {r['eps']:.4g} ({r['eps'] * 255:.1f}/255), "
+             f"{r['steps']} steps",
+             f"clean accuracy       {r['clean_accuracy']:.4f}",
+             f"robust accuracy      {r['robust_accuracy']:.4f}" + (" (adaptive: BPDA through the filter)" if "defense" in r else ""),
+             f"attack success rate  {r['attack_success_rate']:.4f}",
+             f"mean L-inf / L2      {r['mean_linf']:.4f} / {r['mean_l2']:.4f}"]
+    if "defense" in r:
+        lines.append(f"defense {r['defense']}: robust {r['robust_accuracy_non_adaptive']:.4f} against the plain attack")
+    if "transfer_rate" in r:
+        lines.append(f"transfer rate        {r['transfer_rate']:.4f} (crafted on {r['source']})")
+    for check in r.get("checks", []):
+        lines.append(f"check: {check['name']}: {'ok' if check['ok'] else 'FAILED'} ({check['detail']})")
+    if r.get("failed"):
+        lines.append(f"{r['failed']} images could not be read")
+    return "\n".join(lines)
+
+
+def defend(
+    checkpoint: Annotated[Path | None, typer.Argument(metavar="CKPT", help="A classify-image checkpoint (default: the offline EfficientNet-Lite0).", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(metavar="DIR", help="A labelled ImageFolder (DIR/<class>/*, or its val/).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name, instead of CKPT.", show_default=False)] = None,
+    filters: Annotated[str, typer.Option("--filters", metavar="F,G", help="The input filters compared.")] = "jpeg:75,median:3,bits:4",
+    method: MethodOption = "pgd",
+    norm: NormOption = "linf",
+    eps: EpsOption = "4/255",
+    steps: StepsOption = 10,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per attack batch.")] = 32,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """One table: clean and robust accuracy of a classifier with no defence and with each input
+    filter, under the plain attack (which does not see the filter) and the adaptive one (BPDA:
+    through the filter as if it were the identity). Where the two differ, the filter masks
+    gradients rather than making the model robust."""
+    from ptcli.defenses import parse_filter
+    from ptcli.output import emit, emit_json, progress
+
+    from .robustness import load_batches, robust_accuracy
+
+    if data is None:
+        raise UsageError("give --data DIR, a labelled ImageFolder")
+    if not data.is_dir():
+        raise UsageError(f"data folder not found: {data}")
+    settings = _settings(method, norm, eps, steps, None, True, 0)
+    chosen = [parse_filter(f.strip()) for f in filters.split(",") if f.strip()]
+    classifier, target_device = _classifier(model, None, checkpoint, device)
+    batches = load_batches(classifier, data, batch_size)
+    total = sum(len(labels) for _, labels, _, _ in batches)
+    rows = []
+    with progress() as bar:
+        for in_filter in [None, *chosen]:
+            task = bar.add_task(in_filter.name if in_filter else "no defence", total=total * (2 if in_filter else 1))
+            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            adaptive = robust_accuracy(classifier, batches, settings, device=target_device, defense=in_filter, on_batch=advance)
+            plain = robust_accuracy(classifier, batches, settings, device=target_device, defense=in_filter, adaptive=False,
+                                    on_batch=advance) if in_filter else adaptive
+            bar.remove_task(task)
+            rows.append({"defense": in_filter.name if in_filter else "none", "clean_accuracy": adaptive.as_dict()["clean_accuracy"],
+                         "robust_accuracy": plain.as_dict()["robust_accuracy"],
+                         "robust_accuracy_adaptive": adaptive.as_dict()["robust_accuracy"], "samples": adaptive.samples})
+    report = {"model": classifier.source, "data": str(data), "method": settings.method, "norm": settings.norm,
+              "eps": round(settings.eps, 6), "steps": settings.steps, "rows": rows}
+    if json_output:
+        emit_json(report)
+        return
+    lines = [f"{rows[0]['samples']} images of {data}, {settings.method.upper()} {settings.norm} eps {settings.eps:.4g}, {settings.steps} steps",
+             f"{'defence':<10} {'clean':>7} {'robust':>7} {'adaptive':>9}"]
+    for row in rows:
+        masked = "  (masks gradients)" if row["robust_accuracy"] - row["robust_accuracy_adaptive"] > 0.1 else ""
+        lines.append(f"{row['defense']:<10} {row['clean_accuracy']:>7.4f} {row['robust_accuracy']:>7.4f} {row['robust_accuracy_adaptive']:>9.4f}{masked}")
+    emit("\n".join(lines))

@@ -1,0 +1,108 @@
+"""classify-image's "image-classifier" capability (ptcli.capabilities): the classifier on
+pixels in [0, 1], with its preprocessing as differentiable modules, for the adversarial
+commands. The resize uses torch's antialiased interpolation, the algorithm of Pillow's
+resize that the command itself uses (they agree to about one grey level; a test checks that
+both give the same prediction)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _modules():
+    import torch
+    from torch import nn
+
+    class Normalized(nn.Module):
+        """(pixels - mean) / std, then the network."""
+
+        def __init__(self, net, mean, std) -> None:
+            super().__init__()
+            self.net = net
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+        def forward(self, pixels):
+            return self.net((pixels - self.mean) / self.std)
+
+    class Pipeline(nn.Module):
+        """Original-size pixels to logits: the short side resized to ``resize``, the centre
+        ``crop`` cut out, normalised; differentiable throughout."""
+
+        def __init__(self, network, resize: int, crop: int, interpolation: str) -> None:
+            super().__init__()
+            self.network, self.resize, self.crop = network, resize, crop
+            self.mode = {"bicubic": "bicubic", "bilinear": "bilinear"}.get(interpolation, "bilinear")
+
+        def forward(self, pixels):
+            import torch.nn.functional as F
+
+            height, width = pixels.shape[-2:]
+            short, long = min(width, height), max(width, height)
+            new_short, new_long = self.resize, int(self.resize * long / short)
+            size = (new_long, new_short) if width <= height else (new_short, new_long)  # (h, w)
+            if size != (height, width):
+                pixels = F.interpolate(pixels, size=size, mode=self.mode, antialias=True, align_corners=False).clamp(0, 1)
+            h, w = size
+            if self.crop > h or self.crop > w:  # as the command: zero padding around a small image
+                pad_w, pad_h = max(self.crop - w, 0), max(self.crop - h, 0)
+                pixels = F.pad(pixels, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+                h, w = pixels.shape[-2:]
+            top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
+            return self.network(pixels[..., top: top + self.crop, left: left + self.crop])
+
+    return Normalized, Pipeline
+
+
+class PixelClassifier:
+    def __init__(self, net, labels: list[str], preprocessing: dict, source: str) -> None:
+        from . import RECIPE
+        from .data import Preprocess
+
+        self.net = net.eval()
+        self.labels = list(labels)
+        self.preprocessing = dict(preprocessing)
+        self.source = source
+        self.preprocess = Preprocess(preprocessing)
+        self.adapter = RECIPE.data_adapter
+        normalized, pipeline = _modules()
+        self._network = normalized(self.net, list(preprocessing["mean"]), list(preprocessing["std"]))
+        self._pipeline = pipeline(self._network, int(preprocessing["resize"]), int(preprocessing["crop"]),
+                                  str(preprocessing.get("interpolation", "bilinear")))
+
+    def to(self, device) -> PixelClassifier:
+        self._pipeline.to(device)
+        return self
+
+    def read(self, path: Path):
+        return self.adapter.read(path)
+
+    def model_input(self, image):
+        return self.preprocess.pixels(image)
+
+    def network(self):
+        return self._network
+
+    def pipeline(self):
+        return self._pipeline
+
+    def predict_file(self, path: Path) -> tuple[int, float]:
+        import torch
+
+        device = next(self.net.parameters()).device
+        with torch.inference_mode():
+            probabilities = self.net(self.preprocess(self.read(path))[None].to(device)).float().softmax(-1)[0]
+        score, index = probabilities.max(0)
+        return int(index), float(score)
+
+    def labelled(self, data: Path) -> list[tuple[Path, int]]:
+        from .evaluation import labelled_images
+
+        return labelled_images(data, self.labels)
+
+
+def load_pixel_classifier(*, checkpoint=None, model=None, weights=None) -> PixelClassifier:
+    from .models import DEFAULT_MODEL, load_classifier
+
+    net, labels, preprocessing = load_classifier(model, weights, checkpoint)
+    return PixelClassifier(net, labels, preprocessing, str(checkpoint or weights or model or DEFAULT_MODEL))

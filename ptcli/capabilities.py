@@ -1,0 +1,69 @@
+"""Capabilities: what one recipe offers other plugins without either naming the other.
+
+A recipe declares ``provides={"image-classifier": "pkg.module:loader"}``; a plugin that works
+on any image classifier (attack, defend) asks for the capability, and gets the loader of the
+recipe a checkpoint names, or of the one installed recipe that provides it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from ptcli.errors import UsageError
+
+IMAGE_CLASSIFIER = "image-classifier"
+
+
+class ImageClassifier(Protocol):
+    """An image classifier as the adversarial tools drive it: on pixels in [0, 1]."""
+
+    labels: list[str]
+    source: str
+
+    def read(self, path: Path) -> Any:
+        """An image file as an upright RGB PIL image (InputError if it cannot be read)."""
+
+    def model_input(self, image) -> Any:
+        """The pixels (3, h, w) the network sees, resized and cropped, before normalisation."""
+
+    def network(self) -> Any:
+        """A module from model_input pixels (B, 3, h, w) to logits (normalisation inside)."""
+
+    def pipeline(self) -> Any:
+        """A module from the original image's pixels (B, 3, H, W) to logits: resize, crop and
+        normalisation inside, differentiable, as the command's own preprocessing does them."""
+
+    def predict_file(self, path: Path) -> tuple[int, float]:
+        """(label index, probability) of a file through the command's own preprocessing."""
+
+    def labelled(self, data: Path) -> list[tuple[Path, int]]:
+        """(image, label index) pairs of a labelled data folder (the recipe's layout)."""
+
+
+def providers(capability: str) -> list:
+    from ptcli.plugins import get_plugins
+
+    return [recipe for recipe in get_plugins().recipes.values() if capability in recipe.provides]
+
+
+def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
+    """The capability's object: from the recipe that wrote ``checkpoint`` (which must provide
+    it), else from the installed recipe that provides it."""
+    from ptcli.checkpoints import read_sidecar
+    from ptcli.recipe import load_ref
+
+    offering = providers(capability)
+    if not offering:
+        raise UsageError(f"no installed recipe provides {capability} (see `ptcli plugins`)")
+    if checkpoint is not None:
+        recipe_name = read_sidecar(checkpoint).get("recipe", "")
+        chosen = [recipe for recipe in offering if recipe.name == recipe_name]
+        if not chosen:
+            raise UsageError(f"checkpoint {checkpoint} is a {recipe_name or 'unknown recipe'} checkpoint; this command needs "
+                             f"{'an' if capability[0] in 'aeiou' else 'a'} {capability} "
+                             f"({', '.join(recipe.name for recipe in offering)})")
+        recipe = chosen[0]
+    else:
+        recipe = offering[0]
+    return load_ref(recipe.provides[capability])(checkpoint=checkpoint, **kwargs)
