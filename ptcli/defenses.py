@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ptcli.errors import UsageError
 
-KINDS = {"jpeg": (1, 100, "quality"), "median": (1, 15, "window size (odd)"), "bits": (1, 8, "bits per channel")}
+KINDS = {"jpeg": (1, 100, "quality"), "median": (1, 15, "window size"), "bits": (1, 8, "bits per channel")}
 #: The filters `ptcli defend` compares, with their usual settings.
 STANDARD = ("jpeg:75", "median:3", "bits:4")
 

@@ -270,8 +270,9 @@ def test_adversarial_training_raises_robust_accuracy_on_real_digits(cli, shared_
     for name, run in (("plain", plain), ("adversarial", adversarial)):
         result = cli("attack", "--data", digits / "val", "--checkpoint", run["best_checkpoint"], "--eps", "0.1", "--no-checks", "--json")
         scores[name] = json.loads(result.stdout)
-    # measured: robust accuracy 0.14 -> 0.22, clean 0.855 -> 0.785 (bench/adversarial_training.py runs the full recipes)
-    assert scores["adversarial"]["robust_accuracy"] >= scores["plain"]["robust_accuracy"] + 0.04, scores
+    # measured: robust accuracy 0.14 -> 0.305, clean 0.855 -> 0.76 (bench/adversarial_training.py runs the
+    # full recipes: 0.145 -> 0.475)
+    assert scores["adversarial"]["robust_accuracy"] >= scores["plain"]["robust_accuracy"] + 0.08, scores
 
 
 @pytest.mark.slow
@@ -282,3 +283,17 @@ def test_defensive_distillation_trains_a_student_on_the_teacher(cli, colours, pl
                                                "model": {"name": "simplenet"}, "distill": {"teacher": plain_model}})
     result = cli("train", wrong)
     assert result.exit_code == 2 and "preprocesses images as" in result.stderr
+
+
+@pytest.mark.slow
+def test_classify_image_takes_an_input_filter(cli, shared_data, tmp_path):
+    cat = shared_data / "images" / "cat.jpg"
+    attacked = json.loads(cli("attack", cat, "-o", tmp_path, "--json").stdout)
+    plain = json.loads(cli("classify-image", attacked["output"], "--json", "-k", "1").stdout)["predictions"][0]
+    filtered = json.loads(cli("classify-image", attacked["output"], "--json", "-k", "1", "--defense", "median:5").stdout)
+    assert plain["label"] == attacked["adversarial"]["label"]
+    assert filtered["predictions"][0]["label"] != plain["label"]  # the filter undoes this (non-adaptive) attack
+    clean = json.loads(cli("classify-image", cat, "--json", "-k", "1", "--defense", "bits:6").stdout)["predictions"][0]
+    assert clean["label"] == "tabby"
+    bad = cli("classify-image", cat, "--defense", "median:4")
+    assert bad.exit_code == 2 and "odd number" in bad.stderr

@@ -77,3 +77,10 @@ def test_detect_trains_on_cuda(cli, tmp_path, precision):
     result = cli("train", config, "--json")
     assert result.exit_code == 0, result.stderr
     assert "val/map" in json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
+
+
+def test_attack_on_cuda_fools_the_saved_file(cli, tmp_path, shared_data):
+    result = cli("attack", shared_data / "images" / "cat.jpg", "-o", tmp_path, "--device", "cuda", "--json")
+    assert result.exit_code == 0, result.stderr
+    r = json.loads(result.stdout)
+    assert r["success"] and r["linf"] <= 4 / 255 + 1e-6

@@ -41,6 +41,9 @@ def classify_image(
     workers: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Image-decoding processes [default: 0 for one batch, else up to 4].")
     ] = None,
+    defense: Annotated[
+        str | None, typer.Option(metavar="F", help="An input filter before the model, against adversarial images: jpeg:75, median:3 or bits:4 (measure it with `ptcli defend`).")
+    ] = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
     list_models: Annotated[bool, typer.Option("--list-models", help="List model names and exit.")] = False,
@@ -62,6 +65,11 @@ def classify_image(
         return
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli classify-image --help`)")
+    in_filter = None
+    if defense is not None:
+        from ptcli.defenses import parse_filter
+
+        in_filter = parse_filter(defense)
     adapter = RECIPE.data_adapter
     inputs = expand_inputs(paths, adapter.extensions)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
@@ -70,7 +78,11 @@ def classify_image(
     net = net.to(target).eval()
     k = min(top_k, len(labels))
 
+    preprocess = Preprocess(preprocessing)
+
     def forward(batch):
+        if in_filter is not None:  # batches are pixels in [0, 1]: filter, then normalise
+            batch = preprocess.normalize(in_filter(batch))
         return net(batch).float().softmax(dim=-1).cpu()
 
     def postprocess(probabilities):
@@ -83,7 +95,7 @@ def classify_image(
     results = run_batched_with_progress(
         "classifying",
         inputs,
-        load=LoadImage(adapter, Preprocess(preprocessing)),
+        load=LoadImage(adapter, preprocess, pixels_only=in_filter is not None),
         forward=forward,
         postprocess=postprocess,
         device=target,

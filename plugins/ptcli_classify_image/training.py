@@ -99,6 +99,11 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
 
         self.loss = ClassificationLoss(cfg.trainer.label_smoothing, cfg.trainer.mixup)
         self.teacher = self._teacher() if cfg.distill is not None else None
+        if cfg.adversarial is not None:
+            # The best checkpoint of adversarial training is the most robust one: clean accuracy
+            # peaks epochs before robustness does (measured on digits: +8 points of robust
+            # accuracy between the best-clean and the last epoch).
+            self.monitor = "val/robust_accuracy"
 
     def _preprocessing(self) -> dict:
         data, own = self.config.data, dict(self.spec.preprocessing)
@@ -149,33 +154,61 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         ctx.optimize(loss)
         return {"loss": loss.detach()}
 
-    def _with_adversarial(self, inputs, targets, ctx):
-        """The first ``ratio`` of the batch replaced by adversarial examples, crafted in pixel
-        space (the normalisation undone and redone around the attack) against the model in
-        eval mode, so that the attack's forward passes leave BatchNorm's statistics alone."""
+    def metrics(self):
+        if self.config.adversarial is None:
+            return super().metrics()
+        from torchmetrics import MetricCollection
+
+        from .robust_metrics import CleanAndRobustAccuracy
+
+        return MetricCollection({"accuracy": CleanAndRobustAccuracy(len(self.classes))})
+
+    def validation_step(self, batch, ctx):
+        if self.config.adversarial is None:
+            return super().validation_step(batch, ctx)
+        import torch
+
+        inputs, targets = batch
+        logits = ctx.model(inputs).float()
+        with torch.enable_grad():  # validation runs under no_grad; the attack needs gradients
+            attacked = self._adversarial(inputs, targets, ctx, seed=0)
+        ctx.update_metrics(logits, ctx.model(attacked).float(), targets)
+        return {"loss": self.loss.criterion(logits, targets)}
+
+    def _adversarial(self, inputs, targets, ctx, seed: int):
+        """Adversarial versions of normalised ``inputs``, crafted in pixel space (the
+        normalisation undone and redone around the attack) against the model in eval mode,
+        so that the attack's forward passes leave BatchNorm's statistics alone."""
         import torch
 
         from ptcli.attacks import fgsm, pgd
 
         adv = self.config.adversarial
-        count = int(round(adv.ratio * inputs.shape[0]))
-        if count == 0:
-            return inputs
         mean = torch.tensor(self.preprocessing["mean"], device=inputs.device).view(1, -1, 1, 1)
         std = torch.tensor(self.preprocessing["std"], device=inputs.device).view(1, -1, 1, 1)
         model = ctx.unwrapped()
-        pixels = (inputs[:count] * std + mean).clamp(0, 1).detach()
+        pixels = (inputs * std + mean).clamp(0, 1).detach()
         on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
+        training = model.training
         model.eval()
         try:
             if adv.method == "fgsm":
-                crafted = fgsm(on_pixels, pixels, targets[:count], eps=adv.eps)
+                crafted = fgsm(on_pixels, pixels, targets, eps=adv.eps)
             else:
-                crafted = pgd(on_pixels, pixels, targets[:count], eps=adv.eps, steps=adv.steps, step_size=adv.step_size,
-                              seed=self.config.trainer.seed * 1_000_003 + ctx.step)
+                crafted = pgd(on_pixels, pixels, targets, eps=adv.eps, steps=adv.steps, step_size=adv.step_size, seed=seed)
         finally:
-            model.train()
-        return torch.cat([(crafted - mean) / std, inputs[count:]])
+            model.train(training)
+        return (crafted - mean) / std
+
+    def _with_adversarial(self, inputs, targets, ctx):
+        """The first ``ratio`` of the batch replaced by adversarial examples of itself."""
+        import torch
+
+        count = int(round(self.config.adversarial.ratio * inputs.shape[0]))
+        if count == 0:
+            return inputs
+        crafted = self._adversarial(inputs[:count], targets[:count], ctx, seed=self.config.trainer.seed * 1_000_003 + ctx.step)
+        return torch.cat([crafted, inputs[count:]])
 
     def model_args(self) -> dict:
         if is_scratch(self.spec.name):
