@@ -297,3 +297,16 @@ def test_classify_image_takes_an_input_filter(cli, shared_data, tmp_path):
     assert clean["label"] == "tabby"
     bad = cli("classify-image", cat, "--defense", "median:4")
     assert bad.exit_code == 2 and "odd number" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_named_model_with_local_weights_is_attacked_too(cli, shared_data, tmp_path):
+    from ptcli.pretrained import _lite0_file
+
+    result = cli("attack", shared_data / "images" / "cat.jpg", "--model", "efficientnet_lite0", "--weights", _lite0_file(),
+                 "-o", tmp_path, "--steps", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    r = json.loads(result.stdout)
+    assert r["clean"]["label"] == "tabby" and r["success"]
+    both = cli("attack", shared_data / "images" / "cat.jpg", "--checkpoint", tmp_path / "x.safetensors", "--model", "resnet18")
+    assert both.exit_code == 2 and "--checkpoint already names its model" in both.stderr
