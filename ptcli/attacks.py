@@ -6,8 +6,8 @@ Every attack takes ``model``: a module from pixel images in [0, 1] (B, 3, H, W) 
 any resizing and normalisation inside it, so that a perturbation bounded by ``eps`` is bounded
 in the pixels a file holds. It returns adversarial pixels within ``eps`` of ``x`` and in [0, 1].
 ``quantize`` rounds the result to 8-bit values (what a PNG stores) inside the budget, so that
-saving it does not undo the attack. Each sample keeps the first perturbation that succeeded,
-so more steps never lose a success.
+saving it does not undo the attack. Each sample keeps the latest point that succeeded (later
+ones push the loss further), so more steps never lose a success.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = N
 
 
 def _keep_successes(model, x, y, targeted, rounded, unrounded, eps, norm):
-    """Rounding can undo a success found at the budget's edge: try the rounded last point of
-    the unrounded one too (both are on the grid), per sample the one that succeeds."""
+    """Rounding can undo a success found at the budget's edge: where it does, try the point
+    moved a little inside the budget, rounded again, and keep whichever succeeds."""
     import torch
 
     with torch.no_grad():

@@ -49,7 +49,8 @@ def providers(capability: str) -> list:
 
 def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
     """The capability's object: from the recipe that wrote ``checkpoint`` (which must provide
-    it), else from the installed recipe that provides it."""
+    it), else from the first installed recipe that provides it (with ``model``, the first whose
+    models include that name; an unknown name is then that recipe's own error)."""
     from ptcli.checkpoints import read_sidecar
     from ptcli.recipe import load_ref
 
@@ -64,6 +65,9 @@ def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
                              f"{'an' if capability[0] in 'aeiou' else 'a'} {capability} "
                              f"({', '.join(recipe.name for recipe in offering)})")
         recipe = chosen[0]
+    elif kwargs.get("model") is not None:  # the provider whose models include that name
+        known = [recipe for recipe in offering if recipe.model_registry.find(kwargs["model"]) is not None]
+        recipe = (known or offering)[0]
     else:
         recipe = offering[0]
     return load_ref(recipe.provides[capability])(checkpoint=checkpoint, **kwargs)
