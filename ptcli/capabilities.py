@@ -20,6 +20,8 @@ class ImageClassifier(Protocol):
 
     labels: list[str]
     source: str
+    #: The bare network (its layers are where `ptcli explain` hooks in).
+    net: Any
 
     def read(self, path: Path) -> Any:
         """An image file as an upright RGB PIL image (InputError if it cannot be read)."""
@@ -33,6 +35,9 @@ class ImageClassifier(Protocol):
     def pipeline(self) -> Any:
         """A module from the original image's pixels (B, 3, H, W) to logits: resize, crop and
         normalisation inside, differentiable, as the command's own preprocessing does them."""
+
+    def input_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x, y, w, h): the part of a width x height image that model_input covers, in its pixels."""
 
     def predict_file(self, path: Path) -> tuple[int, float]:
         """(label index, probability) of a file through the command's own preprocessing."""

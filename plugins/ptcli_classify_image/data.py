@@ -46,11 +46,13 @@ class Preprocess:
         self.mean = torch.tensor(list(spec["mean"]), dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(list(spec["std"]), dtype=torch.float32).view(-1, 1, 1)
 
-    def resized(self, image):
-        width, height = image.size
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
         short, long = min(width, height), max(width, height)
         new_short, new_long = self.resize, int(self.resize * long / short)
-        size = (new_short, new_long) if width <= height else (new_long, new_short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def resized(self, image):
+        size = self.resized_size(*image.size)
         return image.resize(size, self.filter) if size != image.size else image
 
     def cropped(self, image):

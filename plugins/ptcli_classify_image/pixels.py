@@ -86,6 +86,15 @@ class PixelClassifier:
     def pipeline(self):
         return self._pipeline
 
+    def input_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x, y, w, h) of the original image that the model input covers (the centre crop of the
+        resized image, in original pixels; larger than the image when the crop pads it)."""
+        resize, crop = int(self.preprocessing["resize"]), int(self.preprocessing["crop"])
+        scale = resize / min(width, height)
+        resized_w, resized_h = self.preprocess.resized_size(width, height)
+        left, top = round((resized_w - crop) / 2.0), round((resized_h - crop) / 2.0)
+        return left / scale, top / scale, crop / scale, crop / scale
+
     def predict_file(self, path: Path) -> tuple[int, float]:
         import torch
 

@@ -1,0 +1,71 @@
+"""`ptcli explain`: the command. Heavy imports happen inside functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import InputError, UsageError
+from ptcli.options import DeviceOption, JsonOption
+
+from . import RECIPE
+
+
+def explain(
+    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or globs.", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name (default: efficientnet_lite0, offline).", show_default=False)] = None,
+    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A classify-image checkpoint.")] = None,
+    method: Annotated[str, typer.Option(metavar="cam|gradcam|gradcam++", help="cam (networks ending in global pooling and one Linear), gradcam (any CNN), gradcam++.")] = "gradcam",
+    class_name: Annotated[str | None, typer.Option("--class", metavar="LABEL", help="Explain this class [default: the top prediction].", show_default=False)] = None,
+    layer: Annotated[str | None, typer.Option(metavar="NAME", help="The layer whose activations are mapped [default: the last convolution].", show_default=False)] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Where DIR/<name>_cam.png goes: the image with the map over it and its colour scale.")] = Path("."),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")] = False,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Class activation maps as the book draws them: where in each image the classifier's
+    evidence for a class lies, as a heat map over the original image (red: strong). The map
+    covers the part of the image the model sees (its centre crop). With --json, one object
+    per image: {"input", "output", "label", "score", "layer"}."""
+    from ptcli import capabilities
+    from ptcli.devices import check_device_syntax, resolve_device
+    from ptcli.inputs import expand_inputs
+    from ptcli.results import Failed, ResultFormat, emit_results
+
+    from .cam import METHODS
+    from .overlay import explain_file
+
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
+    if not paths:
+        raise UsageError("give at least one image file, folder or glob (see `ptcli explain --help`)")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} is a file; -o names a folder for the maps")
+    if checkpoint is not None and (model is not None or weights is not None):
+        raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
+    check_device_syntax(device)
+    inputs = expand_inputs(paths, (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
+    target = resolve_device(device, RECIPE.devices.devices)
+    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights).to(target)
+    index = None
+    if class_name is not None:
+        if class_name not in classifier.labels:
+            import difflib
+
+            close = difflib.get_close_matches(class_name, classifier.labels, n=3)
+            raise UsageError(f"--class {class_name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        index = classifier.labels.index(class_name)
+
+    def results():
+        for path in inputs:
+            try:
+                yield path, explain_file(classifier, path, index, method=method, layer=layer, output=output, overwrite=overwrite)
+            except InputError as exc:
+                yield path, Failed(str(exc))
+
+    fmt = ResultFormat(human=lambda path, r: f"{path} -> {r['output']}: {r['label']} ({r['score']:.3f}), layer {r['layer']}",
+                       fields=lambda path, r: r, failed="could not be explained")
+    emit_results(results(), fmt, total=len(inputs), json_output=json_output)
