@@ -76,3 +76,26 @@ def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
     else:
         recipe = offering[0]
     return load_ref(recipe.provides[capability])(checkpoint=checkpoint, **kwargs)
+
+
+def image_classifier(*, model: str | None, weights: Path | None, checkpoint: Path | None, device: str, devices) -> tuple[Any, Any]:
+    """(classifier, torch device) for a command that drives any image classifier: the usual
+    --model/--weights/--checkpoint rules, then the provider's loader, moved to the device."""
+    from ptcli.devices import check_device_syntax, resolve_device
+    from ptcli.loading import exclusive_sources
+
+    check_device_syntax(device)
+    exclusive_sources(checkpoint, model, weights)
+    target = resolve_device(device, devices)
+    classifier = load(IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights)
+    return classifier.to(target), target
+
+
+def label_index(labels: list[str], name: str, option: str) -> int:
+    """The index of class ``name``, or a usage error with the closest names."""
+    if name in labels:
+        return labels.index(name)
+    import difflib
+
+    close = difflib.get_close_matches(name, labels, n=3)
+    raise UsageError(f"{option} {name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))

@@ -14,6 +14,9 @@ from ptcli.errors import InputError, one_line
 #: raises or lowers it.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+#: File endings of the images Pillow reads, for folder and glob inputs.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
 
 def max_pixels() -> int:
     value = os.environ.get("PTCLI_MAX_IMAGE_PIXELS", "").strip()

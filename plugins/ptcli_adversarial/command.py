@@ -33,15 +33,9 @@ def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | Non
 
 
 def _classifier(model, weights, checkpoint, device):
-    from ptcli import capabilities
-    from ptcli.devices import check_device_syntax, resolve_device
+    from ptcli.capabilities import image_classifier
 
-    check_device_syntax(device)
-    if checkpoint is not None and (model is not None or weights is not None):
-        raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
-    target = resolve_device(device, RECIPE.devices.devices)
-    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights)
-    return classifier.to(target), target
+    return image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device, devices=RECIPE.devices.devices)
 
 
 def attack(
@@ -87,16 +81,13 @@ def attack(
         raise UsageError(f"-o {output} is a file; -o names a folder for the adversarial images")
     from ptcli.inputs import expand_inputs
 
-    inputs = expand_inputs(paths, (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
-    classifier, target_device = _classifier(model, weights, checkpoint, device)
-    target_index = None
-    if target is not None:
-        if target not in classifier.labels:
-            import difflib
+    from ptcli.imaging import IMAGE_EXTENSIONS
 
-            close = difflib.get_close_matches(target, classifier.labels, n=3)
-            raise UsageError(f"--target {target!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
-        target_index = classifier.labels.index(target)
+    inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
+    classifier, target_device = _classifier(model, weights, checkpoint, device)
+    from ptcli.capabilities import label_index
+
+    target_index = label_index(classifier.labels, target, "--target") if target is not None else None
     from ptcli.output import progress
     from ptcli.results import Failed, ResultFormat, emit_results
 

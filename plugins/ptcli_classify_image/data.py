@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from ptcli.imaging import IMAGE_EXTENSIONS  # noqa: F401 (imagefolder imports it from here)
 
 
 class ImageFiles:

@@ -30,8 +30,7 @@ def explain(
     evidence for a class lies, as a heat map over the original image (red: strong). The map
     covers the part of the image the model sees (its centre crop). With --json, one object
     per image: {"input", "output", "label", "score", "layer"}."""
-    from ptcli import capabilities
-    from ptcli.devices import check_device_syntax, resolve_device
+    from ptcli.capabilities import image_classifier, label_index
     from ptcli.inputs import expand_inputs
     from ptcli.results import Failed, ResultFormat, emit_results
 
@@ -44,20 +43,12 @@ def explain(
         raise UsageError("give at least one image file, folder or glob (see `ptcli explain --help`)")
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output} is a file; -o names a folder for the maps")
-    if checkpoint is not None and (model is not None or weights is not None):
-        raise UsageError("--checkpoint already names its model and weights; drop --model/--weights")
-    check_device_syntax(device)
-    inputs = expand_inputs(paths, (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"))
-    target = resolve_device(device, RECIPE.devices.devices)
-    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights).to(target)
-    index = None
-    if class_name is not None:
-        if class_name not in classifier.labels:
-            import difflib
+    from ptcli.imaging import IMAGE_EXTENSIONS
 
-            close = difflib.get_close_matches(class_name, classifier.labels, n=3)
-            raise UsageError(f"--class {class_name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
-        index = classifier.labels.index(class_name)
+    inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
+    classifier, _device = image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                           devices=RECIPE.devices.devices)
+    index = label_index(classifier.labels, class_name, "--class") if class_name is not None else None
 
     def results():
         for path in inputs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+from ptcli.imaging import IMAGE_EXTENSIONS
 
 
 class DetectionImages:
