@@ -132,6 +132,9 @@ def test_hello_plugin_installs_and_runs(tmp_path):
     expected = torch.nn.Linear(4, 1)(torch.ones(1, 4)).item()
     assert json.loads(result.stdout) == {"greeting": "Hello, Ada!", "device": "cpu", "score": pytest.approx(expected, abs=1e-4)}
     assert run_ptcli("hello", "--device", "cuda:7", env=env).returncode == 2
+    requirements = run_ptcli("plugins", "--requirements", env=env).stdout.splitlines()
+    assert [line.split("==")[0] for line in requirements] == ["ptcli", "ptcli-hello"]
+    assert requirements[1].startswith(f"ptcli-hello=={hello['version']}") and "# installed from file://" in requirements[1]
 
 
 def test_model_registry_names_fixed_and_resolved_models():

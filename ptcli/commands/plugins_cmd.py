@@ -1,14 +1,52 @@
 """`ptcli plugins`: what is installed and whether it loaded."""
 
+from typing import Annotated
+
+import typer
+
 from ptcli.options import JsonOption
 from ptcli.output import emit
 
 
-def plugins(json_output: JsonOption = False) -> None:
+def requirement_lines(infos) -> list[str]:
+    """One pip requirement per distribution that brings plugins (``name==version``), sorted; a
+    distribution installed from a local folder or a URL says so in a comment, since its version
+    alone may not be on the package index."""
+    import json
+    from importlib import metadata
+
+    lines = []
+    for name in sorted({info.distribution for info in infos if info.distribution}, key=str.lower):
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        line = f"{dist.metadata['Name']}=={dist.version}"
+        origin = json.loads(dist.read_text("direct_url.json") or "null")
+        if origin:
+            editable = " (editable)" if origin.get("dir_info", {}).get("editable") else ""
+            line += f"  # installed from {origin.get('url', '?')}{editable}"
+        lines.append(line)
+    return lines
+
+
+def plugins(
+    json_output: JsonOption = False,
+    requirements: Annotated[bool, typer.Option("--requirements", help="Print the plugins' distributions as pip requirement lines (pip install -r on another machine gets the same set).")] = False,
+) -> None:
     """List installed plugins: distribution, version, commands and load status."""
     from ptcli.plugins import get_plugins
 
     infos = get_plugins().infos
+    if requirements:
+        lines = requirement_lines([info for info in infos if info.status == "ok"])
+        if json_output:
+            import json
+
+            emit(json.dumps(lines))
+        else:
+            emit("\n".join(lines) if lines else "# no plugins installed")
+        return
     if json_output:
         import json
 

@@ -115,7 +115,7 @@ class TensorBoard:
 
     def on_epoch_end(self, trainer, record) -> None:
         for key, value in record.items():
-            if "/" in key or key.startswith("lr"):
+            if ("/" in key or key.startswith("lr")) and not key.startswith("activations/"):  # those are logged per step
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, trainer.position.step)
         for name, image in trainer.task.sample_images(trainer.unwrapped_models()).items():
@@ -137,7 +137,9 @@ class TensorBoard:
 def format_record(record: dict, epochs: int) -> str:
     parts = [f"epoch {record['epoch']}/{epochs}"]
     for key, value in record.items():
-        if key in ("epoch", "step") or not isinstance(value, (int, float)):
+        # activation statistics (trainer.log_activations) are for TensorBoard and metrics.jsonl:
+        # one pair per layer would bury the epoch's line
+        if key in ("epoch", "step") or not isinstance(value, (int, float)) or key.startswith("activations/"):
             continue
         parts.append(f"{key} {value:.3g}" if key.startswith("lr") else f"{key} {value:.4f}")
     return "  ".join(parts)

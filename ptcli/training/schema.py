@@ -58,6 +58,9 @@ class TrainerConfig(Section):
     workers: int = Field(0, ge=0)
     #: Optimizer steps between TensorBoard loss points.
     log_every: int = Field(10, ge=1)
+    #: Every N optimizer steps, each layer's output mean and std (forward hooks) into TensorBoard
+    #: and metrics.jsonl (book ch. 7); None: off.
+    log_activations: int | None = Field(None, ge=1)
 
 
 class ClassificationTrainerConfig(TrainerConfig):

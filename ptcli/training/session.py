@@ -99,7 +99,12 @@ def train(resolved: ResolvedConfig, config_file: Path):
 
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
-    trainer.callbacks = [*trainer.task.callbacks(),
+    watch = []
+    if config.trainer.log_activations:
+        from ptcli.training.activations import ActivationStats
+
+        watch.append(ActivationStats(config.trainer.log_activations))
+    trainer.callbacks = [*trainer.task.callbacks(), *watch,
                          *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)]
     try:
         trainer.fit()
