@@ -62,3 +62,20 @@ def test_hooks_are_removed_after_an_interrupted_run_too(cli, tmp_path):
     assert result.exit_code == 130
     callback, modules = made[0]
     assert callback.handles == [] and all(not m._forward_hooks for m in modules)
+
+
+def test_profiling_writes_a_trace_and_flame_graph_stacks(cli, simplenet_config, tmp_path):
+    summary = train_json(cli, simplenet_config, "trainer.profile.wait=1", "trainer.profile.warmup=1", "trainer.profile.active=2")
+    folder = tmp_path / "runs" / "classify-image" / "tiny" / "profile"
+    traces = list(folder.glob("*.pt.trace.json"))
+    assert len(traces) == 1 and json.loads(traces[0].read_text())["traceEvents"]
+    stacks = (folder / "stacks.txt").read_text().splitlines()
+    # folded stacks: "frame;frame;... <microseconds>", from the training step down into the model's forward
+    assert stacks and all(line.rsplit(" ", 1)[1].isdigit() for line in stacks)
+    assert any("_training_step" in line and "nets.py" in line and "_forward" in line for line in stacks)
+    assert not any(key.startswith("memory/") for key in summary["metrics"])  # GPU memory: only on CUDA
+
+
+def test_a_bad_profile_schedule_is_a_config_error(cli, simplenet_config):
+    result = cli("train", simplenet_config, "trainer.profile.active=0")
+    assert result.exit_code == 2 and "trainer.profile.active" in result.stderr

@@ -32,6 +32,14 @@ class EarlyStoppingConfig(Section):
     min_delta: float = Field(0.0, ge=0)
 
 
+class ProfileConfig(Section):
+    """torch.profiler's schedule: skip ``wait`` steps, warm up for ``warmup``, record ``active``."""
+
+    wait: int = Field(1, ge=0)
+    warmup: int = Field(1, ge=0)
+    active: int = Field(3, ge=1)
+
+
 class TrainerConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -61,6 +69,8 @@ class TrainerConfig(Section):
     #: Every N optimizer steps, each layer's output mean and std (forward hooks) into TensorBoard
     #: and metrics.jsonl (book ch. 7); None: off.
     log_activations: int | None = Field(None, ge=1)
+    #: Profile that many training steps into the run's profile/ folder (trace and flame-graph stacks).
+    profile: ProfileConfig | None = None
 
 
 class ClassificationTrainerConfig(TrainerConfig):

@@ -99,11 +99,9 @@ def train(resolved: ResolvedConfig, config_file: Path):
 
                 shutil.rmtree(run.path, ignore_errors=True)
             raise
-    watch = []
-    if config.trainer.log_activations:
-        from ptcli.training.activations import ActivationStats
+    from ptcli.training.profiling import debugging_callbacks
 
-        watch.append(ActivationStats(config.trainer.log_activations))
+    watch = debugging_callbacks(config.trainer, run)
     trainer.callbacks = [*trainer.task.callbacks(), *watch,
                          *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)]
     try:
