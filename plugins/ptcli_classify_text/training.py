@@ -235,6 +235,16 @@ class ClassifyTextTask(ClassifierSteps, TrainingTask):
                     "layers": m.layers, "dropout": m.dropout, "pad_id": self.encoder.pad_id}
         return {"config": self._transformer_config, "source": m.pretrained}
 
+    def enable_grad_checkpointing(self, models) -> None:
+        if self.config.model.name != TRANSFORMER:
+            from ptcli.errors import UsageError
+
+            raise UsageError(f"trainer.grad_checkpointing: model {self.config.model.name} does not support it "
+                             "(the Hugging Face transformer does)")
+        from ptcli.checkpointing import enable_hf_checkpointing
+
+        enable_hf_checkpointing(models["model"])
+
     def build_models(self) -> dict:
         if self.config.model.name != TRANSFORMER:
             return {"model": build_model(self.spec, len(self.classes), self.model_args(), "config")}

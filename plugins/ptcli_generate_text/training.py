@@ -114,6 +114,11 @@ class GenerateTextTask(TrainingTask):
             raise UsageError(f"{cfg.data.root} is too short for blocks of {size} tokens with data.val_fraction="
                              f"{cfg.data.val_fraction} ({len(ids)} tokens in all); lower data.block_size")
 
+    def enable_grad_checkpointing(self, models) -> None:
+        from ptcli.checkpointing import enable_hf_checkpointing
+
+        enable_hf_checkpointing(models["model"])
+
     def build_models(self) -> dict:
         if self.base is not None:
             return {"model": self.base}

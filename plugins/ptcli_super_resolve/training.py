@@ -101,6 +101,11 @@ class SuperResolveTask(TrainingTask):
         m = self.config.model
         return {"scale": self.config.data.scale, "num_feat": m.num_feat, "num_block": m.num_block, "num_grow_ch": m.num_grow_ch}
 
+    def enable_grad_checkpointing(self, models) -> None:
+        from ptcli.checkpointing import checkpoint_blocks
+
+        checkpoint_blocks(models["generator"], "body")  # the RRDB blocks: most of the activations
+
     def build_models(self) -> dict:
         generator = build_rrdbnet(**self.model_args())
         if self.config.model.pretrained is not None:

@@ -34,7 +34,7 @@ class Profiling:
         # verbose: without it, torch 2.x records no Python stacks and export_stacks writes nothing
         self.profiler = profile(activities=activities, schedule=schedule(wait=self.wait, warmup=self.warmup, active=self.active, repeat=1),
                                 on_trace_ready=ready, with_stack=True, record_shapes=True,
-                                experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True))
+                                experimental_config=torch._C._profiler._ExperimentalConfig(verbose=True), acc_events=True)
         self.profiler.start()
 
     def on_batch_end(self, trainer, losses) -> None:

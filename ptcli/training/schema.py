@@ -69,6 +69,9 @@ class TrainerConfig(Section):
     #: Every N optimizer steps, each layer's output mean and std (forward hooks) into TensorBoard
     #: and metrics.jsonl (book ch. 7); None: off.
     log_activations: int | None = Field(None, ge=1)
+    #: Recompute activations in the backward pass instead of storing them (less memory), for
+    #: recipes whose models support it (Hugging Face models, RRDBNet).
+    grad_checkpointing: bool = False
     #: Profile that many training steps into the run's profile/ folder (trace and flame-graph stacks).
     profile: ProfileConfig | None = None
 

@@ -68,6 +68,14 @@ class TrainingTask:
         """name -> torch.nn.Module"""
         raise NotImplementedError
 
+    def enable_grad_checkpointing(self, models: Mapping[str, Any]) -> None:
+        """``trainer.grad_checkpointing: true``: make the models recompute activations in the
+        backward pass instead of keeping them (less memory, about a third more compute). A
+        recipe whose models support it overrides this; the default refuses."""
+        from ptcli.errors import UsageError
+
+        raise UsageError("trainer.grad_checkpointing: this recipe's models do not support gradient checkpointing")
+
     def param_groups(self, models: Mapping[str, Any]) -> dict[str, list[ParamGroup]]:
         """optimizer name -> its parameter groups. Default: one optimizer over everything."""
         params = [p for model in models.values() for p in model.parameters()]

@@ -127,6 +127,8 @@ class Trainer:
         task.device = self.accelerator.device
         task.setup()
         models = task.build_models()
+        if self.cfg.grad_checkpointing:
+            task.enable_grad_checkpointing(models)
         self.groups = task.param_groups(models)
         optim.check_group_names(self.groups, self.cfg)
         if resume_state is not None:
