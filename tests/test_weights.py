@@ -219,4 +219,4 @@ def test_packaged_weights_whose_package_is_missing():
 def test_weights_list_for_an_unknown_recipe(cli):
     result = cli("weights", "list", "--recipe", "classify-imag")
     assert result.exit_code == 2
-    assert "unknown recipe 'classify-imag'; installed recipes: classify-audio, classify-image," in result.stderr
+    assert "unknown recipe 'classify-imag'; installed recipes: adversarial, classify-audio, classify-image," in result.stderr
