@@ -169,7 +169,7 @@ def _register_core_commands() -> None:
     app.command(name="train", short_help="Train a recipe from a YAML config (resumable, DDP-ready).")(train_cmd.train)
     app.command(name="lr-find", short_help="Find a learning rate: the LR range test, with a plot.")(train_cmd.lr_find)
     app.command(name="eval", short_help="Score a trained checkpoint on labelled data.")(train_cmd.evaluate)
-    app.command(name="plugins")(plugins_cmd.plugins)
+    app.add_typer(plugins_cmd.app, name="plugins")
     app.command(name="env")(env_cmd.env)
     app.add_typer(weights_cmd.app, name="weights")
 

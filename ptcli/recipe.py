@@ -49,6 +49,9 @@ class Command:
     help: str
     #: A function whose parameters are Typer arguments and options, e.g. "my_plugin.cli:run".
     target: Ref
+    #: Arguments that run the command on tiny inputs, for `ptcli plugins check`: {image}, {clip},
+    #: {text}, {coco} (a COCO folder) and {tmp} (an empty folder) are filled in. Empty: not run.
+    example: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ RECIPE = Recipe(
             name="attack",
             help="Perturb images within --eps so a classifier gets them wrong; --data: robust accuracy.",
             target="ptcli_adversarial.command:attack",
+            example=("{image}", "-o", "{tmp}", "--steps", "1", "--device", "cpu"),
         ),
         Command(
             name="defend",

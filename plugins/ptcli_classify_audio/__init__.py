@@ -15,6 +15,7 @@ RECIPE = Recipe(
             name="classify-audio",
             help="Classify sound files (WAV, FLAC, OGG) with a model trained by `ptcli train`.",
             target="ptcli_classify_audio.command:classify_audio",
+            example=("{clip}", "--device", "cpu"),
         ),
     ),
     models="ptcli_classify_audio.models:make_registry",

@@ -14,6 +14,7 @@ RECIPE = Recipe(
             name="classify-image",
             help="Classify images (files, folders, globs) with an ImageNet or fine-tuned model.",
             target="ptcli_classify_image.command:classify_image",
+            example=("{image}", "--device", "cpu"),
         ),
     ),
     models="ptcli_classify_image.models:make_registry",

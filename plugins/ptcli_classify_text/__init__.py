@@ -15,6 +15,7 @@ RECIPE = Recipe(
             name="classify-text",
             help="Classify texts (arguments, standard input or a file) with a sentiment model or a fine-tuned checkpoint.",
             target="ptcli_classify_text.command:classify_text",
+            example=("{text}", "--device", "cpu"),
         ),
     ),
     models="ptcli_classify_text.models:make_registry",

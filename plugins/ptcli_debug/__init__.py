@@ -14,6 +14,7 @@ RECIPE = Recipe(
             name="explain",
             help="Show where an image classifier looks: CAM / Grad-CAM / Grad-CAM++ heat maps on the image.",
             target="ptcli_debug.command:explain",
+            example=("{image}", "-o", "{tmp}", "--device", "cpu"),
         ),
     ),
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),

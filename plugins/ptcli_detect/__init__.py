@@ -16,6 +16,7 @@ RECIPE = Recipe(
             name="detect",
             help="Find objects in images: boxes, labels, scores (and masks); --slice for large images.",
             target="ptcli_detect.command:detect",
+            example=("{image}", "--device", "cpu"),
         ),
     ),
     models="ptcli_detect.models:make_registry",

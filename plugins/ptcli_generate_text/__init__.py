@@ -14,6 +14,7 @@ RECIPE = Recipe(
             name="generate-text",
             help="Continue a prompt with GPT-2 or any Hugging Face causal language model, streaming tokens.",
             target="ptcli_generate_text.command:generate_text",
+            example=("{text}", "--max-new-tokens", "2", "--device", "cpu"),
         ),
     ),
     models="ptcli_generate_text.models:make_registry",

@@ -15,6 +15,7 @@ RECIPE = Recipe(
             name="super-resolve",
             help="Upscale images x2/x4 with (Real-)ESRGAN, tile by tile, with seamless blending.",
             target="ptcli_super_resolve.command:super_resolve",
+            example=("{image}", "--model", "bicubic", "-o", "{tmp}", "--device", "cpu"),
         ),
     ),
     models="ptcli_super_resolve.models:make_registry",

@@ -30,11 +30,19 @@ def requirement_lines(infos) -> list[str]:
     return lines
 
 
+app = typer.Typer(help="List installed plugins; check one against the contract; start a new one.",
+                  invoke_without_command=True, rich_markup_mode=None)
+
+
+@app.callback()
 def plugins(
+    ctx: typer.Context,
     json_output: JsonOption = False,
     requirements: Annotated[bool, typer.Option("--requirements", help="Print the plugins' distributions as pip requirement lines (pip install -r on another machine gets the same set).")] = False,
 ) -> None:
     """List installed plugins: distribution, version, commands and load status."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ptcli.plugins import get_plugins
 
     infos = get_plugins().infos
@@ -60,3 +68,39 @@ def plugins(
         origin = f"{info.distribution} {info.version}".strip()
         detail = f"commands: {', '.join(info.commands) or '-'}" if info.status == "ok" else info.error
         emit(f"{info.name:<{width}}  {info.status:<5}  {origin}  {detail}")
+
+
+@app.command("check")
+def check(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The plugin's name, as `ptcli plugins` lists it.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Check an installed plugin against the contract: it imports no torch at start-up, every
+    command answers --help, its config schemas validate their own defaults, each command runs
+    its declared example on the CPU, and its exports (once ptcli has them). Exit 1 on a failure."""
+    from ptcli.plugin_check import check_plugin, format_checks
+
+    checks = check_plugin(name)
+    if json_output:
+        import json
+
+        emit(json.dumps({"plugin": name, "ok": all(c["status"] != "failed" for c in checks), "checks": checks}))
+    else:
+        emit(format_checks(name, checks))
+    if any(c["status"] == "failed" for c in checks):
+        raise typer.Exit(1)
+
+
+@app.command("new")
+def new(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The recipe's and command's name, e.g. brightness.")],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Where the folder ptcli-NAME goes.")] = ".",
+) -> None:
+    """Generate a working plugin: a command, a training task, a recipe YAML and tests that use
+    ptcli.testing. `pip install -e ptcli-NAME` then `pytest ptcli-NAME/tests`."""
+    from pathlib import Path
+
+    from ptcli.plugin_template import generate
+
+    folder = generate(name, Path(output))
+    emit(f"{folder}: pip install -e {folder} && python -m pytest {folder / 'tests'}")
