@@ -73,3 +73,24 @@ def to_rgb(image):
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_pixels(image):
+    """An RGB PIL image as a (3, H, W) float tensor in [0, 1]."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
+
+
+def save_png(pixels, destination: Path) -> None:
+    """A (3, H, W) tensor (uint8, or float in [0, 1]) as a PNG, written atomically."""
+    import torch
+    from PIL import Image
+
+    from ptcli.checkpoints import atomic_write
+
+    if pixels.dtype != torch.uint8:
+        pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+    picture = Image.fromarray(pixels.permute(1, 2, 0).contiguous().cpu().numpy())
+    atomic_write(destination, lambda tmp: picture.save(tmp, format="PNG"))

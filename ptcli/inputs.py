@@ -45,3 +45,10 @@ def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[P
         else:
             raise UsageError(f"no such file or folder: {argument}")
     return found
+
+
+def output_folder(output: Path, what: str = "the results") -> Path:
+    """-o DIR: a folder (created when results are written); an existing file is a usage error."""
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} is a file; -o names a folder for {what} (created if needed)")
+    return output

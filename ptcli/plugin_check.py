@@ -74,7 +74,7 @@ def _defaults_validate(schema) -> list[str]:
 
 
 def _tiny_inputs(folder: Path) -> dict[str, str]:
-    from ptcli.testing import TINY_TEXT, write_clip, write_coco, write_image
+    from ptcli.tiny_inputs import TINY_TEXT, write_clip, write_coco, write_image
 
     (folder / "out").mkdir()
     return {"image": str(write_image(folder / "tiny.png", size=(64, 48))), "clip": str(write_clip(folder / "tiny.wav")),

@@ -13,11 +13,9 @@ SHARED = REPO.parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch, tmp_path):
     """Every test runs offline with empty caches and the installed plugins only."""
-    caches = tmp_path / "caches"
-    monkeypatch.setenv("PTCLI_CACHE", str(caches / "ptcli"))
-    monkeypatch.setenv("TORCH_HOME", str(caches / "torch"))
-    monkeypatch.setenv("HF_HOME", str(caches / "hf"))
-    monkeypatch.setenv("PTCLI_OFFLINE", "1")
+    from ptcli.testing import offline_environment
+
+    offline_environment(monkeypatch, tmp_path / "caches")
     for name in ("PTCLI_PLUGINS", "PTCLI_STRICT_PLUGINS", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
     from ptcli.plugins import reset_plugins

@@ -310,3 +310,11 @@ def test_a_named_model_with_local_weights_is_attacked_too(cli, shared_data, tmp_
     assert r["clean"]["label"] == "tabby" and r["success"]
     both = cli("attack", shared_data / "images" / "cat.jpg", "--checkpoint", tmp_path / "x.safetensors", "--model", "resnet18")
     assert both.exit_code == 2 and "--checkpoint already names its model" in both.stderr
+
+
+def test_robustness_commands_need_their_data(cli, tmp_path):
+    missing = cli("attack", "--data", tmp_path / "nowhere")
+    assert missing.exit_code == 2 and "data folder not found" in missing.stderr
+    assert "give --data DIR" in cli("defend").stderr
+    both = cli("attack", tmp_path / "a.png", "--data", tmp_path)
+    assert both.exit_code == 2 and "not both" in both.stderr

@@ -168,3 +168,36 @@ def test_sliced_inference_from_the_cli_maps_boxes_to_the_image(cli, photos, rand
     for d in line["detections"]:
         x, y, w, h = d["bbox"]
         assert x + w <= 1024.01 and y + h <= 768.01
+
+
+@pytest.mark.parametrize("sliced", [False, True])
+@pytest.mark.parametrize("at", [1, 2, 3])
+def test_ctrl_c_at_any_forward_pass_exits_130_with_whole_lines(cli, shared_data, random_mobilenet, monkeypatch, sliced, at):
+    """Ctrl-C reaches the command while the model runs: the first, second or third forward pass
+    (images, or with --slice, batches of tiles), whole images or sliced."""
+    import torchvision
+
+    calls = []
+    forward = torchvision.models.detection.generalized_rcnn.GeneralizedRCNN.forward
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(torchvision.models.detection.generalized_rcnn.GeneralizedRCNN, "forward", interrupted)
+    images = shared_data / "images"
+    extra = ("--slice", "512", "--batch-size", "2") if sliced else ("--workers", "0")
+    result = cli("detect", images / "cat.jpg", images / "coffee.jpg", images / "dog.jpg", "--model",
+                 "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_mobilenet, "--json", *extra)
+    assert result.exit_code == 130
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # every line is whole JSON
+    assert lines[-1] == {"error": "interrupted", "exit_code": 130}
+    done = lines[:-1]
+    assert all("detections" in line for line in done) and len(done) < 3
+
+
+def test_classes_naming_nothing_is_a_usage_error(cli, photos):
+    result = cli("detect", photos / "cat.jpg", "--classes", " , ")
+    assert result.exit_code == 2 and "--classes needs at least one class name" in result.stderr

@@ -228,3 +228,15 @@ def test_map_under_two_process_ddp_is_the_map_of_the_whole_validation_set(cli, s
     # 3 validation images over 2 processes: one pads its last batch, which must not count twice
     assert report["map"] == pytest.approx(summary["metrics"]["val/map"], abs=1e-4)
     assert report["map_50"] == pytest.approx(summary["metrics"]["val/map_50"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_eval_on_data_whose_categories_the_checkpoint_lacks(cli, synthetic, tmp_path):
+    config = write_yaml(tmp_path / "d.yaml", detect_config(tmp_path, synthetic, model={"pretrained": False}))
+    summary = train_json(cli, config)
+    other = json.loads((synthetic / "val.json").read_text())
+    other["categories"][0]["name"] = "pentagon"
+    (synthetic / "other.json").write_text(json.dumps(other))
+    result = cli("eval", summary["last_checkpoint"], synthetic / "other.json")
+    assert result.exit_code == 2 and "category 'pentagon' is not one of the checkpoint's" in result.stderr
+    assert cli("eval", summary["last_checkpoint"], tmp_path / "nowhere").exit_code == 2

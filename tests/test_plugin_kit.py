@@ -121,3 +121,12 @@ def test_a_new_plugin_from_the_template_installs_and_passes_its_own_tests_and_ch
     assert again.exit_code == 2 and "exists" in again.stderr
     for bad in ("Glow", "train", "9lives"):
         assert cli("plugins", "new", bad, "-o", tmp_path).exit_code == 2
+
+
+def test_the_checks_tiny_inputs_need_no_pytest(tmp_path):
+    """pytest is a development dependency: `ptcli plugins check` must work without it."""
+    code = ("import sys; sys.modules['pytest'] = None; from pathlib import Path; "
+            "from ptcli.plugin_check import _tiny_inputs; print(sorted(_tiny_inputs(Path(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(["clip", "coco", "image", "text", "tmp"])

@@ -77,9 +77,9 @@ def attack(
         raise UsageError("--source and --defense go with --data DIR")
     if not paths:
         raise UsageError("give at least one image file, folder or glob, or --data DIR (see `ptcli attack --help`)")
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output} is a file; -o names a folder for the adversarial images")
-    from ptcli.inputs import expand_inputs
+    from ptcli.inputs import expand_inputs, output_folder
+
+    output_folder(output, "the adversarial images")
 
     from ptcli.imaging import IMAGE_EXTENSIONS
 

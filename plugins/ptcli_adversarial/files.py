@@ -8,26 +8,11 @@ from pathlib import Path
 from ptcli.errors import InputError
 
 
-def to_pixels(image):
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
-
-
-def save_png(pixels, destination: Path) -> None:
-    import torch
-    from PIL import Image
-
-    from ptcli.checkpoints import atomic_write
-
-    array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    atomic_write(destination, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
-
-
 def attack_file(classifier, path: Path, settings, target_index: int | None, output: Path, overwrite: bool, device,
                 on_step=None) -> dict:
     import torch
+
+    from ptcli.imaging import save_png, to_pixels
 
     destination = output / f"{path.stem}_adv.png"
     if destination.exists() and not overwrite:

@@ -31,7 +31,7 @@ def explain(
     covers the part of the image the model sees (its centre crop). With --json, one object
     per image: {"input", "output", "label", "score", "layer"}."""
     from ptcli.capabilities import image_classifier, label_index
-    from ptcli.inputs import expand_inputs
+    from ptcli.inputs import expand_inputs, output_folder
     from ptcli.results import Failed, ResultFormat, emit_results
 
     from .cam import METHODS
@@ -41,8 +41,7 @@ def explain(
         raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli explain --help`)")
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output} is a file; -o names a folder for the maps")
+    output_folder(output, "the maps")
     from ptcli.imaging import IMAGE_EXTENSIONS
 
     inputs = expand_inputs(paths, IMAGE_EXTENSIONS)

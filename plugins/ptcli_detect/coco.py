@@ -49,10 +49,6 @@ class CocoSet:
         """category id -> contiguous label (1..K; 0 is the background)."""
         return {cid: i + 1 for i, (cid, _) in enumerate(self.categories)}
 
-    @property
-    def boxes(self) -> int:
-        return sum(len(image.boxes) for image in self.images)
-
 
 def _require(obj: dict, key: str, where: str, source: Path):
     if not isinstance(obj, dict) or key not in obj:

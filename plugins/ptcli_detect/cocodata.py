@@ -10,7 +10,7 @@ from ptcli.errors import InputError, UsageError
 from .coco import CocoSet, read_coco, segmentation_mask
 
 
-def coco_split(root: Path | None, annotations: Path | None, images: Path | None, name: str) -> Path | None:
+def coco_split(root: Path | None, annotations: Path | None, name: str) -> Path | None:
     """The annotation file of a split: data.train/data.val, else ROOT/<name>.json."""
     if annotations is not None:
         return Path(annotations)
@@ -63,12 +63,12 @@ class CocoDetectionSet:
         return [image.width / image.height for image in self.coco.images]
 
     def __getitem__(self, index: int):
+        import numpy as np
         import torch
         from torchvision import tv_tensors
 
         from ptcli.imaging import open_image, to_rgb
 
-        from .images import to_tensor
 
         entry = self.coco.images[index]
         try:
@@ -78,7 +78,7 @@ class CocoDetectionSet:
         if picture.size != (entry.width, entry.height):
             raise UsageError(f"{self.coco.source}: image {entry.id} ({entry.path.name}) is {picture.width}x{picture.height}, "
                              f"not the {entry.width}x{entry.height} the annotations give")
-        image = tv_tensors.Image((to_tensor(picture) * 255).round().to(torch.uint8))
+        image = tv_tensors.Image(torch.from_numpy(np.array(picture, dtype=np.uint8, copy=True)).permute(2, 0, 1))
         boxes = torch.tensor(entry.boxes, dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         target = {

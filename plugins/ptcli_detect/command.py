@@ -30,12 +30,6 @@ def parse_classes(value: str | None) -> list[str] | None:
     return names
 
 
-def output_folder(output: Path | None) -> Path | None:
-    if output is not None and output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output} is a file; -o names a folder for the drawn images (created if needed)")
-    return output
-
-
 def detect(
     paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders (searched recursively) or glob patterns.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="fasterrcnn_resnet50_fpn_v2 (default), maskrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, ... (--list-models); COCO weights are downloaded once.", show_default=False)] = None,
@@ -62,15 +56,16 @@ def detect(
     COCO RLE. Unreadable images are reported and skipped; the exit code is then 1."""
     from ptcli.batching import as_list, run_batched
     from ptcli.devices import resolve_device
-    from ptcli.inputs import expand_inputs
+    from ptcli.imaging import save_png, to_pixels
+    from ptcli.inputs import expand_inputs, output_folder
     from ptcli.loading import check_request
     from ptcli.output import progress
     from ptcli.results import Failed, ResultFormat, emit_results
 
     from .detections import Detections
-    from .images import LoadForDetection, to_tensor
+    from .images import LoadForDetection
     from .models import DEFAULT_MODEL, configure_inference, has_masks, load_detector
-    from .rendering import detection_fields, draw, human_lines, save_png
+    from .rendering import detection_fields, draw, human_lines
     from .slicing import MERGES, detect_sliced, tile_grid
 
     if list_models:
@@ -81,7 +76,8 @@ def detect(
     if slice_merge not in MERGES:
         raise UsageError(f"--slice-merge must be one of {', '.join(MERGES)} (got {slice_merge!r})")
     wanted = parse_classes(classes)
-    output_folder(output)
+    if output is not None:
+        output_folder(output, "the drawn images")
     adapter = RECIPE.data_adapter
     inputs = expand_inputs(paths, adapter.extensions)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
@@ -133,7 +129,7 @@ def detect(
 
         with progress() as bar:
             task = bar.add_task("detecting", total=len(inputs))
-            for item in run_batched(inputs, load=LoadWithPath(LoadForDetection(adapter)), forward=forward,
+            for item in run_batched(inputs, load=LoadForDetection(adapter), forward=forward,
                                     postprocess=postprocess, device=target, batch_size=batch_size, workers=workers,
                                     collate=as_list):
                 bar.advance(task)
@@ -147,7 +143,7 @@ def detect(
                 except InputError as exc:
                     yield path, Failed(str(exc))
                     continue
-                image = to_tensor(picture).to(target)
+                image = to_pixels(picture).to(target)
                 tiles = len(tile_grid(picture.width, picture.height, slice_size, slice_overlap))
                 task = bar.add_task(f"{path.name} ({tiles} tiles)", total=tiles)
                 found = detect_sliced(image, run, size=slice_size, overlap=slice_overlap, batch_size=batch_size,
@@ -169,15 +165,3 @@ def default_batch_size(device) -> int:
     twice as long per image in a batch of 8), so 1."""
     return 4 if device.type == "cuda" else 1
 
-
-class LoadWithPath:
-    """LoadForDetection, with the input's path in the sample's metadata (for -o's file name)."""
-
-    def __init__(self, load: LoadForDetection) -> None:
-        self.load = load
-
-    def __call__(self, path: Path):
-        from ptcli.batching import Sample
-
-        sample = self.load(path)
-        return Sample(sample.data, {**sample.meta, "path": path})

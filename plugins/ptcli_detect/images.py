@@ -19,23 +19,16 @@ class DetectionImages:
         return to_rgb(open_image(path))
 
 
-def to_tensor(image):
-    """A PIL RGB image as a CHW float tensor in [0, 1]."""
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255)
-
-
 class LoadForDetection:
-    """read, then the tensor, with the image's size as the sample's metadata (picklable, for
-    DataLoader workers)."""
+    """read, then the tensor, with the image's size and path as the sample's metadata (a class:
+    it pickles for DataLoader workers)."""
 
     def __init__(self, adapter: DetectionImages) -> None:
         self.adapter = adapter
 
     def __call__(self, path: Path):
         from ptcli.batching import Sample
+        from ptcli.imaging import to_pixels
 
         image = self.adapter.read(path)
-        return Sample(to_tensor(image), {"width": image.width, "height": image.height})
+        return Sample(to_pixels(image), {"width": image.width, "height": image.height, "path": path})

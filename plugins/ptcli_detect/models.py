@@ -42,8 +42,6 @@ TORCHVISION = (
              "SSDLite320_MobileNet_V3_Large_Weights", False, "SSDlite 320, MobileNetV3-Large (COCO box AP 21.3; fastest)"),
 )
 BY_NAME = {d.name: d for d in TORCHVISION}
-#: Keyword arguments a torchvision detector's builder takes beyond num_classes, per family.
-_RCNN_ARGS = ("min_size", "max_size")
 
 
 def coco_categories() -> list[str]:

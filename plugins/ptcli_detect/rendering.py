@@ -3,8 +3,6 @@ the image with boxes, labels, scores and masks drawn (torchvision's drawing util
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .detections import Detections
 from .models import Categories
 
@@ -58,11 +56,3 @@ def draw(image, found: Detections, categories: Categories):
         image = draw_bounding_boxes(image, boxes, labels=labels, colors=colours, width=max(2, round(min(width, height) / 300)))
     return image.to(torch.uint8)
 
-
-def save_png(image, destination: Path) -> None:
-    from PIL import Image
-
-    from ptcli.checkpoints import atomic_write
-
-    picture = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-    atomic_write(destination, lambda tmp: picture.save(tmp, format="PNG"))

@@ -101,13 +101,12 @@ class DetectTask(TrainingTask):
         from .cocodata import coco_split, load_split
 
         data = self.config.data
-        train_file = coco_split(data.root, data.train, data.images, "train")
+        train_file = coco_split(data.root, data.train, "train")
         if train_file is None:
             raise UsageError(f"data.root={data.root} has no train.json; name the file with data.train")
-        images = data.images if data.images is not None else None
-        self.train_set = load_split(train_file, images)
-        val_file = coco_split(data.root, data.val, data.images, "val")
-        self.val_set = load_split(val_file, images) if val_file is not None else None
+        self.train_set = load_split(train_file, data.images)
+        val_file = coco_split(data.root, data.val, "val")
+        self.val_set = load_split(val_file, data.images) if val_file is not None else None
         if self.val_set is not None and self.val_set.categories != self.train_set.categories:
             raise UsageError(f"{val_file} and {train_file} list different categories")
         self.spec = RECIPE.model_registry.get(self.config.model.name)

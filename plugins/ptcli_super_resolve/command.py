@@ -27,12 +27,6 @@ def output_extension(ext: str | None) -> str:
     return extension
 
 
-def output_folder(output: Path) -> Path:
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output} is a file; -o names a folder for the results (created if needed)")
-    return output
-
-
 def output_path(source: Path, out_dir: Path, suffix: str, ext: str | None) -> Path:
     return out_dir / f"{source.stem}{suffix}{output_extension(ext)}"
 
@@ -96,7 +90,7 @@ def super_resolve(
     one tile is on the device at a time. Greyscale, RGBA (alpha upscaled separately) and 16-bit
     PNG keep their format. Writes DIR/<name>_x4.png per input."""
     from ptcli.devices import resolve_device
-    from ptcli.inputs import expand_inputs
+    from ptcli.inputs import expand_inputs, output_folder
     from ptcli.loading import check_request
     from ptcli.output import progress
     from ptcli.results import Failed, ResultFormat, emit_results
