@@ -135,6 +135,11 @@ def save_checkpoint(
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
+    """A checkpoint's sidecar, or the one an export (model.onnx, .pt2, .pt) carries inside."""
+    from ptcli.exporting import embedded
+
+    if embedded.looks_like_export(path) and Path(path).is_file():
+        return embedded.read(path)
     tensors_path, sidecar_path = checkpoint_paths(path)
     if not tensors_path.is_file() and not Path(path).is_file():
         raise UsageError(f"checkpoint not found: {path}")

@@ -10,6 +10,7 @@ it matches timm's network output for output on the packaged weights.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: (block kind, repeats, kernel, stride, expansion, output channels) per stage, as timm's
@@ -34,7 +35,13 @@ class BatchNormAct2d(nn.BatchNorm2d):
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(super().forward(x))
+        if torch.jit.is_scripting():  # torch.jit.script cannot compile super(); eval-mode BatchNorm
+            return self.act(F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps))
+        return self.act(self._batch_norm(x))
+
+    @torch.jit.unused
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
 
 
 def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:

@@ -59,8 +59,18 @@ def default_rebuild(spec, ckpt) -> Any:
 
 
 def rebuild_checkpoint(recipe, path: Path, *, rebuild: Callable = default_rebuild, needs_labels: bool = True) -> LoadedModel:
-    """The model a checkpoint of ``recipe`` holds, weights loaded."""
-    from ptcli.checkpoints import load_checkpoint, load_weights_into
+    """The model a checkpoint of ``recipe`` holds, weights loaded; or an export of one
+    (model.onnx, .pt2, .pt), run by its runtime with the same labels and preprocessing."""
+    from ptcli.checkpoints import load_checkpoint, load_weights_into, read_sidecar_for
+    from ptcli.exporting import embedded
+
+    if embedded.looks_like_export(path) and path.is_file():
+        from ptcli.exporting.runtime import load
+
+        meta = read_sidecar_for(path, recipe.name)
+        if needs_labels and not meta.get("classes"):
+            raise UsageError(f"export {path} lists no classes; it cannot label predictions")
+        return LoadedModel(load(path, meta), meta.get("classes") or None, dict(meta.get("preprocessing") or {}), str(path), meta)
 
     ckpt = load_checkpoint(path, recipe=recipe.name)
     if needs_labels and not ckpt.classes:

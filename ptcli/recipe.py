@@ -167,6 +167,10 @@ class Recipe:
     #: What the recipe offers other plugins, by capability name (see ptcli.capabilities): for
     #: "image-classifier", a loader the adversarial commands drive, so they name no recipe.
     provides: Mapping[str, Ref] = field(default_factory=dict)
+    #: How the recipe's model exports (`ptcli export`): a function
+    #: ``(checkpoint, model, weights, samples) -> ptcli.exporting.spec.Exportable``
+    #: (None: the recipe does not export, and says so).
+    export: Ref | None = None
 
     @cached_property
     def model_registry(self) -> ModelRegistry:

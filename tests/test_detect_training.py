@@ -100,6 +100,38 @@ def test_the_checkpoint_detects_offline_with_the_data_category_ids(cli, fine_tun
     assert found >= 3, (found, expected)  # measured: 5 of the 11 at the default threshold, after these 10 epochs
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")  # TorchScript, deprecated in torch 2.11
+def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli, fine_tuned, tmp_path):
+    """torch.export cannot follow torchvision's detectors (vision#9306): ONNX goes through the
+    TorchScript-based exporter, TorchScript through script; both check themselves on images of
+    two sizes and give detect's own output back, slicing included."""
+    summary, data = fine_tuned
+    truth = json.loads((data / "val.json").read_text())
+    paths = [data / "images" / image["file_name"] for image in truth["images"]][:3]
+    eager = cli("detect", "--checkpoint", summary["best_checkpoint"], *paths, "--json", "--threshold", "0.3")
+    sliced = cli("detect", "--checkpoint", summary["best_checkpoint"], paths[0], "--json", "--slice", "128")
+    assert eager.exit_code == 0 and sliced.exit_code == 0
+    assert any(line["detections"] for line in _json_lines(eager))
+    for fmt, suffix, exporter in (("onnx", ".onnx", "torch.onnx (TorchScript-based)"), ("torchscript", ".pt", "torch.jit.script")):
+        out = tmp_path / f"detector{suffix}"
+        result = cli("export", summary["best_checkpoint"], "-o", out, "--json")
+        assert result.exit_code == 0, result.stdout + result.stderr
+        report = json.loads(result.stdout.splitlines()[-1])
+        assert report["exporter"] == exporter and report["batch"] is None and report["check"]["passed"]
+        sizes = {tuple(row["input_shape"]) for row in report["check"]["batches"]}
+        assert len(sizes) == 2 and all(row["top1_agreement"] == 1.0 for row in report["check"]["batches"])
+        again = cli("detect", "--checkpoint", out, *paths, "--json", "--threshold", "0.3")
+        assert again.exit_code == 0, again.stderr
+        for a, b in zip(_json_lines(eager), _json_lines(again)):
+            assert [d["label"] for d in a["detections"]] == [d["label"] for d in b["detections"]]
+            for x, y in zip(a["detections"], b["detections"]):
+                assert abs(x["score"] - y["score"]) < 1e-3 and max(abs(p - q) for p, q in zip(x["bbox"], y["bbox"])) < 0.1
+        again = cli("detect", "--checkpoint", out, paths[0], "--json", "--slice", "128")
+        assert [d["label"] for d in _json_lines(again)[0]["detections"]] == [d["label"] for d in _json_lines(sliced)[0]["detections"]]
+    result = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d.pt2")
+    assert result.exit_code == 2 and "vision#9306" in result.stderr and "use --format onnx or torchscript" in result.stderr
+
+
 @pytest.mark.slow
 def test_slicing_finds_with_the_real_model_what_the_whole_image_loses(cli, fine_tuned, tmp_path):
     """The six validation images on a 1280 px canvas: the detector (min_size 320) sees the

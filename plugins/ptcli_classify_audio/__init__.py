@@ -22,6 +22,7 @@ RECIPE = Recipe(
     data="ptcli_classify_audio.audio:AudioFiles",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_classify_audio.training:ClassifyAudioTask",
+    export="ptcli_classify_audio.exporting:exportable",
 )
 
 

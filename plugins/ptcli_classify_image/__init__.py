@@ -23,6 +23,7 @@ RECIPE = Recipe(
     training="ptcli_classify_image.training:ClassifyImageTask",
     # The adversarial commands (attack, defend) drive any image classifier through this.
     provides={"image-classifier": "ptcli_classify_image.pixels:load_pixel_classifier"},
+    export="ptcli_classify_image.exporting:exportable",
 )
 
 

@@ -21,6 +21,7 @@ RECIPE = Recipe(
     models="ptcli_classify_text.models:make_registry",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_classify_text.training:ClassifyTextTask",
+    export="ptcli_classify_text.exporting:exportable",
 )
 
 

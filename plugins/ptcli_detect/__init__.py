@@ -23,6 +23,7 @@ RECIPE = Recipe(
     data="ptcli_detect.images:DetectionImages",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16")),
     training="ptcli_detect.training:DetectTask",
+    export="ptcli_detect.exporting:exportable",
 )
 
 

@@ -135,10 +135,13 @@ def _lite0_backbone_class():
         def __init__(self, out_channels: int = 128, trainable_layers: int = 3) -> None:
             super().__init__()
             body = EfficientNetLite0()
-            del body.conv_head, body.bn2, body.global_pool, body.classifier
+            # The classifier's end is not used; Identity (no tensors) rather than del, so that
+            # torch.jit.script can still compile the body's own forward.
+            body.conv_head, body.bn2, body.global_pool, body.classifier = nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity()
             self.body = body
             self.fpn = FeaturePyramidNetwork(list(LITE0_FEATURES.values()), out_channels, extra_blocks=LastLevelMaxPool())
             self.out_channels = out_channels
+            self.feature_stages = list(LITE0_FEATURES)  # an attribute, not a global: torch.jit.script reads it
             if not 0 <= trainable_layers <= len(LITE0_LAYERS):
                 raise UsageError(f"model.trainable_layers={trainable_layers}: EfficientNet-Lite0 has 0 to {len(LITE0_LAYERS)}")
             frozen = [prefix for layer in LITE0_LAYERS[: len(LITE0_LAYERS) - trainable_layers] for prefix in layer]
@@ -153,13 +156,13 @@ def _lite0_backbone_class():
                     module.eval()
             return self
 
-        def forward(self, x: torch.Tensor):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
             body = self.body
             x = body.bn1(body.conv_stem(x))
-            features = {}
+            features: dict[str, torch.Tensor] = {}
             for index, stage in enumerate(body.blocks):
                 x = stage(x)
-                if index in LITE0_FEATURES:
+                if index in self.feature_stages:
                     features[str(len(features))] = x
             return self.fpn(features)
 

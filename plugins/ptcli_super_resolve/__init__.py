@@ -22,6 +22,7 @@ RECIPE = Recipe(
     data="ptcli_super_resolve.images:SRImages",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_super_resolve.training:SuperResolveTask",
+    export="ptcli_super_resolve.exporting:exportable",
 )
 
 

@@ -32,6 +32,23 @@ def _ramp(length: int, fade: int, at_start: bool, at_end: bool):
     return weight
 
 
+#: RRDBNet at x2 (x1) folds its input into 2x2 (4x4) blocks first: sides must divide by that.
+_UNSHUFFLE = {1: 4, 2: 2}
+
+
+def _forward(model: Callable, x, scale: int):
+    """The model on a (1, C, h, w) batch of any size: padded at the bottom and right (edge
+    pixels repeated) to the multiple RRDBNet's x2/x1 input fold needs, the result cut back."""
+    import torch.nn.functional as F
+
+    multiple = _UNSHUFFLE.get(scale, 1)
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return model(x)[0][:, : height * scale, : width * scale]
+
+
 def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: int, device, dtype=None,
             on_tile: Callable[[], None] | None = None):
     """``image``: CHW float tensor on the CPU. Returns the CHW result on the CPU (float32)."""
@@ -41,7 +58,7 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
     if tile is None or (height <= tile and width <= tile):
         with torch.inference_mode():
             x = image[None].to(device, dtype=dtype)
-            out = model(x)[0].float().cpu()
+            out = _forward(model, x, scale).float().cpu()
         if on_tile:
             on_tile()
         return out
@@ -59,7 +76,7 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
         for (left, right), cw in zip(cols, col_ramps):
             piece = image[:, top:bottom, left:right][None].to(device, dtype=dtype)
             with torch.inference_mode():
-                result = model(piece)[0].float().cpu()
+                result = _forward(model, piece, scale).float().cpu()
             out[:, top * scale:bottom * scale, left * scale:right * scale] += result * rw[:, None] * cw[None, :]
             if on_tile:
                 on_tile()

@@ -1,0 +1,72 @@
+"""The sidecar inside an exported file: ONNX metadata, or an extra file in the zip archive
+that torch.export.save and torch.jit.save write. Read without importing torch, so that a
+command checks an export (its recipe, that it is one) before the slow imports."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from ptcli.errors import CheckpointError, UsageError
+
+FORMAT = "ptcli-export"
+FORMAT_VERSION = 1
+#: Export format -> file ending.
+SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
+KEY = "ptcli.json"
+
+
+def looks_like_export(path: str | Path) -> bool:
+    return Path(path).suffix in SUFFIXES.values()
+
+
+def read(path: str | Path) -> dict:
+    """The sidecar an export carries; a usage error when the file is not a ptcli export."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"export not found: {path}")
+    try:
+        text = _read_onnx(path) if path.suffix == ".onnx" else _read_zip(path)
+    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable {path.suffix} file: {exc}") from exc
+    if text is None:
+        raise UsageError(f"{path} is not a ptcli export (it carries no {KEY}); make one with `ptcli export`")
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: its {KEY} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a ptcli export (its {KEY} has no \"format\": \"{FORMAT}\")")
+    return meta
+
+
+def _read_zip(path: Path) -> str | None:
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(f"extra/{KEY}"):
+                return archive.read(name).decode("utf-8")
+    return None
+
+
+def _read_onnx(path: Path) -> str | None:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own, for a file that is not ONNX
+        raise ValueError(f"not an ONNX model ({type(exc).__name__})") from exc
+    for prop in model.metadata_props:
+        if prop.key == KEY:
+            return prop.value
+    return None
+
+
+def write_onnx(path: Path, meta: dict) -> None:
+    """Add the sidecar to an ONNX file, keeping it one self-contained file."""
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = KEY, json.dumps(meta)
+    onnx.save(model, str(path))

@@ -1,0 +1,103 @@
+"""One export from start to finish: the recipe's Exportable, the file written beside its
+final name, loaded back and checked, then renamed into place (a failed check leaves nothing)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ptcli.errors import PtcliError, UsageError
+
+from . import embedded
+from .spec import Exportable
+
+
+def _tensor_entries(names, tensors, dims: dict) -> list[dict]:
+    entries = []
+    for index, name in enumerate(names):
+        tensor = tensors[index] if index < len(tensors) else None
+        shape = list(tensor.shape) if tensor is not None else []
+        for axis, label in dims.get(name, {}).items():
+            if axis < len(shape):
+                shape[axis] = label
+        entries.append({"name": name, "shape": shape, "dtype": str(tensor.dtype).replace("torch.", "") if tensor is not None else ""})
+    return entries
+
+
+def _as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None, half: bool, opset: int | None,
+           method: str, run_check: bool = True) -> dict:
+    """Export, check, and place the file at ``output``; returns the report."""
+    import torch
+
+    from ptcli.checkpoints import versions
+
+    from . import check, runtime, writers
+
+    reason = exportable.unsupported.get(fmt)
+    if reason:
+        raise UsageError(reason)
+    module = exportable.module.eval()
+    if exportable.batched:
+        example = tuple(exportable.sample(writers.example_batch(batch)))
+    else:  # one input per call: the first sample
+        example = _as_tuple(exportable.sample(1)[0])
+    if half:
+        import copy
+
+        module = copy.deepcopy(module).half()
+        example = tuple(t.half() if t.is_floating_point() else t for t in example)
+    with torch.no_grad():
+        outputs = _as_tuple(module(*example))
+    dims = writers.dynamic_dims(exportable, batch)
+    meta = {
+        **exportable.meta,
+        "format": embedded.FORMAT,
+        "format_version": embedded.FORMAT_VERSION,
+        "export_format": fmt,
+        "batch": ("dynamic" if batch is None else batch) if exportable.batched else None,
+        "half": half,
+        "inputs": _tensor_entries(exportable.input_names, example, dims),
+        "outputs": _tensor_entries(exportable.output_names, outputs, dims),
+        "runtime": exportable.runtime,
+        "imports": list(exportable.imports),
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if fmt == "onnx":
+        meta["opset"] = opset or writers.DEFAULT_OPSET
+    target = exportable
+    if half:
+        target = Exportable(**{**exportable.__dict__, "module": module})
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = output.with_name(f".{output.stem}.partial{output.suffix}")
+    try:
+        exporter = writers.write(target, fmt, staging, example, meta, batch=batch, opset=opset, method=method)
+        report = {
+            "output": str(output), "format": fmt, "exporter": exporter, "recipe": meta.get("recipe"),
+            "model": meta.get("model"), "batch": meta["batch"], "half": half, "opset": meta.get("opset"),
+            "size_bytes": staging.stat().st_size, "checked": run_check, "check": None,
+        }
+        if run_check:
+            loaded = runtime.ExportedModel(staging)
+            passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
+            report["check"] = {"passed": passed, **figures}
+            if not passed:
+                raise ExportCheckFailed(f"the {fmt} export does not match the eager model {why}; nothing was written "
+                                        "(--no-check writes it unchecked)", report)
+        os.replace(staging, output)
+    finally:
+        staging.unlink(missing_ok=True)
+    return report
+
+
+class ExportCheckFailed(PtcliError):
+    """The export runs but gives other results than the eager model."""
+
+    def __init__(self, message: str, report: dict) -> None:
+        super().__init__(message)
+        self.report = report

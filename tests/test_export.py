@@ -1,0 +1,449 @@
+"""ptcli export / export-torchscript: every format of every exporting recipe exports, checks
+itself against the eager model, and runs again through the recipe's own --checkpoint."""
+
+import json
+import warnings
+
+import pytest
+
+from conftest import REPO, SHARED
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")  # TorchScript, deprecated in torch 2.11
+CAT = REPO / "examples" / "cat.jpg"
+FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
+
+
+def _export(cli, source, out, *extra):
+    source_args = [source] if not isinstance(source, tuple) else list(source)
+    result = cli("export", *source_args, "-o", out, "--json", *extra)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def _predictions(cli, command, *args):
+    result = cli(command, *args, "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def _close(a, b, tolerance=1e-4):
+    """Two commands' --json outputs: the same labels in the same order, scores within tolerance."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert [p["label"] for p in x["predictions"]] == [p["label"] for p in y["predictions"]]
+        assert all(abs(p["score"] - q["score"]) <= tolerance for p, q in zip(x["predictions"], y["predictions"]))
+
+
+# --- classify-image: the real offline EfficientNet-Lite0 --------------------------------------
+
+@pytest.fixture(scope="module")
+def lite0_exports(tmp_path_factory):
+    """Lite0 in each format, exported once through the CLI (reports kept)."""
+    from typer.testing import CliRunner
+
+    from ptcli.cli import app
+    from ptcli.plugins import reset_plugins
+
+    folder = tmp_path_factory.mktemp("lite0")
+    reports = {}
+    for fmt, suffix in FORMATS.items():
+        reset_plugins()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            done = CliRunner().invoke(app, ["export", "--recipe", "classify-image", "--model", "efficientnet_lite0",
+                                            "--format", fmt, "-o", str(folder / f"lite0{suffix}"), "--json"],
+                                      catch_exceptions=False)
+        assert done.exit_code == 0, done.stdout + done.stderr
+        reports[fmt] = json.loads(done.stdout.splitlines()[-1])
+    return folder, reports
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_lite0_exports_check_themselves_and_classify_as_eager(cli, lite0_exports, fmt):
+    folder, reports = lite0_exports
+    report = reports[fmt]
+    path = folder / f"lite0{FORMATS[fmt]}"
+    assert report["output"] == str(path) and path.is_file() and report["size_bytes"] == path.stat().st_size
+    assert report["format"] == fmt and report["batch"] == "dynamic" and report["checked"] is True
+    assert report["check"]["passed"] is True
+    rows = report["check"]["batches"]
+    assert [row["batch"] for row in rows] == [1, 4]  # a dynamic batch is checked beyond the traced size
+    for row in rows:
+        assert row["top1_agreement"] == 1.0 and row["max_abs_error"] < 1e-3
+        assert row["eager_ms"] > 0 and row["exported_ms"] > 0
+    assert report["exporter"] == {"onnx": "torch.onnx (dynamo)", "exported-program": "torch.export",
+                                  "torchscript": "torch.jit.trace"}[fmt]
+    # The file runs again in ptcli, with the eager model's output.
+    photos = [CAT, *(SHARED / "images" / name for name in ("dog.jpg", "coffee.jpg", "rgba.png") if (SHARED / "images" / name).is_file())]
+    eager = _predictions(cli, "classify-image", *photos)
+    exported = _predictions(cli, "classify-image", *photos, "--checkpoint", path)
+    assert eager[0]["predictions"][0]["label"] == "tabby"
+    _close(eager, exported)
+
+
+def test_onnx_export_is_one_self_contained_file_with_its_sidecar(lite0_exports):
+    import onnxruntime
+
+    from ptcli.exporting import embedded
+
+    folder, _ = lite0_exports
+    path = folder / "lite0.onnx"
+    assert not (folder / "lite0.onnx.data").exists()
+    assert not list(folder.glob(".*partial*"))
+    meta = embedded.read(path)
+    assert meta["recipe"] == "classify-image" and meta["model"] == "efficientnet_lite0"
+    assert len(meta["classes"]) == 1000 and meta["preprocessing"]["crop"] == 224
+    assert meta["inputs"] == [{"name": "pixels", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]
+    # onnxruntime alone (no ptcli) can read it: the metadata is standard ONNX metadata.
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["ptcli.json"])["recipe"] == "classify-image"
+
+
+def test_human_report(cli, tmp_path):
+    result = cli("export-torchscript", "--recipe", "classify-image", "--model", "efficientnet_lite0", "-o", tmp_path / "m.pt")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"exported {tmp_path / 'm.pt'}: torchscript via torch.jit.trace")
+    assert "max abs error" in lines[1] and "top-1 agrees" in lines[1]
+    assert lines[-1] == "check: passed"
+
+
+# --- small classify-image checkpoints: fixed batch, fp16, --no-check ---------------------------
+
+@pytest.fixture
+def simplenet(tmp_path):
+    import torch
+
+    from ptcli.checkpoints import save_checkpoint
+    from ptcli_classify_image.models import _build_simplenet
+
+    torch.manual_seed(0)
+    model = _build_simplenet(num_classes=3, image_size=64)
+    pre = {"resize": 64, "crop": 64, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_checkpoint(tmp_path / "simple", model.state_dict(), recipe="classify-image", model="simplenet",
+                           classes=["red", "green", "blue"], preprocessing=pre, extra={"model_args": {"image_size": 64}})
+
+
+@pytest.fixture
+def photos(tmp_path):
+    from ptcli.tiny_inputs import write_image
+
+    return [write_image(tmp_path / "photos" / f"{i}.png", size=(40 + 7 * i, 30 + 5 * i), seed=i) for i in range(5)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_fixed_batch_export_takes_any_number_of_inputs(cli, simplenet, photos, tmp_path, fmt):
+    out = tmp_path / f"fixed{FORMATS[fmt]}"
+    report = _export(cli, simplenet, out, "--batch", "3", "--sample", photos[0], "--sample", photos[1])
+    assert report["batch"] == 3 and [row["batch"] for row in report["check"]["batches"]] == [1, 3]
+    from ptcli.exporting import embedded
+
+    assert embedded.read(out)["inputs"][0]["shape"][0] == 3
+    # 5 images in batches of 2: the runtime pads and splits them into the export's batch of 3.
+    eager = _predictions(cli, "classify-image", *photos, "--checkpoint", simplenet, "--batch-size", "2")
+    exported = _predictions(cli, "classify-image", *photos, "--checkpoint", out, "--batch-size", "2")
+    _close(eager, exported)
+
+
+@pytest.mark.parametrize("fmt", ["exported-program", "torchscript"])
+def test_half_export_is_checked_with_the_fp16_tolerance(cli, simplenet, tmp_path, fmt):
+    out = tmp_path / f"half{FORMATS[fmt]}"
+    result = cli("export", simplenet, "-o", out, "--half", "--json", *(["--method", "trace"] if fmt == "torchscript" else []))
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["half"] is True and report["check"]["passed"]
+    from ptcli.exporting import embedded
+
+    assert embedded.read(out)["inputs"][0]["dtype"] == "float16"
+
+
+def test_no_check_writes_the_file_and_says_so(cli, simplenet, tmp_path):
+    result = cli("export", simplenet, "-o", tmp_path / "m.onnx", "--no-check", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["checked"] is False and report["check"] is None and (tmp_path / "m.onnx").is_file()
+    assert "not checked (--no-check)" in result.stderr
+
+
+# --- the pitfalls the check exists for -------------------------------------------------------
+
+def _toy(module, *, batch_rows=None):
+    """An Exportable around a toy module on (B, 4) inputs."""
+    import torch
+
+    from ptcli.exporting.spec import Exportable
+
+    def sample(n):
+        return (torch.linspace(-1, 1, 4 * n).reshape(n, 4) * torch.arange(1, n + 1).view(-1, 1),)
+
+    return Exportable(module=module, input_names=("x",), output_names=("y",), sample=sample,
+                      meta={"recipe": "toy", "model": "toy", "classes": ["a", "b", "c"]})
+
+
+def _linear():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 3)
+
+
+@pytest.mark.parametrize("fmt", ["exported-program"])  # torch.onnx copes with a size-1 example itself
+def test_a_dynamic_batch_is_never_traced_at_size_1(tmp_path, monkeypatch, fmt):
+    """torch.export specialises a dimension whose example size is 1: traced at 2, the batch stays
+    dynamic and the file runs at 1 and 4. Forced to trace at 1, the file is refused, never kept
+    with a batch of 1 baked in."""
+    from ptcli.errors import PtcliError
+    from ptcli.exporting import writers
+    from ptcli.exporting.export import export
+
+    suffix = FORMATS[fmt]
+    report = export(_toy(_linear()), fmt, tmp_path / f"ok{suffix}", batch=None, half=False, opset=None, method="trace")
+    assert report["check"]["passed"] and [row["batch"] for row in report["check"]["batches"]] == [1, 4]
+    monkeypatch.setattr(writers, "example_batch", lambda batch: 1)
+    with pytest.raises(PtcliError, match="at batch 4|specialized it to be a constant"):
+        export(_toy(_linear()), fmt, tmp_path / f"bad{suffix}", batch=None, half=False, opset=None, method="trace")
+    assert not (tmp_path / f"bad{suffix}").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_model_in_train_mode_is_exported_in_eval_mode(tmp_path):
+    import torch
+
+    from ptcli.exporting.export import export
+
+    net = torch.nn.Sequential(_linear(), torch.nn.Dropout(0.9)).train()
+    for fmt, suffix in FORMATS.items():
+        report = export(_toy(net), fmt, tmp_path / f"m{suffix}", batch=None, half=False, opset=None, method="trace")
+        assert report["check"]["passed"] and report["check"]["batches"][1]["max_abs_error"] < 1e-5
+
+
+def test_a_model_that_differs_when_exported_fails_the_check(cli, tmp_path):
+    """A module that resizes one way eagerly and another way when captured (as a resize that an
+    exporter does not support the same way would): the check says what differed, exit 1."""
+    import torch
+
+    from ptcli.exporting.export import ExportCheckFailed, export
+
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            captured = torch.compiler.is_exporting() or torch.jit.is_tracing()
+            grid = torch.nn.functional.interpolate(x.view(x.shape[0], 1, 1, 4), size=(1, 8), mode="nearest" if captured else "bilinear")
+            return grid.view(x.shape[0], 8)[:, :3] * 10
+
+    for fmt, suffix in FORMATS.items():
+        with pytest.raises(ExportCheckFailed, match="top-1 agrees|max abs error") as failed:
+            export(_toy(Resize()), fmt, tmp_path / f"m{suffix}", batch=None, half=False, opset=None, method="trace")
+        assert "nothing was written" in str(failed.value) and not (tmp_path / f"m{suffix}").exists()
+
+
+def test_a_failed_check_through_the_cli(cli, simplenet, tmp_path, monkeypatch):
+    from ptcli.exporting import check
+
+    monkeypatch.setattr(check, "TOLERANCE", {False: -1.0, True: -1.0})  # nothing can pass
+    result = cli("export", simplenet, "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 1
+    assert "error: the onnx export does not match the eager model at batch 1" in result.stderr
+    assert "check: FAILED" in result.stderr and result.stdout == ""
+    result = cli("export", simplenet, "-o", tmp_path / "m.onnx", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["check"]["passed"] is False
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# --- other recipes -----------------------------------------------------------------------------
+
+@pytest.fixture
+def tiny_sr(tmp_path):
+    import torch
+
+    from ptcli.checkpoints import save_checkpoint
+    from ptcli_super_resolve.models import build_rrdbnet
+
+    torch.manual_seed(0)
+    model = build_rrdbnet(scale=2, num_feat=8, num_block=1, num_grow_ch=4)  # x2: the input is folded 2x2 first
+    return save_checkpoint(tmp_path / "sr", model.state_dict(), recipe="super-resolve", model="rrdbnet",
+                           preprocessing={"scale": 2}, extra={"model_args": {}})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_super_resolve_exports_with_dynamic_height_and_width(cli, tiny_sr, tmp_path, fmt):
+    import numpy as np
+    from PIL import Image
+
+    from ptcli.tiny_inputs import write_image
+
+    out = tmp_path / f"sr{FORMATS[fmt]}"
+    report = _export(cli, tiny_sr, out)
+    shapes = [row["input_shape"] for row in report["check"]["batches"]]
+    assert shapes == [[1, 3, 48, 32], [4, 3, 24, 40]]  # neither is the traced 40x56
+    image = write_image(tmp_path / "in.png", size=(37, 29))
+    for source, folder in ((tiny_sr, "eager"), (out, "exported")):
+        result = cli("super-resolve", image, "--checkpoint", source, "-o", tmp_path / folder, "--tile", "16")
+        assert result.exit_code == 0, result.stderr
+    eager, exported = (np.asarray(Image.open(tmp_path / f / "in_x2.png"), dtype=int) for f in ("eager", "exported"))
+    assert eager.shape == (58, 74, 3) and np.abs(eager - exported).max() <= 1
+
+
+@pytest.fixture
+def tiny_audionet(tmp_path):
+    import torch
+
+    from ptcli.checkpoints import save_checkpoint
+    from ptcli_classify_audio.models import build_audionet
+
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path / "audionet", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
+                           model="audionet", classes=["dog", "rain", "bell"],
+                           preprocessing={"sample_rate": 8000, "clip_samples": 8000}, extra={"model_args": {"width": 16}})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_classify_audio_exports(cli, tiny_audionet, tmp_path, fmt):
+    from ptcli.tiny_inputs import write_clip
+
+    out = tmp_path / f"a{FORMATS[fmt]}"
+    _export(cli, tiny_audionet, out)
+    clips = [write_clip(tmp_path / f"{i}.wav", seconds=0.3 + 0.4 * i, rate=16000) for i in range(3)]
+    _close(_predictions(cli, "classify-audio", *clips, "--checkpoint", tiny_audionet),
+           _predictions(cli, "classify-audio", *clips, "--checkpoint", out))
+
+
+@pytest.fixture
+def tiny_recurrent(tmp_path):
+    import torch
+
+    from ptcli.checkpoints import save_checkpoint
+    from ptcli_classify_text.exporting import SAMPLE_TEXTS
+    from ptcli_classify_text.nets import RecurrentClassifier
+    from ptcli_classify_text.tokenization import TextEncoder, train_tokenizer
+
+    tokenizer = train_tokenizer(list(SAMPLE_TEXTS) * 2, kind="word", vocab_size=100)
+    encoder = TextEncoder(tokenizer, max_length=24, pad_id=tokenizer.token_to_id("[PAD]"))
+
+    def make(kind):
+        torch.manual_seed(1)
+        net = RecurrentClassifier(tokenizer.get_vocab_size(), 2, kind=kind, embed_dim=8, hidden=8)
+        return save_checkpoint(tmp_path / kind, net.state_dict(), recipe="classify-text", model=kind, classes=["neg", "pos"],
+                               extra={"model_args": {"vocab_size": tokenizer.get_vocab_size(), "embed_dim": 8, "hidden": 8},
+                                      "tokenizer": encoder.state()})
+
+    return make
+
+
+TEXTS = ("What a wonderful surprise", "Prices went up again this quarter and nobody knows why", "dull")
+
+
+@pytest.mark.parametrize("kind", ["bilstm", "gru"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_recurrent_text_models_export_without_packed_sequences(cli, tiny_recurrent, tmp_path, kind, fmt):
+    checkpoint = tiny_recurrent(kind)
+    out = tmp_path / f"{kind}{FORMATS[fmt]}"
+    report = _export(cli, checkpoint, out)
+    assert report["check"]["passed"]
+    _close(_predictions(cli, "classify-text", *TEXTS, "--checkpoint", checkpoint),
+           _predictions(cli, "classify-text", *TEXTS, "--checkpoint", out), tolerance=1e-5)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_transformer_text_model_exports_with_dynamic_length(cli, tiny_bert_classifier, tmp_path, fmt):
+    out = tmp_path / f"bert{FORMATS[fmt]}"
+    report = _export(cli, ("--recipe", "classify-text", "--model", tiny_bert_classifier), out)
+    lengths = {row["input_shape"][1] for row in report["check"]["batches"]}
+    assert len(lengths) == 2  # other lengths than one
+    _close(_predictions(cli, "classify-text", *TEXTS, "--model", tiny_bert_classifier),
+           _predictions(cli, "classify-text", *TEXTS, "--checkpoint", out), tolerance=1e-5)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+def test_usage_errors_are_one_line_exit_2(cli, simplenet, tmp_path):
+    cases = [
+        (("export", "--recipe", "generate-text", "--model", "gpt2", "-o", tmp_path / "m.onnx"), "recipe generate-text does not export"),
+        (("export", simplenet, "-o", tmp_path / "m.onnx", "--format", "exported-program"), "a exported-program export is written to a .pt2 file"),
+        (("export", simplenet, "-o", tmp_path / "m.bin"), "give --format"),
+        (("export", simplenet, "-o", tmp_path / "m.onnx", "--format", "tflite"), "--format must be one of"),
+        (("export", simplenet, "-o", tmp_path / "m.onnx", "--batch", "0"), "--batch takes 'dynamic' or a positive number"),
+        (("export", simplenet, "-o", tmp_path / "m.onnx", "--model", "resnet18"), "CKPT already names its recipe"),
+        (("export", "-o", tmp_path / "m.onnx"), "give a checkpoint, or --recipe R"),
+        (("export", tmp_path / "missing.safetensors", "-o", tmp_path / "m.onnx"), "checkpoint not found"),
+        (("export", "--recipe", "classify-image", "--model", "nope", "-o", tmp_path / "m.onnx"), "unknown model 'nope'"),
+        (("export", simplenet, "-o", tmp_path / "m.pt", "--sample", tmp_path / "none.png"), "--sample"),
+        (("export-torchscript", simplenet, "-o", tmp_path / "m.onnx"), "a TorchScript export is written to a .pt file"),
+        (("export-torchscript", simplenet, "-o", tmp_path / "m.pt", "--method", "jit"), "--method must be trace or script"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.stdout, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+    result = cli("export", "--recipe", "generate-text", "--model", "gpt2", "-o", tmp_path / "m.onnx", "--json")
+    assert result.exit_code == 2 and "does not export" in json.loads(result.stdout)["error"]
+
+
+def test_an_export_cannot_be_exported_again(cli, simplenet, tmp_path):
+    _export(cli, simplenet, tmp_path / "m.onnx")
+    result = cli("export", tmp_path / "m.onnx", "-o", tmp_path / "n.pt2")
+    assert result.exit_code == 2 and "is already an export" in result.stderr
+
+
+def test_broken_and_foreign_exports_given_to_a_recipe(cli, simplenet, tmp_path, photos):
+    import torch
+
+    _export(cli, simplenet, tmp_path / "m.pt2")
+    data = (tmp_path / "m.pt2").read_bytes()
+    (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
+    result = cli("classify-image", photos[0], "--checkpoint", tmp_path / "cut.pt2")
+    assert result.exit_code == 1 and "is not a readable .pt2 file" in result.stderr
+    torch.jit.save(torch.jit.trace(_linear(), torch.zeros(1, 4)), str(tmp_path / "plain.pt"))
+    result = cli("classify-image", photos[0], "--checkpoint", tmp_path / "plain.pt")
+    assert result.exit_code == 2 and "is not a ptcli export" in result.stderr
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk" * 10)
+    result = cli("classify-image", photos[0], "--checkpoint", tmp_path / "junk.onnx")
+    assert result.exit_code == 1 and "is not a readable .onnx file" in result.stderr
+    result = cli("classify-text", "hello", "--checkpoint", tmp_path / "m.pt2")
+    assert result.exit_code == 2 and "was made by classify-image, not classify-text" in result.stderr
+
+
+def test_export_torchscript_help_says_it_is_deprecated(cli):
+    result = cli("export-torchscript", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "deprecated as of torch 2.11" in text and "ptcli export --format exported-program" in text
+
+
+# --- outside Python ----------------------------------------------------------------------------
+
+def test_a_cpp_program_classifies_with_the_torchscript_export(cli, lite0_exports, tmp_path):
+    """docs/cpp/classify.cpp, built here against the torch package's libtorch, loads the export
+    (labels and normalisation from its sidecar) and gives classify-image's top 5."""
+    import os
+    import shutil
+    import subprocess
+
+    import torch
+
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if shutil.which("cmake") is None or compiler is None:
+        pytest.skip("needs cmake and a C++ compiler (apt-get install cmake g++)")
+    torch_dir = os.path.dirname(torch.__file__)
+    if not os.path.isfile(os.path.join(torch_dir, "include", "torch", "script.h")):
+        pytest.skip("this torch package ships no C++ headers")
+    build = tmp_path / "build"
+    for command in (["cmake", "-S", REPO / "docs" / "cpp", "-B", build, f"-DTORCH_DIR={torch_dir}", f"-DCMAKE_CXX_COMPILER={compiler}"],
+                    ["cmake", "--build", build, "-j2"]):
+        done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    from ptcli_classify_image.data import ImageFiles, Preprocess
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0
+
+    preprocess = Preprocess(EFFICIENTNET_LITE0.preprocessing)
+    preprocess.cropped(preprocess.resized(ImageFiles().read(CAT))).save(tmp_path / "crop.ppm")
+    folder, _ = lite0_exports
+    done = subprocess.run([str(build / "classify"), str(folder / "lite0.pt"), str(tmp_path / "crop.ppm")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    expected = _predictions(cli, "classify-image", CAT)[0]["predictions"]
+    assert [row[0] for row in rows] == [p["label"] for p in expected]
+    assert [int(row[1]) for row in rows] == [p["index"] for p in expected]
+    assert all(abs(float(row[2]) - p["score"]) < 1e-4 for row, p in zip(rows, expected))
+    done = subprocess.run([str(build / "classify"), str(folder / "lite0.pt"), str(CAT)], capture_output=True, text=True)
+    assert done.returncode == 1 and "is not an 8-bit binary PPM" in done.stderr
