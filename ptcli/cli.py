@@ -164,13 +164,14 @@ def root(
 
 
 def _register_core_commands() -> None:
-    from ptcli.commands import env_cmd, export_cmd, plugins_cmd, train_cmd, weights_cmd
+    from ptcli.commands import env_cmd, export_cmd, plugins_cmd, serve_cmd, train_cmd, weights_cmd
 
     app.command(name="train", short_help="Train a recipe from a YAML config (resumable, DDP-ready).")(train_cmd.train)
     app.command(name="lr-find", short_help="Find a learning rate: the LR range test, with a plot.")(train_cmd.lr_find)
     app.command(name="eval", short_help="Score a trained checkpoint on labelled data.")(train_cmd.evaluate)
     app.command(name="export", short_help="Export a model to ONNX, torch.export or TorchScript, checked against eager.")(export_cmd.export)
     app.command(name="export-torchscript", short_help="Export to TorchScript as the book does (deprecated in torch 2.11).")(export_cmd.export_torchscript)
+    app.command(name="serve", short_help="Serve a model over HTTP with dynamic batching (/predict, /metrics, a page).")(serve_cmd.serve)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.command(name="env")(env_cmd.env)
     app.add_typer(weights_cmd.app, name="weights")

@@ -171,6 +171,9 @@ class Recipe:
     #: ``(checkpoint, model, weights, samples) -> ptcli.exporting.spec.Exportable``
     #: (None: the recipe does not export, and says so).
     export: Ref | None = None
+    #: How the recipe's model serves (`ptcli serve`): a function
+    #: ``(checkpoint, model, weights, device) -> ptcli.serving.spec.Servable`` (None: it does not).
+    serve: Ref | None = None
 
     @cached_property
     def model_registry(self) -> ModelRegistry:

@@ -2,6 +2,7 @@
 category ids in and out, Mask R-CNN with mask mAP, COCO weights from the cache, DDP, eval."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,6 +131,36 @@ def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli
         assert [d["label"] for d in _json_lines(again)[0]["detections"]] == [d["label"] for d in _json_lines(sliced)[0]["detections"]]
     result = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d.pt2")
     assert result.exit_code == 2 and "vision#9306" in result.stderr and "use --format onnx or torchscript" in result.stderr
+
+
+def test_the_checkpoint_serves_detect_json(cli, fine_tuned):
+    """`ptcli serve CKPT` for detect, in-process: each uploaded image's answer is the detect
+    --json object of the same image (default threshold, whole image)."""
+    import asyncio
+
+    import torch
+
+    from ptcli_detect.serving import servable
+    from test_serve import run_app
+
+    summary, data = fine_tuned
+    truth = json.loads((data / "val.json").read_text())
+    paths = [data / "images" / image["file_name"] for image in truth["images"]][:4]
+    expected = {Path(line["input"]).name: line for line in _json_lines(cli("detect", "--checkpoint", summary["best_checkpoint"], *paths, "--json"))}
+    assert any(line["detections"] for line in expected.values())
+    served = servable(checkpoint=Path(summary["best_checkpoint"]), model=None, weights=None, device=torch.device("cpu"))
+
+    async def checks(client, app):
+        responses = await asyncio.gather(*(client.post("/predict", files={"file": (p.name, p.read_bytes())}) for p in paths))
+        for path, response in zip(paths, responses):
+            assert response.status_code == 200, response.text
+            body, want = response.json(), expected[path.name]
+            assert (body["input"], body["width"], body["height"]) == (path.name, want["width"], want["height"])
+            assert [d["label"] for d in body["detections"]] == [d["label"] for d in want["detections"]]
+            for x, y in zip(body["detections"], want["detections"]):
+                assert abs(x["score"] - y["score"]) < 1e-3 and max(abs(a - b) for a, b in zip(x["bbox"], y["bbox"])) < 0.1
+
+    run_app(lambda: served, checks, max_batch=4, max_wait_ms=20)
 
 
 @pytest.mark.slow

@@ -39,18 +39,22 @@ class AudioFiles:
 
     extensions = EXTENSIONS
 
-    def read(self, path: Path):
+    def read(self, path):
+        """``path``: a file, or a binary file object (a server's upload)."""
         import soundfile
         import torch
 
+        source = path if hasattr(path, "read") else str(path)
         try:
-            info = soundfile.info(str(path))
+            info = soundfile.info(source)
+            if hasattr(source, "seek"):
+                source.seek(0)
             limit = max_audio_seconds()
             if info.samplerate and info.frames / info.samplerate > limit:  # from the header, before reading
                 raise InputError(f"audio is {info.frames / info.samplerate:.0f} s long "
                                  f"({info.frames * info.channels * 4 / 2**30:.1f} GB as float32), above the limit of "
                                  f"{limit:.0f} s; set PTCLI_MAX_AUDIO_SECONDS to allow it")
-            data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+            data, rate = soundfile.read(source, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             raise InputError(f"cannot read audio: {one_line(exc)}") from exc
         if data.shape[0] == 0:

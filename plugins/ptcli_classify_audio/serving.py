@@ -1,0 +1,39 @@
+"""How classify-audio serves: an uploaded sound file (WAV, FLAC, OGG) read, resampled and cut
+or padded as the command does; each result is the command's --json object."""
+
+from __future__ import annotations
+
+TOP_K = 5
+
+
+def servable(*, checkpoint, model, weights, device):
+    import io
+
+    import torch
+
+    from ptcli.errors import UsageError
+    from ptcli.serving.spec import AUDIO, Servable
+
+    from . import RECIPE
+    from .audio import fit_length, resample, to_mono
+    from .models import load_audio_classifier
+
+    if weights is not None:
+        raise UsageError("classify-audio takes no --weights; serve a checkpoint, or --model NAME")
+    net, labels, clip = load_audio_classifier(checkpoint, model)
+    getattr(net, "model", net).to(device).eval()
+    k = min(TOP_K, len(labels))
+
+    def decode(data: bytes):
+        wave, rate = RECIPE.data_adapter.read(io.BytesIO(data))
+        return fit_length(resample(to_mono(wave), rate, clip.sample_rate), clip.clip_samples)
+
+    def predict(batch: list) -> list[dict]:
+        with torch.inference_mode():
+            probabilities = net(torch.stack(batch).to(device)).float().softmax(-1).cpu()
+        scores, indices = probabilities.topk(k)
+        return [{"predictions": [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i)]}
+                for row_s, row_i in zip(scores.tolist(), indices.tolist())]
+
+    return Servable(kind=AUDIO, decode=decode, predict=predict, title=f"classify-audio ({checkpoint or model})",
+                    warmup=torch.zeros(clip.clip_samples))

@@ -1,0 +1,40 @@
+"""How detect serves: an uploaded image, whole (no slicing), at the command's default threshold
+and detection limit; each result is the command's --json object (width, height, detections)."""
+
+from __future__ import annotations
+
+THRESHOLD, MAX_DETECTIONS = 0.5, 100
+
+
+def servable(*, checkpoint, model, weights, device):
+    import torch
+
+    from ptcli.imaging import to_pixels
+    from ptcli.serving.spec import IMAGE, Servable, image_from_bytes, sample_image
+
+    from .detections import Detections
+    from .models import DEFAULT_MODEL, configure_inference, load_detector
+    from .rendering import detection_fields
+
+    loaded = load_detector(model, weights, checkpoint)
+    net, categories = loaded.model, loaded.categories
+    configure_inference(net, THRESHOLD, MAX_DETECTIONS)
+    net = net.to(device).eval()
+
+    def decode(data: bytes):
+        return to_pixels(image_from_bytes(data))
+
+    def predict(images: list) -> list[dict]:
+        with torch.inference_mode():
+            outputs = net([image.to(device) for image in images])
+        results = []
+        for image, out in zip(images, outputs):
+            out.pop("masks", None)
+            found = Detections.from_output(out).filtered(THRESHOLD, None, MAX_DETECTIONS)
+            height, width = image.shape[-2:]
+            results.append({"width": int(width), "height": int(height),
+                            "detections": detection_fields(found, categories, int(width), int(height))})
+        return results
+
+    return Servable(kind=IMAGE, decode=decode, predict=predict, title=f"detect ({checkpoint or model or DEFAULT_MODEL})",
+                    warmup=decode(sample_image()))

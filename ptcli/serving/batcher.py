@@ -1,0 +1,90 @@
+"""Dynamic batching: requests' inputs wait in one queue; a loop takes up to ``max_batch`` of
+them, waiting at most ``max_wait_ms`` after the first, and runs the model on them in its own
+thread, off the event loop. Each input's future gets its own row of the result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queue`` inputs already."""
+
+
+class Batcher:
+    def __init__(self, predict: Callable[[list], list], *, max_batch: int, max_wait_ms: float, max_queue: int,
+                 on_batch: Callable[[int], None] = lambda size: None) -> None:
+        self.predict = predict
+        self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
+        self.on_batch = on_batch
+        # A deque and events rather than asyncio.Queue: a get() timed out by wait_for can lose
+        # its item on Python 3.11; here nothing leaves the deque but by the loop's own hand.
+        self.pending: deque = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="ptcli-model")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, item) -> asyncio.Future:
+        """A future for ``item``'s result: (result, size of the batch it ran in)."""
+        if len(self.pending) >= self.max_queue:
+            raise QueueFull
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((item, future))
+        self._arrived.set()
+        return future
+
+    async def _next_batch(self) -> list:
+        while not self.pending:
+            self._arrived.clear()
+            await self._arrived.wait()
+        deadline = asyncio.get_running_loop().time() + self.max_wait
+        while len(self.pending) < self.max_batch:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        batch = []
+        while self.pending and len(batch) < self.max_batch:
+            item, future = self.pending.popleft()
+            if not future.done():  # its request timed out or went away: skip the work
+                batch.append((item, future))
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            self.on_batch(len(batch))
+            try:
+                results = await loop.run_in_executor(self._executor, self.predict, [item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"the model gave {len(results)} results for {len(batch)} inputs")
+            except Exception as exc:  # one bad batch fails its requests, not the server
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result((result, len(batch)))
