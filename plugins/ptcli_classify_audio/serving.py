@@ -24,16 +24,16 @@ def servable(*, checkpoint, model, weights, device):
     getattr(net, "model", net).to(device).eval()
     k = min(TOP_K, len(labels))
 
-    def decode(data: bytes):
-        wave, rate = RECIPE.data_adapter.read(io.BytesIO(data))
-        return fit_length(resample(to_mono(wave), rate, clip.sample_rate), clip.clip_samples)
+    def decode(data: bytes):  # the samples only; resampling (torch) happens in predict
+        return RECIPE.data_adapter.read(io.BytesIO(data))
 
     def predict(batch: list) -> list[dict]:
         with torch.inference_mode():
-            probabilities = net(torch.stack(batch).to(device)).float().softmax(-1).cpu()
+            waves = [fit_length(resample(to_mono(wave), rate, clip.sample_rate), clip.clip_samples) for wave, rate in batch]
+            probabilities = net(torch.stack(waves).to(device)).float().softmax(-1).cpu()
         scores, indices = probabilities.topk(k)
         return [{"predictions": [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i)]}
                 for row_s, row_i in zip(scores.tolist(), indices.tolist())]
 
     return Servable(kind=AUDIO, decode=decode, predict=predict, title=f"classify-audio ({checkpoint or model})",
-                    warmup=torch.zeros(clip.clip_samples))
+                    warmup=(torch.zeros(1, clip.clip_samples), clip.sample_rate))

@@ -67,11 +67,19 @@ class Preprocess:
 
     def pixels(self, image):
         """Resized and cropped, in [0, 1] (3, crop, crop): what the network sees before normalising."""
+        return self.tensor(self.cropped(self.resized(image)))
+
+    @staticmethod
+    def tensor(image):
+        """A PIL image as a (3, h, w) float tensor in [0, 1], as it is."""
         import numpy as np
         import torch
 
-        pixels = np.array(self.cropped(self.resized(image)), copy=True)
-        return torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+
+    def of_crop(self, crop):
+        """An image already resized and cropped (``cropped(resized(image))``), normalised."""
+        return self.tensor(crop).sub_(self.mean).div_(self.std)
 
     def normalize(self, pixels):
         """(pixels - mean) / std, on (3, h, w) or (B, 3, h, w) tensors of any device."""

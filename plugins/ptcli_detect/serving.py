@@ -21,11 +21,9 @@ def servable(*, checkpoint, model, weights, device):
     configure_inference(net, THRESHOLD, MAX_DETECTIONS)
     net = net.to(device).eval()
 
-    def decode(data: bytes):
-        return to_pixels(image_from_bytes(data))
-
-    def predict(images: list) -> list[dict]:
+    def predict(pictures: list) -> list[dict]:
         with torch.inference_mode():
+            images = [to_pixels(picture) for picture in pictures]
             outputs = net([image.to(device) for image in images])
         results = []
         for image, out in zip(images, outputs):
@@ -36,5 +34,5 @@ def servable(*, checkpoint, model, weights, device):
                             "detections": detection_fields(found, categories, int(width), int(height))})
         return results
 
-    return Servable(kind=IMAGE, decode=decode, predict=predict, title=f"detect ({checkpoint or model or DEFAULT_MODEL})",
-                    warmup=decode(sample_image()))
+    return Servable(kind=IMAGE, decode=image_from_bytes, predict=predict,
+                    title=f"detect ({checkpoint or model or DEFAULT_MODEL})", warmup=image_from_bytes(sample_image()))

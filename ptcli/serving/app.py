@@ -72,7 +72,7 @@ def create_app(load: Callable[[], Servable], settings: Settings | None = None):
 
     async def loading() -> None:
         try:
-            state.servable = await asyncio.get_running_loop().run_in_executor(None, load_and_warm)
+            state.servable = await state.batcher.on_model_thread(load_and_warm)
             state.batcher.predict = state.servable.predict
             log({"event": "ready", "model": state.servable.title})
         except Exception as exc:  # the model cannot load: say so once, and on /ready

@@ -39,6 +39,11 @@ class Batcher:
                 pass
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    async def on_model_thread(self, function: Callable):
+        """Run ``function()`` on the model's thread (loading, warm-up): torch computes on that
+        one thread only."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
     def submit(self, item) -> asyncio.Future:
         """A future for ``item``'s result: (result, size of the batch it ran in)."""
         if len(self.pending) >= self.max_queue:

@@ -18,10 +18,13 @@ class Servable:
     #: "image", "audio" (files: multipart, raw bytes, base64 JSON) or "text" (JSON or text/plain).
     kind: str
     #: One input (bytes; for text, a str) to what ``predict`` takes; InputError when unreadable.
-    #: Runs in a worker thread, beside other requests' decoding.
+    #: Runs in worker threads, beside other requests' decoding, and must not compute with torch:
+    #: torch's OpenMP threads run at half speed or worse once several threads compute with it
+    #: (measured: Lite0 at 12 ms a forward alone, 28-38 ms beside another torch thread).
     decode: Callable[[Any], Any]
     #: A batch of decoded inputs to one JSON-ready dict each, in order (the command's --json
-    #: object without its "input"). Runs on the model thread, one batch at a time.
+    #: object without its "input"). Runs on the model thread, one batch at a time; the model
+    #: is loaded and warmed up there too, so that it is the only thread torch computes on.
     predict: Callable[[list], list[dict]]
     #: What is served, for the log and the page: "classify-image (efficientnet_lite0)".
     title: str
