@@ -75,7 +75,11 @@ def classify_image(
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
     target = resolve_device(device, RECIPE.devices.devices)
     net, labels, preprocessing = load_classifier(model, weights, checkpoint)
-    net = net.to(target).eval()
+    import torch
+
+    # channels_last: convolutions run faster so (EfficientNet-Lite0 on 2 CPU cores: 10.3 against
+    # 14.6 ms a forward at batch 1, 9.5 against 17.4 ms an image at 16; bench/classify_throughput.py).
+    net = net.to(target).eval().to(memory_format=torch.channels_last)
     k = min(top_k, len(labels))
 
     preprocess = Preprocess(preprocessing)
@@ -83,7 +87,7 @@ def classify_image(
     def forward(batch):
         if in_filter is not None:  # batches are pixels in [0, 1]: filter, then normalise
             batch = preprocess.normalize(in_filter(batch))
-        return net(batch).float().softmax(dim=-1).cpu()
+        return net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
 
     def postprocess(probabilities):
         scores, indices = probabilities.topk(k)
