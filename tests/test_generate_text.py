@@ -101,3 +101,27 @@ def test_interactive_reports_a_bad_prompt_and_goes_on(cli, tiny_gpt2):
                       input="bread " * 100 + "\nsoup\n\n")
     assert "reads at most 64: shorten it" in result.stderr
     assert result.stdout.startswith("soup")
+
+
+@pytest.mark.parametrize("folder", ["tiny_gpt2", "tiny_bert_classifier"])
+def test_streamed_text_is_the_decoded_text_token_by_token(folder, request):
+    """The streamer decodes only a window of recent tokens each step; what it writes, joined,
+    is the whole decoded text, for a byte-level BPE (multi-byte characters split across
+    tokens) and for WordPiece (## continuations, spaces between words)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ptcli_generate_text.generation import _TextSink
+
+    tokenizer = AutoTokenizer.from_pretrained(str(request.getfixturevalue(folder)))
+    text = "Café au lait, naïve résumé: 東京 😀 good great fine bad awful poor unbelievably"
+    ids = tokenizer(text)["input_ids"]
+    pieces = []
+    sink = _TextSink(tokenizer, pieces.append)
+    sink.put(torch.tensor([ids[:1]]))  # the prompt, which generate() passes first
+    for token in ids[1:]:
+        sink.put(torch.tensor([token]))
+        assert "\ufffd" not in "".join(pieces)
+    sink.end()
+    assert "".join(pieces) == tokenizer.decode(ids[1:], skip_special_tokens=True)
+    assert len(pieces) > 5

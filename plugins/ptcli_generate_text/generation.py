@@ -50,30 +50,37 @@ def encode_prompt(lm, prompt: str, max_new_tokens: int):
 
 
 class _TextSink:
-    """A transformers streamer: decodes the new tokens of one sequence and passes the text on
-    whenever it has grown by whole characters (a multi-byte character can span tokens)."""
+    """A transformers streamer: passes on the text of one sequence's new tokens as it grows by
+    whole characters (a multi-byte character can span tokens). Each step decodes only the
+    tokens since the last text it passed on, plus those before it (``prefix``: a tokenizer may
+    drop a word's leading space at the start of what it decodes), so that streaming costs the
+    same at token 500 as at token 5 rather than decoding everything each time."""
 
     def __init__(self, tokenizer, write: Callable[[str], None]) -> None:
         self.tokenizer, self.write = tokenizer, write
         self.ids: list[int] = []
-        self.shown = 0
+        self.prefix = self.read = 0
         self.prompt_seen = False
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _flush(self, final: bool) -> None:
+        before = self._decode(self.ids[self.prefix:self.read])
+        text = self._decode(self.ids[self.prefix:])
+        if len(text) > len(before) and (final or not text.endswith("\ufffd")):
+            self.write(text[len(before):])
+            self.prefix, self.read = self.read, len(self.ids)
 
     def put(self, value) -> None:
         if not self.prompt_seen:  # generate() first passes the prompt
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            return
-        self.write(text[self.shown:])
-        self.shown = len(text)
+        self._flush(final=False)
 
     def end(self) -> None:
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if len(text) > self.shown:
-            self.write(text[self.shown:])
+        self._flush(final=True)
 
 
 def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[str], None] | None = None) -> Result:
