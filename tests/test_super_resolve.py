@@ -170,3 +170,24 @@ def test_tile_auto_halves_on_out_of_memory(cli, tiny_rrdbnet, photo, tmp_path, m
     fixed, rows = run(cli, photo, "--weights", tiny_rrdbnet, "-o", tmp_path, "--tile", "32", "--overwrite")
     assert fixed.exit_code == 1  # a tile size the user chose is not changed behind their back
     assert "out of cpu memory with tiles of 32 px; use a smaller --tile" in rows[0]["error"]
+
+
+def test_bf16_runs_and_stays_close_to_fp32(cli, tiny_rrdbnet, tmp_path):
+    """--bf16 (the CUDA path, exercised here on the CPU): same image within a few grey levels,
+    tiled or not; --half with --bf16 is refused."""
+    import numpy as np
+    from PIL import Image
+
+    from ptcli.tiny_inputs import write_image
+
+    image = write_image(tmp_path / "in.png", size=(40, 28))
+    outputs = {}
+    for name, extra in (("fp32", []), ("bf16", ["--bf16"]), ("bf16-tiled", ["--bf16", "--tile", "16"])):
+        result = cli("super-resolve", image, "--weights", tiny_rrdbnet, "-o", tmp_path / name, "--device", "cpu", *extra)
+        assert result.exit_code == 0, result.stderr
+        outputs[name] = np.asarray(Image.open(tmp_path / name / "in_x4.png"), dtype=int)
+    assert outputs["fp32"].shape == (112, 160, 3)
+    assert np.abs(outputs["bf16"] - outputs["fp32"]).max() <= 8
+    assert np.abs(outputs["bf16-tiled"] - outputs["fp32"]).max() <= 8
+    result = cli("super-resolve", image, "--weights", tiny_rrdbnet, "-o", tmp_path / "x", "--half", "--bf16", "--device", "cpu")
+    assert result.exit_code == 2

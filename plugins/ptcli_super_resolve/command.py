@@ -78,6 +78,7 @@ def super_resolve(
     scale: Annotated[float | None, typer.Option(min=0.1, metavar="S", help="Output scale, when it differs from the model's (resized after) [default: the model's].")] = None,
     tile: Annotated[str, typer.Option(metavar="N|auto|none", help="Tile size in input pixels; auto: from free device memory, halved on out-of-memory.")] = "auto",
     tile_overlap: Annotated[int, typer.Option(min=0, metavar="N", help="Overlap between tiles, in input pixels (blended).")] = 16,
+    bf16: Annotated[bool, typer.Option("--bf16", help="Compute in bfloat16 (fast on GPUs with bf16 units and on CPUs with AMX; fp32 range, so no overflow).")] = False,
     half: Annotated[bool, typer.Option("--half", help="fp16 on CUDA (about twice as fast; not on the CPU).")] = False,
     ext: Annotated[str | None, typer.Option(metavar="EXT", help="Output format by file ending: png (default), jpg, webp, tif.")] = None,
     suffix: Annotated[str | None, typer.Option(metavar="TEXT", help="Added to each output name [default: _x<scale>].")] = None,
@@ -111,11 +112,15 @@ def super_resolve(
     target = resolve_device(device, RECIPE.devices.devices)
     if half and target.type != "cuda":
         raise UsageError(f"--half needs a CUDA device; {target} computes in fp32")
+    if half and bf16:
+        raise UsageError("--half and --bf16 are two precisions; pick one")
     net, native, _name = load_upscaler(model, weights, checkpoint)
-    net = net.to(target).eval()
-    dtype = torch.float16 if half else None
-    if half:
-        net = net.half()
+    # channels_last: RRDBNet runs 1.5-1.9x faster on 2 CPU cores so (bench/sr_tiling.py), and
+    # it is the layout cuDNN's fp16/bf16 convolutions prefer.
+    net = net.to(target).eval().to(memory_format=torch.channels_last)
+    dtype = torch.float16 if half else torch.bfloat16 if bf16 else None
+    if dtype is not None:
+        net = net.to(dtype)
     factor = scale or native
     tag = suffix if suffix is not None else f"_x{factor:g}"
     def upscaled():

@@ -101,11 +101,17 @@ def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
     dtype = np.uint16 if bits == 16 else np.uint8
     if bits == 16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
         bits, scale, dtype = 8, 255.0, np.uint8  # other formats hold 8 bits
-    array = rgb.clamp(0, 1).mul_(scale).round_().numpy().astype(dtype).transpose(1, 2, 0)
+    # Band by band into one integer image: a float copy of the whole result (0.8 GB for an
+    # 8192x8192 RGB) would double the peak memory of a large upscale.
+    height, width = rgb.shape[1:]
+    array = np.empty((height, width, 3), dtype)
+    for top in range(0, height, 256):
+        band = rgb[:, top:top + 256].clamp(0, 1).mul_(scale).round_().numpy().astype(dtype).transpose(1, 2, 0)
+        array[top:top + 256] = band if grey else band[:, :, ::-1]  # OpenCV writes BGR
     if grey:
-        out = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2GRAY)
+        out = cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
     else:
-        out = np.ascontiguousarray(array[:, :, ::-1])
+        out = array
         if alpha is not None:
             a = alpha.clamp(0, 1).mul(scale).round().numpy().astype(dtype)
             out = np.dstack([out, a])
