@@ -77,7 +77,8 @@ def main() -> None:
         print(f"{len(paths)} images, batch size {args.batch_size}, device {args.device}, torch threads {torch.get_num_threads()}")
         base = baseline_rate(paths, model, args.batch_size, args.device)
         ours = ptcli_rate(folder, weights, args.batch_size, args.device, len(paths))
-    report([("bare torchvision loop", f"{base:6.2f} images/s"), ("ptcli detect", f"{ours:6.2f} images/s")], ours / base, TARGET)
+    report([("bare torchvision loop", f"{base:6.2f} images/s"), ("ptcli detect", f"{ours:6.2f} images/s")], ours / base, TARGET,
+           figure="detect images/s", ours=f"{ours:.2f}", baseline=f"{base:.2f} (bare torchvision loop)")
 
 
 if __name__ == "__main__":

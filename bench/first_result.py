@@ -105,7 +105,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     torch_s = seconds([sys.executable, "-c", "import torch"], args.runs)
-    print(f"{'python -c \"import torch\"':<32} {torch_s:6.2f} s")
+    label = 'python -c "import torch"'
+    print(f"{label:<32} {torch_s:6.2f} s")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         inputs = make_inputs(Path(tmp))

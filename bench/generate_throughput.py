@@ -109,7 +109,8 @@ def main() -> None:
             ("threads", str(torch.get_num_threads())), ("new tokens", str(args.tokens)),
             ("ptcli generate-text (median)", f"{ours:.1f} tokens/s"), ("bare model.generate (median)", f"{bare:.1f} tokens/s"),
             ("ratio per round", " ".join(f"{r:.3f}" for r in ratios)),
-            ("same process, same model, alternating", f"{same_process:.3f}")], statistics.median(ratios), TARGET)
+            ("same process, same model, alternating", f"{same_process:.3f}")], statistics.median(ratios), TARGET,
+           figure="generate-text tokens/s", ours=f"{ours:.1f}", baseline=f"{bare:.1f} (bare model.generate)")
 
 
 def in_process_ratio(folder: Path, tokens: int, device: str, repeats: int = 8) -> float:

