@@ -11,12 +11,12 @@ downloads); generate-text with a small local model folder; attack and explain on
 
 import argparse
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from startup import median_seconds as seconds
 
 REPO = Path(__file__).resolve().parents[1]
 CAT = REPO / "examples" / "cat.jpg"
@@ -74,16 +74,6 @@ def paths(inputs: dict) -> dict[str, list[str]]:
         "attack": ["attack", str(CAT), "-o", str(inputs["out"]), "--overwrite"],
         "explain": ["explain", str(CAT), "-o", str(inputs["out"]), "--overwrite"],
     }
-
-
-def seconds(command: list[str], runs: int) -> float:
-    subprocess.run(command, check=True, capture_output=True)  # warm caches and .pyc files
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def import_profile(command: list[str]) -> tuple[list[tuple[int, str]], set[str]]:
