@@ -29,8 +29,12 @@ class ExportedModel:
 
     # --- module-like surface, so that recipes' `net.to(device).eval()` works unchanged -----
 
-    def to(self, device=None, *args, **kwargs) -> ExportedModel:
-        if device is None or isinstance(device, __import__("torch").dtype):
+    def to(self, device=None, *_args, **_kwargs) -> ExportedModel:
+        """To another device (the file is loaded again there); a dtype or memory format is the
+        export's own and stays."""
+        import torch
+
+        if device is None or isinstance(device, torch.dtype):
             return self
         device = str(device)
         if device != self.device:
