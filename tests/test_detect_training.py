@@ -135,7 +135,8 @@ def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli
 
 def test_the_checkpoint_serves_detect_json(cli, fine_tuned):
     """`ptcli serve CKPT` for detect, in-process: each uploaded image's answer is the detect
-    --json object of the same image (default threshold, whole image)."""
+    --json object of the same image (default threshold, whole image), concurrent requests
+    batched; on the CPU the servable runs them one image a pass, as detect does."""
     import asyncio
 
     import torch
