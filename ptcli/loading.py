@@ -139,6 +139,21 @@ def load_model(
     return build_named(recipe.model_registry.get(name), weights, options)
 
 
+def requested_recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None, weights: Path | None):
+    """The recipe a core command (export, serve) works on: the one that wrote ``checkpoint``
+    (which then names its model and weights too), else ``--recipe``."""
+    from ptcli.checkpoints import read_sidecar
+    from ptcli.plugins import get_plugins
+
+    if checkpoint is not None:
+        if recipe_name is not None or model is not None or weights is not None:
+            raise UsageError("CKPT already names its recipe, model and weights; drop --recipe/--model/--weights")
+        recipe_name = read_sidecar(checkpoint).get("recipe", "")
+    elif recipe_name is None:
+        raise UsageError("give a checkpoint, or --recipe R (with --model NAME for another than its default)")
+    return get_plugins().recipe(recipe_name)
+
+
 def check_request(recipe, *, checkpoint: Path | None = None, model: str | None = None, weights: Path | None = None,
                   default: str | None = None, options: Sequence[str] = ALL_OPTIONS, device: str | None = None) -> None:
     """The mistakes that need no model, caught before torch is imported (so they answer in a

@@ -19,6 +19,14 @@ class Failed:
     message: str
 
 
+def top_predictions(probabilities, labels: list[str], k: int, *, with_index: bool = True) -> list[dict]:
+    """A classifier's k best for one input (a 1-D tensor of probabilities), as every
+    classification command and server prints them: label, index (unless not wanted), score."""
+    scores, indices = probabilities.topk(k)
+    return [{"label": labels[i], **({"index": i} if with_index else {}), "score": round(s, 6)}
+            for s, i in zip(scores.tolist(), indices.tolist())]
+
+
 def _path_key(item: Any) -> dict:
     return {"input": str(item)}
 

@@ -378,6 +378,14 @@ def test_usage_errors_are_one_line_exit_2(cli, simplenet, tmp_path):
     assert result.exit_code == 2 and "does not export" in json.loads(result.stdout)["error"]
 
 
+def test_a_model_whose_weights_are_not_here_offline(cli, tmp_path):
+    """Offline (the test environment), a model whose published weights are a download: one
+    line, exit 1, nothing written."""
+    result = cli("export", "--recipe", "classify-image", "--model", "resnet18", "-o", tmp_path / "m.onnx")
+    assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "offline" in result.stderr.lower() and not (tmp_path / "m.onnx").exists()
+
+
 def test_an_export_cannot_be_exported_again(cli, simplenet, tmp_path):
     _export(cli, simplenet, tmp_path / "m.onnx")
     result = cli("export", tmp_path / "m.onnx", "-o", tmp_path / "n.pt2")

@@ -43,7 +43,7 @@ def classify_audio(
     from ptcli.inputs import expand_inputs
     from ptcli.hub import set_trust_remote_code
     from ptcli.loading import check_request
-    from ptcli.results import emit_results, prediction_format
+    from ptcli.results import emit_results, prediction_format, top_predictions
 
     from .audio import LoadClip
     from .models import load_audio_classifier
@@ -69,8 +69,7 @@ def classify_audio(
         return torch.stack([part.mean(0) for part in probabilities.split(counts)])
 
     def postprocess(probabilities):
-        scores, indices = probabilities.topk(k)
-        return [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(scores.tolist(), indices.tolist())]
+        return top_predictions(probabilities, labels, k)
 
     results = run_batched_with_progress(
         "classifying", inputs, load=LoadClip(clip, clip.clip_samples // 2 if window else None), forward=forward,

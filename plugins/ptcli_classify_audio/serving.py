@@ -12,6 +12,7 @@ def servable(*, checkpoint, model, weights, device):
     import torch
 
     from ptcli.errors import UsageError
+    from ptcli.results import top_predictions
     from ptcli.serving.spec import AUDIO, Servable
 
     from . import RECIPE
@@ -31,9 +32,7 @@ def servable(*, checkpoint, model, weights, device):
         with torch.inference_mode():
             waves = [fit_length(resample(to_mono(wave), rate, clip.sample_rate), clip.clip_samples) for wave, rate in batch]
             probabilities = net(torch.stack(waves).to(device)).float().softmax(-1).cpu()
-        scores, indices = probabilities.topk(k)
-        return [{"predictions": [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i)]}
-                for row_s, row_i in zip(scores.tolist(), indices.tolist())]
+        return [{"predictions": top_predictions(row, labels, k)} for row in probabilities]
 
     return Servable(kind=AUDIO, decode=decode, predict=predict, title=f"classify-audio ({checkpoint or model})",
                     warmup=(torch.zeros(1, clip.clip_samples), clip.sample_rate))

@@ -55,7 +55,7 @@ def classify_image(
     from ptcli.devices import resolve_device
     from ptcli.inputs import expand_inputs
     from ptcli.loading import check_request
-    from ptcli.results import emit_results, prediction_format
+    from ptcli.results import emit_results, prediction_format, top_predictions
 
     from .data import LoadImage, Preprocess
     from .models import DEFAULT_MODEL, load_classifier
@@ -90,11 +90,7 @@ def classify_image(
         return net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
 
     def postprocess(probabilities):
-        scores, indices = probabilities.topk(k)
-        return [
-            {"label": labels[i], "index": i, "score": round(s, 6)}
-            for s, i in zip(scores.tolist(), indices.tolist())
-        ]
+        return top_predictions(probabilities, labels, k)
 
     results = run_batched_with_progress(
         "classifying",

@@ -9,6 +9,7 @@ TOP_K = 5
 def servable(*, checkpoint, model, weights, device):
     import torch
 
+    from ptcli.results import top_predictions
     from ptcli.serving.spec import IMAGE, Servable, image_from_bytes, sample_image
 
     from .data import Preprocess
@@ -28,9 +29,7 @@ def servable(*, checkpoint, model, weights, device):
         with torch.inference_mode():
             pixels = torch.stack([preprocess.of_crop(crop) for crop in batch]).to(device)
             probabilities = net(pixels.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
-        scores, indices = probabilities.topk(k)
-        return [{"predictions": [{"label": labels[i], "index": i, "score": round(s, 6)} for s, i in zip(row_s, row_i)]}
-                for row_s, row_i in zip(scores.tolist(), indices.tolist())]
+        return [{"predictions": top_predictions(row, labels, k)} for row in probabilities]
 
     title = f"classify-image ({checkpoint or model or DEFAULT_MODEL})"
     return Servable(kind=IMAGE, decode=decode, predict=predict, title=title, warmup=decode(sample_image()))

@@ -98,7 +98,7 @@ def classify_text(
     from ptcli.hub import set_trust_remote_code
     from ptcli.loading import check_request
     from ptcli.output import format_predictions, warn
-    from ptcli.results import ResultFormat, emit_results
+    from ptcli.results import ResultFormat, emit_results, top_predictions
 
     from .inference import classify_batched
     from .models import load_text_classifier
@@ -115,8 +115,7 @@ def classify_text(
     k = min(top_k, len(labels))
 
     def postprocess(logits):
-        scores, indices = logits.softmax(dim=-1).topk(k)
-        return [{"label": labels[i], "score": round(s, 6)} for s, i in zip(scores.tolist(), indices.tolist())]
+        return top_predictions(logits.softmax(dim=-1), labels, k, with_index=False)
 
     results, encode = classify_batched(classifier, inputs, device=target, batch_size=batch_size,
                                        description="classifying", postprocess=postprocess)

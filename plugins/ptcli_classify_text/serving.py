@@ -10,6 +10,7 @@ def servable(*, checkpoint, model, weights, device):
     import torch
 
     from ptcli.errors import UsageError
+    from ptcli.results import top_predictions
     from ptcli.serving.spec import TEXT, Servable
 
     from .inference import check_text
@@ -26,9 +27,8 @@ def servable(*, checkpoint, model, weights, device):
         batch, _ = classifier.encoder(texts)
         with torch.inference_mode():
             probabilities = classifier.logits({key: value.to(device) for key, value in batch.items()}).float().softmax(-1).cpu()
-        scores, indices = probabilities.topk(k)
-        return [{"text": text, "predictions": [{"label": labels[i], "score": round(s, 6)} for s, i in zip(row_s, row_i)]}
-                for text, row_s, row_i in zip(texts, scores.tolist(), indices.tolist())]
+        return [{"text": text, "predictions": top_predictions(row, labels, k, with_index=False)}
+                for text, row in zip(texts, probabilities)]
 
     title = f"classify-text ({checkpoint or model or DEFAULT_MODEL})"
     return Servable(kind=TEXT, decode=check_text, predict=predict, title=title, warmup="warm-up")

@@ -50,20 +50,12 @@ def _format_for(fmt: str | None, output: Path) -> str:
 
 
 def _recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None, weights: Path | None):
-    from ptcli.checkpoints import read_sidecar
-    from ptcli.plugins import get_plugins
+    from ptcli.exporting.embedded import looks_like_export
+    from ptcli.loading import requested_recipe
 
-    if checkpoint is not None:
-        if recipe_name is not None or model is not None or weights is not None:
-            raise UsageError("CKPT already names its recipe, model and weights; drop --recipe/--model/--weights")
-        from ptcli.exporting.embedded import looks_like_export
-
-        if looks_like_export(checkpoint) and checkpoint.is_file():
-            raise UsageError(f"{checkpoint} is already an export; export the checkpoint it came from")
-        recipe_name = read_sidecar(checkpoint).get("recipe", "")
-    elif recipe_name is None:
-        raise UsageError("give a checkpoint, or --recipe R with --model NAME")
-    recipe = get_plugins().recipe(recipe_name)
+    if checkpoint is not None and looks_like_export(checkpoint) and checkpoint.is_file():
+        raise UsageError(f"{checkpoint} is already an export; export the checkpoint it came from")
+    recipe = requested_recipe(checkpoint, recipe_name, model, weights)
     if recipe.export is None:
         raise UsageError(f"recipe {recipe.name} does not export its models (it declares no export); "
                          "see `ptcli plugins` for the recipes that do")

@@ -59,20 +59,12 @@ def serve(
     same, then exit 130)."""
     import signal
 
-    from ptcli.checkpoints import read_sidecar
     from ptcli.devices import resolve_device
-    from ptcli.loading import check_request
+    from ptcli.loading import check_request, requested_recipe
     from ptcli.output import warn
-    from ptcli.plugins import get_plugins
     from ptcli.recipe import load_ref
 
-    if checkpoint is not None:
-        if recipe is not None or model is not None or weights is not None:
-            raise UsageError("CKPT already names its recipe and model; drop --recipe/--model/--weights")
-        recipe = read_sidecar(checkpoint).get("recipe", "")
-    elif recipe is None:
-        raise UsageError("give a checkpoint, or --recipe R (with --model NAME for another than its default)")
-    chosen = get_plugins().recipe(recipe)
+    chosen = requested_recipe(checkpoint, recipe, model, weights)
     if chosen.serve is None:
         raise UsageError(f"recipe {chosen.name} cannot be served (it declares no serve); see `ptcli plugins`")
     check_request(chosen, checkpoint=checkpoint, model=model, weights=weights, device=device)

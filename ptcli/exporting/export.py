@@ -3,6 +3,7 @@ final name, loaded back and checked, then renamed into place (a failed check lea
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -73,9 +74,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
     }
     if fmt == "onnx":
         meta["opset"] = opset or writers.DEFAULT_OPSET
-    target = exportable
-    if half:
-        target = Exportable(**{**exportable.__dict__, "module": module})
+    target = dataclasses.replace(exportable, module=module) if half else exportable
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:

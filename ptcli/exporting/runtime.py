@@ -23,9 +23,10 @@ class ExportedModel:
         self.input_names = [entry["name"] for entry in self.meta.get("inputs", [])]
         self.output_names = [entry["name"] for entry in self.meta.get("outputs", [])]
         self.batch = self.meta.get("batch")  # "dynamic", an int, or None (one input per call)
+        # Loaded where it first runs (a recipe's `.to(device)` first, or the CPU at the first
+        # call), so that a CUDA run does not load the file twice.
         self.device = "cpu"
         self._run = None
-        self._load("cpu")
 
     # --- module-like surface, so that recipes' `net.to(device).eval()` works unchanged -----
 
@@ -37,7 +38,7 @@ class ExportedModel:
         if device is None or isinstance(device, torch.dtype):
             return self
         device = str(device)
-        if device != self.device:
+        if device != self.device or self._run is None:
             self._load(device)
         return self
 
@@ -95,6 +96,8 @@ class ExportedModel:
         dtype = torch.float16 if self.meta.get("half") else torch.float32
         args = tuple(a.to(self.device, dtype) if a.is_floating_point() else a.to(self.device) for a in args)
         args = self._padded(args)
+        if self._run is None:
+            self._load(self.device)
         with torch.no_grad():
             if isinstance(self.batch, int) and args and args[0].shape[0] != self.batch:
                 return self._in_batches(args)
