@@ -24,19 +24,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from ptcli.errors import InputError
 from ptcli.results import Failed
 
 
-@dataclass(frozen=True)
-class Sample:
-    """What ``load`` returns when ``postprocess`` needs more than the model's output."""
-
-    data: Any
-    meta: Any = None
+#: What ``load`` returns when ``postprocess`` needs more than the model's output (the
+#: inference contract's own Sample).
+from ptcli.inference.contract import Sample  # noqa: E402
 
 
 class _LoadedInputs:

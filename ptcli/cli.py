@@ -164,17 +164,19 @@ def root(
 
 
 def _register_core_commands() -> None:
-    from ptcli.commands import env_cmd, export_cmd, plugins_cmd, serve_cmd, train_cmd, weights_cmd
+    import importlib
 
-    app.command(name="train", short_help="Train a recipe from a YAML config (resumable, DDP-ready).")(train_cmd.train)
-    app.command(name="lr-find", short_help="Find a learning rate: the LR range test, with a plot.")(train_cmd.lr_find)
-    app.command(name="eval", short_help="Score a trained checkpoint on labelled data.")(train_cmd.evaluate)
-    app.command(name="export", short_help="Export a model to ONNX, torch.export or TorchScript, checked against eager.")(export_cmd.export)
-    app.command(name="export-torchscript", short_help="Export to TorchScript as the book does (deprecated in torch 2.11).")(export_cmd.export_torchscript)
-    app.command(name="serve", short_help="Serve a model over HTTP with dynamic batching (/predict, /metrics, a page).")(serve_cmd.serve)
-    app.add_typer(plugins_cmd.app, name="plugins")
-    app.command(name="env")(env_cmd.env)
-    app.add_typer(weights_cmd.app, name="weights")
+    import typer as typer_module
+
+    from ptcli.commands import CORE
+
+    for name, (target, short_help) in CORE.items():
+        module_name, _, attribute = target.partition(":")
+        function = getattr(importlib.import_module(f"ptcli.commands.{module_name}"), attribute)
+        if isinstance(function, typer_module.Typer):
+            app.add_typer(function, name=name)
+        else:
+            app.command(name=name, short_help=short_help)(function)
 
 
 _register_core_commands()
@@ -220,7 +222,10 @@ def main() -> None:
         report_error(str(exc), exc.exit_code, as_json="--json" in sys.argv)
         sys.exit(exc.exit_code)
     for info in plugins.failed():
-        warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
+        if info.recipes:  # loaded, less what it was refused
+            warn(f"{info.error} (see `ptcli plugins`)")
+        else:
+            warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
     try:
         from ptcli.distributed import world_size
 

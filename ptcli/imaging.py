@@ -75,6 +75,20 @@ def to_rgb(image):
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
+def read_image(item):
+    """An upright 8-bit RGB PIL image from a file path or a file's bytes (an upload), as every
+    image recipe reads its inputs; InputError, naming no buffer, when it cannot be read."""
+    if isinstance(item, (bytes, bytearray)):
+        import io
+        import re
+
+        try:
+            return to_rgb(open_image(io.BytesIO(item)))
+        except InputError as exc:  # Pillow names the buffer, which means nothing to a client
+            raise InputError(re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", str(exc))) from exc
+    return to_rgb(open_image(item))
+
+
 def to_pixels(image):
     """An RGB PIL image as a (3, H, W) float tensor in [0, 1]."""
     import numpy as np

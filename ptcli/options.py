@@ -1,5 +1,6 @@
 """Options that many commands share, declared once so that they read the same everywhere."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,3 +12,42 @@ DeviceOption = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DE
 TrustRemoteCodeOption = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Let a Hugging Face model folder run its own Python code (auto_map); off, such a "
     "model is refused. Read that code first.")]
+
+
+def paths_argument(what: str = "Image files, folders (searched recursively) or glob patterns."):
+    """PATH...: the inputs of a command that reads files."""
+    return Annotated[list[str] | None, typer.Argument(help=what, show_default=False, metavar="PATH")]
+
+
+def model_option(help: str, metavar: str = "NAME"):
+    """--model/-m: a model of the recipe's registry (the recipe says which in ``help``)."""
+    return Annotated[str | None, typer.Option("--model", "-m", metavar=metavar, help=help, show_default=False)]
+
+
+def weights_option(help: str = "Local weights file (.safetensors, .pt, .pth) for --model."):
+    return Annotated[Path | None, typer.Option(metavar="FILE", help=help)]
+
+
+def checkpoint_option(help: str = "A ptcli checkpoint (NAME.safetensors with its NAME.json sidecar) or export."):
+    return Annotated[Path | None, typer.Option(metavar="CKPT", help=help)]
+
+
+def batch_size_option(what: str = "Inputs per forward pass."):
+    return Annotated[int, typer.Option(min=1, metavar="N", help=what)]
+
+
+WorkersOption = Annotated[int | None, typer.Option(
+    min=0, metavar="N", help="Decoding processes [default: 0 for one batch, else up to 4].")]
+ListModelsOption = Annotated[bool, typer.Option("--list-models", help="List model names and exit.")]
+
+
+def list_models(recipe, as_json: bool, describe: bool = False) -> None:
+    """``--list-models``: the recipe's model names, one a line (or a JSON object each)."""
+    from ptcli.output import emit, emit_json
+
+    for name in recipe.model_registry.names():
+        if describe:
+            spec = recipe.model_registry.get(name)
+            emit_json({"name": name, "description": spec.description}) if as_json else emit(f"{name:<36} {spec.description}")
+        else:
+            emit_json({"name": name}) if as_json else emit(name)

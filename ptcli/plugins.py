@@ -22,8 +22,9 @@ from ptcli.errors import PluginError, UsageError, one_line
 from ptcli.recipe import Command, Recipe
 
 ENTRY_POINT_GROUP = "ptcli"
-#: Commands of the core; a plugin may not take these names.
-CORE_COMMANDS = frozenset({"plugins", "env", "weights", "version", "train", "eval", "lr-find"})
+#: Commands of the core (ptcli.commands.CORE, and any added there later); a plugin may not
+#: take these names.
+from ptcli.commands import RESERVED as CORE_COMMANDS  # noqa: E402
 
 
 @dataclass
@@ -96,13 +97,17 @@ def _collect_recipes(pm: pluggy.PluginManager, module: ModuleType) -> list[Recip
 
 
 def _claim(info: PluginInfo, recipes: list[Recipe], loaded: LoadedPlugins) -> None:
-    """Check that the plugin's recipe and command names are free, then record them."""
+    """Check that the plugin's recipe and command names are free, then record them. A command
+    that takes a core command's name is refused (the plugin's status says so) and the rest of
+    the plugin loads: the core command stays what users get."""
+    refused = []
     for recipe in recipes:
         if recipe.name in loaded.recipes:
             raise PluginError(f"recipe {recipe.name!r} is already provided by another plugin")
         for command in recipe.commands:
             if command.name in CORE_COMMANDS:
-                raise PluginError(f"command {command.name!r} is a core command")
+                refused.append(command.name)
+                continue
             if command.name in loaded.commands:
                 owner = loaded.commands[command.name][2].name
                 raise PluginError(f"command {command.name!r} is already provided by plugin {owner!r}")
@@ -110,8 +115,14 @@ def _claim(info: PluginInfo, recipes: list[Recipe], loaded: LoadedPlugins) -> No
         loaded.recipes[recipe.name] = recipe
         info.recipes.append(recipe.name)
         for command in recipe.commands:
-            loaded.commands[command.name] = (command, recipe, info)
-            info.commands.append(command.name)
+            if command.name not in CORE_COMMANDS:
+                loaded.commands[command.name] = (command, recipe, info)
+                info.commands.append(command.name)
+    if refused:
+        names = ", ".join(repr(name) for name in refused)
+        info.status = "error"
+        info.error = (f"plugin {info.name!r} declares {names}, a core command of ptcli: refused "
+                      f"(the core's stays; the plugin's other commands load)")
 
 
 def load_plugins(extra_modules: Iterable[ModuleType] = ()) -> LoadedPlugins:
@@ -133,6 +144,8 @@ def load_plugins(extra_modules: Iterable[ModuleType] = ()) -> LoadedPlugins:
             module = source.load() if isinstance(source, metadata.EntryPoint) else source
             pm.register(module, name=name)
             _claim(info, _collect_recipes(pm, module), loaded)
+            if info.error is not None and _strict():
+                raise PluginError(info.error)
         except Exception as exc:  # the error boundary: a plugin may raise anything
             info.status, info.error = "error", one_line(exc)
             if module is not None and pm.is_registered(module):

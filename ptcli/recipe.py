@@ -167,12 +167,16 @@ class Recipe:
     #: What the recipe offers other plugins, by capability name (see ptcli.capabilities): for
     #: "image-classifier", a loader the adversarial commands drive, so they name no recipe.
     provides: Mapping[str, Ref] = field(default_factory=dict)
+    #: The recipe's inference (see ptcli.inference.contract): a Predictor subclass, from which
+    #: its command's loop and `ptcli serve` derive.
+    predictor: Ref | None = None
     #: How the recipe's model exports (`ptcli export`): a function
     #: ``(checkpoint, model, weights, samples) -> ptcli.exporting.spec.Exportable``
     #: (None: the recipe does not export, and says so).
     export: Ref | None = None
-    #: How the recipe's model serves (`ptcli serve`): a function
-    #: ``(checkpoint, model, weights, device) -> ptcli.serving.spec.Servable`` (None: it does not).
+    #: How the recipe's model serves (`ptcli serve`) when it declares no ``predictor``: a function
+    #: ``(checkpoint, model, weights, device) -> ptcli.serving.spec.Servable`` (None: a recipe
+    #: with a predictor serves through it; one with neither does not serve).
     serve: Ref | None = None
 
     @cached_property

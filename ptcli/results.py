@@ -80,9 +80,14 @@ def emit_results(results: Iterable[tuple[Any, Any]], fmt: ResultFormat, *, total
     return count
 
 
-def prediction_format(noun: str = "inputs", failed: str = "could not be read") -> ResultFormat:
-    """A classifier's results: the input's name and its top-k lines, or ``"predictions"``."""
+def prediction_format(noun: str = "inputs", failed: str = "could not be read", fields: Callable | None = None) -> ResultFormat:
+    """A classifier's results: the input's name and its top-k lines, or ``"predictions"``.
+    The result is the list of predictions, or (``fields`` given: a predictor's) the fields
+    holding it as "predictions"."""
     from ptcli.output import format_predictions
 
+    if fields is not None:
+        return ResultFormat(human=lambda item, result: format_predictions(str(item), result["predictions"]),
+                            fields=fields, noun=noun, failed=failed)
     return ResultFormat(human=lambda item, predictions: format_predictions(str(item), predictions),
                         fields=lambda item, predictions: {"predictions": predictions}, noun=noun, failed=failed)

@@ -141,15 +141,14 @@ def test_the_checkpoint_serves_detect_json(cli, fine_tuned):
 
     import torch
 
-    from ptcli_detect.serving import servable
-    from test_serve import run_app
+    from test_serve import run_app, servable
 
     summary, data = fine_tuned
     truth = json.loads((data / "val.json").read_text())
     paths = [data / "images" / image["file_name"] for image in truth["images"]][:4]
     expected = {Path(line["input"]).name: line for line in _json_lines(cli("detect", "--checkpoint", summary["best_checkpoint"], *paths, "--json"))}
     assert any(line["detections"] for line in expected.values())
-    served = servable(checkpoint=Path(summary["best_checkpoint"]), model=None, weights=None, device=torch.device("cpu"))
+    served = servable("detect", checkpoint=Path(summary["best_checkpoint"]))
 
     async def checks(client, app):
         responses = await asyncio.gather(*(client.post("/predict", files={"file": (p.name, p.read_bytes())}) for p in paths))

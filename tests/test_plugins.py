@@ -169,3 +169,28 @@ def test_catch_all_resolvers_come_last():
     assert registry.find("org/x").description == "catch-all"
     assert registry.find("org/x", catch_all=False) is None
     assert registry.find("timm/x", resolvers=False) is None
+
+
+@pytest.mark.parametrize("core", sorted(__import__("ptcli.commands", fromlist=["CORE"]).CORE))
+def test_no_plugin_replaces_a_core_command_and_the_rest_of_it_loads(cli, core):
+    """Every core command (serve, export and export-torchscript included) is refused to a
+    plugin, in one line naming the plugin and the command; the plugin's other command loads
+    and the core's command is what runs."""
+    module = _plugin(Recipe(name="thief", help="", commands=(Command(core, "steal", "x:y"), Command("honest", "fine", "x:y"))))
+    listed = json.loads(cli("plugins", "--json", plugins=[module]).stdout)
+    info = next(row for row in listed if row["name"] == module.__name__)
+    assert info["status"] == "error" and info["commands"] == ["honest"] and info["recipes"] == ["thief"]
+    assert f"declares '{core}', a core command of ptcli" in info["error"] and module.__name__ in info["error"]
+    help_text = cli(core, "--help", plugins=[module])
+    assert help_text.exit_code == 0 and "steal" not in help_text.stdout
+    assert "honest" in cli("--help", plugins=[module]).stdout
+
+
+def test_the_core_commands_are_the_ones_registered():
+    import typer
+
+    from ptcli.cli import LazyCommand, app
+    from ptcli.commands import CORE, RESERVED
+
+    commands = typer.main.get_command(app).commands
+    assert {name for name, command in commands.items() if not isinstance(command, LazyCommand)} == set(CORE) <= RESERVED

@@ -316,13 +316,20 @@ def test_metrics_in_prometheus_format():
     run_app(_toy(predict=predict), checks, max_wait_ms=0)
 
 
-@pytest.fixture(scope="module")
-def lite0_servable():
-    from ptcli_classify_image.serving import servable
-
+def servable(recipe, *, checkpoint=None, model=None, weights=None):
+    """What `ptcli serve` runs for ``recipe`` (through its Predictor), on the CPU."""
     import torch
 
-    return servable(checkpoint=None, model=None, weights=None, device=torch.device("cpu"))
+    from ptcli.plugins import get_plugins
+    from ptcli.serving.spec import load_servable
+
+    return load_servable(get_plugins().recipe(recipe), checkpoint=checkpoint, model=model, weights=weights,
+                         device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def lite0_servable():
+    return servable("classify-image")
 
 
 def _photos():
@@ -390,7 +397,6 @@ def test_an_export_serves_like_its_checkpoint(cli, tmp_path):
     from ptcli.checkpoints import save_checkpoint
     from ptcli.tiny_inputs import write_image
     from ptcli_classify_image.models import _build_simplenet
-    from ptcli_classify_image.serving import servable
 
     torch.manual_seed(0)
     pre = {"resize": 32, "crop": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -399,7 +405,7 @@ def test_an_export_serves_like_its_checkpoint(cli, tmp_path):
     assert cli("export", ckpt, "-o", tmp_path / "s.onnx").exit_code == 0
     image = write_image(tmp_path / "x.png", size=(40, 30))
     expected = json.loads(cli("classify-image", image, "--checkpoint", ckpt, "--json").stdout)["predictions"]
-    served = servable(checkpoint=tmp_path / "s.onnx", model=None, weights=None, device=torch.device("cpu"))
+    served = servable("classify-image", checkpoint=tmp_path / "s.onnx")
 
     async def checks(client, app):
         body = (await client.post("/predict", content=image.read_bytes(), headers={"Content-Type": "image/png"})).json()
@@ -413,9 +419,8 @@ def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier)
     import torch
 
     from ptcli.tiny_inputs import write_clip
-    from ptcli_classify_text.serving import servable as text_servable
 
-    servable = text_servable(checkpoint=None, model=str(tiny_bert_classifier), weights=None, device=torch.device("cpu"))
+    text_served = servable("classify-text", model=str(tiny_bert_classifier))
     expected = json.loads(cli("classify-text", "good great fine", "--model", tiny_bert_classifier, "--json").stdout)
 
     async def checks(client, app):
@@ -423,11 +428,10 @@ def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier)
         empty = await client.post("/predict", json={"text": "  "})
         assert empty.status_code == 400 and "empty text" in empty.json()["error"]
 
-    run_app(lambda: servable, checks)
+    run_app(lambda: text_served, checks)
 
     from ptcli.checkpoints import save_checkpoint
     from ptcli_classify_audio.models import build_audionet
-    from ptcli_classify_audio.serving import servable as audio_servable
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "audio", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
@@ -435,7 +439,7 @@ def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier)
                            extra={"model_args": {"width": 16}})
     clip = write_clip(tmp_path / "tone.wav", seconds=0.7)
     expected = json.loads(cli("classify-audio", clip, "--checkpoint", ckpt, "--json").stdout)
-    served = audio_servable(checkpoint=ckpt, model=None, weights=None, device=torch.device("cpu"))
+    served = servable("classify-audio", checkpoint=ckpt)
 
     async def audio(client, app):
         response = await client.post("/predict", files={"file": ("tone.wav", clip.read_bytes())})
@@ -571,7 +575,7 @@ def test_sigterm_while_the_model_loads_exits_0():
 def test_serve_usage_errors(cli, tmp_path):
     cases = [
         (("serve",), "give a checkpoint, or --recipe R"),
-        (("serve", "--recipe", "super-resolve"), "recipe super-resolve cannot be served"),
+        (("serve", "--recipe", "adversarial"), "recipe adversarial cannot be served"),
         (("serve", "--recipe", "classify-image", "--model", "nope"), "unknown model 'nope'"),
         (("serve", tmp_path / "none.safetensors"), "checkpoint not found"),
         (("serve", "--recipe", "classify-image", "--device", "cuda:7"), "--device cuda:7 asked for"),
@@ -596,9 +600,9 @@ def test_every_option_comes_from_the_environment(cli, monkeypatch):
     for param in command.params:
         if param.name != "help":
             assert param.envvar == f"PTCLI_SERVE_{param.name.upper()}", param.name
-    monkeypatch.setenv("PTCLI_SERVE_RECIPE", "super-resolve")
+    monkeypatch.setenv("PTCLI_SERVE_RECIPE", "adversarial")
     result = cli("serve")
-    assert result.exit_code == 2 and "recipe super-resolve cannot be served" in result.stderr
+    assert result.exit_code == 2 and "recipe adversarial cannot be served" in result.stderr
     monkeypatch.setenv("PTCLI_SERVE_RECIPE", "classify-image")
     monkeypatch.setenv("PTCLI_SERVE_PORT", "0")
     result = cli("serve")

@@ -23,7 +23,7 @@ RECIPE = Recipe(
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_classify_audio.training:ClassifyAudioTask",
     export="ptcli_classify_audio.exporting:exportable",
-    serve="ptcli_classify_audio.serving:servable",
+    predictor="ptcli_classify_audio.predictor:AudioClassifier",
 )
 
 

@@ -13,15 +13,6 @@ from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
 from . import RECIPE
 
 
-class StackWindows:
-    """Batches files of several windows each: all windows in one tensor, and each file's count."""
-
-    def __call__(self, items):
-        import torch
-
-        return torch.cat(items), [int(item.shape[0]) for item in items]
-
-
 def classify_audio(
     paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Sound files (.wav, .flac, .ogg), folders or globs.", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH", help="A Hugging Face audio classifier (org/name, downloaded once) or local folder [default without --checkpoint: MIT/ast-finetuned-audioset-10-10-0.4593, AudioSet's 527 classes].", show_default=False)] = None,
@@ -38,15 +29,15 @@ def classify_audio(
     resampled to the model's rate and padded or cut to its clip length (or, with --window,
     split into clips whose predictions are averaged). Unreadable files are reported and
     skipped; the exit code is then 1."""
-    from ptcli.batching import run_batched_with_progress, stack
     from ptcli.devices import resolve_device
-    from ptcli.inputs import expand_inputs
     from ptcli.hub import set_trust_remote_code
+    from ptcli.inference.contract import Source
+    from ptcli.inference.runner import run
+    from ptcli.inputs import expand_inputs
     from ptcli.loading import check_request
-    from ptcli.results import emit_results, prediction_format, top_predictions
+    from ptcli.results import emit_results, prediction_format
 
-    from .audio import LoadClip
-    from .models import load_audio_classifier
+    from .predictor import AudioClassifier
 
     if not paths:
         raise UsageError("give at least one sound file, folder or glob (see `ptcli classify-audio --help`)")
@@ -54,24 +45,6 @@ def classify_audio(
     set_trust_remote_code(trust_remote_code)
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
-    net, labels, clip = load_audio_classifier(checkpoint, model)
-    inner = getattr(net, "model", net)  # a hub classifier wraps its model with its feature extractor
-    inner.to(target).eval()
-    k = min(top_k, len(labels))
-
-    def forward(batch):
-        import torch
-
-        if not window:
-            return net(batch).float().softmax(-1).cpu()
-        clips, counts = batch
-        probabilities = net(clips).float().softmax(-1).cpu()
-        return torch.stack([part.mean(0) for part in probabilities.split(counts)])
-
-    def postprocess(probabilities):
-        return top_predictions(probabilities, labels, k)
-
-    results = run_batched_with_progress(
-        "classifying", inputs, load=LoadClip(clip, clip.clip_samples // 2 if window else None), forward=forward,
-        postprocess=postprocess, device=target, batch_size=batch_size, collate=StackWindows() if window else stack)
-    emit_results(results, prediction_format(), total=len(inputs), json_output=json_output)
+    predictor = AudioClassifier.load(Source(checkpoint, model), target, top_k=top_k, window=window)
+    results = run(predictor, inputs, batch_size=batch_size, description="classifying")
+    emit_results(results, prediction_format(fields=lambda item, result: result), total=len(inputs), json_output=json_output)

@@ -24,7 +24,7 @@ RECIPE = Recipe(
     # The adversarial commands (attack, defend) drive any image classifier through this.
     provides={"image-classifier": "ptcli_classify_image.pixels:load_pixel_classifier"},
     export="ptcli_classify_image.exporting:exportable",
-    serve="ptcli_classify_image.serving:servable",
+    predictor="ptcli_classify_image.predictor:ImageClassifier",
 )
 
 

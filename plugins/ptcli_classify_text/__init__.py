@@ -22,7 +22,7 @@ RECIPE = Recipe(
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_classify_text.training:ClassifyTextTask",
     export="ptcli_classify_text.exporting:exportable",
-    serve="ptcli_classify_text.serving:servable",
+    predictor="ptcli_classify_text.predictor:TextClassifierPredictor",
 )
 
 

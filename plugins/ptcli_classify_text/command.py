@@ -96,12 +96,13 @@ def classify_text(
     warning."""
     from ptcli.devices import resolve_device
     from ptcli.hub import set_trust_remote_code
+    from ptcli.inference.contract import Source
+    from ptcli.inference.runner import run
     from ptcli.loading import check_request
     from ptcli.output import format_predictions, warn
-    from ptcli.results import ResultFormat, emit_results, top_predictions
+    from ptcli.results import ResultFormat, emit_results
 
-    from .inference import classify_batched
-    from .models import load_text_classifier
+    from .predictor import TextClassifierPredictor
 
     if file is None and texts and "-" in texts and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
         sys.stdin.reconfigure(encoding=encoding)
@@ -109,22 +110,17 @@ def classify_text(
     set_trust_remote_code(trust_remote_code)
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
-    classifier = load_text_classifier(model, checkpoint, max_length=max_length)
-    classifier.model.to(target).eval()
-    labels = classifier.labels
-    k = min(top_k, len(labels))
+    predictor = TextClassifierPredictor.load(Source(checkpoint, model), target, top_k=top_k, max_length=max_length)
+    # Texts are tokenised in this process: Rust tokenizers are fast and threaded, so worker
+    # processes would only add start-up time.
+    results = run(predictor, inputs, batch_size=batch_size, workers=0, description="classifying")
 
-    def postprocess(logits):
-        return top_predictions(logits.softmax(dim=-1), labels, k, with_index=False)
-
-    results, encode = classify_batched(classifier, inputs, device=target, batch_size=batch_size,
-                                       description="classifying", postprocess=postprocess)
     def warn_cut() -> None:
-        if encode.truncated:
-            warn(f"{encode.truncated} of {len(inputs)} texts were longer than {classifier.encoder.max_length} tokens "
-                 "and were cut to fit the model")
+        if predictor.encode.truncated:
+            warn(f"{predictor.encode.truncated} of {len(inputs)} texts were longer than "
+                 f"{predictor.classifier.encoder.max_length} tokens and were cut to fit the model")
 
-    fmt = ResultFormat(human=lambda text, result: format_predictions(_preview(text), result),
-                       fields=lambda text, result: {"predictions": result}, key=lambda text: {"text": text},
+    fmt = ResultFormat(human=lambda text, result: format_predictions(_preview(text), result["predictions"]),
+                       fields=lambda text, result: {"predictions": result["predictions"]}, key=lambda text: {"text": text},
                        label=lambda number, text: f"text {number}", noun="texts", failed="could not be classified")
     emit_results(results, fmt, total=len(inputs), json_output=json_output, before_exit=warn_cut)

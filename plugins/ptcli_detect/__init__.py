@@ -24,7 +24,7 @@ RECIPE = Recipe(
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16")),
     training="ptcli_detect.training:DetectTask",
     export="ptcli_detect.exporting:exportable",
-    serve="ptcli_detect.serving:servable",
+    predictor="ptcli_detect.predictor:Detector",
 )
 
 

@@ -7,18 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import InputError, UsageError
+from ptcli.errors import UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
-
-
-def _list_models(as_json: bool) -> None:
-    from ptcli.output import emit, emit_json
-
-    for name in RECIPE.model_registry.names():
-        spec = RECIPE.model_registry.get(name)
-        emit_json({"name": name, "description": spec.description}) if as_json else emit(f"{name:<36} {spec.description}")
 
 
 def parse_classes(value: str | None) -> list[str] | None:
@@ -54,22 +46,21 @@ def detect(
     or a fine-tuned checkpoint. Prints each image's objects: label, score and box in the
     image's pixels; --json gives one object per image, boxes as COCO [x, y, w, h], masks as
     COCO RLE. Unreadable images are reported and skipped; the exit code is then 1."""
-    from ptcli.batching import as_list, run_batched
     from ptcli.devices import resolve_device
-    from ptcli.imaging import save_png, to_pixels
+    from ptcli.inference.contract import Source
+    from ptcli.inference.runner import run
     from ptcli.inputs import expand_inputs, output_folder
     from ptcli.loading import check_request
-    from ptcli.output import progress
-    from ptcli.results import Failed, ResultFormat, emit_results
+    from ptcli.options import list_models as print_models
+    from ptcli.results import ResultFormat, emit_results
 
-    from .detections import Detections
-    from .images import LoadForDetection
-    from .models import DEFAULT_MODEL, configure_inference, has_masks, load_detector
-    from .rendering import detection_fields, draw, human_lines
-    from .slicing import MERGES, detect_sliced, tile_grid
+    from .models import DEFAULT_MODEL
+    from .predictor import Detector
+    from .rendering import human_lines
+    from .slicing import MERGES
 
     if list_models:
-        _list_models(json_output)
+        print_models(RECIPE, json_output, describe=True)
         return
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli detect --help`)")
@@ -78,85 +69,19 @@ def detect(
     wanted = parse_classes(classes)
     if output is not None:
         output_folder(output, "the drawn images")
-    adapter = RECIPE.data_adapter
-    inputs = expand_inputs(paths, adapter.extensions)
+    inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
-    import torch
-
     target = resolve_device(device, RECIPE.devices.devices)
     if batch_size is None:
         batch_size = default_batch_size(target)
-    loaded = load_detector(model, weights, checkpoint)
-    net, categories = loaded.model, loaded.categories
-    if masks and not has_masks(net):
-        raise UsageError(f"{loaded.source} predicts no masks; use --model maskrcnn_resnet50_fpn_v2 or drop --masks")
-    with_masks = has_masks(net) if masks is None else masks
-    selected = categories.labels_for(wanted) if wanted else None
-    configure_inference(net, threshold, max_detections)
-    net = net.to(target).eval()
-
-    def run(images: list) -> list[Detections]:
-        found = []
-        for out in net(images):
-            if not with_masks:
-                out.pop("masks", None)
-            found.append(Detections.from_output(out))
-        return found
-
-    def result(path: Path, found: Detections, image, width: int, height: int) -> dict:
-        found = found.filtered(threshold, selected, max_detections)
-        fields = {"width": width, "height": height, "detections": detection_fields(found, categories, width, height)}
-        if output is not None:
-            destination = output / f"{path.stem}_detect.png"
-            if destination.exists() and not overwrite:
-                raise InputError(f"{destination} exists; pass --overwrite to replace it")
-            save_png(draw(image, found, categories), destination)
-            fields["output"] = str(destination)
-        return fields
-
-    def whole_images():
-        def forward(batch):
-            found = run(batch)
-            drawn = [(image * 255).round().to(torch.uint8).cpu() for image in batch] if output is not None else [None] * len(batch)
-            return list(zip(found, drawn))
-
-        def postprocess(row, meta):
-            found, image = row
-            try:
-                return result(meta["path"], found, image, meta["width"], meta["height"])
-            except InputError as exc:
-                return Failed(str(exc))
-
-        with progress() as bar:
-            task = bar.add_task("detecting", total=len(inputs))
-            for item in run_batched(inputs, load=LoadForDetection(adapter), forward=forward,
-                                    postprocess=postprocess, device=target, batch_size=batch_size, workers=workers,
-                                    collate=as_list):
-                bar.advance(task)
-                yield item
-
-    def sliced_images():
-        with progress() as bar, torch.inference_mode():
-            for path in inputs:
-                try:
-                    picture = adapter.read(path)
-                except InputError as exc:
-                    yield path, Failed(str(exc))
-                    continue
-                image = to_pixels(picture).to(target)
-                tiles = len(tile_grid(picture.width, picture.height, slice_size, slice_overlap))
-                task = bar.add_task(f"{path.name} ({tiles} tiles)", total=tiles)
-                found = detect_sliced(image, run, size=slice_size, overlap=slice_overlap, batch_size=batch_size,
-                                      merge=slice_merge, on_tiles=lambda n: bar.advance(task, n))
-                bar.remove_task(task)
-                drawn = (image * 255).round().to(torch.uint8).cpu() if output is not None else None
-                try:
-                    yield path, result(path, found, drawn, picture.width, picture.height)
-                except InputError as exc:
-                    yield path, Failed(str(exc))
-
+    predictor = Detector.load(Source(checkpoint, model, weights), target, threshold=threshold, classes=wanted,
+                              max_detections=max_detections, masks=masks, output=output, overwrite=overwrite,
+                              slice_size=slice_size, slice_overlap=slice_overlap, slice_merge=slice_merge)
+    # With --slice, --batch-size counts tiles: the core batches each image's tiles.
+    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description="detecting",
+                  chunk_batch=batch_size if slice_size else None)
     fmt = ResultFormat(human=human_lines, fields=lambda path, r: r, failed="could not be read")
-    emit_results(sliced_images() if slice_size else whole_images(), fmt, total=len(inputs), json_output=json_output)
+    emit_results(results, fmt, total=len(inputs), json_output=json_output)
 
 
 def default_batch_size(device) -> int:

@@ -96,22 +96,34 @@ def nms_merge(detections: Detections, threshold: float = 0.5) -> Detections:
 MERGES = {"greedy": greedy_merge, "nms": nms_merge}
 
 
+def tile_crops(image, size: int, overlap: float, whole_image: bool = True) -> tuple[list[Tile], list]:
+    """(the tiles of ``image`` (a CHW tensor), the crops to detect in): each tile at full
+    resolution, then, when there are several (and ``whole_image``), the whole image."""
+    tiles = tile_grid(int(image.shape[-1]), int(image.shape[-2]), size, overlap)
+    crops = [image[:, t.y: t.y + t.height, t.x: t.x + t.width] for t in tiles]
+    return tiles, crops + [image] if whole_image and len(tiles) > 1 else crops
+
+
+def merge_tiles(tiles: list[Tile], outputs: list[Detections], merge: str = "greedy",
+                match_threshold: float = 0.5) -> Detections:
+    """The crops' detections (``tile_crops`` order) shifted back into the image and merged."""
+    parts = [found.shifted(tile.x, tile.y) for tile, found in zip(tiles, outputs)] + list(outputs[len(tiles):])
+    return MERGES[merge](Detections.concat(parts), match_threshold)
+
+
 def detect_sliced(image, run: Callable[[list], list[Detections]], *, size: int, overlap: float, batch_size: int,
                   merge: str = "greedy", match_threshold: float = 0.5, whole_image: bool = True,
                   on_tiles: Callable[[int], None] | None = None) -> Detections:
     """Detections in ``image`` (a CHW tensor) from its tiles, ``batch_size`` tiles per forward
     pass, plus the whole image (``whole_image``), merged. ``run(list of CHW tensors)`` returns
-    one Detections per tensor; ``on_tiles(n)`` hears of each batch done."""
-    height, width = int(image.shape[-2]), int(image.shape[-1])
-    tiles = tile_grid(width, height, size, overlap)
-    parts = []
+    one Detections per tensor; ``on_tiles(n)`` hears of each batch done. (`ptcli detect` runs
+    the same crops and merge through the core's chunked loop, ptcli.inference.runner.)"""
+    tiles, crops = tile_crops(image, size, overlap, whole_image)
+    outputs = []
     for start in range(0, len(tiles), batch_size):
-        batch = tiles[start: start + batch_size]
-        crops = [image[:, t.y: t.y + t.height, t.x: t.x + t.width] for t in batch]
-        for tile, found in zip(batch, run(crops)):
-            parts.append(found.shifted(tile.x, tile.y))
+        outputs.extend(run(crops[start: min(start + batch_size, len(tiles))]))
         if on_tiles is not None:
-            on_tiles(len(batch))
-    if whole_image and len(tiles) > 1:
-        parts.extend(run([image]))
-    return MERGES[merge](Detections.concat(parts), match_threshold)
+            on_tiles(min(batch_size, len(tiles) - start))
+    if len(crops) > len(tiles):
+        outputs.extend(run(crops[len(tiles):]))
+    return merge_tiles(tiles, outputs, merge, match_threshold)

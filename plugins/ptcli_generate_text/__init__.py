@@ -20,6 +20,7 @@ RECIPE = Recipe(
     models="ptcli_generate_text.models:make_registry",
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_generate_text.training:GenerateTextTask",
+    predictor="ptcli_generate_text.predictor:TextGenerator",
 )
 
 

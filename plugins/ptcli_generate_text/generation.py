@@ -40,13 +40,18 @@ def encode_prompt(lm, prompt: str, max_new_tokens: int):
     if not prompt.strip():
         raise UsageError("the prompt is empty; give some text to continue")
     ids = lm.tokenizer(prompt, return_tensors="pt")["input_ids"]
-    length, context = ids.shape[1], lm.context
+    check_fits(lm, ids.shape[1], max_new_tokens)
+    return ids
+
+
+def check_fits(lm, length: int, max_new_tokens: int) -> None:
+    """A prompt of ``length`` tokens and ``max_new_tokens`` more must fit the model's context."""
+    context = lm.context
     if length >= context:
         raise UsageError(f"the prompt is {length} tokens; {lm.name} reads at most {context}: shorten it")
     if length + max_new_tokens > context:
         raise UsageError(f"the prompt ({length} tokens) plus --max-new-tokens {max_new_tokens} exceeds the model's "
                          f"context of {context} tokens; use --max-new-tokens {context - length} or less")
-    return ids
 
 
 class _TextSink:

@@ -23,6 +23,7 @@ RECIPE = Recipe(
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_super_resolve.training:SuperResolveTask",
     export="ptcli_super_resolve.exporting:exportable",
+    predictor="ptcli_super_resolve.predictor:Upscaler",
 )
 
 

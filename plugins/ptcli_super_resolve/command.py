@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import InputError, PtcliError, UsageError
+from ptcli.errors import InputError, UsageError
 from ptcli.options import DeviceOption, JsonOption
 
 from . import RECIPE
@@ -96,9 +96,10 @@ def super_resolve(
     from ptcli.output import progress
     from ptcli.results import Failed, ResultFormat, emit_results
 
-    from .images import resize, write
-    from .models import load_upscaler
-    from .tiling import auto_tile, tile_count, upscale
+    from ptcli.inference.contract import Source
+
+    from .images import write
+    from .predictor import Upscaler
 
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli super-resolve --help`)")
@@ -114,15 +115,11 @@ def super_resolve(
         raise UsageError(f"--half needs a CUDA device; {target} computes in fp32")
     if half and bf16:
         raise UsageError("--half and --bf16 are two precisions; pick one")
-    net, native, _name = load_upscaler(model, weights, checkpoint)
-    # channels_last: RRDBNet runs 1.5-1.9x faster on 2 CPU cores so (bench/sr_tiling.py), and
-    # it is the layout cuDNN's fp16/bf16 convolutions prefer.
-    net = net.to(target).eval().to(memory_format=torch.channels_last)
-    dtype = torch.float16 if half else torch.bfloat16 if bf16 else None
-    if dtype is not None:
-        net = net.to(dtype)
-    factor = scale or native
+    predictor = Upscaler.load(Source(checkpoint, model, weights), target, scale=scale, tile=tile_setting,
+                              tile_overlap=tile_overlap, dtype=torch.float16 if half else torch.bfloat16 if bf16 else None)
+    factor = predictor.factor
     tag = suffix if suffix is not None else f"_x{factor:g}"
+
     def upscaled():
         with progress() as bar:
             for path in inputs:
@@ -137,31 +134,21 @@ def super_resolve(
         if destination.exists() and not overwrite:
             raise InputError(f"{destination} exists; pass --overwrite to replace it")
         image = RECIPE.data_adapter.read(path)
-        width, height = image.size
-        size = (round(width * factor), round(height * factor))
-        check_output_fits((max(size[0], width * native), max(size[1], height * native)))
-        tile_px = auto_tile(target, height, width) if tile_setting == "auto" else tile_setting
-        while True:
-            task = bar.add_task(f"{path.name}", total=tile_count(height, width, tile_px, tile_overlap))
-            try:
-                result = upscale(image.rgb, net, scale=native, tile=tile_px, overlap=tile_overlap, device=target,
-                                 dtype=dtype, on_tile=lambda: bar.advance(task))
+        tasks = []
+
+        def tiles(total: int):
+            for task in tasks:  # an out-of-memory retry starts a new bar
                 bar.remove_task(task)
-                break
-            except torch.OutOfMemoryError as exc:
+            tasks[:] = [bar.add_task(f"{path.name}", total=total)]
+            return lambda: bar.advance(tasks[0])
+
+        try:
+            result = predictor.upscale(image, tiles, name=str(path))
+        finally:
+            for task in tasks:
                 bar.remove_task(task)
-                current = tile_px or max(width, height)
-                if tile_setting != "auto" or current <= 16:
-                    raise PtcliError(f"{path}: out of {target} memory with tiles of {current} px; "
-                                     "use a smaller --tile, or --tile auto") from exc
-                tile_px = current // 2
-                if target.type == "cuda":
-                    torch.cuda.empty_cache()
-        if result.shape[2] != size[0] or result.shape[1] != size[1]:
-            result = resize(result, size)
-        alpha = resize(image.alpha, size) if image.alpha is not None else None
-        write(destination, result, alpha, grey=image.grey, bits=image.bits)
-        return {"output": str(destination), "size": list(size), "scale": factor,
+        write(destination, result, predictor.alpha(image), grey=image.grey, bits=image.bits)
+        return {"output": str(destination), "size": [int(result.shape[2]), int(result.shape[1])], "scale": factor,
                 "seconds": round(time.perf_counter() - start, 3)}
 
     fmt = ResultFormat(human=lambda path, r: f"{path} -> {r['output']} ({r['size'][0]}x{r['size'][1]}, {r['seconds']:.1f} s)",

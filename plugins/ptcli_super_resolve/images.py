@@ -28,28 +28,34 @@ class SRImage:
         return int(self.rgb.shape[2]), int(self.rgb.shape[1])
 
 
-def _png_bit_depth(path: Path) -> int:
+def _png_bit_depth(source: Path | bytes) -> int:
     """The bit depth a PNG declares in its header (0 for other files)."""
-    with open(path, "rb") as handle:
-        head = handle.read(25)
+    if isinstance(source, bytes):
+        head = source[:25]
+    else:
+        with open(source, "rb") as handle:
+            head = handle.read(25)
     return head[24] if len(head) == 25 and head.startswith(b"\x89PNG\r\n\x1a\n") else 0
 
 
-def _decode(path: Path):
-    """HxW or HxWxC (RGB or RGBA) array, uint8 or uint16. Pillow decodes (and catches truncated
+def _decode(path: Path | bytes):
+    """HxW or HxWxC (RGB or RGBA) array, uint8 or uint16, from a file or its bytes. Pillow decodes (and catches truncated
     files, which OpenCV would half-decode with only a warning); OpenCV reads 16-bit colour PNGs,
     which Pillow would cut to 8 bits."""
+    import io
+
     import numpy as np
 
     from ptcli.imaging import open_image, to_rgb
 
-    image = open_image(path)
+    image = open_image(io.BytesIO(path) if isinstance(path, bytes) else path)
     if image.mode.startswith("I;16") or (image.mode == "I" and int(np.asarray(image).max(initial=0)) > 255):
         return np.asarray(image, dtype=np.int64).clip(0, 65535).astype(np.uint16)
     if _png_bit_depth(path) == 16:
         import cv2
 
-        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = cv2.imdecode(np.frombuffer(path, np.uint8), cv2.IMREAD_UNCHANGED) if isinstance(path, bytes) \
+            else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if data is None:
             raise InputError("cannot read image: OpenCV cannot decode this 16-bit PNG")
         return data[:, :, [2, 1, 0, 3]] if data.ndim == 3 and data.shape[2] == 4 else data[:, :, ::-1] if data.ndim == 3 else data
@@ -65,11 +71,12 @@ class SRImages:
 
     extensions = EXTENSIONS
 
-    def read(self, path: Path) -> SRImage:
+    def read(self, path: Path | bytes) -> SRImage:
+        """A file, or its bytes (an upload)."""
         import numpy as np
         import torch
 
-        data = _decode(Path(path))
+        data = _decode(path if isinstance(path, bytes) else Path(path))
         bits = 16 if data.dtype == np.uint16 else 8
         array = data.astype(np.float32) / (65535.0 if bits == 16 else 255.0)
         grey, alpha = array.ndim == 2, None
@@ -93,14 +100,13 @@ def resize(tensor, size: tuple[int, int]):
     return out[0, 0] if squeeze else out[0]
 
 
-def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
+def to_array(rgb, alpha, *, grey: bool, bits: int):
+    """The result as the integer array OpenCV writes (BGR, or grey, with alpha if any)."""
     import cv2
     import numpy as np
 
     scale = 65535.0 if bits == 16 else 255.0
     dtype = np.uint16 if bits == 16 else np.uint8
-    if bits == 16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
-        bits, scale, dtype = 8, 255.0, np.uint8  # other formats hold 8 bits
     # Band by band into one integer image: a float copy of the whole result (0.8 GB for an
     # 8192x8192 RGB) would double the peak memory of a large upscale.
     height, width = rgb.shape[1:]
@@ -109,12 +115,29 @@ def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
         band = rgb[:, top:top + 256].clamp(0, 1).mul_(scale).round_().numpy().astype(dtype).transpose(1, 2, 0)
         array[top:top + 256] = band if grey else band[:, :, ::-1]  # OpenCV writes BGR
     if grey:
-        out = cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
-    else:
-        out = array
-        if alpha is not None:
-            a = alpha.clamp(0, 1).mul(scale).round().numpy().astype(dtype)
-            out = np.dstack([out, a])
+        return cv2.cvtColor(array, cv2.COLOR_RGB2GRAY)
+    if alpha is not None:
+        a = alpha.clamp(0, 1).mul(scale).round().numpy().astype(dtype)
+        return np.dstack([array, a])
+    return array
+
+
+def png_bytes(rgb, alpha, *, grey: bool, bits: int) -> bytes:
+    """The result as a PNG file's bytes: the same pixels ``write`` puts in a .png."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", to_array(rgb, alpha, grey=grey, bits=bits))
+    if not ok:
+        raise InputError("cannot encode the result as PNG")
+    return data.tobytes()
+
+
+def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
+    import cv2
+
+    if bits == 16 and path.suffix.lower() not in (".png", ".tif", ".tiff"):
+        bits = 8  # other formats hold 8 bits
+    out = to_array(rgb, alpha, grey=grey, bits=bits)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), out):
         raise InputError(f"cannot write {path}: OpenCV has no writer for {path.suffix}")

@@ -62,11 +62,11 @@ def serve(
     from ptcli.devices import resolve_device
     from ptcli.loading import check_request, requested_recipe
     from ptcli.output import warn
-    from ptcli.recipe import load_ref
+    from ptcli.serving.spec import load_servable
 
     chosen = requested_recipe(checkpoint, recipe, model, weights)
-    if chosen.serve is None:
-        raise UsageError(f"recipe {chosen.name} cannot be served (it declares no serve); see `ptcli plugins`")
+    if chosen.predictor is None and chosen.serve is None:
+        raise UsageError(f"recipe {chosen.name} cannot be served (it declares no predictor); see `ptcli plugins`")
     check_request(chosen, checkpoint=checkpoint, model=model, weights=weights, device=device)
     target = resolve_device(device, chosen.devices.devices)
     _port_free(host, port)
@@ -77,8 +77,8 @@ def serve(
 
     settings = Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, max_body_mb=max_body_mb,
                         timeout_s=timeout_s, allow_urls=allow_urls)
-    factory = load_ref(chosen.serve)
-    app = create_app(lambda: factory(checkpoint=checkpoint, model=model, weights=weights, device=target), settings)
+    app = create_app(lambda: load_servable(chosen, checkpoint=checkpoint, model=model, weights=weights, device=target),
+                     settings)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=max(1, int(timeout_s)))
     server = uvicorn.Server(config)

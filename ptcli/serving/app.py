@@ -161,6 +161,9 @@ def create_app(load: Callable[[], Servable], settings: Settings | None = None):
             items = [await run_in_threadpool(servable.decode, item) for item in raw]
         except InputError as exc:
             raise RequestError(400, str(exc)) from exc
+        predictor = servable.predictor
+        if predictor is not None and predictor.streams and not many and _wants_stream(request, raw[0]):
+            return _stream(predictor, items[0], state.batcher)
         try:
             futures = [state.batcher.submit(item) for item in items]
         except QueueFull:
@@ -177,7 +180,55 @@ def create_app(load: Callable[[], Servable], settings: Settings | None = None):
         except Exception as exc:  # the model failed on this batch; the server goes on
             raise RequestError(500, f"prediction failed: {one_line(exc)}") from exc
         request.state.batch_size = max(size for _, size in done)
-        results = [({"input": name} if name else {}) | result for name, (result, _) in zip(names, done)]
+        media = getattr(predictor, "media_type", None)
+        if media is not None and not many and media in request.headers.get("accept", ""):
+            data = predictor.encode(done[0][0])
+            if data is not None:  # the file itself, as the client asked
+                return Response(data, media_type=media)
+        results = [({"input": name} if name else {}) | _jsonable(result) for name, (result, _) in zip(names, done)]
         return results if many else results[0]
 
     return app
+
+
+def _jsonable(result: dict) -> dict:
+    """A result with its files (bytes) as base64 strings."""
+    import base64
+
+    return {key: base64.b64encode(value).decode() if isinstance(value, bytes) else value for key, value in result.items()}
+
+
+def _wants_stream(request: Request, item) -> bool:
+    return (isinstance(item, dict) and item.get("stream") is True) or \
+        "text/event-stream" in request.headers.get("accept", "")
+
+
+def _stream(predictor, sample, batcher: Batcher):
+    """Server-sent events: ``data: {"text": piece}`` as each piece is made, then the whole
+    result as ``data: {"result": {...}}`` (or ``data: {"error": ...}``) and ``data: [DONE]``.
+    The generation runs on the model thread, between batches, like any other prediction."""
+    from fastapi.responses import StreamingResponse
+
+    loop = asyncio.get_running_loop()
+    pieces: asyncio.Queue = asyncio.Queue()
+
+    def run() -> None:
+        try:
+            final = {"result": predictor.stream(sample, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, {"text": text}))}
+        except Exception as exc:  # the stream has begun (200): the error goes in it, as an event
+            final = {"error": one_line(exc) if not isinstance(exc, InputError) else str(exc)}
+        loop.call_soon_threadsafe(pieces.put_nowait, final)
+
+    async def events():
+        job = asyncio.ensure_future(batcher.on_model_thread(run))
+        try:
+            while True:
+                event = await pieces.get()
+                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+                if "text" not in event:
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            await job
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -8,7 +8,7 @@ import base64
 import binascii
 import json
 
-from .spec import AUDIO, IMAGE, TEXT
+from .spec import AUDIO, IMAGE, PROMPT, TEXT
 
 
 class RequestError(Exception):
@@ -52,6 +52,14 @@ def _texts(value) -> list[str]:
     return items
 
 
+def _prompts(payload) -> tuple[list, list, bool]:
+    """A language model's requests: {"prompt": ..., settings...}, a list of them, or strings."""
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(isinstance(item, dict) and "prompt" in item or isinstance(item, str) for item in items):
+        raise RequestError(400, 'send {"prompt": "...", "max_new_tokens": N, ...} or a list of them')
+    return items, [None] * len(items), isinstance(payload, list)
+
+
 async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[list, list, bool]:
     """(raw inputs, their names or None, whether the request sent a list)."""
     media = _media_type(request)
@@ -66,10 +74,10 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[li
         except Exception as exc:  # python-multipart's errors for a malformed form
             raise RequestError(400, f"malformed multipart body: {exc}") from exc
         uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
-        if kind == TEXT:
-            texts = [value for key, value in form.multi_items() if key == "text" and isinstance(value, str)]
+        if kind in (TEXT, PROMPT):
+            texts = [value for key, value in form.multi_items() if key == kind and isinstance(value, str)]
             if not texts:
-                raise RequestError(400, "send the text in a form field named \"text\"")
+                raise RequestError(400, f"send the {kind} in a form field named \"{kind}\"")
             return texts, [None] * len(texts), len(texts) > 1
         if not uploads:
             raise RequestError(400, f"the form holds no file; upload {files} in a file field")
@@ -79,6 +87,8 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[li
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"malformed JSON: {exc}") from exc
+        if kind == PROMPT:
+            return _prompts(payload)
         if kind == TEXT:
             value = payload.get("text") if isinstance(payload, dict) else payload
             if value is None:
@@ -96,14 +106,14 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[li
             raise RequestError(400, f'send {{"{kind}": BASE64}} or {{"{kind}": [BASE64, ...]}}')
         items = value if isinstance(value, list) else [value]
         return [_b64(item, kind) for item in items], [None] * len(items), isinstance(value, list)
-    if kind == TEXT and media in ("text/plain", ""):
+    if kind in (TEXT, PROMPT) and media in ("text/plain", ""):
         try:
             return [body.decode("utf-8")], [None], False
         except UnicodeDecodeError as exc:
             raise RequestError(400, f"the text is not UTF-8: {exc}") from exc
     if kind in (IMAGE, AUDIO) and (media.startswith(f"{kind}/") or media == "application/octet-stream"):
         return [body], [None], False
-    accepted = ("application/json, text/plain or multipart/form-data" if kind == TEXT
+    accepted = ("application/json, text/plain or multipart/form-data" if kind in (TEXT, PROMPT)
                 else f"multipart/form-data, {kind}/*, application/octet-stream or application/json")
     raise RequestError(415, f"content type {media or 'none'} is not accepted; send {accepted}")
 

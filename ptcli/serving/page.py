@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from .spec import TEXT
+from .spec import PROMPT, TEXT
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ptcli serve: {title}</title>
@@ -16,7 +16,7 @@ _PAGE = """<!doctype html>
 <body>
 <h1>{title}</h1>
 <form id="form">{field}<button type="submit" id="send">Predict</button></form>
-<p id="top-label"></p><ol id="predictions"></ol><p id="error"></p>
+<p id="top-label"></p><ol id="predictions"></ol><p id="error"></p><img id="picture" alt="the result" hidden style="max-width:100%">
 <script>
 const form = document.getElementById("form");
 async function predict(event) {{
@@ -27,6 +27,10 @@ async function predict(event) {{
   const result = await response.json();
   if (!response.ok) {{ document.getElementById("error").textContent = result.error; return; }}
   const first = Array.isArray(result) ? result[0] : result;
+  const picture = document.getElementById("picture");
+  picture.hidden = !first.png;
+  if (first.png) picture.src = "data:image/png;base64," + first.png;
+  if (first.generations) {{ document.getElementById("top-label").textContent = first.prompt + first.generations[0]; return; }}
   const rows = first.predictions || (first.detections || []).map(d => ({{label: d.label, score: d.score}}));
   document.getElementById("top-label").textContent = rows.length ? rows[0].label : "nothing found";
   document.getElementById("predictions").replaceChildren(...rows.map(row => {{
@@ -44,8 +48,8 @@ if (file) file.addEventListener("change", () => predict());
 
 
 def page(kind: str, title: str) -> str:
-    if kind == TEXT:
-        field = '<textarea id="text" name="text" rows="4" placeholder="Type a text"></textarea><br>'
+    if kind in (TEXT, PROMPT):
+        field = f'<textarea id="{kind}" name="{kind}" rows="4" placeholder="Type a {kind}"></textarea><br>'
     else:
         field = f'<input type="file" id="file" name="file" accept="{kind}/*"> '
     return _PAGE.format(title=html.escape(title), field=field)

@@ -1,4 +1,5 @@
-"""What a recipe declares to be served: ``Recipe.serve`` names a function
+"""What the server runs: a Servable, made from the recipe's Predictor (``servable_from``), or
+for a recipe written before the contract, by the function its ``Recipe.serve`` names,
 ``(checkpoint, model, weights, device) -> Servable``."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: Input kinds: what /predict takes and what the page at / offers.
-IMAGE, TEXT, AUDIO = "image", "text", "audio"
+from ptcli.inference.contract import AUDIO, IMAGE, PROMPT, TEXT  # noqa: E402,F401
 
 
 @dataclass
@@ -30,23 +31,41 @@ class Servable:
     title: str
     #: A decoded input to warm the model up with before /ready says yes (None: no warm-up).
     warmup: Any = None
+    #: The Predictor it serves, when it comes from one: its optional hooks (a file to answer
+    #: with, a stream of pieces) are offered to clients that ask for them.
+    predictor: Any = None
 
 
 def image_from_bytes(data: bytes):
     """An upright 8-bit RGB PIL image from a file's bytes, as every image recipe reads files."""
-    import io
-    import re
+    from ptcli.imaging import read_image
 
-    from ptcli.errors import InputError
-    from ptcli.imaging import open_image, to_rgb
-
-    try:
-        return to_rgb(open_image(io.BytesIO(data)))
-    except InputError as exc:  # Pillow names the buffer, which means nothing to a client
-        raise InputError(re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "the upload", str(exc))) from exc
+    return read_image(data)
 
 
 def sample_image():
     from ptcli.exporting.spec import sample_image as packaged
 
     return packaged().read_bytes()
+
+
+def servable_from(predictor) -> Servable:
+    """What a recipe's Predictor (ptcli.inference.contract) serves as: its decode in the request
+    threads, its preprocess, forward and postprocess on the model thread, warmed up on its own
+    warm-up input."""
+    warmup = predictor.warmup()
+    return Servable(kind=predictor.kind, decode=predictor.decode, predict=predictor.predict, title=predictor.title,
+                    warmup=None if warmup is None else predictor.decode(warmup), predictor=predictor)
+
+
+def load_servable(recipe, *, checkpoint=None, model=None, weights=None, device) -> Servable:
+    """The recipe's model, loaded to serve: through its Predictor, else (a recipe written for
+    an earlier ptcli) its own ``serve`` function."""
+    if recipe.predictor is not None:
+        from ptcli.inference.contract import Source
+        from ptcli.inference.runner import load_predictor
+
+        return servable_from(load_predictor(recipe, Source(checkpoint, model, weights), device))
+    from ptcli.recipe import load_ref
+
+    return load_ref(recipe.serve)(checkpoint=checkpoint, model=model, weights=weights, device=device)

@@ -1,0 +1,73 @@
+"""classify-audio's inference contract: a sound file (a path or an upload) read, mixed down to
+mono, resampled and cut or padded to the model's clip (or, with ``window``, split into
+half-overlapping clips whose probabilities are averaged); each result is its top-k predictions.
+The command and `ptcli serve` both run this."""
+
+from __future__ import annotations
+
+from ptcli.inference.contract import AUDIO, Predictor, Sample, Source
+
+
+class AudioClassifier(Predictor):
+    kind = AUDIO
+
+    def __init__(self, net, labels, clip, device, *, top_k: int = 3, window: bool = False, title: str = "") -> None:
+        getattr(net, "model", net).to(device).eval()  # a hub classifier wraps its model with its feature extractor
+        self.net, self.labels, self.clip, self.device, self.title = net, labels, clip, device, title
+        self.k = min(top_k, len(labels))
+        self.window = window
+
+    @classmethod
+    def load(cls, source: Source, device, *, top_k: int = 3, window: bool = False) -> AudioClassifier:
+        from ptcli.errors import UsageError
+
+        from .models import load_audio_classifier
+
+        if source.weights is not None:
+            raise UsageError("classify-audio takes no --weights; give a checkpoint, or --model NAME")
+        net, labels, clip = load_audio_classifier(source.checkpoint, source.model)
+        return cls(net, labels, clip, device, top_k=top_k, window=window,
+                   title=f"classify-audio ({source.describe()})")
+
+    def decode(self, item) -> Sample:
+        """The samples and their rate only: resampling (torch) happens in preprocess."""
+        import io
+
+        from .audio import AudioFiles
+
+        return Sample(AudioFiles().read(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item))
+
+    def preprocess(self, decoded: list):
+        import torch
+
+        from .audio import fit_length, resample, to_mono, windows
+
+        waves = [resample(to_mono(wave), rate, self.clip.sample_rate) for wave, rate in decoded]
+        if not self.window:
+            return torch.stack([fit_length(wave, self.clip.clip_samples) for wave in waves])
+        parts = [windows(wave, self.clip.clip_samples, self.clip.clip_samples // 2) for wave in waves]
+        return torch.cat(parts), [int(part.shape[0]) for part in parts]
+
+    def forward(self, batch):
+        import torch
+
+        if not self.window:
+            return self.net(batch).float().softmax(-1).cpu()
+        clips, counts = batch
+        probabilities = self.net(clips).float().softmax(-1).cpu()
+        return torch.stack([part.mean(0) for part in probabilities.split(counts)])
+
+    def postprocess(self, probabilities, meta) -> dict:
+        from ptcli.results import top_predictions
+
+        return {"predictions": top_predictions(probabilities, self.labels, self.k)}
+
+    def warmup(self):
+        import io
+
+        import numpy as np
+        import soundfile
+
+        buffer = io.BytesIO()
+        soundfile.write(buffer, np.zeros(self.clip.clip_samples, dtype=np.float32), self.clip.sample_rate, format="WAV")
+        return buffer.getvalue()

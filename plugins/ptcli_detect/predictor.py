@@ -1,0 +1,123 @@
+"""detect's inference contract: an image (a file or an upload) through the detector; each
+result is its size and detections (COCO boxes, and masks as RLE), optionally drawn into
+``output``. With ``slice_size`` an image is chunked into overlapping tiles plus the whole
+image, which the core batches through ``forward`` and ``merge`` joins again. The command and
+`ptcli serve` both run this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+
+
+class Detector(Predictor):
+    kind = IMAGE
+    collate = "list"
+
+    def __init__(self, loaded, device, *, threshold: float = 0.5, classes: list[str] | None = None,
+                 max_detections: int = 100, masks: bool | None = None, output: Path | None = None,
+                 overwrite: bool = False, slice_size: int | None = None, slice_overlap: float = 0.2,
+                 slice_merge: str = "greedy", title: str = "") -> None:
+        from ptcli.errors import UsageError
+
+        from .models import configure_inference, has_masks
+
+        net = loaded.model
+        if masks and not has_masks(net):
+            raise UsageError(f"{loaded.source} predicts no masks; use --model maskrcnn_resnet50_fpn_v2 or drop --masks")
+        self.with_masks = has_masks(net) if masks is None else masks
+        self.categories = loaded.categories
+        self.selected = self.categories.labels_for(classes) if classes else None
+        self.threshold, self.max_detections = threshold, max_detections
+        self.output, self.overwrite = output, overwrite
+        self.slice_size, self.slice_overlap, self.slice_merge = slice_size, slice_overlap, slice_merge
+        configure_inference(net, threshold, max_detections)
+        self.net, self.device, self.title = net.to(device).eval(), device, title
+
+    @classmethod
+    def load(cls, source: Source, device, **options) -> Detector:
+        from .models import DEFAULT_MODEL, load_detector
+
+        loaded = load_detector(source.model, source.weights, source.checkpoint)
+        return cls(loaded, device, title=f"detect ({source.describe(DEFAULT_MODEL)})", **options)
+
+    def decode(self, item) -> Sample:
+        from ptcli.imaging import read_image
+
+        image = read_image(item)
+        meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
+        if self.output is not None:
+            meta["image"] = image  # drawn on in postprocess
+        return Sample(image, meta)
+
+    def preprocess(self, images: list) -> list:
+        from ptcli.imaging import to_pixels
+
+        return [to_pixels(image) for image in images]
+
+    def forward(self, images: list) -> list:
+        from .detections import Detections
+
+        # On the CPU one image a pass: a batch is slower per image there on few cores (see
+        # command.default_batch_size), and padding to the batch's largest image moves scores.
+        outputs = [self.net([image])[0] for image in images] if self.device.type == "cpu" else self.net(images)
+        found = []
+        for out in outputs:
+            if not self.with_masks:
+                out.pop("masks", None)
+            found.append(Detections.from_output(out))
+        return found
+
+    # --- slices as chunks ------------------------------------------------------------------
+
+    def chunks(self, image):
+        """The image's tiles at full resolution, then (when there are several) the whole image,
+        for the large objects no tile holds whole."""
+        if self.slice_size is None:
+            return None
+        from .slicing import tile_crops
+
+        return tile_crops(image, self.slice_size, self.slice_overlap)[1]
+
+    def merge(self, image, outputs: list):
+        from .slicing import merge_tiles, tile_grid
+
+        tiles = tile_grid(int(image.shape[-1]), int(image.shape[-2]), self.slice_size, self.slice_overlap)
+        return merge_tiles(tiles, outputs, self.slice_merge)
+
+    def postprocess(self, found, meta) -> dict:
+        from ptcli.errors import InputError
+        from ptcli.results import Failed
+
+        from .rendering import detection_fields
+
+        width, height = meta["width"], meta["height"]
+        found = found.filtered(self.threshold, self.selected, self.max_detections)
+        fields = {"width": width, "height": height,
+                  "detections": detection_fields(found, self.categories, width, height)}
+        if self.output is not None:
+            try:
+                fields["output"] = str(self._draw(meta, found))
+            except InputError as exc:
+                return Failed(str(exc))
+        return fields
+
+    def _draw(self, meta, found) -> Path:
+        import numpy as np
+        import torch
+
+        from ptcli.errors import InputError
+        from ptcli.imaging import save_png
+
+        from .rendering import draw
+
+        destination = self.output / f"{Path(meta['path']).stem}_detect.png"
+        if destination.exists() and not self.overwrite:
+            raise InputError(f"{destination} exists; pass --overwrite to replace it")
+        pixels = torch.from_numpy(np.array(meta["image"], dtype=np.uint8, copy=True)).permute(2, 0, 1)
+        save_png(draw(pixels, found, self.categories), destination)
+        return destination
+
+    def warmup(self):
+        return sample_image_bytes()

@@ -1,0 +1,98 @@
+"""generate-text's inference contract: a prompt with its sampling settings (a request may set
+each) through the language model with its KV cache; the result is the command's --json object
+(prompt, generations, tokens_per_second), or its text a piece at a time (``stream``). The
+command's one-shot path and `ptcli serve` both run this."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ptcli.inference.contract import PROMPT, Predictor, Sample, Source
+
+#: What a request may set, and the type each takes (JSON numbers: ints are floats too).
+REQUEST_SETTINGS = {"max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
+                    "repetition_penalty": float, "num_return_sequences": int, "seed": int}
+
+
+class TextGenerator(Predictor):
+    kind = PROMPT
+    collate = "list"
+    streams = True
+
+    def __init__(self, lm, device, settings, *, title: str = "") -> None:
+        lm.model.to(device).eval()
+        self.lm, self.device, self.settings, self.title = lm, device, settings, title
+
+    @classmethod
+    def load(cls, source: Source, device, *, settings=None, dtype=None) -> TextGenerator:
+        from ptcli.errors import UsageError
+
+        from .generation import Settings
+        from .models import DEFAULT_MODEL, load_language_model
+
+        if source.weights is not None:
+            raise UsageError("generate-text takes no --weights; give a checkpoint, or --model NAME|FOLDER")
+        lm = load_language_model(source.model, source.checkpoint, dtype=dtype)
+        return cls(lm, device, settings or Settings(), title=f"generate-text ({source.describe(DEFAULT_MODEL)})")
+
+    def decode(self, item) -> Sample:
+        """A prompt (a text, or a request's JSON object: {"prompt", and any of REQUEST_SETTINGS})
+        checked against the model's context, with its settings."""
+        from ptcli.errors import InputError
+
+        from .generation import check_fits
+
+        request = item if isinstance(item, dict) else {"prompt": item}
+        prompt = request.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError('the prompt is empty or missing; send {"prompt": "text to continue", ...}')
+        settings = self._settings(request)
+        try:
+            check_fits(self.lm, len(self.lm.tokenizer(prompt)["input_ids"]), settings.max_new_tokens)
+        except Exception as exc:  # UsageError's words, for this one input
+            raise InputError(str(exc)) from exc
+        return Sample((prompt, settings))
+
+    def _settings(self, request: dict):
+        from ptcli.errors import InputError
+
+        unknown = sorted(set(request) - set(REQUEST_SETTINGS) - {"prompt", "stream"})
+        if unknown:
+            raise InputError(f"unknown field {unknown[0]!r}; a request may set {', '.join(['prompt', *REQUEST_SETTINGS, 'stream'])}")
+        changes = {}
+        for key, kind in REQUEST_SETTINGS.items():
+            value = request.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise InputError(f"{key} must be a{'n integer' if kind is int else ' number'} (got {value!r})")
+            changes[key] = kind(value)
+        settings = replace(self.settings, **changes)
+        if settings.max_new_tokens < 1 or settings.num_return_sequences < 1 or settings.temperature < 0 \
+                or not 0 <= settings.top_p <= 1 or settings.repetition_penalty <= 0 or settings.top_k < 0:
+            raise InputError("out of range: max_new_tokens and num_return_sequences >= 1, temperature >= 0, "
+                             "0 <= top_p <= 1, repetition_penalty > 0, top_k >= 0")
+        return settings
+
+    def forward(self, batch: list) -> list:
+        from .generation import generate
+
+        return [generate(self.lm, prompt, settings, device=self.device) for prompt, settings in batch]
+
+    def postprocess(self, result, meta) -> dict:
+        return {"prompt": result.prompt, "generations": result.generations,
+                "tokens_per_second": round(result.tokens_per_second, 2)}
+
+    def stream(self, sample: Sample, emit) -> dict:
+        from .generation import generate
+
+        prompt, settings = sample.data
+        if settings.num_return_sequences != 1:
+            from ptcli.errors import InputError
+
+            raise InputError("a stream carries one generation; drop num_return_sequences or stream")
+        return self.postprocess(generate(self.lm, prompt, settings, device=self.device, stream=emit), None)
+
+    def warmup(self):
+        return {"prompt": "Hello", "max_new_tokens": 1}
+

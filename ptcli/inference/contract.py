@@ -1,0 +1,132 @@
+"""The one inference contract: what a recipe writes so that its command, `ptcli serve` and
+anything else that runs its model come from the core.
+
+A recipe's ``Predictor`` is Hugging Face's preprocess/_forward/postprocess and LitServe's
+decode/predict/encode in one class:
+
+- ``load(source, device, **options)``: the model, once, from a checkpoint, a model name, a
+  weights file or an export, on a device (the options are the recipe's own: ``top_k``,
+  ``threshold``...);
+- ``decode(item)``: one input (a path, the bytes of an upload, a text) to a ``Sample`` (what the
+  batch needs, and metadata for postprocess). Torch-free: it runs in decode workers (the
+  command's DataLoader processes, serve's request threads) beside the model;
+- ``preprocess(datas)``: the decoded inputs of a batch to what ``forward`` takes;
+- ``forward(batch)``: the model, on the device; one output row per input;
+- ``postprocess(row, meta)``: one row to the command's ``--json`` object (without its "input").
+
+Optional hooks: ``chunks(data)`` and ``merge(data, outputs)`` for an input that goes through
+the model in pieces (a large image's tiles; see ptcli.inference.runner); ``stream(sample, emit)`` for outputs that come a piece at a time (a language model's
+tokens); ``encode(result)`` for a result that is a file (an upscaled image's PNG bytes) when a
+client asks for the file rather than JSON.
+
+From this the core derives the command's loop (``ptcli.inference.runner``: batching, decode
+workers, torchrun sharing, progress, per-input errors) and the server (``ptcli.serving``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+#: Input kinds: how a server reads a request for the predictor, and what its page offers.
+IMAGE, TEXT, AUDIO, PROMPT = "image", "text", "audio", "prompt"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from, as the user named it: a checkpoint or export file, or a
+    model name (the recipe's default when None) with optional local weights."""
+
+    checkpoint: Path | None = None
+    model: str | None = None
+    weights: Path | None = None
+
+    def describe(self, default: str | None = None) -> str:
+        return str(self.checkpoint or self.model or default or "")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A decoded input: ``data`` goes into the batch, ``meta`` (an image's size, its path) to
+    ``postprocess`` with that input's output row. Both must pickle (decode workers)."""
+
+    data: Any
+    meta: Any = None
+
+
+class Predictor:
+    """One recipe's inference. Subclass it, set ``kind``, and write the five steps."""
+
+    #: What the inputs are (image, text, audio, prompt): serve parses requests by it.
+    kind: ClassVar[str] = IMAGE
+    #: How decoded inputs batch: "stack" (one tensor) or "list" (different sizes, as detectors take).
+    collate: ClassVar[str] = "stack"
+    #: Whether ``stream`` gives results a piece at a time (serve offers server-sent events).
+    streams: ClassVar[bool] = False
+    #: The media type of ``encode``'s file, when the predictor has one ("image/png").
+    media_type: ClassVar[str | None] = None
+    #: What was loaded, for logs and pages: "classify-image (efficientnet_lite0)".
+    title: str = ""
+    #: The device ``forward`` runs on.
+    device: Any = None
+
+    @classmethod
+    def load(cls, source: Source, device, **options) -> Predictor:
+        """The predictor with its model loaded on ``device``."""
+        raise NotImplementedError
+
+    def decode(self, item: Any) -> Sample:
+        """One input (a path, bytes or a text) to a Sample; InputError if it cannot be read."""
+        raise NotImplementedError
+
+    def preprocess(self, datas: list) -> Any:
+        """The ``data`` of a batch's samples to what ``forward`` takes (default: stacked tensors)."""
+        if self.collate == "list":
+            return list(datas)
+        import torch
+
+        return torch.stack(datas)
+
+    def forward(self, batch: Any) -> Any:
+        """The model on a batch (already on the device): one output row per input."""
+        raise NotImplementedError
+
+    def postprocess(self, row: Any, meta: Any) -> dict:
+        """One output row to the result's JSON fields."""
+        raise NotImplementedError
+
+    # --- optional ---------------------------------------------------------------------------
+
+    def warmup(self) -> Any | None:
+        """An input (as ``decode`` takes it) to warm the model up with before a server says it
+        is ready (None: no warm-up)."""
+        return None
+
+    def stream(self, sample: Sample, emit: Callable[[str], None]) -> dict:
+        """Run one input, passing pieces of its result to ``emit`` as they are made (a language
+        model's text); returns the result's fields as ``postprocess`` would. Only for
+        predictors with ``streams = True``."""
+        raise NotImplementedError
+
+    def encode(self, result: dict) -> bytes | None:
+        """The result as a file of ``media_type`` (an image's PNG), for clients that ask for it."""
+        return None
+
+    def predict(self, samples: list[Sample]) -> list[dict]:
+        """decode's samples through preprocess, forward and postprocess (the server's step)."""
+        import torch
+
+        from ptcli.batching import to_device
+
+        with torch.inference_mode():
+            outputs = self.forward(to_device(self.preprocess([s.data for s in samples]), self.device))
+            return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
+
+
+def sample_image_bytes() -> bytes:
+    """The packaged photo (a tabby cat): an image input to warm up on."""
+    from importlib.resources import files
+
+    return (files("ptcli") / "data" / "sample.jpg").read_bytes()

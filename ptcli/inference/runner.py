@@ -1,0 +1,103 @@
+"""The command loop, derived from a Predictor: inputs decoded in worker processes, batched
+through preprocess and forward on the device, each output row postprocessed into its result,
+results in input order with per-input failures, a progress bar on stderr, and the inputs
+shared out between processes under torchrun (all of it ptcli.batching's).
+
+Chunked inputs: a predictor whose ``chunks(data)`` returns a list splits one preprocessed input
+into items (a large image's tiles) that go through ``forward`` ``chunk_batch`` at a time; its
+``merge(data, outputs)`` makes the input's one output row again. Inputs are still decoded in
+the workers and shared out under torchrun like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .contract import Predictor
+
+
+class _Decode:
+    """The DataLoader's load step (a class, so that it pickles under any start method)."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, item):
+        return self.predictor.decode(item)
+
+
+class _Preprocess:
+    """The DataLoader's collate step: the decoded inputs of a batch to what forward takes."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def __call__(self, datas: list):
+        return self.predictor.preprocess(datas)
+
+
+class _ChunkedForward:
+    """forward over each input's chunks, ``chunk_batch`` chunks a pass, merged per input."""
+
+    def __init__(self, predictor: Predictor, chunk_batch: int, on_chunks: Callable[[int], None] | None) -> None:
+        self.predictor, self.chunk_batch, self.on_chunks = predictor, chunk_batch, on_chunks
+
+    def __call__(self, batch) -> list:
+        rows = []
+        for data in batch:
+            chunks = self.predictor.chunks(data)
+            if chunks is None:
+                rows.append(self.predictor.forward([data])[0])
+                continue
+            outputs = []
+            for part in _same_shape_runs(chunks, self.chunk_batch):
+                outputs.extend(self.predictor.forward(part))
+                if self.on_chunks is not None:
+                    self.on_chunks(len(part))
+            rows.append(self.predictor.merge(data, outputs))
+        return rows
+
+
+def _same_shape_runs(chunks: list, most: int) -> Iterator[list]:
+    """Consecutive chunks of one shape, at most ``most`` at a time: chunks of other sizes (a
+    whole image after its tiles) never share a pass, where padding would change the result."""
+    run: list = []
+    for chunk in chunks:
+        if run and (len(run) == most or getattr(chunk, "shape", None) != getattr(run[0], "shape", None)):
+            yield run
+            run = []
+        run.append(chunk)
+    if run:
+        yield run
+
+
+def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
+        description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """(input, result fields or ptcli.results.Failed) for every input, in input order, with a
+    progress bar on stderr. ``chunk_batch``: chunks per forward pass for a chunking predictor
+    (its inputs then go one at a time through the batch loop). A postprocess may return a
+    Failed of its own (an output file that exists)."""
+    from ptcli.batching import run_batched_with_progress
+
+    forward: Callable = predictor.forward
+    if chunk_batch is not None:
+        forward = _ChunkedForward(predictor, chunk_batch, None)
+        batch_size = 1
+    return run_batched_with_progress(
+        description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
+        device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor))
+
+
+def load_predictor(recipe, source, device, **options) -> Predictor:
+    """The recipe's Predictor class (``Recipe.predictor``) loaded from ``source`` on ``device``."""
+    from ptcli.errors import PluginError
+    from ptcli.recipe import load_ref
+
+    if recipe.predictor is None:
+        raise PluginError(f"recipe {recipe.name} declares no predictor")
+    cls = load_ref(recipe.predictor)
+    predictor = cls.load(source, device, **options)
+    if not isinstance(predictor, Predictor):
+        raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
+    return predictor

@@ -1,0 +1,101 @@
+"""`ptcli serve` for the recipes whose results are not labels: generate-text (JSON and
+server-sent events) and super-resolve (the PNG itself, or JSON with it in base64), each through
+a real server process on 127.0.0.1, answering as the command does for the same input."""
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from test_serve import Server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server_of():
+    started = []
+
+    def start(*args):
+        server = Server(*args, "--device", "cpu", "--max-wait-ms", "2")
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
+
+
+def _events(response) -> list:
+    """The data of each server-sent event, parsed (the last is the literal [DONE])."""
+    events = [line[len("data: "):] for line in response.text.split("\n\n") if line.startswith("data: ")]
+    return [event if event == "[DONE]" else json.loads(event) for event in events]
+
+
+def test_generate_text_serves_the_commands_json_and_streams_it(cli, server_of, tiny_gpt2):
+    args = ("--max-new-tokens", "6", "--temperature", "0")
+    expected = json.loads(cli("generate-text", "bake the bread", "--model", tiny_gpt2, *args, "--json").stdout)
+    server = server_of("--recipe", "generate-text", "--model", tiny_gpt2)
+    url = f"{server.url}/predict"
+    request = {"prompt": "bake the bread", "max_new_tokens": 6, "temperature": 0}
+
+    body = httpx.post(url, json=request, timeout=30).json()
+    assert body["generations"] == expected["generations"] and body["prompt"] == "bake the bread"
+    assert body["tokens_per_second"] > 0
+
+    streamed = httpx.post(url, json={**request, "stream": True}, timeout=30)
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    events = _events(streamed)
+    assert events[-1] == "[DONE]" and events[-2]["result"]["generations"] == expected["generations"]
+    pieces = [event["text"] for event in events[:-2]]
+    assert len(pieces) >= 2 and "".join(pieces) == expected["generations"][0]
+    # Accept: text/event-stream asks for the same stream.
+    accepted = httpx.post(url, json=request, headers={"Accept": "text/event-stream"}, timeout=30)
+    assert _events(accepted)[-2]["result"]["generations"] == expected["generations"]
+
+    plain = httpx.post(url, content="the court", headers={"Content-Type": "text/plain"}, timeout=30)
+    assert plain.status_code == 200 and plain.json()["prompt"] == "the court"
+    both = httpx.post(url, json=[request, {**request, "prompt": "bake the"}], timeout=30).json()
+    assert [b["prompt"] for b in both] == ["bake the bread", "bake the"]
+
+    for bad, message in [({"prompt": "  "}, "the prompt is empty"), ({"prompt": "x", "max_new_tokens": "5"}, "max_new_tokens must be"),
+                         ({"prompt": "x", "temprature": 1}, "unknown field 'temprature'"),
+                         ({"prompt": "x", "max_new_tokens": 500}, "exceeds the model's context"),
+                         ({"prompt": "x", "top_p": 2}, "out of range"), ({"text": "x"}, 'send {"prompt"')]:
+        response = httpx.post(url, json=bad, timeout=30)
+        assert response.status_code == 400 and message in response.json()["error"], (bad, response.text)
+    page = httpx.get(server.url, timeout=30)
+    assert page.status_code == 200 and 'name="prompt"' in page.text
+    code, _, err = server.stop()
+    assert code == 0, err
+
+
+def test_super_resolve_serves_the_commands_pixels(cli, server_of, tmp_path, tiny_rrdbnet):
+    import cv2
+    import numpy as np
+
+    from ptcli.tiny_inputs import write_image
+
+    image = write_image(tmp_path / "small.png", size=(40, 28))
+    result = json.loads(cli("super-resolve", image, "--weights", tiny_rrdbnet, "-o", tmp_path / "out", "--json").stdout)
+    written = cv2.imread(result["output"], cv2.IMREAD_UNCHANGED)
+    server = server_of("--recipe", "super-resolve", "--weights", tiny_rrdbnet)
+    url = f"{server.url}/predict"
+
+    png = httpx.post(url, content=image.read_bytes(), headers={"Content-Type": "image/png", "Accept": "image/png"}, timeout=60)
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    served = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert served.shape == written.shape == (112, 160, 3) and np.array_equal(served, written)
+
+    body = httpx.post(url, files={"file": ("small.png", image.read_bytes())}, timeout=60).json()
+    assert body["input"] == "small.png" and body["size"] == result["size"] == [160, 112] and body["scale"] == 4
+    assert base64.b64decode(body["png"]) == png.content
+
+    bad = httpx.post(url, content=image.read_bytes()[:60], headers={"Content-Type": "image/png"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read image")
+    code, _, err = server.stop()
+    assert code == 0, err
