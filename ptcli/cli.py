@@ -28,12 +28,17 @@ RECIPES_PANEL = "Recipes"
 class LazyCommand(TyperCommand):
     """Stands in for a plugin command in listings; resolves to the real command when used."""
 
-    def __init__(self, spec: Command) -> None:
+    def __init__(self, spec: Command, recipe=None) -> None:
         super().__init__(name=spec.name, help=spec.help, short_help=spec.help)
-        self.spec = spec
+        self.spec, self.recipe = spec, recipe
 
     def load(self) -> TyperCommand:
-        function = load_ref(self.spec.target)
+        if self.spec.target is None:  # the command the core derives from the recipe's predictor
+            from ptcli.inference.command import predictor_command
+
+            function = predictor_command(self.recipe, self.spec.help)
+        else:
+            function = load_ref(self.spec.target)
         app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
         help_text = None if function.__doc__ else self.spec.help
         app.command(name=self.spec.name, help=help_text, short_help=self.spec.help)(function)
@@ -49,8 +54,8 @@ class PtcliGroup(TyperGroup):
         from ptcli.plugins import get_plugins
 
         super().__init__(**kwargs)
-        for command, _recipe, _plugin in get_plugins().commands.values():
-            self.add_command(LazyCommand(command))
+        for command, recipe, _plugin in get_plugins().commands.values():
+            self.add_command(LazyCommand(command, recipe))
 
     def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
         """Core commands, then the recipes' commands, each under its own heading."""

@@ -173,5 +173,5 @@ def check_request(recipe, *, checkpoint: Path | None = None, model: str | None =
     if weights is not None:
         local_weights(weights)
     name = model or default
-    if name is not None and not looks_like_path(name):
-        recipe.model_registry.get(name)
+    if name is not None and not looks_like_path(name) and recipe.models is not None:
+        recipe.model_registry.get(name)  # (a recipe with no models of its own, explain's, asks a capability's)

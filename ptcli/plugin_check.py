@@ -6,8 +6,12 @@
    bug users meet on their first run).
 4. Every command with a declared ``example`` runs it on the CPU on tiny inputs, offline; one
    that stops only because its weights are not on this machine is skipped, with the reason.
-5. Every declared export and serve (``Recipe.export``, ``Recipe.serve``) resolves to a function;
-   a recipe without one is reported as skipped (`ptcli export` and `ptcli serve` then say so).
+5. Every declared predictor (``Recipe.predictor``, the inference contract) is a Predictor
+   subclass that writes the steps the core calls (load, decode, forward, postprocess) and
+   declares an input kind serve knows.
+6. Every declared export resolves to a function, and the recipe serves (through its predictor,
+   or a ``Recipe.serve`` function); a recipe without one is reported as skipped (`ptcli export`
+   and `ptcli serve` then say so).
 
 Commands run in fresh processes (``python -m ptcli``), as a user would run them.
 """
@@ -125,7 +129,11 @@ def check_plugin(name: str) -> list[dict]:
             else:
                 checks.append(_check(f"{command.name} example", "failed", f"exit {done.returncode}: {said[0][:300]}"))
     for recipe in recipes:
-        for what, ref, command in (("export", recipe.export, "ptcli export"), ("serve", recipe.serve, "ptcli serve")):
+        if recipe.predictor is not None:
+            checks.append(_check_predictor(recipe))
+    for recipe in recipes:
+        for what, ref, command in (("export", recipe.export, "ptcli export"),
+                                   ("serve", recipe.predictor or recipe.serve, "ptcli serve")):
             if ref is None:
                 checks.append(_check(f"{recipe.name} {what}", "skipped", f"the recipe declares no {what} ({command} says so)"))
                 continue
@@ -133,11 +141,33 @@ def check_plugin(name: str) -> list[dict]:
                 from ptcli.recipe import load_ref
 
                 ok = callable(load_ref(ref))
-                detail = str(ref) if ok else f"{ref} is not a function"
+                detail = (f"through its predictor, {ref}" if ref is recipe.predictor else str(ref)) if ok \
+                    else f"{ref} is not a function"
             except Exception as exc:  # a plugin's module may fail in any way
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             checks.append(_check(f"{recipe.name} {what}", "ok" if ok else "failed", detail))
     return checks
+
+
+def _check_predictor(recipe) -> dict:
+    """The recipe's Predictor against the contract, without loading a model."""
+    from ptcli.inference.contract import AUDIO, IMAGE, PROMPT, TEXT, Predictor
+    from ptcli.recipe import load_ref
+
+    name = f"{recipe.name} predictor"
+    try:
+        cls = load_ref(recipe.predictor)
+    except Exception as exc:  # a plugin's module may fail in any way
+        return _check(name, "failed", f"{type(exc).__name__}: {exc}")
+    if not (isinstance(cls, type) and issubclass(cls, Predictor)):
+        return _check(name, "failed", f"{recipe.predictor} is not a ptcli.inference.contract.Predictor subclass")
+    steps = ["load", "decode", "forward", "postprocess"] if cls.predict is Predictor.predict else ["load", "decode"]
+    missing = [step for step in steps if getattr(cls, step) is getattr(Predictor, step)]
+    if missing:
+        return _check(name, "failed", f"{cls.__name__} does not write {', '.join(missing)}")
+    if cls.kind not in (IMAGE, TEXT, AUDIO, PROMPT):
+        return _check(name, "failed", f"{cls.__name__}.kind is {cls.kind!r}; one of image, text, audio, prompt")
+    return _check(name, "ok", f"{cls.__name__} ({cls.kind} inputs)")
 
 
 def format_checks(name: str, checks: list[dict]) -> str:

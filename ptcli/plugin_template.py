@@ -1,5 +1,6 @@
 """`ptcli plugins new NAME`: a working plugin from the template in ptcli/data/plugin_template/
-(a command, a training task, a recipe YAML, tests that use ptcli.testing)."""
+(a Predictor, from which its command and serve derive; a training task; a recipe YAML; tests
+that use ptcli.testing)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ LAYOUT = {
     "pyproject.toml.tmpl": "pyproject.toml",
     "__init__.py.tmpl": "$module/__init__.py",
     "model.py.tmpl": "$module/model.py",
-    "command.py.tmpl": "$module/command.py",
+    "predictor.py.tmpl": "$module/predictor.py",
     "training.py.tmpl": "$module/training.py",
     "recipe.yaml.tmpl": "recipes/$name.yaml",
     "conftest.py.tmpl": "tests/conftest.py",

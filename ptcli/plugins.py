@@ -105,6 +105,9 @@ def _claim(info: PluginInfo, recipes: list[Recipe], loaded: LoadedPlugins) -> No
         if recipe.name in loaded.recipes:
             raise PluginError(f"recipe {recipe.name!r} is already provided by another plugin")
         for command in recipe.commands:
+            if command.target is None and recipe.predictor is None:
+                raise PluginError(f"command {command.name!r} names no target, and recipe {recipe.name!r} declares no "
+                                  "predictor to derive it from")
             if command.name in CORE_COMMANDS:
                 refused.append(command.name)
                 continue

@@ -47,8 +47,9 @@ class Command:
 
     name: str
     help: str
-    #: A function whose parameters are Typer arguments and options, e.g. "my_plugin.cli:run".
-    target: Ref
+    #: A function whose parameters are Typer arguments and options, e.g. "my_plugin.cli:run";
+    #: None: the command the core derives from the recipe's ``predictor`` (ptcli.inference.command).
+    target: Ref | None = None
     #: Arguments that run the command on tiny inputs, for `ptcli plugins check`: {image}, {clip},
     #: {text}, {coco} (a COCO folder) and {tmp} (an empty folder) are filled in. Empty: not run.
     example: tuple[str, ...] = ()

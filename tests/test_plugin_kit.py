@@ -30,7 +30,8 @@ def test_a_built_in_plugin_passes_its_checks():
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     assert report["ok"] and statuses == {"loads": "ok", "imports without torch": "ok", "classify-image --help": "ok",
                                          "classify-image config defaults": "ok", "classify-image example": "ok",
-                                         "classify-image export": "ok", "classify-image serve": "ok"}
+                                         "classify-image predictor": "ok", "classify-image export": "ok",
+                                         "classify-image serve": "ok"}
 
 
 BROKEN = {
@@ -97,6 +98,42 @@ def test_a_plugin_that_breaks_the_contract_fails_its_checks(tmp_path):
     assert human.returncode == 1 and "3 checks failed" in human.stdout
 
 
+class _Half:
+    """Predictors that break the contract, for the check."""
+
+
+def test_the_predictor_check_names_what_breaks_the_contract():
+    from ptcli.inference.contract import Predictor
+    from ptcli.plugin_check import _check_predictor
+    from ptcli.recipe import Recipe
+
+    class NoForward(Predictor):
+        @classmethod
+        def load(cls, source, device):
+            return cls()
+
+        def decode(self, item):
+            return item
+
+    class OddKind(NoForward):
+        kind = "video"
+
+        def forward(self, batch):
+            return batch
+
+        def postprocess(self, row, meta):
+            return {}
+
+    cases = [(_Half, "failed", "is not a ptcli.inference.contract.Predictor subclass"),
+             (NoForward, "failed", "NoForward does not write forward, postprocess"),
+             (OddKind, "failed", "OddKind.kind is 'video'"),
+             ("nowhere.at_all:Thing", "failed", "cannot load nowhere.at_all:Thing"),
+             ("ptcli_classify_image.predictor:ImageClassifier", "ok", "ImageClassifier (image inputs)")]
+    for predictor, status, detail in cases:
+        check = _check_predictor(Recipe(name="r", help="", predictor=predictor))
+        assert check["check"] == "r predictor" and check["status"] == status and detail in check["detail"], check
+
+
 def test_checking_a_plugin_that_is_not_installed(cli):
     result = cli("plugins", "check", "nothing")
     assert result.exit_code == 2 and "no installed plugin 'nothing'" in result.stderr
@@ -108,13 +145,13 @@ def test_a_new_plugin_from_the_template_installs_and_passes_its_own_tests_and_ch
     assert result.exit_code == 0, result.stderr
     folder = tmp_path / "ptcli-glow"
     assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == {
-        "pyproject.toml", "ptcli_glow/__init__.py", "ptcli_glow/model.py", "ptcli_glow/command.py", "ptcli_glow/training.py",
+        "pyproject.toml", "ptcli_glow/__init__.py", "ptcli_glow/model.py", "ptcli_glow/predictor.py", "ptcli_glow/training.py",
         "recipes/glow.yaml", "tests/conftest.py", "tests/test_ptcli_glow.py"}
     _install(folder, tmp_path / "site")
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
                            capture_output=True, text=True, cwd=folder, env={**__import__("os").environ, **_env(tmp_path / "site")},
                            timeout=300)
-    assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout + tests.stderr
+    assert tests.returncode == 0 and "4 passed" in tests.stdout, tests.stdout + tests.stderr
     check = run_ptcli("plugins", "check", "glow", env=_env(tmp_path / "site"))
     assert check.returncode == 0 and "all checks passed" in check.stdout, check.stdout + check.stderr
     again = cli("plugins", "new", "glow", "-o", tmp_path)

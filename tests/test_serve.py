@@ -572,10 +572,23 @@ def test_sigterm_while_the_model_loads_exits_0():
     assert code == 0, err
 
 
+def _unservable():
+    """A plugin whose recipe declares no predictor (nor a serve of its own)."""
+    import types
+
+    from ptcli import hookimpl
+    from ptcli.recipe import Recipe
+
+    module = types.ModuleType("unservable_plugin")
+    module.register_recipes = hookimpl(lambda register: register(Recipe(name="unservable", help="")))
+    return module
+
+
 def test_serve_usage_errors(cli, tmp_path):
+    result = cli("serve", "--recipe", "unservable", plugins=[_unservable()])
+    assert result.exit_code == 2 and "recipe unservable cannot be served" in result.stderr
     cases = [
         (("serve",), "give a checkpoint, or --recipe R"),
-        (("serve", "--recipe", "adversarial"), "recipe adversarial cannot be served"),
         (("serve", "--recipe", "classify-image", "--model", "nope"), "unknown model 'nope'"),
         (("serve", tmp_path / "none.safetensors"), "checkpoint not found"),
         (("serve", "--recipe", "classify-image", "--device", "cuda:7"), "--device cuda:7 asked for"),
@@ -600,9 +613,9 @@ def test_every_option_comes_from_the_environment(cli, monkeypatch):
     for param in command.params:
         if param.name != "help":
             assert param.envvar == f"PTCLI_SERVE_{param.name.upper()}", param.name
-    monkeypatch.setenv("PTCLI_SERVE_RECIPE", "adversarial")
-    result = cli("serve")
-    assert result.exit_code == 2 and "recipe adversarial cannot be served" in result.stderr
+    monkeypatch.setenv("PTCLI_SERVE_RECIPE", "unservable")
+    result = cli("serve", plugins=[_unservable()])
+    assert result.exit_code == 2 and "recipe unservable cannot be served" in result.stderr
     monkeypatch.setenv("PTCLI_SERVE_RECIPE", "classify-image")
     monkeypatch.setenv("PTCLI_SERVE_PORT", "0")
     result = cli("serve")

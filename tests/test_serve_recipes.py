@@ -99,3 +99,26 @@ def test_super_resolve_serves_the_commands_pixels(cli, server_of, tmp_path, tiny
     assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read image")
     code, _, err = server.stop()
     assert code == 0, err
+
+
+def test_explain_and_attack_serve_the_commands_images(cli, server_of, tmp_path):
+    """The capability recipes (they drive any image classifier): explain's overlay and attack's
+    adversarial PNG, served byte for byte as the commands write them, with their fields."""
+    from conftest import REPO
+
+    cat = REPO / "examples" / "cat.jpg"
+    for recipe, command, suffix in (("debug", "explain", "_cam"), ("adversarial", "attack", "_adv")):
+        written = json.loads(cli(command, cat, "-o", tmp_path / command, "--device", "cpu", "--json").stdout)
+        server = server_of("--recipe", recipe)
+        url = f"{server.url}/predict"
+        png = httpx.post(url, content=cat.read_bytes(), headers={"Content-Type": "image/jpeg", "Accept": "image/png"}, timeout=120)
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png", png.text
+        assert png.content == (tmp_path / command / f"cat{suffix}.png").read_bytes()
+        body = httpx.post(url, files={"file": ("cat.jpg", cat.read_bytes())}, timeout=120).json()
+        assert base64.b64decode(body.pop("png")) == png.content
+        assert body == {"input": "cat.jpg", **{k: v for k, v in written.items() if k not in ("input", "output")}}
+        bad = httpx.post(url, content=b"not an image", headers={"Content-Type": "image/jpeg"}, timeout=30)
+        assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read image")
+        assert 'id="picture"' in httpx.get(server.url, timeout=30).text
+        code, _, err = server.stop()
+        assert code == 0, err

@@ -25,6 +25,7 @@ RECIPE = Recipe(
         ),
     ),
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),
+    predictor="ptcli_adversarial.predictor:Attacker",
 )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, batch_size_option, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -39,10 +39,10 @@ def _classifier(model, weights, checkpoint, device):
 
 
 def attack(
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or globs to perturb.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name (default: efficientnet_lite0, offline).", show_default=False)] = None,
-    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A classify-image checkpoint.")] = None,
+    paths: paths_argument("Image files, folders or globs to perturb.") = None,
+    model: model_option("An image classifier by name (default: efficientnet_lite0, offline).") = None,
+    weights: weights_option("Local weights for --model.") = None,
+    checkpoint: checkpoint_option("A classify-image checkpoint.") = None,
     method: MethodOption = "pgd",
     norm: NormOption = "linf",
     eps: EpsOption = "4/255",
@@ -56,7 +56,7 @@ def attack(
     source: Annotated[Path | None, typer.Option(metavar="CKPT", help="With --data: craft on this checkpoint, score on the model (a black-box transfer attack).")] = None,
     defense: Annotated[str | None, typer.Option(metavar="F", help="With --data: an input filter before the model, jpeg:75, median:3 or bits:4; the adaptive attack (BPDA) is run too.")] = None,
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="With --data: run the attack's sanity checks (eps 0, half eps, half steps, APGD).")] = True,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per attack batch (--data).")] = 32,
+    batch_size: batch_size_option("Images per attack batch (--data).") = 32,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random start.")] = 0,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
@@ -183,13 +183,13 @@ def _human_report(r: dict) -> str:
 def defend(
     checkpoint: Annotated[Path | None, typer.Argument(metavar="CKPT", help="A classify-image checkpoint (default: the offline EfficientNet-Lite0).", show_default=False)] = None,
     data: Annotated[Path | None, typer.Option(metavar="DIR", help="A labelled ImageFolder (DIR/<class>/*, or its val/).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name, instead of CKPT.", show_default=False)] = None,
+    model: model_option("An image classifier by name, instead of CKPT.") = None,
     filters: Annotated[str, typer.Option("--filters", metavar="F,G", help="The input filters compared.")] = "jpeg:75,median:3,bits:4",
     method: MethodOption = "pgd",
     norm: NormOption = "linf",
     eps: EpsOption = "4/255",
     steps: StepsOption = 10,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per attack batch.")] = 32,
+    batch_size: batch_size_option("Images per attack batch.") = 32,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:

@@ -8,27 +8,43 @@ from pathlib import Path
 from ptcli.errors import InputError
 
 
-def attack_file(classifier, path: Path, settings, target_index: int | None, output: Path, overwrite: bool, device,
-                on_step=None) -> dict:
+def attack_image(classifier, item, settings, target_index: int | None, device, on_step=None) -> tuple[bytes, dict]:
+    """(the adversarial image as PNG bytes, its fields) for one image (a path or bytes): the
+    clean prediction, the attack in the image's own pixels, and the prediction of what the PNG
+    holds, read back as `ptcli classify-image` would read the file."""
+    import io
+
     import torch
+    from PIL import Image
 
-    from ptcli.imaging import save_png, to_pixels
+    from ptcli.imaging import to_pixels
 
-    destination = output / f"{path.stem}_adv.png"
-    if destination.exists() and not overwrite:
-        raise InputError(f"{destination} exists; pass --overwrite to replace it")
-    original = to_pixels(classifier.read(path))
-    clean_index, clean_score = classifier.predict_file(path)
+    original = to_pixels(classifier.read(item))
+    clean_index, clean_score = classifier.predict_file(item)
     targeted = target_index is not None
     label = torch.tensor([target_index if targeted else clean_index], device=device)
     x = original[None].to(device)
     adversarial = settings.run(classifier.pipeline(), x, label, targeted=targeted, quantize=True, on_step=on_step)[0]
-    save_png(adversarial, destination)
-    saved = to_pixels(classifier.read(destination))  # what the file holds, measured there
+    pixels = (adversarial.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    saved = to_pixels(classifier.read(png))  # what the file holds, measured there
     delta = (saved - original).flatten()
-    index, score = classifier.predict_file(destination)
+    index, score = classifier.predict_file(png)
     success = index == target_index if targeted else index != clean_index
-    return {"output": str(destination),
-            "clean": {"label": classifier.labels[clean_index], "score": round(clean_score, 6)},
-            "adversarial": {"label": classifier.labels[index], "score": round(score, 6)},
-            "success": bool(success), "linf": round(float(delta.abs().max()), 6), "l2": round(float(delta.norm()), 6)}
+    return png, {"clean": {"label": classifier.labels[clean_index], "score": round(clean_score, 6)},
+                 "adversarial": {"label": classifier.labels[index], "score": round(score, 6)},
+                 "success": bool(success), "linf": round(float(delta.abs().max()), 6), "l2": round(float(delta.norm()), 6)}
+
+
+def attack_file(classifier, path: Path, settings, target_index: int | None, output: Path, overwrite: bool, device,
+                on_step=None) -> dict:
+    from ptcli.checkpoints import atomic_write
+
+    destination = output / f"{path.stem}_adv.png"
+    if destination.exists() and not overwrite:
+        raise InputError(f"{destination} exists; pass --overwrite to replace it")
+    png, fields = attack_image(classifier, path, settings, target_index, device, on_step)
+    atomic_write(destination, lambda tmp: Path(tmp).write_bytes(png))
+    return {"output": str(destination), **fields}

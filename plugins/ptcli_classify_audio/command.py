@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option, checkpoint_option, model_option, paths_argument
 
 from . import RECIPE
 
 
 def classify_audio(
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Sound files (.wav, .flac, .ogg), folders or globs.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH", help="A Hugging Face audio classifier (org/name, downloaded once) or local folder [default without --checkpoint: MIT/ast-finetuned-audioset-10-10-0.4593, AudioSet's 527 classes].", show_default=False)] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/esc50-*.yaml`.")] = None,
+    paths: paths_argument("Sound files (.wav, .flac, .ogg), folders or globs.") = None,
+    model: model_option("A Hugging Face audio classifier (org/name, downloaded once) or local folder [default without --checkpoint: MIT/ast-finetuned-audioset-10-10-0.4593, AudioSet's 527 classes].", "NAME|PATH") = None,
+    checkpoint: checkpoint_option("A checkpoint from `ptcli train recipes/esc50-*.yaml`.") = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per file.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Files per forward pass.")] = 16,
+    batch_size: batch_size_option("Files per forward pass.") = 16,
     window: Annotated[bool, typer.Option("--window", help="Classify long files in clip-length windows (half overlapping) and average them, instead of cutting them to one clip.")] = False,
     trust_remote_code: TrustRemoteCodeOption = False,
     device: DeviceOption = "auto",

@@ -15,10 +15,11 @@ class ImageFiles:
 
     extensions = IMAGE_EXTENSIONS
 
-    def read(self, path: Path):
-        from ptcli.imaging import open_image, to_rgb
+    def read(self, path: Path | bytes):
+        """A file, or its bytes (an upload)."""
+        from ptcli.imaging import read_image
 
-        return to_rgb(open_image(path))
+        return read_image(path)
 
 
 #: torchvision's InterpolationMode values and the Pillow filters it resizes PIL images with.

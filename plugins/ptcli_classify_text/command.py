@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option
 
 from . import RECIPE
 
@@ -81,7 +81,7 @@ def classify_text(
         Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train` (NAME.safetensors with its NAME.json sidecar).")
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K", help="Predictions per text.")] = 2,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Texts per forward pass.")] = 32,
+    batch_size: batch_size_option("Texts per forward pass.") = 32,
     max_length: Annotated[
         int | None, typer.Option(min=2, metavar="N", help="Cut texts to N tokens [default: the model's limit].")
     ] = None,

@@ -18,6 +18,7 @@ RECIPE = Recipe(
         ),
     ),
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32",)),
+    predictor="ptcli_debug.predictor:Explainer",
 )
 
 

@@ -8,16 +8,16 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
 
 def explain(
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or globs.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="An image classifier by name (default: efficientnet_lite0, offline).", show_default=False)] = None,
-    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A classify-image checkpoint.")] = None,
+    paths: paths_argument("Image files, folders or globs.") = None,
+    model: model_option("An image classifier by name (default: efficientnet_lite0, offline).") = None,
+    weights: weights_option("Local weights for --model.") = None,
+    checkpoint: checkpoint_option("A classify-image checkpoint.") = None,
     method: Annotated[str, typer.Option(metavar="cam|gradcam|gradcam++", help="cam (networks ending in global pooling and one Linear), gradcam (any CNN), gradcam++.")] = "gradcam",
     class_name: Annotated[str | None, typer.Option("--class", metavar="LABEL", help="Explain this class [default: the top prediction].", show_default=False)] = None,
     layer: Annotated[str | None, typer.Option(metavar="NAME", help="The layer whose activations are mapped [default: the last convolution].", show_default=False)] = None,

@@ -48,20 +48,24 @@ def render(image, heat):
     return blended
 
 
-def explain_file(classifier, path: Path, index: int | None, *, method: str, layer: str | None, output: Path, overwrite: bool) -> dict:
-    from ptcli.checkpoints import atomic_write
-
+def explain_image(classifier, image, index: int | None, *, method: str, layer: str | None):
+    """(the overlay as a PIL image, its fields: label, score, layer) for one RGB PIL image."""
     from .cam import activation_map
 
-    destination = output / f"{path.stem}_cam.png"
-    if destination.exists() and not overwrite:
-        raise InputError(f"{destination} exists; pass --overwrite to replace it")
-    image = classifier.read(path)
     network = classifier.network()
     device = next(network.parameters()).device
     pixels = classifier.model_input(image)[None].to(device)
     heat, chosen, score, name = activation_map(network, classifier.net, pixels, index, method=method, layer=layer)
     full = heat_on_original(heat.cpu(), classifier.input_region(image.width, image.height), image.width, image.height)
-    picture = render(image, full)
+    return render(image, full), {"label": classifier.labels[chosen], "score": round(score, 6), "layer": name}
+
+
+def explain_file(classifier, path: Path, index: int | None, *, method: str, layer: str | None, output: Path, overwrite: bool) -> dict:
+    from ptcli.checkpoints import atomic_write
+
+    destination = output / f"{path.stem}_cam.png"
+    if destination.exists() and not overwrite:
+        raise InputError(f"{destination} exists; pass --overwrite to replace it")
+    picture, fields = explain_image(classifier, classifier.read(path), index, method=method, layer=layer)
     atomic_write(destination, lambda tmp: picture.save(tmp, format="PNG"))
-    return {"output": str(destination), "label": classifier.labels[chosen], "score": round(score, 6), "layer": name}
+    return {"output": str(destination), **fields}

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, ListModelsOption, WorkersOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -23,10 +23,10 @@ def parse_classes(value: str | None) -> list[str] | None:
 
 
 def detect(
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders (searched recursively) or glob patterns.", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="fasterrcnn_resnet50_fpn_v2 (default), maskrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, ... (--list-models); COCO weights are downloaded once.", show_default=False)] = None,
-    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="A state dict for --model (.pth/.safetensors); its number of classes is read from it.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/coco-fasterrcnn.yaml` (runs offline).")] = None,
+    paths: paths_argument("Image files, folders (searched recursively) or glob patterns.") = None,
+    model: model_option("fasterrcnn_resnet50_fpn_v2 (default), maskrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, ... (--list-models); COCO weights are downloaded once.") = None,
+    weights: weights_option("A state dict for --model (.pth/.safetensors); its number of classes is read from it.") = None,
+    checkpoint: checkpoint_option("A checkpoint from `ptcli train recipes/coco-fasterrcnn.yaml` (runs offline).") = None,
     threshold: Annotated[float, typer.Option(min=0.0, max=1.0, metavar="P", help="Lowest score reported.")] = 0.5,
     classes: Annotated[str | None, typer.Option(metavar="A,B", help="Report only these classes (names, comma-separated).")] = None,
     max_detections: Annotated[int, typer.Option(min=1, metavar="N", help="Most detections per image.")] = 100,
@@ -36,11 +36,11 @@ def detect(
     slice_overlap: Annotated[float, typer.Option(min=0.0, max=0.9, metavar="F", help="Fraction of a tile its neighbours share.")] = 0.2,
     slice_merge: Annotated[str, typer.Option(metavar="greedy|nms", help="How tiles' boxes merge: greedy (union of boxes overlapping by intersection over the smaller, as SAHI) or nms (IoU).")] = "greedy",
     batch_size: Annotated[int | None, typer.Option(min=1, metavar="N", help="Images (or, with --slice, tiles) per forward pass [default: 4 on CUDA, 1 on the CPU, where batches make a detector slower per image].", show_default=False)] = None,
-    workers: Annotated[int | None, typer.Option(min=0, metavar="N", help="Image-decoding processes [default: 0 for one batch, else up to 4].")] = None,
+    workers: WorkersOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in -o DIR.")] = False,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
-    list_models: Annotated[bool, typer.Option("--list-models", help="List model names and exit.")] = False,
+    list_models: ListModelsOption = False,
 ) -> None:
     """Detect objects in images with a torchvision detector (Faster R-CNN v2 on COCO by default)
     or a fine-tuned checkpoint. Prints each image's objects: label, score and box in the

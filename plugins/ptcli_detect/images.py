@@ -12,7 +12,8 @@ class DetectionImages:
 
     extensions = IMAGE_EXTENSIONS
 
-    def read(self, path: Path):
-        from ptcli.imaging import open_image, to_rgb
+    def read(self, path: Path | bytes):
+        """A file, or its bytes (an upload)."""
+        from ptcli.imaging import read_image
 
-        return to_rgb(open_image(path))
+        return read_image(path)

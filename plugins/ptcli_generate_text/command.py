@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption
+from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, checkpoint_option
 
 from . import RECIPE
 
@@ -63,7 +63,7 @@ def generate_text(
         typer.Option("--model", "-m", metavar="NAME|PATH", help="gpt2 (default), gpt2-medium, gpt2-large, distilgpt2, any "
                      "Hugging Face causal LM (org/name, downloaded once) or a local model folder.", show_default=False),
     ] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/gpt2-finetune.yaml`.")] = None,
+    checkpoint: checkpoint_option("A checkpoint from `ptcli train recipes/gpt2-finetune.yaml`.") = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, metavar="N", help="Tokens to generate.")] = 50,
     temperature: Annotated[float, typer.Option(min=0.0, metavar="T", help="Sampling temperature; 0 picks the likeliest token (greedy).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", min=0, metavar="K", help="Sample among the K likeliest tokens (0: all).")] = 50,

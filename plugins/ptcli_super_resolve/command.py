@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption
+from ptcli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -70,11 +70,11 @@ def _tile_option(value: str) -> int | None | str:
 
 
 def super_resolve(
-    paths: Annotated[list[str] | None, typer.Argument(metavar="PATH", help="Image files, folders or glob patterns.", show_default=False)] = None,
+    paths: paths_argument("Image files, folders or glob patterns.") = None,
     output: Annotated[Path, typer.Option("--output", "-o", metavar="DIR", help="Folder for the results (created if needed).")] = Path("."),
-    model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help="realesrgan-x4plus (default), realesrgan-x2plus, esrgan-x4 (published weights, downloaded once), or bicubic.", show_default=False)] = None,
-    weights: Annotated[Path | None, typer.Option(metavar="FILE", help="Any basicsr-style RRDBNet state dict (.pth/.safetensors; params_ema preferred); its size and scale are read from it.")] = None,
-    checkpoint: Annotated[Path | None, typer.Option(metavar="CKPT", help="A checkpoint from `ptcli train recipes/esrgan-*.yaml`.")] = None,
+    model: model_option("realesrgan-x4plus (default), realesrgan-x2plus, esrgan-x4 (published weights, downloaded once), or bicubic.") = None,
+    weights: weights_option("Any basicsr-style RRDBNet state dict (.pth/.safetensors; params_ema preferred); its size and scale are read from it.") = None,
+    checkpoint: checkpoint_option("A checkpoint from `ptcli train recipes/esrgan-*.yaml`.") = None,
     scale: Annotated[float | None, typer.Option(min=0.1, metavar="S", help="Output scale, when it differs from the model's (resized after) [default: the model's].")] = None,
     tile: Annotated[str, typer.Option(metavar="N|auto|none", help="Tile size in input pixels; auto: from free device memory, halved on out-of-memory.")] = "auto",
     tile_overlap: Annotated[int, typer.Option(min=0, metavar="N", help="Overlap between tiles, in input pixels (blended).")] = 16,

@@ -63,10 +63,16 @@ class Predictor:
     kind: ClassVar[str] = IMAGE
     #: How decoded inputs batch: "stack" (one tensor) or "list" (different sizes, as detectors take).
     collate: ClassVar[str] = "stack"
+    #: Whether ``forward`` computes gradients (an attack, a Grad-CAM): then it runs outside
+    #: torch's inference mode.
+    needs_gradients: ClassVar[bool] = False
     #: Whether ``stream`` gives results a piece at a time (serve offers server-sent events).
     streams: ClassVar[bool] = False
     #: The media type of ``encode``'s file, when the predictor has one ("image/png").
     media_type: ClassVar[str | None] = None
+    #: File endings the command's folder and glob inputs are filtered by (empty: the recipe's
+    #: data adapter's, else images').
+    extensions: ClassVar[tuple[str, ...]] = ()
     #: What was loaded, for logs and pages: "classify-image (efficientnet_lite0)".
     title: str = ""
     #: The device ``forward`` runs on.
@@ -99,6 +105,12 @@ class Predictor:
 
     # --- optional ---------------------------------------------------------------------------
 
+    def describe(self, item: Any, result: dict) -> str:
+        """One result as the command prints it without --json (default: its fields, one a line)."""
+        import json
+
+        return "\n".join([str(item), *(f"  {key}: {json.dumps(value)}" for key, value in result.items())])
+
     def warmup(self) -> Any | None:
         """An input (as ``decode`` takes it) to warm the model up with before a server says it
         is ready (None: no warm-up)."""
@@ -116,11 +128,13 @@ class Predictor:
 
     def predict(self, samples: list[Sample]) -> list[dict]:
         """decode's samples through preprocess, forward and postprocess (the server's step)."""
+        import contextlib
+
         import torch
 
         from ptcli.batching import to_device
 
-        with torch.inference_mode():
+        with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = self.forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
 

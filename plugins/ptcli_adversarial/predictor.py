@@ -1,0 +1,55 @@
+"""attack's inference contract: an image (a file or an upload) perturbed within ``eps`` against
+any image classifier (the "image-classifier" capability), saved losslessly and classified
+again as `ptcli classify-image` reads it. `ptcli serve --recipe adversarial` answers with the
+adversarial PNG (``encode``) or JSON (clean and adversarial predictions, success, L-inf and L2,
+and the PNG in base64)."""
+
+from __future__ import annotations
+
+from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+
+
+class Attacker(Predictor):
+    kind = IMAGE
+    collate = "list"
+    media_type = "image/png"
+    needs_gradients = True
+
+    def __init__(self, classifier, device, *, settings=None, target: str | None = None, title: str = "") -> None:
+        from ptcli.capabilities import label_index
+
+        from .robustness import AttackSettings
+
+        self.classifier, self.device, self.title = classifier, device, title
+        self.settings = settings or AttackSettings()  # the command's defaults: PGD-10, L-inf 4/255
+        self.target = label_index(classifier.labels, target, "--target") if target is not None else None
+
+    @classmethod
+    def load(cls, source: Source, device, **options) -> Attacker:
+        from ptcli.capabilities import IMAGE_CLASSIFIER, load
+
+        classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
+        return cls(classifier.to(device), device, title=f"attack ({classifier.source})", **options)
+
+    def decode(self, item) -> Sample:
+        """The upload itself: the attack reads it as the classifier does, then again as a PNG."""
+        self.classifier.read(item)  # unreadable images are refused here, before the queue
+        return Sample(item)
+
+    def preprocess(self, items: list) -> list:
+        return list(items)
+
+    def forward(self, items: list) -> list:
+        from .files import attack_image
+
+        return [attack_image(self.classifier, item, self.settings, self.target, self.device) for item in items]
+
+    def postprocess(self, row, meta) -> dict:
+        png, fields = row
+        return {**fields, "png": png}
+
+    def encode(self, result: dict) -> bytes:
+        return result["png"]
+
+    def warmup(self):
+        return sample_image_bytes()
