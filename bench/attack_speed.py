@@ -39,8 +39,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ptcli import capabilities
-    from ptcli.attacks import pgd
+    from ptcli.plugins import capabilities
+    from ptcli.vision.attacks import pgd
 
     with tempfile.TemporaryDirectory() as runs:
         done = subprocess.run([sys.executable, "-m", "ptcli", "train", str(REPO / "recipes" / "imagefolder-simplenet.yaml"),

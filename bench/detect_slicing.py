@@ -47,7 +47,7 @@ def recall(checkpoint: Path, data: Path) -> tuple[int, int, int]:
     from PIL import Image
 
     from ptcli_detect.detections import Detections
-    from ptcli.imaging import to_pixels as to_tensor
+    from ptcli.vision.imaging import to_pixels as to_tensor
     from ptcli_detect.models import configure_inference, load_detector
     from ptcli_detect.slicing import detect_sliced
 

@@ -39,7 +39,7 @@ def timed(run, inputs, repeats: int) -> float:
 def sr_checkpoint(folder: Path) -> Path:
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_super_resolve.models import build_rrdbnet
 
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def main() -> None:
     import torch
 
     from ptcli.exporting.export import export
-    from ptcli.exporting.runtime import ExportedModel
+    from ptcli.models.exported import ExportedModel
     from ptcli_classify_image.exporting import exportable as image_exportable
     from ptcli_super_resolve.exporting import exportable as sr_exportable
 

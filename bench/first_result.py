@@ -29,8 +29,8 @@ def make_inputs(folder: Path) -> dict:
 
     sys.path.insert(0, str(REPO / "plugins"))
     sys.path.insert(0, str(REPO / "tests"))
-    from ptcli.checkpoints import save_checkpoint
-    from ptcli.tiny_inputs import write_clip
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli.plugins.tiny_inputs import write_clip
     from ptcli_classify_audio.models import build_audionet
     from ptcli_classify_text.exporting import SAMPLE_TEXTS
     from ptcli_classify_text.nets import RecurrentClassifier

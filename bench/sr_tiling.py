@@ -37,7 +37,7 @@ def photo(data: Path, size: int):
     """A real photo, cropped square and resized to ``size``, as a (3, size, size) tensor in [0, 1]."""
     from PIL import Image
 
-    from ptcli.imaging import to_pixels
+    from ptcli.vision.imaging import to_pixels
 
     candidates = sorted((data / "superres").rglob("*.png")) + sorted((data / "images").glob("*.jpg"))
     source = candidates[0] if candidates else REPO / "examples" / "cat.jpg"

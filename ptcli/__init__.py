@@ -2,10 +2,29 @@
 
 This package must stay cheap to import: `ptcli --help` loads it and every plugin's
 top-level module, so nothing here may import torch or another heavy library.
+
+The layout, floor by floor (a module imports only from its own floor or those below):
+
+1. foundation: ``errors``, ``output``, ``files``, ``refs``, ``distributed``, ``devices``
+2. ``models``: weights, checkpoints and their metadata, loading a recipe's model
+3. ``vision`` (what image recipes share) and the plugin declarations (``plugins.recipe``, the
+   manager in ``plugins``)
+4. ``inference``: the one inference contract and the loop derived from it
+5. ``training``, ``exporting``, ``serving``
+6. what recipes offer each other and a plugin author's tools (``plugins.capabilities``,
+   ``check``, ``template``, ``tiny_inputs``)
+7. ``cli``: the command line
+8. ``plugins.testing``: the test kit, which runs the command line in-process
+
+tests/test_layout.py holds the code to this.
 """
 
 __version__ = "0.1.0"
 
-from ptcli.hookspecs import hookimpl  # noqa: E402  (plugins write `from ptcli import hookimpl`)
+from ptcli import _moved  # noqa: E402
+
+_moved.install()  # the flat layout's module names, for a release
+
+from ptcli.plugins.hookspecs import hookimpl  # noqa: E402  (plugins write `from ptcli import hookimpl`)
 
 __all__ = ["__version__", "hookimpl"]

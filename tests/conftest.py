@@ -13,7 +13,7 @@ SHARED = REPO.parent / "shared" / "data"
 @pytest.fixture(autouse=True)
 def isolated_environment(monkeypatch, tmp_path):
     """Every test runs offline with empty caches and the installed plugins only."""
-    from ptcli.testing import offline_environment
+    from ptcli.plugins.testing import offline_environment
 
     offline_environment(monkeypatch, tmp_path / "caches")
     for name in ("PTCLI_PLUGINS", "PTCLI_STRICT_PLUGINS", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):

@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_imagefolder, train_json, write_yaml
 
-from ptcli.attacks import apgd, fgsm, parse_eps, pgd, quantize, straight_through
+from ptcli.vision.attacks import apgd, fgsm, parse_eps, pgd, quantize, straight_through
 
 
 # --- the attacks ------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_eps_takes_a_fraction_or_a_number(text, value):
 
 
 def test_filters_parse_and_do_what_they_say():
-    from ptcli.defenses import parse_filter
+    from ptcli.vision.defenses import parse_filter
     from ptcli.errors import UsageError
 
     x = torch.full((1, 3, 9, 9), 0.5)
@@ -180,7 +180,7 @@ def test_an_unreadable_image_and_an_existing_output(cli, shared_data, tmp_path):
 
 
 def test_a_checkpoint_of_another_kind_is_refused(cli, tmp_path):
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     save_checkpoint(tmp_path / "d", {"w": torch.zeros(1)}, recipe="detect", model="fasterrcnn_lite0_fpn", classes=["a"])
     result = cli("attack", "--data", tmp_path, "--checkpoint", tmp_path / "d.safetensors")
@@ -301,7 +301,7 @@ def test_classify_image_takes_an_input_filter(cli, shared_data, tmp_path):
 
 @pytest.mark.slow
 def test_a_named_model_with_local_weights_is_attacked_too(cli, shared_data, tmp_path):
-    from ptcli.pretrained import _lite0_file
+    from ptcli.vision.pretrained import _lite0_file
 
     result = cli("attack", shared_data / "images" / "cat.jpg", "--model", "efficientnet_lite0", "--weights", _lite0_file(),
                  "-o", tmp_path, "--steps", "5", "--json")

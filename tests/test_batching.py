@@ -1,6 +1,6 @@
 import torch
 
-from ptcli.batching import Failed, default_workers, run_batched
+from ptcli.inference.batching import Failed, default_workers, run_batched
 from ptcli.errors import InputError
 
 

@@ -4,13 +4,8 @@ import pickle
 import pytest
 import torch
 
-from ptcli.checkpoints import (
-    FORMAT,
-    load_checkpoint,
-    load_state_dict,
-    load_weights_into,
-    save_checkpoint,
-)
+from ptcli.models.checkpoints import FORMAT, load_checkpoint, save_checkpoint
+from ptcli.models.state_dicts import load_state_dict, load_weights_into
 from ptcli.errors import CheckpointError, UsageError
 
 

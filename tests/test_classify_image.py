@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from ptcli.checkpoints import save_checkpoint
+from ptcli.models.checkpoints import save_checkpoint
 from ptcli.errors import CheckpointError, InputError
 
 CAT_LABELS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -150,8 +150,8 @@ def test_missing_weights_file(cli, tmp_path):
 def test_default_weights_as_safetensors_file(cli, tmp_path):
     from safetensors.torch import save_file
 
-    from ptcli.checkpoints import load_state_dict
-    from ptcli.weights import resolve
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.models.weights import resolve
     from ptcli_classify_image.models import EFFICIENTNET_LITE0, rename_keys_in_order
 
     source = load_state_dict(resolve(EFFICIENTNET_LITE0.weights))
@@ -224,8 +224,8 @@ def test_rename_keys_in_order_maps_and_checks_shapes():
 
 
 def test_packaged_lite0_weights_map_onto_timm():
-    from ptcli.checkpoints import load_state_dict
-    from ptcli.weights import resolve
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.models.weights import resolve
     from ptcli_classify_image.models import EFFICIENTNET_LITE0, rename_keys_in_order
 
     source = load_state_dict(resolve(EFFICIENTNET_LITE0.weights))
@@ -279,7 +279,7 @@ def test_checkpoint_without_classes(cli, tmp_path):
 
 
 def test_model_without_published_weights_needs_weights(cli, monkeypatch):
-    from ptcli.recipe import ModelRegistry, ModelSpec
+    from ptcli.plugins.recipe import ModelRegistry, ModelSpec
     from ptcli_classify_image import RECIPE
     from ptcli_classify_image.models import EFFICIENTNET_LITE0
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_imagefolder, train_json, write_yaml
 
-from ptcli.checkpoints import load_checkpoint
+from ptcli.models.checkpoints import load_checkpoint
 from ptcli.errors import UsageError
 
 
@@ -177,9 +177,9 @@ def test_augmentation_presets_and_data_normalisation(tiny_imagefolder):
 
 
 def test_transfer_learning_keeps_the_frozen_pretrained_backbone(cli, tmp_path, tiny_imagefolder):
-    from ptcli.checkpoints import load_state_dict
+    from ptcli.models.state_dicts import load_state_dict
     from ptcli_classify_image.models import EFFICIENTNET_LITE0, rename_keys_in_order
-    from ptcli.weights import resolve
+    from ptcli.models.weights import resolve
 
     config = write_yaml(tmp_path / "t.yaml", {
         "recipe": "classify-image", "run": {"dir": str(tmp_path / "runs")},

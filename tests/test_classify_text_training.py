@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import REPO, make_text_rows, make_tiny_translator, torchrun, train_json, write_text_csv, write_yaml
 
-from ptcli.checkpoints import load_checkpoint
+from ptcli.models.checkpoints import load_checkpoint
 
 
 def test_lstm_trains_and_its_checkpoint_is_self_contained(cli, lstm_config, tiny_text):

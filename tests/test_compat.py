@@ -4,7 +4,7 @@ import sys
 
 
 def test_basicsr_imports_through_the_shim():
-    from ptcli.compat import import_basicsr
+    from ptcli_super_resolve.basicsr_compat import import_basicsr
 
     arch = import_basicsr("archs.rrdbnet_arch")
     net = arch.RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, num_grow_ch=4, scale=4)
@@ -18,7 +18,7 @@ def test_basicsr_imports_through_the_shim():
 def test_the_alias_is_torchvisions_current_module():
     import torchvision.transforms._functional_tensor as current
 
-    from ptcli.compat import install_torchvision_alias
+    from ptcli_super_resolve.basicsr_compat import install_torchvision_alias
 
     install_torchvision_alias()
     install_torchvision_alias()  # twice is harmless
@@ -29,7 +29,7 @@ def test_only_the_modules_asked_for_load():
     """basicsr's package __init__ files would import its datasets, models and trainer too."""
     import subprocess
 
-    probe = ("import sys; from ptcli.compat import import_basicsr; import_basicsr('archs.rrdbnet_arch'); "
+    probe = ("import sys; from ptcli_super_resolve.basicsr_compat import import_basicsr; import_basicsr('archs.rrdbnet_arch'); "
              "import_basicsr('archs.discriminator_arch'); print(sorted(m for m in sys.modules if m.startswith('basicsr.')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert "'basicsr.archs.rrdbnet_arch'" in loaded and "'basicsr.archs.discriminator_arch'" in loaded

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import write_yaml
 
-from ptcli.config import apply_overrides, closest_key, parse_overrides
+from ptcli.training.config import apply_overrides, closest_key, parse_overrides
 from ptcli.errors import UsageError
 
 
@@ -110,7 +110,7 @@ def test_unknown_recipe_and_recipe_without_training(cli, tmp_path):
     import types
 
     from ptcli import hookimpl
-    from ptcli.recipe import Recipe
+    from ptcli.plugins.recipe import Recipe
 
     module = types.ModuleType("infer_only")
     module.register_recipes = hookimpl(lambda register: register(Recipe(name="infer-only", help="x")))

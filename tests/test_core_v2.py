@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import REPO
 
-from ptcli.batching import Sample, as_list, run_batched
+from ptcli.inference.batching import Sample, as_list, run_batched
 from ptcli.errors import CheckpointError, InputError, UsageError
-from ptcli.recipe import ModelRegistry, ModelSpec, Recipe
-from ptcli.results import Failed, ResultFormat, emit_results
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec, Recipe
+from ptcli.inference.results import Failed, ResultFormat, emit_results
 
 # --- the loader ---------------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ def _toy_recipe():
 
 
 def _toy_checkpoint(tmp_path, **kwargs):
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
@@ -35,7 +35,7 @@ def _toy_checkpoint(tmp_path, **kwargs):
 
 
 def test_load_model_rebuilds_a_checkpoint_with_its_labels(tmp_path):
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     path, model = _toy_checkpoint(tmp_path)
     loaded = load_model(_toy_recipe(), checkpoint=path)
@@ -44,7 +44,7 @@ def test_load_model_rebuilds_a_checkpoint_with_its_labels(tmp_path):
 
 
 def test_load_model_errors_name_only_the_options_the_command_has(tmp_path):
-    from ptcli.loading import check_request, load_model
+    from ptcli.models.loading import check_request, load_model
 
     path, _ = _toy_checkpoint(tmp_path)
     recipe = _toy_recipe()
@@ -62,7 +62,7 @@ def test_load_model_errors_name_only_the_options_the_command_has(tmp_path):
 
 
 def test_load_model_checkpoint_errors(tmp_path):
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     recipe = _toy_recipe()
     path, _ = _toy_checkpoint(tmp_path, extra={"model_args": {"depth": 3}})
@@ -78,7 +78,7 @@ def test_load_model_checkpoint_errors(tmp_path):
 
 
 def test_check_request_catches_mistakes_without_a_model(tmp_path):
-    from ptcli.loading import check_request
+    from ptcli.models.loading import check_request
 
     recipe = _toy_recipe()
     with pytest.raises(UsageError, match="unknown model 'lim'.*did you mean lin"):
@@ -193,7 +193,7 @@ def test_classify_image_under_torchrun_prints_each_result_once_in_order(shared_d
 def test_classify_audio_under_torchrun_with_a_failure_in_place(tmp_path):
     from test_classify_audio import write_wav
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_audio.models import build_audionet
 
     torch.manual_seed(0)
@@ -267,9 +267,9 @@ def test_errors_that_need_no_model_answer_before_torch(args):
 def test_lite0_without_timm_matches_timm_exactly():
     import timm
 
-    from ptcli.checkpoints import load_state_dict
-    from ptcli.pretrained import LITE0_WEIGHTS, efficientnet_lite0, rename_keys_in_order
-    from ptcli.weights import resolve
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.vision.pretrained import LITE0_WEIGHTS, efficientnet_lite0, rename_keys_in_order
+    from ptcli.models.weights import resolve
 
     ours = efficientnet_lite0().eval()
     reference = timm.create_model("efficientnet_lite0", pretrained=False)
@@ -307,9 +307,10 @@ def test_default_model_results_unchanged_on_the_shared_photos(cli, shared_data):
     """The old path (timm's network, torchvision's transforms) against the command's output."""
     import timm
 
-    from ptcli.checkpoints import load_state_dict
-    from ptcli.pretrained import LITE0_WEIGHTS, imagenet_labels, rename_keys_in_order
-    from ptcli.weights import resolve
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.vision.pretrained import LITE0_WEIGHTS, rename_keys_in_order
+    from ptcli_classify_image.imagenet import imagenet_labels
+    from ptcli.models.weights import resolve
     from ptcli_classify_image.data import ImageFiles
     from ptcli_classify_image.models import EFFICIENTNET_LITE0
 
@@ -333,7 +334,7 @@ def test_packaged_name_lists_match_torchvision():
     import torchvision.models as tvm
     from torchvision.models import ResNet18_Weights
 
-    from ptcli.pretrained import imagenet_labels
+    from ptcli_classify_image.imagenet import imagenet_labels
     from ptcli_classify_image.models import torchvision_names
 
     assert torchvision_names() == sorted(tvm.list_models(module=tvm))
@@ -358,7 +359,7 @@ def _ragged_run(rank, world, port, val_samples, results):
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     import toy_recipes
 
-    from ptcli.config import validate
+    from ptcli.training.config import validate
     from ptcli.training.trainer import Trainer
 
     config = validate(toy_recipes.ToyConfig, {
@@ -428,7 +429,7 @@ def test_task_callbacks_run_first_on_every_event(cli, tmp_path):
 def test_evaluate_gets_a_resolved_device(cli, tmp_path):
     import toy_recipes
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a", "b"])
     result = cli("eval", path, tmp_path, "--json", "--device", "auto", plugins=[toy_recipes])

@@ -95,7 +95,7 @@ def peak_kb():
 
 
 
-from ptcli.checkpointing import checkpoint_blocks
+from ptcli.training.gradient_checkpointing import checkpoint_blocks
 torch.manual_seed(0)
 net = build_rrdbnet(scale=4, num_feat=32, num_block=6, num_grow_ch=16)
 if sys.argv[1] == "on":
@@ -145,7 +145,7 @@ def test_grad_checkpointing_trains_super_resolve_to_the_same_numbers(cli, tmp_pa
     for key, value in plain["metrics"].items():
         if key.startswith(("train/", "val/")):
             assert checkpointed["metrics"][key] == pytest.approx(value, rel=1e-5), key
-    from ptcli.checkpoints import load_checkpoint
+    from ptcli.models.checkpoints import load_checkpoint
 
     assert "body.0.rdb1.conv1.weight" in load_checkpoint(checkpointed["last_checkpoint"]).state_dict  # keys unchanged
 

@@ -201,3 +201,4 @@ def test_ctrl_c_at_any_forward_pass_exits_130_with_whole_lines(cli, shared_data,
 def test_classes_naming_nothing_is_a_usage_error(cli, photos):
     result = cli("detect", photos / "cat.jpg", "--classes", " , ")
     assert result.exit_code == 2 and "--classes needs at least one class name" in result.stderr
+

@@ -256,7 +256,7 @@ def _plant_coco_weights(name: str) -> None:
     cache), as `ptcli weights fetch` would have put the real one."""
     import torchvision
 
-    from ptcli.weights import torch_hub_dir
+    from ptcli.models.weights import torch_hub_dir
     from ptcli_detect.models import BY_NAME
 
     torch.manual_seed(0)
@@ -275,7 +275,7 @@ def test_a_torchvision_detector_fine_tunes_from_its_coco_weights_with_a_new_pred
     assert offline.exit_code == 1 and "ptcli weights fetch fasterrcnn_mobilenet_v3_large_fpn" in offline.stderr
     _plant_coco_weights("fasterrcnn_mobilenet_v3_large_fpn")
     summary = train_json(cli, config)
-    from ptcli.checkpoints import load_checkpoint
+    from ptcli.models.checkpoints import load_checkpoint
 
     state = load_checkpoint(summary["last_checkpoint"]).state_dict
     assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == 4  # 3 classes and the background
@@ -304,3 +304,47 @@ def test_eval_on_data_whose_categories_the_checkpoint_lacks(cli, synthetic, tmp_
     result = cli("eval", summary["last_checkpoint"], synthetic / "other.json")
     assert result.exit_code == 2 and "category 'pentagon' is not one of the checkpoint's" in result.stderr
     assert cli("eval", summary["last_checkpoint"], tmp_path / "nowhere").exit_code == 2
+
+
+@pytest.mark.slow
+def test_slices_go_through_the_one_loop_with_workers_and_under_torchrun(cli, fine_tuned, tmp_path):
+    """--slice runs through the core's loop: decode workers and torchrun give the same JSON as
+    one process with none, an unreadable image fails in its place, and each image's result is
+    what the slicing library gives alone."""
+    from test_core_v2 import _single, _torchrun
+
+    from ptcli.vision.imaging import read_image, to_pixels
+    from ptcli_detect.detections import Detections
+    from ptcli_detect.models import configure_inference, load_detector
+    from ptcli_detect.slicing import detect_sliced
+
+    summary, data = fine_tuned
+    truth = json.loads((data / "val.json").read_text())
+    images = [data / "images" / image["file_name"] for image in truth["images"]][:3]
+    images.insert(1, tmp_path / "broken.jpg")
+    images[1].write_bytes(images[0].read_bytes()[:300])
+    args = ("detect", *images, "--checkpoint", summary["best_checkpoint"], "--slice", "128", "--slice-overlap", "0.25",
+            "--batch-size", "3", "--json", "--device", "cpu")
+    alone = cli(*args, "--workers", "0")
+    assert alone.exit_code == 1  # the broken image, in its place
+    lines = _json_lines(alone)
+    assert [line.get("input") for line in lines] == [str(p) for p in images] and "error" in lines[1]
+    assert any(line.get("detections") for line in lines)
+    assert cli(*args, "--workers", "2").stdout == alone.stdout
+    shared = _torchrun(*args)
+    assert shared.returncode == 1 and shared.stdout == _single(*args).stdout == alone.stdout, shared.stderr[-2000:]
+
+    loaded = load_detector(None, None, summary["best_checkpoint"])
+    configure_inference(loaded.model, 0.5, 100)
+    net = loaded.model.eval()
+    for line, path in zip(lines, images):
+        if "error" in line:
+            continue
+        with torch.inference_mode():
+            found = detect_sliced(to_pixels(read_image(path)), lambda crops: [Detections.from_output(net([c])[0]) for c in crops],
+                                  size=128, overlap=0.25, batch_size=3).filtered(0.5, None, 100)
+        width, height = line["width"], line["height"]
+        assert [d["score"] for d in line["detections"]] == pytest.approx(found.scores.tolist(), abs=1e-4)
+        for d, box in zip(line["detections"], found.boxes.tolist()):
+            x, y, w, h = d["bbox"]
+            assert [x, y, x + w, y + h] == pytest.approx([min(max(v, 0), lim) for v, lim in zip(box, (width, height) * 2)], abs=0.02)

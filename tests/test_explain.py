@@ -10,7 +10,7 @@ CAT_HEAD = (100, 40, 360, 290)  # x1, y1, x2, y2
 
 
 def _map(shared_data, method, label=None, layer=None):
-    from ptcli import capabilities
+    from ptcli.plugins import capabilities
     from ptcli_debug.cam import activation_map
     from ptcli_debug.overlay import heat_on_original
 

@@ -84,7 +84,7 @@ def test_lite0_exports_check_themselves_and_classify_as_eager(cli, lite0_exports
 def test_onnx_export_is_one_self_contained_file_with_its_sidecar(lite0_exports):
     import onnxruntime
 
-    from ptcli.exporting import embedded
+    from ptcli.models import embedded
 
     folder, _ = lite0_exports
     path = folder / "lite0.onnx"
@@ -114,7 +114,7 @@ def test_human_report(cli, tmp_path):
 def simplenet(tmp_path):
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_image.models import _build_simplenet
 
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def simplenet(tmp_path):
 
 @pytest.fixture
 def photos(tmp_path):
-    from ptcli.tiny_inputs import write_image
+    from ptcli.plugins.tiny_inputs import write_image
 
     return [write_image(tmp_path / "photos" / f"{i}.png", size=(40 + 7 * i, 30 + 5 * i), seed=i) for i in range(5)]
 
@@ -136,7 +136,7 @@ def test_fixed_batch_export_takes_any_number_of_inputs(cli, simplenet, photos, t
     out = tmp_path / f"fixed{FORMATS[fmt]}"
     report = _export(cli, simplenet, out, "--batch", "3", "--sample", photos[0], "--sample", photos[1])
     assert report["batch"] == 3 and [row["batch"] for row in report["check"]["batches"]] == [1, 3]
-    from ptcli.exporting import embedded
+    from ptcli.models import embedded
 
     assert embedded.read(out)["inputs"][0]["shape"][0] == 3
     # 5 images in batches of 2: the runtime pads and splits them into the export's batch of 3.
@@ -152,7 +152,7 @@ def test_half_export_is_checked_with_the_fp16_tolerance(cli, simplenet, tmp_path
     assert result.exit_code == 0, result.stdout + result.stderr
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["half"] is True and report["check"]["passed"]
-    from ptcli.exporting import embedded
+    from ptcli.models import embedded
 
     assert embedded.read(out)["inputs"][0]["dtype"] == "float16"
 
@@ -254,7 +254,7 @@ def test_a_failed_check_through_the_cli(cli, simplenet, tmp_path, monkeypatch):
 def tiny_sr(tmp_path):
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_super_resolve.models import build_rrdbnet
 
     torch.manual_seed(0)
@@ -268,7 +268,7 @@ def test_super_resolve_exports_with_dynamic_height_and_width(cli, tiny_sr, tmp_p
     import numpy as np
     from PIL import Image
 
-    from ptcli.tiny_inputs import write_image
+    from ptcli.plugins.tiny_inputs import write_image
 
     out = tmp_path / f"sr{FORMATS[fmt]}"
     report = _export(cli, tiny_sr, out)
@@ -286,7 +286,7 @@ def test_super_resolve_exports_with_dynamic_height_and_width(cli, tiny_sr, tmp_p
 def tiny_audionet(tmp_path):
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_audio.models import build_audionet
 
     torch.manual_seed(0)
@@ -297,7 +297,7 @@ def tiny_audionet(tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_classify_audio_exports(cli, tiny_audionet, tmp_path, fmt):
-    from ptcli.tiny_inputs import write_clip
+    from ptcli.plugins.tiny_inputs import write_clip
 
     out = tmp_path / f"a{FORMATS[fmt]}"
     _export(cli, tiny_audionet, out)
@@ -310,7 +310,7 @@ def test_classify_audio_exports(cli, tiny_audionet, tmp_path, fmt):
 def tiny_recurrent(tmp_path):
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_text.exporting import SAMPLE_TEXTS
     from ptcli_classify_text.nets import RecurrentClassifier
     from ptcli_classify_text.tokenization import TextEncoder, train_tokenizer

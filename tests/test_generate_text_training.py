@@ -6,7 +6,7 @@ import math
 import pytest
 from conftest import REPO, train_json, write_yaml
 
-from ptcli.checkpoints import load_checkpoint
+from ptcli.models.checkpoints import load_checkpoint
 
 
 def lm_config(tmp_path, root, **model):

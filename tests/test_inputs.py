@@ -1,7 +1,7 @@
 import pytest
 
 from ptcli.errors import UsageError
-from ptcli.inputs import expand_inputs
+from ptcli.inference.inputs import expand_inputs
 
 EXT = (".jpg", ".png")
 

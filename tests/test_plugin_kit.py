@@ -50,7 +50,7 @@ BROKEN = {
     "ptcli_sloppy/__init__.py": """
         import torch  # at import time: what the check catches
         from ptcli import hookimpl
-        from ptcli.recipe import Command, Recipe
+        from ptcli.plugins.recipe import Command, Recipe
 
         RECIPE = Recipe(name="sloppy", help="x", training="ptcli_sloppy.training:Task",
                         commands=(Command(name="sloppy", help="x", target="ptcli_sloppy.command:run", example=("{image}",)),))
@@ -104,8 +104,8 @@ class _Half:
 
 def test_the_predictor_check_names_what_breaks_the_contract():
     from ptcli.inference.contract import Predictor
-    from ptcli.plugin_check import _check_predictor
-    from ptcli.recipe import Recipe
+    from ptcli.plugins.check import _check_predictor
+    from ptcli.plugins.recipe import Recipe
 
     class NoForward(Predictor):
         @classmethod
@@ -163,7 +163,7 @@ def test_a_new_plugin_from_the_template_installs_and_passes_its_own_tests_and_ch
 def test_the_checks_tiny_inputs_need_no_pytest(tmp_path):
     """pytest is a development dependency: `ptcli plugins check` must work without it."""
     code = ("import sys; sys.modules['pytest'] = None; from pathlib import Path; "
-            "from ptcli.plugin_check import _tiny_inputs; print(sorted(_tiny_inputs(Path(sys.argv[1]))))")
+            "from ptcli.plugins.check import _tiny_inputs; print(sorted(_tiny_inputs(Path(sys.argv[1]))))")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(["clip", "coco", "image", "text", "tmp"])

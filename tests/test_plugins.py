@@ -11,7 +11,7 @@ from conftest import REPO, run_ptcli
 from ptcli import hookimpl
 from ptcli.errors import PluginError
 from ptcli.plugins import load_plugins
-from ptcli.recipe import Command, Recipe
+from ptcli.plugins.recipe import Command, Recipe
 
 
 def make_dist(root, dist_name, plugin_name, module_name, source):
@@ -98,7 +98,7 @@ def test_second_plugin_with_the_same_command_is_rejected():
 
 def test_register_needs_a_recipe_object(monkeypatch):
     monkeypatch.setenv("PTCLI_STRICT_PLUGINS", "1")
-    with pytest.raises(PluginError, match="not a ptcli.recipe.Recipe"):
+    with pytest.raises(PluginError, match="not a ptcli.plugins.recipe.Recipe"):
         load_plugins([_plugin("not a recipe")])
 
 
@@ -139,7 +139,7 @@ def test_hello_plugin_installs_and_runs(tmp_path):
 
 def test_model_registry_names_fixed_and_resolved_models():
     from ptcli.errors import UsageError
-    from ptcli.recipe import ModelRegistry, ModelSpec
+    from ptcli.plugins.recipe import ModelRegistry, ModelSpec
 
     registry = ModelRegistry("toy")
     registry.add(ModelSpec(name="small", build=lambda: "small"))
@@ -159,7 +159,7 @@ def test_second_plugin_with_the_same_recipe_name_is_rejected():
 
 
 def test_catch_all_resolvers_come_last():
-    from ptcli.recipe import ModelRegistry, ModelSpec
+    from ptcli.plugins.recipe import ModelRegistry, ModelSpec
 
     registry = ModelRegistry("r")
     registry.add_resolver(lambda name: ModelSpec(name=name, build=lambda: "any", description="catch-all"), catch_all=True)
@@ -171,7 +171,7 @@ def test_catch_all_resolvers_come_last():
     assert registry.find("timm/x", resolvers=False) is None
 
 
-@pytest.mark.parametrize("core", sorted(__import__("ptcli.commands", fromlist=["CORE"]).CORE))
+@pytest.mark.parametrize("core", sorted(__import__("ptcli.plugins", fromlist=["CORE_COMMANDS"]).CORE_COMMANDS))
 def test_no_plugin_replaces_a_core_command_and_the_rest_of_it_loads(cli, core):
     """Every core command (serve, export and export-torchscript included) is refused to a
     plugin, in one line naming the plugin and the command; the plugin's other command loads
@@ -190,7 +190,7 @@ def test_the_core_commands_are_the_ones_registered():
     import typer
 
     from ptcli.cli import LazyCommand, app
-    from ptcli.commands import CORE, RESERVED
+    from ptcli.plugins import CORE_COMMANDS, RESERVED
 
     commands = typer.main.get_command(app).commands
-    assert {name for name, command in commands.items() if not isinstance(command, LazyCommand)} == set(CORE) <= RESERVED
+    assert {name for name, command in commands.items() if not isinstance(command, LazyCommand)} == set(CORE_COMMANDS) <= RESERVED

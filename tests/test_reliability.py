@@ -17,8 +17,8 @@ from ptcli.errors import CheckpointError, InputError, PtcliError
 
 CRASHY = '''
 from ptcli import hookimpl
-from ptcli.options import JsonOption
-from ptcli.recipe import Command, Recipe
+from ptcli.cli.options import JsonOption
+from ptcli.plugins.recipe import Command, Recipe
 
 def boom(json_output: JsonOption = False):
     """Raise an ordinary exception, as a buggy plugin does."""
@@ -66,7 +66,7 @@ def test_a_task_hook_that_raises_names_its_plugin(cli, tmp_path, hook):
 def test_evaluate_that_raises_names_its_plugin(cli, tmp_path):
     import toy_recipes
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a"])
     result = cli("eval", path, tmp_path / "boom", plugins=[toy_recipes])  # the toy evaluate raises for data named boom
@@ -88,7 +88,7 @@ def test_piping_json_into_head_ends_quietly(shared_data):
 
 
 def test_eval_names_unreadable_inputs_prints_the_report_and_exits_1(cli, tmp_path, shared_data):
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_image.models import _build_simplenet
 
     torch.manual_seed(0)
@@ -122,7 +122,7 @@ def test_a_read_only_run_dir_is_one_line(cli, simplenet_config):
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from ptcli.checkpoints import load_checkpoint, save_checkpoint
+    from ptcli.models.checkpoints import load_checkpoint, save_checkpoint
 
     first = save_checkpoint(tmp_path / "ckpt", {"w": torch.ones(3)}, recipe="r", model="m")
 
@@ -137,7 +137,7 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkey
 
 
 def test_torch_save_failing_in_atomic_write_is_one_line(tmp_path, monkeypatch):
-    from ptcli.checkpoints import atomic_write
+    from ptcli.files import atomic_write
 
     def fail(_tmp):
         raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
@@ -151,7 +151,7 @@ def test_torch_save_failing_in_atomic_write_is_one_line(tmp_path, monkeypatch):
 
 
 def test_garbage_bytes_are_not_called_pickled_objects(tmp_path):
-    from ptcli.checkpoints import load_state_dict
+    from ptcli.models.state_dicts import load_state_dict
 
     (tmp_path / "garbage.pth").write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(CheckpointError, match="is not a PyTorch weights file") as caught:
@@ -168,7 +168,7 @@ class _Payload:
 
 
 def test_a_pickle_payload_is_refused_and_never_runs(tmp_path):
-    from ptcli.checkpoints import load_state_dict
+    from ptcli.models.state_dicts import load_state_dict
 
     marker = tmp_path / "pwned.txt"
     torch.save({"weight": torch.ones(2), "payload": _Payload(str(marker))}, tmp_path / "evil.pt")
@@ -292,7 +292,7 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(cli, tmp_path,
     Image.new("RGB", (300, 200)).save(tmp_path / "big.png")
     Image.new("RGB", (30, 20)).save(tmp_path / "small.png")
     monkeypatch.setenv("PTCLI_MAX_IMAGE_PIXELS", "10000")
-    from ptcli.imaging import open_image
+    from ptcli.vision.imaging import open_image
 
     with pytest.raises(InputError, match=r"300x200 = 0 million pixels, above the limit.*PTCLI_MAX_IMAGE_PIXELS"):
         open_image(tmp_path / "big.png")
@@ -313,7 +313,7 @@ def test_a_decompression_bomb_is_a_per_file_error(tmp_path):
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     (tmp_path / "bomb.png").write_bytes(png)
-    from ptcli.imaging import open_image
+    from ptcli.vision.imaging import open_image
 
     with pytest.raises(InputError, match="100000x100000 = 10000 million pixels, above the limit"):
         open_image(tmp_path / "bomb.png")
@@ -538,7 +538,7 @@ def test_real_recipes_resume_exactly_with_their_augmentation(cli, tmp_path, monk
 
 @pytest.mark.parametrize("batch", [1, 2, 3, 4])
 def test_ctrl_c_during_inference_keeps_the_printed_lines_whole(cli, shared_data, monkeypatch, batch):
-    import ptcli.batching as batching
+    import ptcli.inference.batching as batching
 
     calls = []
     to_device = batching.to_device
@@ -563,7 +563,7 @@ def test_inference_workers_ignore_sigint():
     import os
     import signal
 
-    from ptcli.batching import ignore_sigint
+    from ptcli.inference.batching import ignore_sigint
 
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -586,7 +586,7 @@ if mode == "event":  # at the N-th trainer event
 elif mode == "sigint":  # Ctrl-C at the N-th trainer event (data.sigint_at_event)
     pass
 elif mode == "infer":  # Ctrl-C from the terminal (to the whole process group) before the N-th batch's forward
-    import ptcli.batching as batching
+    import ptcli.inference.batching as batching
     real_to_device, batches = batching.to_device, []
     def ctrl_c_at_batch(data, device):
         batches.append(1)
@@ -630,7 +630,7 @@ def test_kill_9_leaves_the_last_checkpoint_loadable_and_the_run_resumable(cli, t
     import subprocess
     import toy_recipes
 
-    from ptcli.checkpoints import load_checkpoint
+    from ptcli.models.checkpoints import load_checkpoint
 
     config = _toy_run_config(tmp_path)
     assert cli("train", config, "run.name=full", plugins=[toy_recipes]).exit_code == 0
@@ -657,7 +657,7 @@ def test_kill_9_leaves_the_last_checkpoint_loadable_and_the_run_resumable(cli, t
 
 
 def test_symlink_loops_do_not_hang_input_expansion(tmp_path):
-    from ptcli.inputs import expand_inputs
+    from ptcli.inference.inputs import expand_inputs
 
     (tmp_path / "a").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "a" / "x.png")
@@ -670,7 +670,7 @@ def test_an_unreadable_folder_is_a_usage_error(tmp_path, monkeypatch):
     from pathlib import Path
 
     from ptcli.errors import UsageError
-    from ptcli.inputs import expand_inputs
+    from ptcli.inference.inputs import expand_inputs
 
     (tmp_path / "locked").mkdir()
 
@@ -741,7 +741,8 @@ def test_trust_remote_code_runs_a_folders_own_model(cli, tmp_path, tiny_bert_cla
     ({"classes": ["a", "b", "c", "d"]}, "wrong shape"),  # the tensors hold 3 classes, not 4
 ])
 def test_a_sidecar_that_does_not_match_its_tensors(cli, tmp_path, change, expected):
-    from ptcli.checkpoints import checkpoint_paths, save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli.models.sidecars import checkpoint_paths
     from ptcli_classify_image.models import EFFICIENTNET_LITE0
 
     model = EFFICIENTNET_LITE0.build(num_classes=3)
@@ -759,7 +760,7 @@ def test_a_sidecar_that_does_not_match_its_tensors(cli, tmp_path, change, expect
 def test_a_second_ctrl_c_stops_at_once_with_no_half_written_file(cli, tmp_path, event):
     import toy_recipes
 
-    from ptcli.checkpoints import load_checkpoint
+    from ptcli.models.checkpoints import load_checkpoint
 
     config = _toy_run_config(tmp_path)
     result = cli("train", config, f"data.sigint_at_event={event}", "data.sigint_twice=true", plugins=[toy_recipes])
@@ -774,7 +775,7 @@ def test_ctrl_c_in_lr_find_and_eval_exits_130(cli, tmp_path, simplenet_config, m
     import toy_recipes
 
     import ptcli.training.lr_finder as lr_finder
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt

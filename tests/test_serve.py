@@ -206,7 +206,7 @@ def test_texts_in_every_form_and_errors_as_json(capfd):
 
 
 def test_the_body_limit_refuses_from_content_length_before_reading():
-    from ptcli.serving.inputs import RequestError, read_body
+    from ptcli.serving.requests import RequestError, read_body
 
     class Request:
         headers = {"content-length": str(50_000_000)}
@@ -394,8 +394,8 @@ def test_image_url_only_with_allow_urls():
 def test_an_export_serves_like_its_checkpoint(cli, tmp_path):
     import torch
 
-    from ptcli.checkpoints import save_checkpoint
-    from ptcli.tiny_inputs import write_image
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli.plugins.tiny_inputs import write_image
     from ptcli_classify_image.models import _build_simplenet
 
     torch.manual_seed(0)
@@ -418,7 +418,7 @@ def test_an_export_serves_like_its_checkpoint(cli, tmp_path):
 def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier):
     import torch
 
-    from ptcli.tiny_inputs import write_clip
+    from ptcli.plugins.tiny_inputs import write_clip
 
     text_served = servable("classify-text", model=str(tiny_bert_classifier))
     expected = json.loads(cli("classify-text", "good great fine", "--model", tiny_bert_classifier, "--json").stdout)
@@ -430,7 +430,7 @@ def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier)
 
     run_app(lambda: text_served, checks)
 
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli_classify_audio.models import build_audionet
 
     torch.manual_seed(0)
@@ -547,7 +547,7 @@ def test_ctrl_c_drains_then_exits_130(lite0_server):
 
 
 def test_a_model_that_fails_to_load_stops_the_server_with_one_line(tmp_path):
-    from ptcli.checkpoints import save_checkpoint
+    from ptcli.models.checkpoints import save_checkpoint
 
     import torch
 
@@ -577,7 +577,7 @@ def _unservable():
     import types
 
     from ptcli import hookimpl
-    from ptcli.recipe import Recipe
+    from ptcli.plugins.recipe import Recipe
 
     module = types.ModuleType("unservable_plugin")
     module.register_recipes = hookimpl(lambda register: register(Recipe(name="unservable", help="")))
@@ -696,7 +696,7 @@ def test_deployment_files_match_the_server():
 
     import yaml
 
-    from ptcli.commands.serve_cmd import serve
+    from ptcli.cli.commands.serve_cmd import serve
     from ptcli.serving.app import ROUTES
 
     default_port = inspect.signature(serve).parameters["port"].default

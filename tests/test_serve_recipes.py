@@ -78,7 +78,7 @@ def test_super_resolve_serves_the_commands_pixels(cli, server_of, tmp_path, tiny
     import cv2
     import numpy as np
 
-    from ptcli.tiny_inputs import write_image
+    from ptcli.plugins.tiny_inputs import write_image
 
     image = write_image(tmp_path / "small.png", size=(40, 28))
     result = json.loads(cli("super-resolve", image, "--weights", tiny_rrdbnet, "-o", tmp_path / "out", "--json").stdout)

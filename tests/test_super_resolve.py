@@ -29,7 +29,7 @@ def run(cli, *args):
 
 
 def test_tiled_equals_untiled(tiny_rrdbnet):
-    from ptcli.checkpoints import load_state_dict
+    from ptcli.models.state_dicts import load_state_dict
     from ptcli_super_resolve.models import build_rrdbnet, rrdbnet_args
     from ptcli_super_resolve.tiling import tile_count, upscale
 
@@ -132,7 +132,7 @@ def test_offline_published_weights(cli, photo):
 
 
 def test_published_weights_from_the_cache_are_sha256_checked(cli, tmp_path, tiny_rrdbnet, photo):
-    from ptcli import weights
+    from ptcli.models import weights
     from ptcli_super_resolve.models import PUBLISHED
 
     spec = next(s for s in PUBLISHED if s.name == "realesrgan-x4plus").weights
@@ -178,7 +178,7 @@ def test_bf16_runs_and_stays_close_to_fp32(cli, tiny_rrdbnet, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from ptcli.tiny_inputs import write_image
+    from ptcli.plugins.tiny_inputs import write_image
 
     image = write_image(tmp_path / "in.png", size=(40, 28))
     outputs = {}

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import REPO, torchrun, train_json, write_yaml
 
-from ptcli.checkpoints import load_checkpoint
+from ptcli.models.checkpoints import load_checkpoint
 
 
 def make_sr_folder(root, count=4, size=64, seed=0):

@@ -1,4 +1,4 @@
-"""ptcli.testing, used as a third-party plugin's tests use it: through pytester, in a folder
+"""ptcli.plugins.testing, used as a third-party plugin's tests use it: through pytester, in a folder
 with only a conftest.py naming it."""
 
 import pytest
@@ -42,14 +42,14 @@ def test_a_real_recipe_on_a_tiny_input(ptcli, tiny_coco):
 
 
 def test_a_plugins_tests_use_the_kit(pytester):
-    pytester.makeconftest('pytest_plugins = ["ptcli.testing"]\n')
+    pytester.makeconftest('pytest_plugins = ["ptcli.plugins.testing"]\n')
     pytester.makepyfile(test_plugin=PLUGIN_TEST)
     outcome = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     outcome.assert_outcomes(passed=4)
 
 
 def test_result_parses_json_lines():
-    from ptcli.testing import Result
+    from ptcli.plugins.testing import Result
 
     result = Result(0, '{"a": 1}\n{"b": 2}\n', "")
     assert result.lines == [{"a": 1}, {"b": 2}] and result.json == {"b": 2}

@@ -9,7 +9,7 @@ import toy_recipes
 import torch
 from conftest import torchrun, write_yaml
 
-from ptcli.checkpoints import load_checkpoint
+from ptcli.models.checkpoints import load_checkpoint
 
 
 def toy_config(tmp_path, name="toy.yaml", recipe="toy-classify", **trainer):
@@ -362,7 +362,7 @@ def test_a_second_ctrl_c_stops_at_once(cli, tmp_path):
     import types
 
     from ptcli import hookimpl
-    from ptcli.recipe import Recipe
+    from ptcli.plugins.recipe import Recipe
 
     module = types.ModuleType("twice")
     module.register_recipes = hookimpl(lambda register: register(Recipe(name="twice", help="x", training=TwiceInterrupted)))

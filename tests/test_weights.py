@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from ptcli import weights
+from ptcli.models import weights
 from ptcli.errors import PtcliError, UsageError, WeightsUnavailable
-from ptcli.weights import WeightsSpec
+from ptcli.models.weights import WeightsSpec
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_weights_fetch_and_path_through_the_cli(cli, served_file, monkeypatch):
     import types
 
     from ptcli import hookimpl
-    from ptcli.recipe import ModelRegistry, ModelSpec, Recipe
+    from ptcli.plugins.recipe import ModelRegistry, ModelSpec, Recipe
 
     source, digest = served_file
     registry = ModelRegistry("toy")

@@ -18,7 +18,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from ptcli import hookimpl
-from ptcli.recipe import DeviceSupport, Recipe
+from ptcli.plugins.recipe import DeviceSupport, Recipe
 from ptcli.training.classification import classification_metrics
 from ptcli.training.schema import ClassificationTrainerConfig, DataConfig, TrainConfig
 from ptcli.training.task import Export, ParamGroup, TrainingTask

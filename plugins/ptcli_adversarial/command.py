@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption, batch_size_option, checkpoint_option, model_option, paths_argument, weights_option
+from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -19,7 +19,7 @@ StepsOption = Annotated[int, typer.Option(min=1, metavar="N", help="Attack steps
 
 
 def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | None, random_start: bool, seed: int):
-    from ptcli.attacks import ATTACKS, NORMS, parse_eps
+    from ptcli.vision.attacks import ATTACKS, NORMS, parse_eps
 
     from .robustness import AttackSettings
 
@@ -33,7 +33,7 @@ def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | Non
 
 
 def _classifier(model, weights, checkpoint, device):
-    from ptcli.capabilities import image_classifier
+    from ptcli.plugins.capabilities import image_classifier
 
     return image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device, devices=RECIPE.devices.devices)
 
@@ -77,19 +77,19 @@ def attack(
         raise UsageError("--source and --defense go with --data DIR")
     if not paths:
         raise UsageError("give at least one image file, folder or glob, or --data DIR (see `ptcli attack --help`)")
-    from ptcli.inputs import expand_inputs, output_folder
+    from ptcli.inference.inputs import expand_inputs, output_folder
 
     output_folder(output, "the adversarial images")
 
-    from ptcli.imaging import IMAGE_EXTENSIONS
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
     inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
     classifier, target_device = _classifier(model, weights, checkpoint, device)
-    from ptcli.capabilities import label_index
+    from ptcli.plugins.capabilities import label_index
 
     target_index = label_index(classifier.labels, target, "--target") if target is not None else None
     from ptcli.output import progress
-    from ptcli.results import Failed, ResultFormat, emit_results
+    from ptcli.inference.results import Failed, ResultFormat, emit_results
 
     from .files import attack_file
 
@@ -115,7 +115,7 @@ def _human_file(path, r: dict) -> str:
 
 
 def _robustness(model, weights, checkpoint, data, source, defense, checks, settings, batch_size, device, json_output):
-    from ptcli.defenses import parse_filter
+    from ptcli.vision.defenses import parse_filter
     from ptcli.output import emit, emit_json, progress, warn
 
     from .robustness import load_batches, robust_accuracy, sanity_checks
@@ -197,7 +197,7 @@ def defend(
     filter, under the plain attack (which does not see the filter) and the adaptive one (BPDA:
     through the filter as if it were the identity). Where the two differ, the filter masks
     gradients rather than making the model robust."""
-    from ptcli.defenses import parse_filter
+    from ptcli.vision.defenses import parse_filter
     from ptcli.output import emit, emit_json, progress
 
     from .robustness import load_batches, robust_accuracy

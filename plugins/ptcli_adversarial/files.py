@@ -17,7 +17,7 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
     import torch
     from PIL import Image
 
-    from ptcli.imaging import to_pixels
+    from ptcli.vision.imaging import to_pixels
 
     original = to_pixels(classifier.read(item))
     clean_index, clean_score = classifier.predict_file(item)
@@ -40,7 +40,7 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
 
 def attack_file(classifier, path: Path, settings, target_index: int | None, output: Path, overwrite: bool, device,
                 on_step=None) -> dict:
-    from ptcli.checkpoints import atomic_write
+    from ptcli.files import atomic_write
 
     destination = output / f"{path.stem}_adv.png"
     if destination.exists() and not overwrite:

@@ -6,38 +6,26 @@ and the PNG in base64)."""
 
 from __future__ import annotations
 
-from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from ptcli.inference.contract import Sample
+from ptcli.plugins.capabilities import image_predictor_base
 
 
-class Attacker(Predictor):
-    kind = IMAGE
-    collate = "list"
-    media_type = "image/png"
-    needs_gradients = True
+class Attacker(image_predictor_base()):
+    verb = "attack"
 
     def __init__(self, classifier, device, *, settings=None, target: str | None = None, title: str = "") -> None:
-        from ptcli.capabilities import label_index
+        from ptcli.plugins.capabilities import label_index
 
         from .robustness import AttackSettings
 
-        self.classifier, self.device, self.title = classifier, device, title
+        super().__init__(classifier, device, title=title)
         self.settings = settings or AttackSettings()  # the command's defaults: PGD-10, L-inf 4/255
         self.target = label_index(classifier.labels, target, "--target") if target is not None else None
-
-    @classmethod
-    def load(cls, source: Source, device, **options) -> Attacker:
-        from ptcli.capabilities import IMAGE_CLASSIFIER, load
-
-        classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
-        return cls(classifier.to(device), device, title=f"attack ({classifier.source})", **options)
 
     def decode(self, item) -> Sample:
         """The upload itself: the attack reads it as the classifier does, then again as a PNG."""
         self.classifier.read(item)  # unreadable images are refused here, before the queue
         return Sample(item)
-
-    def preprocess(self, items: list) -> list:
-        return list(items)
 
     def forward(self, items: list) -> list:
         from .files import attack_image
@@ -47,9 +35,3 @@ class Attacker(Predictor):
     def postprocess(self, row, meta) -> dict:
         png, fields = row
         return {**fields, "png": png}
-
-    def encode(self, result: dict) -> bytes:
-        return result["png"]
-
-    def warmup(self):
-        return sample_image_bytes()

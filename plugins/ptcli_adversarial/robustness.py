@@ -20,7 +20,7 @@ class AttackSettings:
     seed: int = 0
 
     def run(self, model, x, y, *, targeted: bool = False, quantize: bool = False, on_step=None):
-        from ptcli.attacks import ATTACKS
+        from ptcli.vision.attacks import ATTACKS
 
         kwargs = dict(eps=self.eps, norm=self.norm, targeted=targeted, quantize_result=quantize)
         if self.method != "fgsm":
@@ -86,7 +86,7 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
     and wrongly, evaluated)."""
     import torch
 
-    from ptcli.attacks import straight_through
+    from ptcli.vision.attacks import straight_through
 
     network = classifier.network()
     defended = network if defense is None else (lambda x: network(defense(x)))

@@ -11,7 +11,7 @@ def source_model(checkpoint: Path, target, device):
     input sizes differ) to the source's input, then its network."""
     from torch import nn
 
-    from ptcli import capabilities
+    from ptcli.plugins import capabilities
 
     source = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=checkpoint).to(device)
     network = source.network()

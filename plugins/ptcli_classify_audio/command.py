@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option, checkpoint_option, model_option, paths_argument
+from ptcli.cli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option, checkpoint_option, model_option, paths_argument
 
 from . import RECIPE
 
@@ -29,12 +29,12 @@ def classify_audio(
     split into clips whose predictions are averaged). Unreadable files are reported and
     skipped; the exit code is then 1."""
     from ptcli.devices import resolve_device
-    from ptcli.hub import set_trust_remote_code
+    from ptcli.models.hub import set_trust_remote_code
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
-    from ptcli.inputs import expand_inputs
-    from ptcli.loading import check_request
-    from ptcli.results import emit_results, prediction_format
+    from ptcli.inference.inputs import expand_inputs
+    from ptcli.models.loading import check_request
+    from ptcli.inference.results import emit_results, prediction_format
 
     from .predictor import AudioClassifier
 

@@ -24,19 +24,3 @@ def labelled_clips(data: Path, meta: dict):
             raise UsageError(f"no clips in the test folds {folds} of {data}")
         return chosen
     return read_class_folders(data / "val" if (data / "val").is_dir() else data)
-
-
-def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
-    from ptcli.checkpoints import read_sidecar
-    from ptcli.training.classification import evaluate_files
-
-    from .audio import LoadClip
-    from .models import load_audio_classifier
-
-    net, classes, clip = load_audio_classifier(checkpoint, None)
-    clips = labelled_clips(data, read_sidecar(checkpoint))
-    unknown = sorted({c.label for c in clips} - set(classes))
-    if unknown:
-        raise UsageError(f"{data} has classes the checkpoint does not know: {', '.join(unknown)}; it knows {', '.join(classes)}")
-    return evaluate_files([(c.path, classes.index(c.label)) for c in clips], classes, net=net.to(device).eval(),
-                          load=LoadClip(clip), device=device, batch_size=batch_size, data=data, checkpoint=checkpoint)

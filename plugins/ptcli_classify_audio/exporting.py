@@ -13,7 +13,7 @@ def exportable(*, checkpoint, model, weights, samples):
 
     from ptcli.errors import UsageError
     from ptcli.exporting.spec import Exportable, sidecar, variants
-    from ptcli.tiny_inputs import write_clip
+    from ptcli.plugins.tiny_inputs import write_clip
 
     from . import RECIPE
     from .audio import LoadClip

@@ -36,7 +36,7 @@ def load_hub_classifier(name: str) -> HubAudioClassifier:
     import torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForAudioClassification
 
-    from ptcli.hub import model_folder, quiet_transformers, trust_remote_code
+    from ptcli.models.hub import model_folder, quiet_transformers, trust_remote_code
 
     from . import RECIPE
 

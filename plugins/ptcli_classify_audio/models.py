@@ -5,7 +5,7 @@ such as resnet50 (the book's; weights downloaded once)."""
 from __future__ import annotations
 
 from ptcli.errors import UsageError
-from ptcli.recipe import ModelRegistry, ModelSpec
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
 
 BACKBONES = ("efficientnet_lite0", "resnet18", "resnet50")
 
@@ -20,10 +20,10 @@ def backbone(name: str, pretrained: bool):
     """An ImageNet image classifier, with its published weights when ``pretrained``."""
     if name == "efficientnet_lite0":
         if pretrained:
-            from ptcli.pretrained import efficientnet_lite0
+            from ptcli.vision.pretrained import efficientnet_lite0
 
             return efficientnet_lite0()
-        from ptcli.lite0 import EfficientNetLite0
+        from ptcli.vision.lite0 import EfficientNetLite0
 
         return EfficientNetLite0()
     if name in ("resnet18", "resnet50"):
@@ -31,8 +31,8 @@ def backbone(name: str, pretrained: bool):
 
         model = torchvision.models.get_model(name, weights=None)
         if pretrained:
-            from ptcli.checkpoints import load_state_dict
-            from ptcli.weights import WeightsSpec, resolve
+            from ptcli.models.state_dicts import load_state_dict
+            from ptcli.models.weights import WeightsSpec, resolve
 
             published = torchvision.models.get_model_weights(name).IMAGENET1K_V1
             spec = WeightsSpec(name=name, filename=published.url.rsplit("/", 1)[-1], url=published.url, cache="torch-hub")
@@ -51,7 +51,7 @@ def build_spectrogram(num_classes: int = 2, *, backbone_name: str = "efficientne
 
 
 def make_registry() -> ModelRegistry:
-    from ptcli.hub import add_hub_resolver
+    from ptcli.models.hub import add_hub_resolver
 
     from .hub import DEFAULT_HUB_MODEL
 
@@ -65,7 +65,7 @@ def make_registry() -> ModelRegistry:
 
 
 def _hub_classifier(name: str, weights):
-    from ptcli.loading import LoadedModel
+    from ptcli.models.loading import LoadedModel
 
     from .hub import load_hub_classifier
 
@@ -78,7 +78,7 @@ def _hub_classifier(name: str, weights):
 def load_audio_classifier(checkpoint, model_name: str | None):
     """(model, classes, ClipSpec): a trained checkpoint, or a Hugging Face audio classifier."""
     from ptcli.errors import CheckpointError
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
     from .audio import ClipSpec

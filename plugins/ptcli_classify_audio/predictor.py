@@ -58,9 +58,32 @@ class AudioClassifier(Predictor):
         return torch.stack([part.mean(0) for part in probabilities.split(counts)])
 
     def postprocess(self, probabilities, meta) -> dict:
-        from ptcli.results import top_predictions
+        from ptcli.inference.results import top_predictions
 
         return {"predictions": top_predictions(probabilities, self.labels, self.k)}
+
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """Accuracy, per-class precision and recall and the confusion matrix on the test folds
+        of an ESC-50 folder (those the checkpoint was trained to hold out), or on class folders."""
+        from ptcli.errors import UsageError
+        from ptcli.inference.evaluation import score_classifier
+        from ptcli.models.sidecars import read_sidecar
+
+        from .evaluation import labelled_clips
+
+        if self.source.checkpoint is None:
+            raise UsageError("`ptcli eval` scores a checkpoint")
+        clips = labelled_clips(data, read_sidecar(self.source.checkpoint))
+        unknown = sorted({c.label for c in clips} - set(self.labels))
+        if unknown:
+            raise UsageError(f"{data} has classes the checkpoint does not know: {', '.join(unknown)}; it knows {', '.join(self.labels)}")
+        samples = [(c.path, self.labels.index(c.label)) for c in clips]
+        return score_classifier(self, samples, self.labels, batch_size=batch_size, data=data, checkpoint=self.source.describe())
+
+    def format_evaluation(self, report: dict) -> str:
+        from ptcli.inference.evaluation import format_classification_report
+
+        return format_classification_report(report)
 
     def warmup(self):
         import io

@@ -183,11 +183,6 @@ class ClassifyAudioTask(ClassifierSteps, TrainingTask):
                       preprocessing=self.preprocessing(), model_args=self.model_args(),
                       extra={"data": {"layout": d.layout, "val_folds": d.val_folds, "test_folds": d.test_folds, "esc10": d.esc10}})
 
-    @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
-        from .evaluation import evaluate_checkpoint
-
-        return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
 
 
 def _last_linear(model):

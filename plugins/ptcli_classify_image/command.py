@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import (DeviceOption, JsonOption, ListModelsOption, WorkersOption, batch_size_option, checkpoint_option,
+from ptcli.cli.options import (DeviceOption, JsonOption, ListModelsOption, WorkersOption, batch_size_option, checkpoint_option,
                            model_option, paths_argument, weights_option)
 
 from . import RECIPE
@@ -39,10 +39,10 @@ def classify_image(
     from ptcli.devices import resolve_device
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
-    from ptcli.inputs import expand_inputs
-    from ptcli.loading import check_request
-    from ptcli.options import list_models as print_models
-    from ptcli.results import emit_results, prediction_format
+    from ptcli.inference.inputs import expand_inputs
+    from ptcli.models.loading import check_request
+    from ptcli.cli.options import list_models as print_models
+    from ptcli.inference.results import emit_results, prediction_format
 
     from .models import DEFAULT_MODEL
     from .predictor import ImageClassifier
@@ -53,7 +53,7 @@ def classify_image(
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli classify-image --help`)")
     if defense is not None:
-        from ptcli.defenses import parse_filter
+        from ptcli.vision.defenses import parse_filter
 
         parse_filter(defense)  # a malformed filter is a usage error before any model loads
     inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)

@@ -6,18 +6,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ptcli.imaging import IMAGE_EXTENSIONS  # noqa: F401 (imagefolder imports it from here)
+from ptcli.vision.imaging import IMAGE_EXTENSIONS  # noqa: F401 (imagefolder imports it from here)
 
 
 class ImageFiles:
     """The data adapter: one image file to an upright 8-bit RGB PIL image (any Pillow mode,
-    16-bit greyscale included, see ptcli.imaging)."""
+    16-bit greyscale included, see ptcli.vision.imaging)."""
 
     extensions = IMAGE_EXTENSIONS
 
     def read(self, path: Path | bytes):
         """A file, or its bytes (an upload)."""
-        from ptcli.imaging import read_image
+        from ptcli.vision.imaging import read_image
 
         return read_image(path)
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 from functools import partial
 
 from ptcli.errors import UsageError
-from ptcli.pretrained import LITE0_WEIGHTS, imagenet_labels, lite0_state_dict, rename_keys_in_order  # noqa: F401 (re-exported)
-from ptcli.recipe import ModelRegistry, ModelSpec
-from ptcli.weights import WeightsSpec
+from ptcli.vision.pretrained import LITE0_WEIGHTS, lite0_state_dict, rename_keys_in_order  # noqa: F401 (re-exported)
+
+from .imagenet import imagenet_labels
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
+from ptcli.models.weights import WeightsSpec
 
 DEFAULT_MODEL = "efficientnet_lite0"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,7 +28,7 @@ def _build_timm(architecture: str, num_classes: int | None = None):
 
 
 def _build_lite0(num_classes: int | None = None):
-    from ptcli.lite0 import EfficientNetLite0
+    from ptcli.vision.lite0 import EfficientNetLite0
 
     return EfficientNetLite0(num_classes=num_classes or 1000)
 
@@ -175,7 +177,7 @@ def make_registry() -> ModelRegistry:
 def load_classifier(model_name: str | None, weights=None, checkpoint=None):
     """(model, labels, preprocessing) from a checkpoint, or a named model with its default or
     given weights."""
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
 

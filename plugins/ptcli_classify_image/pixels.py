@@ -1,4 +1,4 @@
-"""classify-image's "image-classifier" capability (ptcli.capabilities): the classifier on
+"""classify-image's "image-classifier" capability (ptcli.plugins.capabilities): the classifier on
 pixels in [0, 1], with its preprocessing as differentiable modules, for the adversarial
 commands. The resize uses torch's antialiased interpolation, the algorithm of Pillow's
 resize that the command itself uses (they agree to about one grey level; a test checks that

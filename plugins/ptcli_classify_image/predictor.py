@@ -18,7 +18,7 @@ class ImageClassifier(Predictor):
 
         in_filter = None
         if defense is not None:
-            from ptcli.defenses import parse_filter
+            from ptcli.vision.defenses import parse_filter
 
             in_filter = parse_filter(defense)
         # channels_last: convolutions run faster so (EfficientNet-Lite0 on 2 CPU cores: 10.3 against
@@ -38,7 +38,7 @@ class ImageClassifier(Predictor):
                    title=f"classify-image ({source.describe(DEFAULT_MODEL)})")
 
     def decode(self, item) -> Sample:
-        from ptcli.imaging import read_image
+        from ptcli.vision.imaging import read_image
 
         return Sample(self.pre.cropped(self.pre.resized(read_image(item))))
 
@@ -57,9 +57,24 @@ class ImageClassifier(Predictor):
         return self.net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
 
     def postprocess(self, probabilities, meta) -> dict:
-        from ptcli.results import top_predictions
+        from ptcli.inference.results import top_predictions
 
         return {"predictions": top_predictions(probabilities, self.labels, self.k)}
+
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """Accuracy, top-5, per-class precision and recall and the confusion matrix on an
+        ImageFolder (DATA/<class>/, or its val/)."""
+        from ptcli.inference.evaluation import score_classifier
+
+        from .evaluation import labelled_images
+
+        return score_classifier(self, labelled_images(data, self.labels), self.labels, batch_size=batch_size, data=data,
+                                checkpoint=self.source.describe())
+
+    def format_evaluation(self, report: dict) -> str:
+        from ptcli.inference.evaluation import format_classification_report
+
+        return format_classification_report(report)
 
     def warmup(self):
         return sample_image_bytes()

@@ -181,7 +181,7 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         so that the attack's forward passes leave BatchNorm's statistics alone."""
         import torch
 
-        from ptcli.attacks import fgsm, pgd
+        from ptcli.vision.attacks import fgsm, pgd
 
         adv = self.config.adversarial
         mean = torch.tensor(self.preprocessing["mean"], device=inputs.device).view(1, -1, 1, 1)
@@ -223,8 +223,8 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         return {"model": model}
 
     def _load_pretrained(self, backbone) -> None:
-        from ptcli.checkpoints import load_state_dict
-        from ptcli.weights import resolve
+        from ptcli.models.state_dicts import load_state_dict
+        from ptcli.models.weights import resolve
 
         if self.spec.weights is None:
             raise UsageError(f"model {self.spec.name} has no published weights; set model.pretrained=false to train it from scratch")
@@ -262,9 +262,4 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
             model_args=self.model_args(),
         )
 
-    @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
-        from .evaluation import evaluate_checkpoint
-
-        return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)
 

@@ -12,7 +12,7 @@ from ptcli.errors import UsageError, flatten
 def _translator(name: str, device):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from ptcli.hub import quiet_transformers
+    from ptcli.models.hub import quiet_transformers
 
     from .models import model_folder
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option
+from ptcli.cli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, batch_size_option
 
 from . import RECIPE
 
@@ -95,12 +95,12 @@ def classify_text(
     reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
     warning."""
     from ptcli.devices import resolve_device
-    from ptcli.hub import set_trust_remote_code
+    from ptcli.models.hub import set_trust_remote_code
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
-    from ptcli.loading import check_request
+    from ptcli.models.loading import check_request
     from ptcli.output import format_predictions, warn
-    from ptcli.results import ResultFormat, emit_results
+    from ptcli.inference.results import ResultFormat, emit_results
 
     from .predictor import TextClassifierPredictor
 

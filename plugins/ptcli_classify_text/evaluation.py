@@ -27,8 +27,8 @@ def labelled_file(data: Path) -> Path:
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     import torch
 
-    from ptcli.results import Failed
-    from ptcli.checkpoints import read_sidecar
+    from ptcli.inference.results import Failed
+    from ptcli.models.sidecars import read_sidecar
     from ptcli.output import warn
     from ptcli.training.classification import classification_report
 

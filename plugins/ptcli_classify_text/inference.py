@@ -31,7 +31,7 @@ def classify_batched(classifier, texts: Sequence[str], *, device, batch_size: in
     """(iterator of (text, result or Failed), the encoder step whose ``truncated`` counts the
     texts cut so far). Texts are tokenised in this process: Rust tokenizers are fast and
     threaded, so worker processes would only add start-up time."""
-    from ptcli.batching import run_batched_with_progress
+    from ptcli.inference.batching import run_batched_with_progress
 
     encode = EncodeBatch(classifier.encoder)
     results = run_batched_with_progress(

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import LOCAL_OPTION, add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
-from ptcli.recipe import ModelRegistry, ModelSpec
-from ptcli.weights import WeightsSpec
+from ptcli.models.hub import LOCAL_OPTION, add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
+from ptcli.models.weights import WeightsSpec
 
 DEFAULT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -72,7 +72,7 @@ def make_registry() -> ModelRegistry:
 
 def model_folder(name: str) -> Path:
     """A local Hugging Face model folder for a folder path or a hub name (downloaded once)."""
-    from ptcli.hub import model_folder as resolve_folder
+    from ptcli.models.hub import model_folder as resolve_folder
 
     from . import RECIPE
 
@@ -118,7 +118,7 @@ class TextClassifier:
 
 
 def _named_classifier(name: str, _weights):
-    from ptcli.loading import LoadedModel
+    from ptcli.models.loading import LoadedModel
 
     from .tokenization import folder_tokenizer
 
@@ -129,7 +129,7 @@ def _named_classifier(name: str, _weights):
 
 
 def load_text_classifier(model_name: str | None, checkpoint: Path | None, *, max_length: int | None = None) -> TextClassifier:
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
     from .tokenization import TextEncoder
@@ -150,7 +150,7 @@ def _position_limit(model, tokenizer_max: int) -> int:
 
 
 def _rebuild(spec: ModelSpec, ckpt):
-    from ptcli.loading import default_rebuild
+    from ptcli.models.loading import default_rebuild
 
     if spec.name not in (*RECURRENT, TRANSFORMER):
         raise CheckpointError(f"checkpoint {ckpt.path} names model {ckpt.model!r}, which classify-text cannot rebuild")

@@ -43,7 +43,7 @@ class TextClassifierPredictor(Predictor):
         return self.classifier.logits(batch).float().softmax(dim=-1).cpu()
 
     def postprocess(self, probabilities, text) -> dict:
-        from ptcli.results import top_predictions
+        from ptcli.inference.results import top_predictions
 
         return {"text": text, "predictions": top_predictions(probabilities, self.labels, self.k, with_index=False)}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError
-from ptcli.hub import trust_remote_code
+from ptcli.models.hub import trust_remote_code
 
 PAD, UNK = "[PAD]", "[UNK]"
 

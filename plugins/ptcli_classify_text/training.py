@@ -241,7 +241,7 @@ class ClassifyTextTask(ClassifierSteps, TrainingTask):
 
             raise UsageError(f"trainer.grad_checkpointing: model {self.config.model.name} does not support it "
                              "(the Hugging Face transformer does)")
-        from ptcli.checkpointing import enable_hf_checkpointing
+        from ptcli.training.gradient_checkpointing import enable_hf_checkpointing
 
         enable_hf_checkpointing(models["model"])
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
+from ptcli.cli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -30,9 +30,9 @@ def explain(
     evidence for a class lies, as a heat map over the original image (red: strong). The map
     covers the part of the image the model sees (its centre crop). With --json, one object
     per image: {"input", "output", "label", "score", "layer"}."""
-    from ptcli.capabilities import image_classifier, label_index
-    from ptcli.inputs import expand_inputs, output_folder
-    from ptcli.results import Failed, ResultFormat, emit_results
+    from ptcli.plugins.capabilities import image_classifier, label_index
+    from ptcli.inference.inputs import expand_inputs, output_folder
+    from ptcli.inference.results import Failed, ResultFormat, emit_results
 
     from .cam import METHODS
     from .overlay import explain_file
@@ -42,7 +42,7 @@ def explain(
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli explain --help`)")
     output_folder(output, "the maps")
-    from ptcli.imaging import IMAGE_EXTENSIONS
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
     inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
     classifier, _device = image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device,

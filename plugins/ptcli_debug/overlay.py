@@ -61,7 +61,7 @@ def explain_image(classifier, image, index: int | None, *, method: str, layer: s
 
 
 def explain_file(classifier, path: Path, index: int | None, *, method: str, layer: str | None, output: Path, overwrite: bool) -> dict:
-    from ptcli.checkpoints import atomic_write
+    from ptcli.files import atomic_write
 
     destination = output / f"{path.stem}_cam.png"
     if destination.exists() and not overwrite:

@@ -5,39 +5,28 @@ the image. `ptcli serve --recipe debug` answers with the overlay PNG (``encode``
 
 from __future__ import annotations
 
-from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from ptcli.inference.contract import Sample
+from ptcli.plugins.capabilities import image_predictor_base
 
 
-class Explainer(Predictor):
-    kind = IMAGE
-    collate = "list"
-    media_type = "image/png"
-    needs_gradients = True
+class Explainer(image_predictor_base()):
+    verb = "explain"
 
     def __init__(self, classifier, device, *, method: str = "gradcam", class_name: str | None = None,
                  layer: str | None = None, title: str = "") -> None:
-        from ptcli.capabilities import label_index
         from ptcli.errors import UsageError
+        from ptcli.plugins.capabilities import label_index
 
         from .cam import METHODS
 
         if method not in METHODS:
             raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
-        self.classifier, self.device, self.method, self.layer, self.title = classifier, device, method, layer, title
+        super().__init__(classifier, device, title=title)
+        self.method, self.layer = method, layer
         self.index = label_index(classifier.labels, class_name, "--class") if class_name is not None else None
-
-    @classmethod
-    def load(cls, source: Source, device, **options) -> Explainer:
-        from ptcli.capabilities import IMAGE_CLASSIFIER, load
-
-        classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
-        return cls(classifier.to(device), device, title=f"explain ({classifier.source})", **options)
 
     def decode(self, item) -> Sample:
         return Sample(self.classifier.read(item))
-
-    def preprocess(self, images: list) -> list:
-        return list(images)
 
     def forward(self, images: list) -> list:
         from .overlay import explain_image
@@ -51,9 +40,3 @@ class Explainer(Predictor):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         return {**fields, "png": buffer.getvalue()}
-
-    def encode(self, result: dict) -> bytes:
-        return result["png"]
-
-    def warmup(self):
-        return sample_image_bytes()

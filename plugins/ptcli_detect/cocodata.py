@@ -67,7 +67,7 @@ class CocoDetectionSet:
         import torch
         from torchvision import tv_tensors
 
-        from ptcli.imaging import open_image, to_rgb
+        from ptcli.vision.imaging import open_image, to_rgb
 
 
         entry = self.coco.images[index]

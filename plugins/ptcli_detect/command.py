@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, ListModelsOption, WorkersOption, checkpoint_option, model_option, paths_argument, weights_option
+from ptcli.cli.options import DeviceOption, JsonOption, ListModelsOption, WorkersOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -49,10 +49,10 @@ def detect(
     from ptcli.devices import resolve_device
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
-    from ptcli.inputs import expand_inputs, output_folder
-    from ptcli.loading import check_request
-    from ptcli.options import list_models as print_models
-    from ptcli.results import ResultFormat, emit_results
+    from ptcli.inference.inputs import expand_inputs, output_folder
+    from ptcli.models.loading import check_request
+    from ptcli.cli.options import list_models as print_models
+    from ptcli.inference.results import ResultFormat, emit_results
 
     from .models import DEFAULT_MODEL
     from .predictor import Detector

@@ -24,7 +24,7 @@ def annotation_file(data: Path) -> Path:
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
     import torch
 
-    from ptcli.batching import as_list, run_batched_with_progress
+    from ptcli.inference.batching import as_list, run_batched_with_progress
 
     from .coco import read_coco
     from .cocodata import CocoDetectionSet
@@ -77,7 +77,7 @@ class LoadTarget:
         self.dataset = dataset
 
     def __call__(self, index: int):
-        from ptcli.batching import Sample
+        from ptcli.inference.batching import Sample
 
         image, target = self.dataset[index]
         return Sample(image, target)

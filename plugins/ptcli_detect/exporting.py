@@ -77,7 +77,7 @@ def exportable(*, checkpoint, model, weights, samples):
     import torch
 
     from ptcli.exporting.spec import Exportable, sample_image, sidecar
-    from ptcli.imaging import open_image, to_rgb
+    from ptcli.vision.imaging import open_image, to_rgb
 
     from . import RECIPE
     from .models import configure_inference, has_masks, load_detector

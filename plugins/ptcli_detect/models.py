@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from ptcli.errors import UsageError
-from ptcli.recipe import ModelRegistry, ModelSpec
-from ptcli.weights import WeightsSpec
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
+from ptcli.models.weights import WeightsSpec
 
 DEFAULT_MODEL = "fasterrcnn_resnet50_fpn_v2"
 OFFLINE_MODEL = "fasterrcnn_lite0_fpn"
@@ -125,7 +125,7 @@ def _lite0_backbone_class():
     from torchvision.ops import FeaturePyramidNetwork
     from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-    from ptcli.lite0 import EfficientNetLite0
+    from ptcli.vision.lite0 import EfficientNetLite0
 
     class Lite0FPN(nn.Module):
         """Lite0's stride-8/16/32 features through an FPN (plus a max-pooled level). Its
@@ -192,10 +192,10 @@ def build_lite0_fasterrcnn(num_classes: int = 2, *, pretrained: bool = False, tr
 
 def load_lite0_backbone(body) -> None:
     """The packaged ImageNet weights into the backbone (the head's tensors left out)."""
-    from ptcli.checkpoints import load_state_dict
-    from ptcli.lite0 import EfficientNetLite0
-    from ptcli.pretrained import LITE0_WEIGHTS, lite0_state_dict
-    from ptcli.weights import resolve
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.vision.lite0 import EfficientNetLite0
+    from ptcli.vision.pretrained import LITE0_WEIGHTS, lite0_state_dict
+    from ptcli.models.weights import resolve
 
     state = lite0_state_dict(load_state_dict(resolve(LITE0_WEIGHTS)), EfficientNetLite0())
     wanted = body.state_dict()
@@ -284,9 +284,9 @@ def _rebuild(spec, ckpt):
 def _from_name(name: str, weights):
     """A named detector with its COCO weights, or ``--weights``: any state dict of that
     architecture, its number of classes read from the tensors where it can be."""
-    from ptcli.checkpoints import load_state_dict, load_weights_into
-    from ptcli.loading import LoadedModel, build_named
-    from ptcli.weights import local_weights
+    from ptcli.models.state_dicts import load_state_dict, load_weights_into
+    from ptcli.models.loading import LoadedModel, build_named
+    from ptcli.models.weights import local_weights
 
     from . import RECIPE
 
@@ -307,7 +307,7 @@ def _from_name(name: str, weights):
 
 
 def load_detector(model: str | None, weights=None, checkpoint=None) -> LoadedDetector:
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
 

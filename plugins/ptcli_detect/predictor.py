@@ -43,7 +43,7 @@ class Detector(Predictor):
         return cls(loaded, device, title=f"detect ({source.describe(DEFAULT_MODEL)})", **options)
 
     def decode(self, item) -> Sample:
-        from ptcli.imaging import read_image
+        from ptcli.vision.imaging import read_image
 
         image = read_image(item)
         meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
@@ -52,7 +52,7 @@ class Detector(Predictor):
         return Sample(image, meta)
 
     def preprocess(self, images: list) -> list:
-        from ptcli.imaging import to_pixels
+        from ptcli.vision.imaging import to_pixels
 
         return [to_pixels(image) for image in images]
 
@@ -88,7 +88,7 @@ class Detector(Predictor):
 
     def postprocess(self, found, meta) -> dict:
         from ptcli.errors import InputError
-        from ptcli.results import Failed
+        from ptcli.inference.results import Failed
 
         from .rendering import detection_fields
 
@@ -108,7 +108,7 @@ class Detector(Predictor):
         import torch
 
         from ptcli.errors import InputError
-        from ptcli.imaging import save_png
+        from ptcli.vision.imaging import save_png
 
         from .rendering import draw
 

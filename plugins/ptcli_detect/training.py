@@ -126,7 +126,7 @@ class DetectTask(TrainingTask):
         if self.spec.name == OFFLINE_MODEL:
             return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, **self.model_args())}
         if m.pretrained:
-            from ptcli.weights import resolve
+            from ptcli.models.weights import resolve
 
             resolve(self.spec.weights)  # into torch hub's cache, where the builder reads it; offline: the one-line error
         return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, trainable_layers=m.trainable_layers,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, checkpoint_option
+from ptcli.cli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, checkpoint_option
 
 from . import RECIPE
 
@@ -42,7 +42,7 @@ def _read_prompt(prompt: str | None) -> str:
 
 
 def _generations_format():
-    from ptcli.results import ResultFormat
+    from ptcli.inference.results import ResultFormat
 
     return ResultFormat(
         human=lambda prompt, result: "\n\n".join(prompt + generation for generation in result.generations),
@@ -83,10 +83,10 @@ def generate_text(
     fine-tuned checkpoint. Tokens stream to stdout as they are generated; --seed makes sampling
     reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
     from ptcli.devices import resolve_device
-    from ptcli.hub import set_trust_remote_code
-    from ptcli.loading import check_request
+    from ptcli.models.hub import set_trust_remote_code
+    from ptcli.models.loading import check_request
     from ptcli.output import emit, emit_json
-    from ptcli.results import emit_results
+    from ptcli.inference.results import emit_results
 
     from .generation import Settings, generate
     from .models import export_hf as write_hf

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import CheckpointError, UsageError, flatten
-from ptcli.hub import add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
-from ptcli.recipe import ModelRegistry, ModelSpec
+from ptcli.models.hub import add_hub_resolver, hub_spec, quiet_transformers, trust_remote_code
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
 
 DEFAULT_MODEL = "gpt2"
 #: Short names and the repositories they live in now.
@@ -49,7 +49,7 @@ def make_registry() -> ModelRegistry:
 
 
 def model_folder(name: str) -> Path:
-    from ptcli.hub import model_folder as resolve_folder
+    from ptcli.models.hub import model_folder as resolve_folder
 
     from . import RECIPE
 
@@ -119,7 +119,7 @@ class LanguageModel:
 
 
 def _named_model(name: str, _weights, dtype=None):
-    from ptcli.loading import LoadedModel
+    from ptcli.models.loading import LoadedModel
 
     model, tokenizer = load_folder(model_folder(name), name=name, dtype=dtype)
     return LoadedModel(model, source=name, extra=tokenizer)
@@ -135,7 +135,7 @@ def _rebuild(spec: ModelSpec, ckpt):
 def load_language_model(model_name: str | None, checkpoint: Path | None, *, dtype=None) -> LanguageModel:
     from functools import partial
 
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
 

@@ -89,7 +89,7 @@ class GenerateTextTask(TrainingTask):
     monitor_mode = "min"
 
     def setup(self) -> None:
-        from ptcli.hub import quiet_transformers
+        from ptcli.models.hub import quiet_transformers
 
         from .textdata import blocks, read_corpus, token_stream, train_byte_level_bpe
 
@@ -115,7 +115,7 @@ class GenerateTextTask(TrainingTask):
                              f"{cfg.data.val_fraction} ({len(ids)} tokens in all); lower data.block_size")
 
     def enable_grad_checkpointing(self, models) -> None:
-        from ptcli.checkpointing import enable_hf_checkpointing
+        from ptcli.training.gradient_checkpointing import enable_hf_checkpointing
 
         enable_hf_checkpointing(models["model"])
 

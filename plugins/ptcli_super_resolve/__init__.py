@@ -5,7 +5,7 @@ This module is what `ptcli --help` imports: declarations only, no torch.
 """
 
 from ptcli import hookimpl
-from ptcli.recipe import Command, DeviceSupport, Recipe
+from ptcli.plugins.recipe import Command, DeviceSupport, Recipe
 
 RECIPE = Recipe(
     name="super-resolve",

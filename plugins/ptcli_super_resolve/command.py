@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import InputError, UsageError
-from ptcli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
+from ptcli.cli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
 
@@ -91,10 +91,10 @@ def super_resolve(
     one tile is on the device at a time. Greyscale, RGBA (alpha upscaled separately) and 16-bit
     PNG keep their format. Writes DIR/<name>_x4.png per input."""
     from ptcli.devices import resolve_device
-    from ptcli.inputs import expand_inputs, output_folder
-    from ptcli.loading import check_request
+    from ptcli.inference.inputs import expand_inputs, output_folder
+    from ptcli.models.loading import check_request
     from ptcli.output import progress
-    from ptcli.results import Failed, ResultFormat, emit_results
+    from ptcli.inference.results import Failed, ResultFormat, emit_results
 
     from ptcli.inference.contract import Source
 

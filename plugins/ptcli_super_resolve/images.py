@@ -46,7 +46,7 @@ def _decode(path: Path | bytes):
 
     import numpy as np
 
-    from ptcli.imaging import open_image, to_rgb
+    from ptcli.vision.imaging import open_image, to_rgb
 
     image = open_image(io.BytesIO(path) if isinstance(path, bytes) else path)
     if image.mode.startswith("I;16") or (image.mode == "I" and int(np.asarray(image).max(initial=0)) > 255):

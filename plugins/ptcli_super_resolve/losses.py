@@ -4,7 +4,10 @@ activation), and the relativistic average GAN loss, plus PSNR/SSIM on the Y chan
 from __future__ import annotations
 
 from ptcli.errors import UsageError
+from ptcli.models.weights import WeightsSpec
 
+VGG19_WEIGHTS = WeightsSpec(name="vgg19", filename="vgg19-dcbb9e9d.pth", url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+                            cache="torch-hub", license="BSD-3-Clause (torchvision)")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -15,10 +18,10 @@ def feature_network(name: str, weights_path=None):
     stages (packaged weights: works offline)."""
     import torch
 
-    from ptcli import pretrained
+    from ptcli.vision import pretrained
 
     if name == "vgg19":
-        net = pretrained.vgg19(weights_path).features[:35]
+        net = vgg19(weights_path).features[:35]
     elif name == "efficientnet_lite0":
         model = pretrained.efficientnet_lite0(weights_path)
         net = torch.nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:5])
@@ -26,6 +29,18 @@ def feature_network(name: str, weights_path=None):
         raise UsageError(f"unknown feature network {name!r}; loss.perceptual_network is vgg19 or efficientnet_lite0")
     net.eval().requires_grad_(False)
     return net
+
+
+def vgg19(weights_path=None):
+    """torchvision's VGG19 with its ImageNet weights (downloaded once, or a local file)."""
+    import torchvision
+
+    from ptcli.models.state_dicts import load_state_dict
+    from ptcli.models.weights import resolve
+
+    model = torchvision.models.vgg19(weights=None)
+    model.load_state_dict(load_state_dict(weights_path or resolve(VGG19_WEIGHTS)))
+    return model
 
 
 class PerceptualLoss:

@@ -8,15 +8,15 @@ import re
 from functools import partial
 
 from ptcli.errors import UsageError
-from ptcli.recipe import ModelRegistry, ModelSpec
-from ptcli.weights import WeightsSpec
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
+from ptcli.models.weights import WeightsSpec
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 _RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
 
 
 def build_rrdbnet(scale: int = 4, num_feat: int = 64, num_block: int = 23, num_grow_ch: int = 32, **_):
-    from ptcli.compat import import_basicsr
+    from ptcli_super_resolve.basicsr_compat import import_basicsr
 
     arch = import_basicsr("archs.rrdbnet_arch")
     return arch.RRDBNet(num_in_ch=3, num_out_ch=3, scale=scale, num_feat=num_feat, num_block=num_block, num_grow_ch=num_grow_ch)
@@ -94,9 +94,9 @@ def rrdbnet_args(state: dict) -> dict:
 def _named_upscaler(name: str, weights):
     """A published model by name, bicubic, or (``--weights``) any RRDBNet state dict, its size
     read from the tensors (and checked against ``--model`` when one is named)."""
-    from ptcli.checkpoints import load_state_dict, load_weights_into
-    from ptcli.loading import LoadedModel, build_named
-    from ptcli.weights import local_weights
+    from ptcli.models.state_dicts import load_state_dict, load_weights_into
+    from ptcli.models.loading import LoadedModel, build_named
+    from ptcli.models.weights import local_weights
 
     from . import RECIPE
 
@@ -119,7 +119,7 @@ def _named_upscaler(name: str, weights):
 
 def load_upscaler(model_name: str | None, weights=None, checkpoint=None):
     """(model, native scale, name) from a checkpoint, local weights or a published model."""
-    from ptcli.loading import load_model
+    from ptcli.models.loading import load_model
 
     from . import RECIPE
 

@@ -102,7 +102,7 @@ class SuperResolveTask(TrainingTask):
         return {"scale": self.config.data.scale, "num_feat": m.num_feat, "num_block": m.num_block, "num_grow_ch": m.num_grow_ch}
 
     def enable_grad_checkpointing(self, models) -> None:
-        from ptcli.checkpointing import checkpoint_blocks
+        from ptcli.training.gradient_checkpointing import checkpoint_blocks
 
         checkpoint_blocks(models["generator"], "body")  # the RRDB blocks: most of the activations
 
@@ -112,7 +112,7 @@ class SuperResolveTask(TrainingTask):
             self._load_generator(generator, self.config.model.pretrained)
         models = {"generator": generator}
         if self.gan:
-            from ptcli.compat import import_basicsr
+            from ptcli_super_resolve.basicsr_compat import import_basicsr
 
             arch = import_basicsr("archs.discriminator_arch")
             models["discriminator"] = arch.VGGStyleDiscriminator(num_in_ch=3, num_feat=self.config.discriminator.num_feat,
@@ -127,7 +127,8 @@ class SuperResolveTask(TrainingTask):
 
     @staticmethod
     def _load_generator(generator, path: Path) -> None:
-        from ptcli.checkpoints import checkpoint_paths, load_state_dict, load_weights_into
+        from ptcli.models.sidecars import checkpoint_paths
+        from ptcli.models.state_dicts import load_state_dict, load_weights_into
 
         tensors, sidecar = checkpoint_paths(path)
         source = tensors if sidecar.is_file() else Path(path)

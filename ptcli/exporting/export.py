@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ptcli.errors import PtcliError, UsageError
 
-from . import embedded
+from ptcli.models import embedded
 from .spec import Exportable
 
 
@@ -35,7 +35,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
     """Export, check, and place the file at ``output``; returns the report."""
     import torch
 
-    from ptcli.checkpoints import versions
+    from ptcli.models.checkpoints import versions
 
     from . import check, runtime, writers
 

@@ -60,7 +60,7 @@ def sidecar(recipe: str, checkpoint, **fields) -> dict:
     tokenizer, category ids: all that the recipe needs to run it), else ``fields``."""
     meta = {"recipe": recipe, **fields}
     if checkpoint is not None:
-        from ptcli.checkpoints import read_sidecar
+        from ptcli.models.sidecars import read_sidecar
 
         meta = {**meta, **read_sidecar(checkpoint)}
     for key in ("format", "format_version", "created", "versions"):

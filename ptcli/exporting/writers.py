@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ptcli.errors import PtcliError, UsageError, flatten
 
-from . import embedded
+from ptcli.models import embedded
 from .spec import Exportable
 
 #: The opset the ONNX files get unless --opset says otherwise (onnxruntime 1.20+ runs it).

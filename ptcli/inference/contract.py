@@ -77,6 +77,8 @@ class Predictor:
     title: str = ""
     #: The device ``forward`` runs on.
     device: Any = None
+    #: Where the model came from (set by the core when it loads the predictor).
+    source: Source = Source()
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Predictor:
@@ -111,6 +113,18 @@ class Predictor:
 
         return "\n".join([str(item), *(f"  {key}: {json.dumps(value)}" for key, value in result.items())])
 
+    def evaluate(self, data: Path, *, batch_size: int) -> dict:
+        """`ptcli eval CKPT DATA`: the model's scores on labelled ``data`` (the recipe's layout),
+        as one JSON-ready report; ptcli.inference.evaluation has the pieces. Not written: the
+        recipe's training task evaluates, if it can."""
+        raise NotImplementedError
+
+    def format_evaluation(self, report: dict) -> str:
+        """The report as `ptcli eval` prints it without --json."""
+        import json
+
+        return json.dumps(report, indent=2)
+
     def warmup(self) -> Any | None:
         """An input (as ``decode`` takes it) to warm the model up with before a server says it
         is ready (None: no warm-up)."""
@@ -132,7 +146,7 @@ class Predictor:
 
         import torch
 
-        from ptcli.batching import to_device
+        from ptcli.inference.batching import to_device
 
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = self.forward(to_device(self.preprocess([s.data for s in samples]), self.device))

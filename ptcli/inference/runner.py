@@ -1,7 +1,7 @@
 """The command loop, derived from a Predictor: inputs decoded in worker processes, batched
 through preprocess and forward on the device, each output row postprocessed into its result,
 results in input order with per-input failures, a progress bar on stderr, and the inputs
-shared out between processes under torchrun (all of it ptcli.batching's).
+shared out between processes under torchrun (all of it ptcli.inference.batching's).
 
 Chunked inputs: a predictor whose ``chunks(data)`` returns a list splits one preprocessed input
 into items (a large image's tiles) that go through ``forward`` ``chunk_batch`` at a time; its
@@ -74,11 +74,11 @@ def _same_shape_runs(chunks: list, most: int) -> Iterator[list]:
 
 def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
         description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """(input, result fields or ptcli.results.Failed) for every input, in input order, with a
+    """(input, result fields or ptcli.inference.results.Failed) for every input, in input order, with a
     progress bar on stderr. ``chunk_batch``: chunks per forward pass for a chunking predictor
     (its inputs then go one at a time through the batch loop). A postprocess may return a
     Failed of its own (an output file that exists)."""
-    from ptcli.batching import run_batched_with_progress
+    from ptcli.inference.batching import run_batched_with_progress
 
     forward: Callable = predictor.forward
     if chunk_batch is not None:
@@ -92,7 +92,7 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
 def load_predictor(recipe, source, device, **options) -> Predictor:
     """The recipe's Predictor class (``Recipe.predictor``) loaded from ``source`` on ``device``."""
     from ptcli.errors import PluginError
-    from ptcli.recipe import load_ref
+    from ptcli.refs import load_ref
 
     if recipe.predictor is None:
         raise PluginError(f"recipe {recipe.name} declares no predictor")
@@ -100,4 +100,12 @@ def load_predictor(recipe, source, device, **options) -> Predictor:
     predictor = cls.load(source, device, **options)
     if not isinstance(predictor, Predictor):
         raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
+    predictor.source = source
     return predictor
+
+
+def evaluates(recipe) -> bool:
+    """Whether the recipe's Predictor scores itself on labelled data (``Predictor.evaluate``)."""
+    from ptcli.refs import load_ref
+
+    return recipe.predictor is not None and load_ref(recipe.predictor).evaluate is not Predictor.evaluate

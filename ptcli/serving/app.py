@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from ptcli.errors import InputError, one_line
 
 from .batcher import Batcher, QueueFull
-from .inputs import RequestError, parse
+from .requests import RequestError, parse
 from .spec import Servable
 
 ROUTES = ("/", "/health", "/ready", "/predict", "/metrics")

@@ -38,7 +38,7 @@ class Servable:
 
 def image_from_bytes(data: bytes):
     """An upright 8-bit RGB PIL image from a file's bytes, as every image recipe reads files."""
-    from ptcli.imaging import read_image
+    from ptcli.vision.imaging import read_image
 
     return read_image(data)
 
@@ -66,6 +66,6 @@ def load_servable(recipe, *, checkpoint=None, model=None, weights=None, device) 
         from ptcli.inference.runner import load_predictor
 
         return servable_from(load_predictor(recipe, Source(checkpoint, model, weights), device))
-    from ptcli.recipe import load_ref
+    from ptcli.refs import load_ref
 
     return load_ref(recipe.serve)(checkpoint=checkpoint, model=model, weights=weights, device=device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from ptcli.checkpoints import save_checkpoint
+from ptcli.models.checkpoints import save_checkpoint
 from ptcli.output import progress
 
 

@@ -99,7 +99,7 @@ def plot(result: LRFinderResult, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ptcli.checkpoints import atomic_write
+    from ptcli.files import atomic_write
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(result.lrs, result.losses)

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from ptcli.checkpoints import atomic_write, writing
+from ptcli.files import atomic_write, writing
 from ptcli.errors import CheckpointError, UsageError, flatten
 
 STATE_FORMAT = "ptcli-training-state"

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptcli.config import apply_overrides, parse_overrides, read_yaml, to_yaml, validate
+from ptcli.training.config import apply_overrides, parse_overrides, read_yaml, to_yaml, validate
 from ptcli.errors import Interrupted, UsageError
-from ptcli.recipe import Recipe
+from ptcli.plugins.recipe import Recipe
 from ptcli.training.run import RunDir, default_run_name
 
 

@@ -344,7 +344,7 @@ class Trainer:
         the CPU), so that every process updates its metrics with every sample, once."""
         import torch
 
-        from ptcli.batching import to_device
+        from ptcli.inference.batching import to_device
 
         if self.metrics is None:
             raise RuntimeError("update_metrics: the task declares no metrics")

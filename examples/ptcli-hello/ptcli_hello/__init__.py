@@ -1,7 +1,7 @@
 """A minimal ptcli plugin. This module is imported by `ptcli --help`: declarations only."""
 
 from ptcli import hookimpl
-from ptcli.recipe import Command, DeviceSupport, Recipe
+from ptcli.plugins.recipe import Command, DeviceSupport, Recipe
 
 RECIPE = Recipe(
     name="hello",

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from ptcli.options import DeviceOption, JsonOption
-from ptcli.recipe import ModelRegistry, ModelSpec
+from ptcli.cli.options import DeviceOption, JsonOption
+from ptcli.plugins.recipe import ModelRegistry, ModelSpec
 
 from . import RECIPE
 
@@ -30,7 +30,7 @@ def make_registry() -> ModelRegistry:
 
 def _untrained(name: str, _weights):
     """--model NAME: the tiny model has no published weights, so it runs as built (seeded)."""
-    from ptcli.loading import LoadedModel
+    from ptcli.models.loading import LoadedModel
 
     return LoadedModel(RECIPE.model_registry.get(name).build(), source=name)
 
@@ -41,7 +41,7 @@ class Greet:
     def __call__(self, name: str):
         import torch
 
-        from ptcli.batching import Sample
+        from ptcli.inference.batching import Sample
         from ptcli.errors import InputError
 
         if not name.strip():
@@ -57,10 +57,10 @@ def hello(
     json_output: JsonOption = False,
 ) -> None:
     """Greet each NAME, and show that a model ran on the chosen device."""
-    from ptcli.batching import run_batched
+    from ptcli.inference.batching import run_batched
     from ptcli.devices import resolve_device
-    from ptcli.loading import check_request, load_model
-    from ptcli.results import ResultFormat, emit_results
+    from ptcli.models.loading import check_request, load_model
+    from ptcli.inference.results import ResultFormat, emit_results
 
     names = names or ["world"]
     options = ("--model", "--checkpoint")

@@ -1,0 +1,244 @@
+"""The ptcli command line: core commands, plus each plugin's commands, loaded lazily.
+
+``ptcli --help`` lists plugin commands from their declarations (name and one-line help) and
+imports no plugin code beyond the plugins' small top-level modules; a command's own module
+(and torch) is imported only when that command runs or shows its own help. Errors raised as
+ptcli.errors exceptions become one line on stderr (or a JSON object on stdout with --json)
+and an exit code: 2 for usage errors, 1 for runtime failures.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand, TyperGroup
+
+from ptcli import __version__
+from ptcli.cli._click import Abort, ClickException, Context, Exit, HelpFormatter, UsageError
+from ptcli.errors import PtcliError, without_worker_traceback
+from ptcli.output import emit_json, error_line, warn
+from ptcli.plugins.recipe import Command, load_ref
+
+RECIPES_PANEL = "Recipes"
+
+
+class LazyCommand(TyperCommand):
+    """Stands in for a plugin command in listings; resolves to the real command when used."""
+
+    def __init__(self, spec: Command, recipe=None) -> None:
+        super().__init__(name=spec.name, help=spec.help, short_help=spec.help)
+        self.spec, self.recipe = spec, recipe
+
+    def load(self) -> TyperCommand:
+        if self.spec.target is None:  # the command the core derives from the recipe's predictor
+            from ptcli.cli.derived import predictor_command
+
+            function = predictor_command(self.recipe, self.spec.help)
+        else:
+            function = load_ref(self.spec.target)
+        app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+        help_text = None if function.__doc__ else self.spec.help
+        app.command(name=self.spec.name, help=help_text, short_help=self.spec.help)(function)
+        command = typer.main.get_command(app)
+        command.name = self.spec.name
+        return command
+
+
+class PtcliGroup(TyperGroup):
+    """The root command: core commands plus a LazyCommand for each loaded plugin command."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from ptcli.plugins import get_plugins
+
+        super().__init__(**kwargs)
+        for command, recipe, _plugin in get_plugins().commands.values():
+            self.add_command(LazyCommand(command, recipe))
+
+    def format_commands(self, ctx: Context, formatter: HelpFormatter) -> None:
+        """Core commands, then the recipes' commands, each under its own heading."""
+        commands = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        commands = [(name, c) for name, c in commands if c is not None and not c.hidden]
+        if not commands:
+            return
+        limit = formatter.width - 6 - max(len(name) for name, _ in commands)
+        for title, lazy in (("Commands", False), (RECIPES_PANEL, True)):
+            rows = [(name, c.get_short_help_str(limit)) for name, c in commands if isinstance(c, LazyCommand) == lazy]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
+        options = args[: args.index("--")] if "--" in args else args
+        ctx.meta["ptcli.json"] = "--json" in options
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        if isinstance(command, LazyCommand):
+            command = command.load()
+        return name, command, rest
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PtcliError as exc:
+            report_error(without_worker_traceback(str(exc)), exc.exit_code, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(exc.exit_code)
+        except UsageError as exc:
+            if not ctx.meta.get("ptcli.json"):
+                raise
+            report_error(exc.format_message(), exc.exit_code, as_json=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            report_error("interrupted", 130, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(130)
+        except (Exit, Abort, ClickException):
+            raise
+        except BrokenPipeError:
+            raise  # main() ends quietly: the reader (`| head -1`) has what it wanted
+        except Exception as exc:  # the net under plugin code, built-in recipes' included
+            if os.environ.get("PTCLI_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
+                import traceback
+
+                traceback.print_exc()
+            report_error(crash_message(exc, ctx.invoked_subcommand), 1, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(1)
+
+
+def crash_message(exc: BaseException, command: str | None) -> str:
+    """``<plugin> (<recipe>) failed: <Type>: <message> (rerun with PTCLI_DEBUG=1 ...)``: the
+    plugin whose code raised (the innermost traceback frame in one of its modules), else the
+    plugin of the command that ran, else ptcli itself."""
+    from ptcli.errors import one_line
+    from ptcli.plugins import get_plugins
+
+    plugins = get_plugins()
+    owners = {info.module.split(":")[0].split(".")[0]: info for info in plugins.infos if info.status == "ok"}
+    culprit = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "").split(".")[0]
+        culprit = owners.get(module, culprit)
+        tb = tb.tb_next
+    if culprit is None and command in plugins.commands:
+        culprit = plugins.commands[command][2]
+    if culprit is None:
+        who = f"ptcli {command}" if command else "ptcli"
+    else:
+        who = f"{culprit.name} ({', '.join(culprit.recipes)})"
+    return f"{who} failed: {one_line(exc)} (rerun with PTCLI_DEBUG=1 for the traceback)"
+
+
+def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
+    if as_json:
+        emit_json({"error": message, "exit_code": exit_code})
+    else:
+        error_line(message)
+
+
+app = typer.Typer(
+    cls=PtcliGroup,
+    name="ptcli",
+    help="PyTorch task recipes from the command line. Each recipe's commands come from a plugin; "
+    "`ptcli plugins` lists them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    # Plain click help: rich's markdown stack would double the start-up time of `ptcli --help`.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"ptcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """PyTorch task recipes from the command line."""
+
+
+def _register_core_commands() -> None:
+    import importlib
+
+    import typer as typer_module
+
+    from ptcli.plugins import CORE_COMMANDS
+
+    for name, (target, short_help) in CORE_COMMANDS.items():
+        module_name, _, attribute = target.partition(":")
+        function = getattr(importlib.import_module(f"ptcli.cli.commands.{module_name}"), attribute)
+        if isinstance(function, typer_module.Typer):
+            app.add_typer(function, name=name)
+        else:
+            app.command(name=name, short_help=short_help)(function)
+
+
+_register_core_commands()
+
+
+def _exit_without_teardown() -> None:
+    """Under torchrun: run the command, then leave with its exit code at once. The interpreter's
+    own teardown destroys gloo's and the rendezvous store's C++ threads while they are still
+    joinable, which aborts about one process in eight ("terminate called without an active
+    exception", exit -6) after the work has succeeded; the command has flushed and closed
+    everything it wrote by then."""
+    try:
+        app(prog_name="ptcli")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def honour_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) stops ptcli even where it starts with SIGINT ignored, as a background job
+    of a non-interactive shell does (`ptcli train ... &` in a script): Python then leaves it
+    ignored, and a `kill -INT` would go unheard until the run ended."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main() -> None:
+    from ptcli.plugins import get_plugins
+
+    honour_ctrl_c()
+
+    try:
+        plugins = get_plugins()
+    except PtcliError as exc:  # only with PTCLI_STRICT_PLUGINS=1
+        report_error(str(exc), exc.exit_code, as_json="--json" in sys.argv)
+        sys.exit(exc.exit_code)
+    for info in plugins.failed():
+        if info.recipes:  # loaded, less what it was refused
+            warn(f"{info.error} (see `ptcli plugins`)")
+        else:
+            warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
+    try:
+        from ptcli.distributed import world_size
+
+        if world_size() > 1:
+            _exit_without_teardown()
+        app(prog_name="ptcli")
+    except BrokenPipeError:
+        # The reader closed the pipe (`ptcli ... --json | head -1`): stop quietly. stdout is
+        # pointed at /dev/null so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141 if os.name == "posix" else 1)

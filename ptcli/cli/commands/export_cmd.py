@@ -1,0 +1,176 @@
+"""`ptcli export` and `ptcli export-torchscript`: a recipe's model as a file that runs outside
+eager PyTorch, checked against it before it is kept (see ptcli.exporting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ptcli.errors import UsageError
+from ptcli.cli.options import JsonOption
+
+FORMATS = ("onnx", "exported-program", "torchscript")
+
+CheckpointArg = Annotated[Path | None, typer.Argument(metavar="CKPT", show_default=False,
+                          help="A ptcli checkpoint (NAME.safetensors with NAME.json); or give --recipe and --model.")]
+RecipeOption = Annotated[str | None, typer.Option("--recipe", "-r", metavar="R", show_default=False,
+                         help="The recipe whose --model to export (classify-image, classify-text, ...), without CKPT.")]
+ModelOption = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", show_default=False,
+                        help="A model name of --recipe, with its published weights or --weights.")]
+WeightsOption = Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The file to write (.onnx, .pt2, .pt).")]
+SampleOption = Annotated[list[Path] | None, typer.Option("--sample", metavar="FILE", show_default=False,
+                         help="An input to check the export on (repeatable) [default: the recipe's own example].")]
+NoCheckOption = Annotated[bool, typer.Option("--no-check", help="Skip loading the file back and comparing it with the eager model.")]
+
+
+def _batch(value: str) -> int | None:
+    if value == "dynamic":
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise UsageError(f"--batch takes 'dynamic' or a positive number, not {value!r}")
+
+
+def _format_for(fmt: str | None, output: Path) -> str:
+    from ptcli.models.embedded import SUFFIXES
+
+    by_suffix = {suffix: name for name, suffix in SUFFIXES.items()}
+    if fmt is None:
+        if output.suffix not in by_suffix:
+            raise UsageError(f"give --format ({', '.join(FORMATS)}), or an -o file ending in {', '.join(by_suffix)}")
+        return by_suffix[output.suffix]
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if output.suffix != SUFFIXES[fmt]:
+        raise UsageError(f"-o {output}: a {fmt} export is written to a {SUFFIXES[fmt]} file")
+    return fmt
+
+
+def _recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None, weights: Path | None):
+    from ptcli.models.embedded import looks_like_export
+    from ptcli.plugins import requested_recipe
+
+    if checkpoint is not None and looks_like_export(checkpoint) and checkpoint.is_file():
+        raise UsageError(f"{checkpoint} is already an export; export the checkpoint it came from")
+    recipe = requested_recipe(checkpoint, recipe_name, model, weights)
+    if recipe.export is None:
+        raise UsageError(f"recipe {recipe.name} does not export its models (it declares no export); "
+                         "see `ptcli plugins` for the recipes that do")
+    return recipe
+
+
+def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, *, batch: str, half: bool,
+               opset: int | None, method: str | None, samples, no_check: bool, json_output: bool) -> None:
+    from ptcli.output import emit_json, warn
+    from ptcli.refs import load_ref
+
+    recipe = _recipe(checkpoint, recipe_name, model, weights)
+    batch_size = _batch(batch)
+    if output.exists() and output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give a file name")
+    for sample in samples or []:
+        if not sample.is_file():
+            raise UsageError(f"--sample {sample}: no such file")
+    from ptcli.exporting.export import ExportCheckFailed, export
+
+    exportable = load_ref(recipe.export)(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
+    if not exportable.batched and batch != "dynamic":
+        warn(f"{recipe.name} exports take one input per call; --batch {batch} is ignored")
+    method = method or exportable.torchscript_methods[0]
+    try:
+        report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method, run_check=not no_check)
+    except ExportCheckFailed as exc:
+        if json_output:
+            emit_json({"error": str(exc), "exit_code": 1, **exc.report})
+            raise typer.Exit(1) from exc
+        print_report(exc.report, failed=True)
+        raise
+    if no_check:
+        warn("the export was not checked (--no-check): nothing ran it against the eager model")
+    if json_output:
+        emit_json(report)
+    else:
+        print_report(report)
+
+
+def print_report(report: dict, failed: bool = False) -> None:
+    import sys
+
+    from ptcli.output import emit
+
+    write = (lambda text: sys.stderr.write(text + "\n")) if failed else emit
+    size = report["size_bytes"] / 1e6
+    batch = report["batch"] if report["batch"] is not None else "one input per call"
+    opset = f", opset {report['opset']}" if report.get("opset") else ""
+    write(f"{'checked, not kept' if failed else 'exported'} {report['output']}: {report['format']} via {report['exporter']}"
+          f"{opset}, batch {batch}, {'fp16' if report['half'] else 'fp32'}, {size:.1f} MB")
+    check = report.get("check")
+    if not check:
+        return
+    rows = check["batches"]
+    agreement = "top1_agreement" in (rows[0] if rows else {})
+    header = f"  {'batch':>5}  {'input':<18} {'max abs error':>13}  {'top-1 agrees' if agreement else 'mean abs error':>14}  {'eager ms':>9}  {'export ms':>9}"
+    write(header)
+    for row in rows:
+        third = f"{row['top1_agreement'] * 100:.0f}%" if agreement else f"{row.get('mean_abs_error', 0):.3g}"
+        write(f"  {row['batch']:>5}  {'x'.join(map(str, row['input_shape'])):<18} {row.get('max_abs_error', float('nan')):>13.3g}  "
+              f"{third:>14}  {row['eager_ms']:>9.1f}  {row['exported_ms']:>9.1f}")
+    write("check: " + ("passed" if check["passed"] else "FAILED"))
+
+
+def export(
+    checkpoint: CheckpointArg = None,
+    output: OutputOption = ...,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
+                   help="onnx, exported-program (.pt2) or torchscript (.pt) [default: from -o's ending].")] = None,
+    recipe: RecipeOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    batch: Annotated[str, typer.Option(metavar="dynamic|N", help="A dynamic batch dimension, or a fixed batch of N.")] = "dynamic",
+    half: Annotated[bool, typer.Option("--half", help="fp16 weights and inputs (for GPUs; checked with a looser tolerance).")] = False,
+    opset: Annotated[int | None, typer.Option(min=7, metavar="N", help="ONNX opset [default: 18].", show_default=False)] = None,
+    method: Annotated[str | None, typer.Option(metavar="trace|script", show_default=False, help="TorchScript only: how to "
+                      "capture the model [default: trace, or script for recipes that cannot be traced (detect)].")] = None,
+    samples: SampleOption = None,
+    no_check: NoCheckOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Export a checkpoint (or --recipe R --model NAME) to ONNX, a torch.export ExportedProgram
+    (.pt2) or TorchScript (.pt). The file carries the checkpoint's sidecar (recipe, labels,
+    preprocessing), so `ptcli <recipe> --checkpoint FILE` runs it. Before it is kept, the file is
+    loaded back (onnxruntime, torch.export.load, torch.jit.load) and run on real inputs of the
+    recipe beside the eager model, at batch 1 and 4 when the batch is dynamic: the report gives
+    the max abs error, top-1 agreement and both latencies; a mismatch exits 1 and writes nothing."""
+    chosen = _format_for(fmt, output)
+    if method not in (None, "trace", "script"):
+        raise UsageError(f"--method must be trace or script, not {method!r}")
+    run_export(checkpoint, recipe, model, weights, output, chosen, batch=batch, half=half, opset=opset, method=method,
+               samples=samples, no_check=no_check, json_output=json_output)
+
+
+def export_torchscript(
+    checkpoint: CheckpointArg = None,
+    output: OutputOption = ...,
+    recipe: RecipeOption = None,
+    model: ModelOption = None,
+    weights: WeightsOption = None,
+    method: Annotated[str | None, typer.Option(metavar="trace|script", show_default=False, help="trace: run the model once "
+                      "and record it (warns where the code branches on data); script: compile its Python (control flow "
+                      "kept) [default: trace, or script for recipes that cannot be traced (detect)].")] = None,
+    samples: SampleOption = None,
+    no_check: NoCheckOption = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Export to TorchScript, as the book does it (ch. 8): eval mode, then torch.jit.trace or
+    torch.jit.script, saved with torch.jit.save. TorchScript is deprecated as of torch 2.11
+    (torch.jit warns; errors are planned): prefer `ptcli export --format exported-program` or
+    `--format onnx`. The same check as `ptcli export` runs on the file before it is kept."""
+    if output.suffix != ".pt":
+        raise UsageError(f"-o {output}: a TorchScript export is written to a .pt file")
+    if method not in (None, "trace", "script"):
+        raise UsageError(f"--method must be trace or script, not {method!r}")
+    run_export(checkpoint, recipe, model, weights, output, "torchscript", batch="dynamic", half=False, opset=None,
+               method=method, samples=samples, no_check=no_check, json_output=json_output)

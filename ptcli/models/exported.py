@@ -1,0 +1,178 @@
+"""Running an export: onnxruntime for ONNX, torch.export.load and torch.jit.load for the
+others, behind one callable that recipes use where they would use their torch module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ptcli.errors import CheckpointError, UsageError, flatten
+
+from ptcli.models import embedded
+
+
+class ExportedModel:
+    """An export as a module: ``model(*tensors)`` (or keyword tensors by input name) gives the
+    output tensor, or a tuple of them. Float inputs are cast to the export's precision; a
+    fixed-batch export takes any number of inputs, run in batches of its size."""
+
+    def __init__(self, path: str | Path, meta: dict | None = None) -> None:
+        self.path = Path(path)
+        self.meta = meta if meta is not None else embedded.read(self.path)
+        self.format = self.meta.get("export_format", "")
+        self.input_names = [entry["name"] for entry in self.meta.get("inputs", [])]
+        self.output_names = [entry["name"] for entry in self.meta.get("outputs", [])]
+        self.batch = self.meta.get("batch")  # "dynamic", an int, or None (one input per call)
+        # Loaded where it first runs (a recipe's `.to(device)` first, or the CPU at the first
+        # call), so that a CUDA run does not load the file twice.
+        self.device = "cpu"
+        self._run = None
+
+    # --- module-like surface, so that recipes' `net.to(device).eval()` works unchanged -----
+
+    def to(self, device=None, *_args, **_kwargs) -> ExportedModel:
+        """To another device (the file is loaded again there); a dtype or memory format is the
+        export's own and stays."""
+        import torch
+
+        if device is None or isinstance(device, torch.dtype):
+            return self
+        device = str(device)
+        if device != self.device or self._run is None:
+            self._load(device)
+        return self
+
+    def eval(self) -> ExportedModel:
+        return self
+
+    def half(self) -> ExportedModel:
+        """An export's precision is fixed when it is made (--half); inputs are cast to it."""
+        return self
+
+    def float(self) -> ExportedModel:
+        return self
+
+    def parameters(self):
+        return iter(())
+
+    # --------------------------------------------------------------------------------------
+
+    def _load(self, device: str) -> None:
+        import torch
+
+        import importlib
+
+        kind = device.split(":")[0]
+        for module in self.meta.get("imports") or []:
+            importlib.import_module(module)
+        try:
+            if self.format == "onnx":
+                self._run = _onnx_runner(self.path, kind, self.input_names)
+            elif self.format == "exported-program":
+                import warnings
+
+                with warnings.catch_warnings():  # torch.export.load's own, about its read-only buffers
+                    warnings.filterwarnings("ignore", message="The given buffer is not writable")
+                    program = torch.export.load(str(self.path))
+                module = program.module().to(device)
+                self._run = lambda *xs: module(*xs)
+            elif self.format == "torchscript":
+                module = torch.jit.load(str(self.path), map_location=device)
+                module.eval()
+                self._run = lambda *xs: module(*xs)
+            else:
+                raise UsageError(f"{self.path}: unknown export format {self.format!r}")
+        except (UsageError, CheckpointError):
+            raise
+        except Exception as exc:  # a damaged or foreign file fails inside the runtime
+            raise CheckpointError(f"cannot load the {self.format} export {self.path}: {flatten(exc, 300)}") from exc
+        self.device = device
+
+    def __call__(self, *args, **kwargs):
+        import torch
+
+        if kwargs:
+            args = (*args, *(kwargs[name] for name in self.input_names[len(args):] if name in kwargs))
+        dtype = torch.float16 if self.meta.get("half") else torch.float32
+        args = tuple(a.to(self.device, dtype) if a.is_floating_point() else a.to(self.device) for a in args)
+        args = self._padded(args)
+        if self._run is None:
+            self._load(self.device)
+        with torch.no_grad():
+            if isinstance(self.batch, int) and args and args[0].shape[0] != self.batch:
+                return self._in_batches(args)
+            return self._run(*args)
+
+    def _padded(self, args: tuple) -> tuple:
+        """Inputs shorter than a fixed dimension of the export, padded up to it with the value
+        the export's sidecar names (a recurrent text model's pad token)."""
+        import torch.nn.functional as F
+
+        pad_values = self.meta.get("pad_values") or {}
+        shapes = {entry["name"]: entry.get("shape", []) for entry in self.meta.get("inputs", [])}
+        padded = []
+        for name, tensor in zip(self.input_names, args):
+            shape = shapes.get(name, [])
+            if name in pad_values and len(shape) == tensor.dim():
+                for axis in range(1, tensor.dim()):
+                    size = shape[axis]
+                    if isinstance(size, int) and tensor.shape[axis] < size:
+                        widths = [0, 0] * (tensor.dim() - 1 - axis) + [0, size - tensor.shape[axis]]
+                        tensor = F.pad(tensor, widths, value=pad_values[name])
+            padded.append(tensor)
+        return tuple(padded)
+
+    def _in_batches(self, args: tuple):
+        """Run a fixed-batch export on any number of rows: chunks of its size, the last one
+        padded with copies of its final row, the padding dropped from the outputs."""
+        import torch
+
+        size, rows = self.batch, args[0].shape[0]
+        outputs = []
+        for start in range(0, rows, size):
+            chunk = [a[start:start + size] for a in args]
+            short = size - chunk[0].shape[0]
+            if short:
+                chunk = [torch.cat([c, c[-1:].expand(short, *c.shape[1:])]) for c in chunk]
+            out = self._run(*chunk)
+            outputs.append(tuple(o[: size - short] for o in out) if isinstance(out, tuple) else out[: size - short])
+        if isinstance(outputs[0], tuple):
+            return tuple(torch.cat(parts) for parts in zip(*outputs))
+        return torch.cat(outputs)
+
+
+def _onnx_runner(path: Path, kind: str, input_names: list[str]):
+    import onnxruntime as ort
+    import torch
+
+    if kind == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise UsageError("onnxruntime here has no CUDA provider; install onnxruntime-gpu, or run with --device cpu")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    elif kind == "cpu":
+        providers = ["CPUExecutionProvider"]
+    else:
+        raise UsageError(f"ONNX exports run on cpu or cuda (onnxruntime), not {kind}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3  # onnxruntime's own warnings are about its graph optimiser
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    device = "cuda" if kind == "cuda" else "cpu"
+
+    def run(*tensors):
+        feed = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(input_names, tensors)}
+        out = [torch.from_numpy(o).to(device) for o in session.run(None, feed)]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    return run
+
+
+def load(path: str | Path, meta: dict | None = None, runtime: Any = None):
+    """The export at ``path`` as a callable module, wrapped by the recipe's runtime if it has one."""
+    model = ExportedModel(path, meta)
+    hook = model.meta.get("runtime")
+    if hook:
+        from ptcli.refs import load_ref
+
+        return load_ref(hook)(model)
+    return model

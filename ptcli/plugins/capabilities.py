@@ -1,0 +1,134 @@
+"""Capabilities: what one recipe offers other plugins without either naming the other.
+
+A recipe declares ``provides={"image-classifier": "pkg.module:loader"}``; a plugin that works
+on any image classifier (attack, defend) asks for the capability, and gets the loader of the
+recipe a checkpoint names, or of the one installed recipe that provides it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from ptcli.errors import UsageError
+
+IMAGE_CLASSIFIER = "image-classifier"
+
+
+class ImageClassifier(Protocol):
+    """An image classifier as the adversarial tools drive it: on pixels in [0, 1]."""
+
+    labels: list[str]
+    source: str
+    #: The bare network (its layers are where `ptcli explain` hooks in).
+    net: Any
+
+    def read(self, path: Path) -> Any:
+        """An image file as an upright RGB PIL image (InputError if it cannot be read)."""
+
+    def model_input(self, image) -> Any:
+        """The pixels (3, h, w) the network sees, resized and cropped, before normalisation."""
+
+    def network(self) -> Any:
+        """A module from model_input pixels (B, 3, h, w) to logits (normalisation inside)."""
+
+    def pipeline(self) -> Any:
+        """A module from the original image's pixels (B, 3, H, W) to logits: resize, crop and
+        normalisation inside, differentiable, as the command's own preprocessing does them."""
+
+    def input_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """(x, y, w, h): the part of a width x height image that model_input covers, in its pixels."""
+
+    def predict_file(self, path: Path) -> tuple[int, float]:
+        """(label index, probability) of a file through the command's own preprocessing."""
+
+    def labelled(self, data: Path) -> list[tuple[Path, int]]:
+        """(image, label index) pairs of a labelled data folder (the recipe's layout)."""
+
+
+def providers(capability: str) -> list:
+    from ptcli.plugins import get_plugins
+
+    return [recipe for recipe in get_plugins().recipes.values() if capability in recipe.provides]
+
+
+def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
+    """The capability's object: from the recipe that wrote ``checkpoint`` (which must provide
+    it), else from the first installed recipe that provides it (with ``model``, the first whose
+    models include that name; an unknown name is then that recipe's own error)."""
+    from ptcli.models.sidecars import read_sidecar
+    from ptcli.refs import load_ref
+
+    offering = providers(capability)
+    if not offering:
+        raise UsageError(f"no installed recipe provides {capability} (see `ptcli plugins`)")
+    if checkpoint is not None:
+        recipe_name = read_sidecar(checkpoint).get("recipe", "")
+        chosen = [recipe for recipe in offering if recipe.name == recipe_name]
+        if not chosen:
+            raise UsageError(f"checkpoint {checkpoint} is a {recipe_name or 'unknown recipe'} checkpoint; this command needs "
+                             f"{'an' if capability[0] in 'aeiou' else 'a'} {capability} "
+                             f"({', '.join(recipe.name for recipe in offering)})")
+        recipe = chosen[0]
+    elif kwargs.get("model") is not None:  # the provider whose models include that name
+        known = [recipe for recipe in offering if recipe.model_registry.find(kwargs["model"]) is not None]
+        recipe = (known or offering)[0]
+    else:
+        recipe = offering[0]
+    return load_ref(recipe.provides[capability])(checkpoint=checkpoint, **kwargs)
+
+
+def image_classifier(*, model: str | None, weights: Path | None, checkpoint: Path | None, device: str, devices) -> tuple[Any, Any]:
+    """(classifier, torch device) for a command that drives any image classifier: the usual
+    --model/--weights/--checkpoint rules, then the provider's loader, moved to the device."""
+    from ptcli.devices import check_device_syntax, resolve_device
+    from ptcli.models.loading import exclusive_sources
+
+    check_device_syntax(device)
+    exclusive_sources(checkpoint, model, weights)
+    target = resolve_device(device, devices)
+    classifier = load(IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights)
+    return classifier.to(target), target
+
+
+def label_index(labels: list[str], name: str, option: str) -> int:
+    """The index of class ``name``, or a usage error with the closest names."""
+    if name in labels:
+        return labels.index(name)
+    import difflib
+
+    close = difflib.get_close_matches(name, labels, n=3)
+    raise UsageError(f"{option} {name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
+
+
+def image_predictor_base():
+    """The base of a Predictor that drives any image classifier and answers with an image (the
+    adversarial image, a heat map): it loads the capability's classifier from the source on the
+    device, keeps images as a list, and serves the result's "png" as the file."""
+    from typing import ClassVar
+
+    from ptcli.inference.contract import IMAGE, Predictor, sample_image_bytes
+
+    class ImageClassifierPredictor(Predictor):
+        kind, collate, media_type, needs_gradients = IMAGE, "list", "image/png", True
+        #: What the predictor does, for its title: "explain", "attack".
+        verb: ClassVar[str] = ""
+
+        def __init__(self, classifier, device, *, title: str = "") -> None:
+            self.classifier, self.device, self.title = classifier, device, title
+
+        @classmethod
+        def load(cls, source, device, **options):
+            classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
+            return cls(classifier.to(device), device, title=f"{cls.verb} ({classifier.source})", **options)
+
+        def preprocess(self, items: list) -> list:
+            return list(items)
+
+        def encode(self, result: dict) -> bytes:
+            return result["png"]
+
+        def warmup(self):
+            return sample_image_bytes()
+
+    return ImageClassifierPredictor
