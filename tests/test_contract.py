@@ -110,6 +110,7 @@ class Pieces(Predictor):
 
     kind = TEXT
     collate = "list"
+    chunked = True
 
     def __init__(self):
         self.passes, self.device = [], torch.device("cpu")
@@ -142,3 +143,6 @@ def test_chunks_go_through_forward_in_same_shape_passes_and_merge_per_input():
     results = list(run(predictor, [3, 1], batch_size=8, chunk_batch=2, workers=0))
     assert [r for _, r in results] == [{"sum": 1 + 2 + 3 + 3}, {"sum": 1 + 1}]
     assert predictor.passes == [[(1,), (1,)], [(1,)], [(3,)], [(1,), (1,)]]
+    served = Pieces()  # the server chunks too, as many pieces a pass as its batch has inputs
+    assert served.predict([Sample(3), Sample(1)]) == [{"sum": 9.0}, {"sum": 2.0}]
+    assert served.passes == [[(1,), (1,)], [(1,)], [(3,)], [(1,), (1,)]]

@@ -68,6 +68,48 @@ def test_no_module_imports_from_a_floor_above_its_own():
     assert not upward, "\n".join(upward)
 
 
+def _defined(path: Path) -> set[str]:
+    """The names a module binds at its top level."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
+    return names
+
+
+def test_every_name_imported_from_the_core_is_there():
+    """Each `from ptcli.X import name` (and relative import) in the core, the recipes, tests and
+    benchmarks names a module of the core or something it defines: no import is left behind
+    by a move."""
+    modules = dict(core_modules())
+    missing = []
+    sources = [(name, path) for name, path in core_modules()]
+    for folder in ("plugins", "tests", "bench"):
+        sources += [(None, path) for path in (REPO / folder).rglob("*.py") if "build" not in path.relative_to(REPO).parts]
+    for name, path in sources:
+        package = None if name is None else (name if path.name == "__init__.py" else name.rpartition(".")[0])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or (node.level and package is None):
+                continue
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] != "ptcli" or base == "ptcli._moved":
+                continue
+            if base not in modules:
+                missing.append(f"{path.relative_to(REPO)}: no module {base}")
+                continue
+            defined = _defined(modules[base])
+            missing += [f"{path.relative_to(REPO)}: {base} has no {alias.name}" for alias in node.names
+                        if alias.name != "*" and alias.name not in defined and f"{base}.{alias.name}" not in modules]
+    assert not missing, "\n".join(missing)
+
+
 def test_the_core_names_no_recipe():
     recipes = {path.name for path in (REPO / "plugins").iterdir() if path.name.startswith("ptcli_")}
     naming = [f"{name}: {target}" for name, path in core_modules() if name != "ptcli._moved"

@@ -1,8 +1,7 @@
-"""Batched inference over texts, shared by `classify-text` and `ptcli eval`."""
+"""Reading texts for the model: the empty-text check and the batch tokeniser that counts cuts."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 
 from ptcli.errors import InputError
 
@@ -24,25 +23,3 @@ class EncodeBatch:
         batch, truncated = self.encoder(texts)
         self.truncated += truncated
         return batch
-
-
-def classify_batched(classifier, texts: Sequence[str], *, device, batch_size: int, description: str,
-                     postprocess=lambda logits: logits) -> tuple[Iterator, EncodeBatch]:
-    """(iterator of (text, result or Failed), the encoder step whose ``truncated`` counts the
-    texts cut so far). Texts are tokenised in this process: Rust tokenizers are fast and
-    threaded, so worker processes would only add start-up time."""
-    from ptcli.inference.batching import run_batched_with_progress
-
-    encode = EncodeBatch(classifier.encoder)
-    results = run_batched_with_progress(
-        description,
-        list(texts),
-        load=check_text,
-        forward=lambda batch: classifier.logits(batch).float().cpu(),
-        postprocess=postprocess,
-        device=device,
-        batch_size=batch_size,
-        workers=0,
-        collate=encode,
-    )
-    return results, encode

@@ -47,5 +47,45 @@ class TextClassifierPredictor(Predictor):
 
         return {"text": text, "predictions": top_predictions(probabilities, self.labels, self.k, with_index=False)}
 
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """Accuracy, top-5, per-class precision and recall and the confusion matrix on a labelled
+        file (or a folder's test file, else its val file), read as the checkpoint's data was."""
+        import torch
+
+        from ptcli.errors import UsageError
+        from ptcli.inference.evaluation import classification_report, output_rows
+        from ptcli.inference.results import Failed
+        from ptcli.models.sidecars import read_sidecar
+        from ptcli.output import warn
+
+        from .evaluation import labelled_file
+        from .textfiles import read_labelled
+
+        if self.source.checkpoint is None:
+            raise UsageError("`ptcli eval` scores a checkpoint")
+        layout = read_sidecar(self.source.checkpoint).get("data") or {}
+        path = labelled_file(data)
+        texts, labels, empty = read_labelled(path, fmt=layout.get("format", "auto"), text_column=layout.get("text_column", "text"),
+                                             label_column=layout.get("label_column", "label"),
+                                             encoding=layout.get("encoding", "utf-8"))
+        known = {name: i for i, name in enumerate(self.labels)}
+        unknown = sorted(set(labels) - set(known))
+        if unknown:
+            raise UsageError(f"{path} has labels the checkpoint does not know: {', '.join(map(repr, unknown[:5]))}; "
+                             f"it knows {', '.join(self.labels)}")
+        # Texts are tokenised in this process (see the command): no worker processes.
+        rows = [row for _, row in output_rows(self, texts, batch_size=batch_size, workers=0) if not isinstance(row, Failed)]
+        if self.encode.truncated:
+            warn(f"{self.encode.truncated} of {len(texts)} texts were cut to {self.classifier.encoder.max_length} tokens")
+        report = {"checkpoint": self.source.describe(), "data": str(path)}
+        report.update(classification_report(torch.stack(rows), torch.tensor([known[label] for label in labels]), self.labels))
+        report["failed"] = empty
+        return report
+
+    def format_evaluation(self, report: dict) -> str:
+        from ptcli.inference.evaluation import format_classification_report
+
+        return format_classification_report(report)
+
     def warmup(self):
         return "warm-up"

@@ -286,9 +286,3 @@ class ClassifyTextTask(ClassifierSteps, TrainingTask):
                             "encoding": d.encoding},
                    "tokenizer": self.encoder.state()},
         )
-
-    @classmethod
-    def evaluate(cls, checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
-        from .evaluation import evaluate_checkpoint
-
-        return evaluate_checkpoint(checkpoint, data, device=device, batch_size=batch_size)

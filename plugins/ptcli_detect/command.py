@@ -78,8 +78,7 @@ def detect(
                               max_detections=max_detections, masks=masks, output=output, overwrite=overwrite,
                               slice_size=slice_size, slice_overlap=slice_overlap, slice_merge=slice_merge)
     # With --slice, --batch-size counts tiles: the core batches each image's tiles.
-    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description="detecting",
-                  chunk_batch=batch_size if slice_size else None)
+    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description="detecting")
     fmt = ResultFormat(human=human_lines, fields=lambda path, r: r, failed="could not be read")
     emit_results(results, fmt, total=len(inputs), json_output=json_output)
 

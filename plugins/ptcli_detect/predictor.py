@@ -32,6 +32,7 @@ class Detector(Predictor):
         self.threshold, self.max_detections = threshold, max_detections
         self.output, self.overwrite = output, overwrite
         self.slice_size, self.slice_overlap, self.slice_merge = slice_size, slice_overlap, slice_merge
+        self.chunked = slice_size is not None
         configure_inference(net, threshold, max_detections)
         self.net, self.device, self.title = net.to(device).eval(), device, title
 
@@ -74,8 +75,6 @@ class Detector(Predictor):
     def chunks(self, image):
         """The image's tiles at full resolution, then (when there are several) the whole image,
         for the large objects no tile holds whole."""
-        if self.slice_size is None:
-            return None
         from .slicing import tile_crops
 
         return tile_crops(image, self.slice_size, self.slice_overlap)[1]

@@ -35,9 +35,10 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
     """Export, check, and place the file at ``output``; returns the report."""
     import torch
 
+    from ptcli.models import exported
     from ptcli.models.checkpoints import versions
 
-    from . import check, runtime, writers
+    from . import check, writers
 
     reason = exportable.unsupported.get(fmt)
     if reason:
@@ -85,7 +86,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
             "size_bytes": staging.stat().st_size, "checked": run_check, "check": None,
         }
         if run_check:
-            loaded = runtime.ExportedModel(staging)
+            loaded = exported.ExportedModel(staging)
             passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
             report["check"] = {"passed": passed, **figures}
             if not passed:

@@ -15,12 +15,16 @@ decode/predict/encode in one class:
 - ``postprocess(row, meta)``: one row to the command's ``--json`` object (without its "input").
 
 Optional hooks: ``chunks(data)`` and ``merge(data, outputs)`` for an input that goes through
-the model in pieces (a large image's tiles; see ptcli.inference.runner); ``stream(sample, emit)`` for outputs that come a piece at a time (a language model's
-tokens); ``encode(result)`` for a result that is a file (an upscaled image's PNG bytes) when a
-client asks for the file rather than JSON.
+the model in pieces (a large image's tiles; see ptcli.inference.runner); ``stream(sample,
+emit)`` for outputs that come a piece at a time (a language model's tokens); ``encode(result)``
+for a result that is a file (an upscaled image's PNG bytes) when a client asks for the file
+rather than JSON; ``evaluate(data)`` for `ptcli eval` on labelled data; ``describe`` for the
+derived command's human output.
 
 From this the core derives the command's loop (``ptcli.inference.runner``: batching, decode
-workers, torchrun sharing, progress, per-input errors) and the server (``ptcli.serving``).
+workers, torchrun sharing, progress, per-input errors), a whole command for a recipe with no
+options of its own (``ptcli.cli.derived``), the server (``ptcli.serving``) and `ptcli eval`
+(``ptcli.inference.evaluation``).
 """
 
 from __future__ import annotations
@@ -107,6 +111,19 @@ class Predictor:
 
     # --- optional ---------------------------------------------------------------------------
 
+    #: Whether this predictor, as loaded, sends each input through ``forward`` in pieces
+    #: (``chunks`` and ``merge``); the command's loop and the server both honour it.
+    chunked: bool = False
+
+    def chunks(self, data: Any) -> list:
+        """A preprocessed input's pieces (a large image's tiles), which the core batches through
+        ``forward`` (pieces of one shape together)."""
+        raise NotImplementedError
+
+    def merge(self, data: Any, outputs: list) -> Any:
+        """The pieces' outputs (in ``chunks`` order) back into the input's one output row."""
+        raise NotImplementedError
+
     def describe(self, item: Any, result: dict) -> str:
         """One result as the command prints it without --json (default: its fields, one a line)."""
         import json
@@ -148,8 +165,11 @@ class Predictor:
 
         from ptcli.inference.batching import to_device
 
+        from ptcli.inference.runner import chunked_forward
+
+        forward = chunked_forward(self, max(1, len(samples))) if self.chunked else self.forward
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
-            outputs = self.forward(to_device(self.preprocess([s.data for s in samples]), self.device))
+            outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from .contract import Predictor
 
 
-def output_rows(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int,
+def output_rows(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
                 description: str = "evaluating") -> Iterator[tuple[Any, Any]]:
     """(input, its forward row or Failed) for every input, in order: the command's loop without
     postprocess, in this process alone (a score is computed where every row is)."""
@@ -20,7 +20,7 @@ def output_rows(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int,
 
     return run_batched_with_progress(description, inputs, load=_Decode(predictor), forward=predictor.forward,
                                      postprocess=lambda row, meta: row, device=predictor.device, batch_size=batch_size,
-                                     collate=_Preprocess(predictor), distributed=False)
+                                     workers=workers, collate=_Preprocess(predictor), distributed=False)
 
 
 def score_classifier(predictor: Predictor, samples: Sequence[tuple[Any, int]], classes: Sequence[str], *,

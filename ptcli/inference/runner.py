@@ -3,8 +3,8 @@ through preprocess and forward on the device, each output row postprocessed into
 results in input order with per-input failures, a progress bar on stderr, and the inputs
 shared out between processes under torchrun (all of it ptcli.inference.batching's).
 
-Chunked inputs: a predictor whose ``chunks(data)`` returns a list splits one preprocessed input
-into items (a large image's tiles) that go through ``forward`` ``chunk_batch`` at a time; its
+Chunked inputs: a predictor loaded ``chunked`` splits each preprocessed input (``chunks(data)``)
+into pieces (a large image's tiles) that go through ``forward`` ``chunk_batch`` at a time; its
 ``merge(data, outputs)`` makes the input's one output row again. Inputs are still decoded in
 the workers and shared out under torchrun like any other.
 """
@@ -37,26 +37,19 @@ class _Preprocess:
         return self.predictor.preprocess(datas)
 
 
-class _ChunkedForward:
+def chunked_forward(predictor: Predictor, chunk_batch: int) -> Callable[[Any], list]:
     """forward over each input's chunks, ``chunk_batch`` chunks a pass, merged per input."""
 
-    def __init__(self, predictor: Predictor, chunk_batch: int, on_chunks: Callable[[int], None] | None) -> None:
-        self.predictor, self.chunk_batch, self.on_chunks = predictor, chunk_batch, on_chunks
-
-    def __call__(self, batch) -> list:
+    def forward(batch) -> list:
         rows = []
         for data in batch:
-            chunks = self.predictor.chunks(data)
-            if chunks is None:
-                rows.append(self.predictor.forward([data])[0])
-                continue
             outputs = []
-            for part in _same_shape_runs(chunks, self.chunk_batch):
-                outputs.extend(self.predictor.forward(part))
-                if self.on_chunks is not None:
-                    self.on_chunks(len(part))
-            rows.append(self.predictor.merge(data, outputs))
+            for part in _same_shape_runs(predictor.chunks(data), chunk_batch):
+                outputs.extend(predictor.forward(part))
+            rows.append(predictor.merge(data, outputs))
         return rows
+
+    return forward
 
 
 def _same_shape_runs(chunks: list, most: int) -> Iterator[list]:
@@ -74,15 +67,15 @@ def _same_shape_runs(chunks: list, most: int) -> Iterator[list]:
 
 def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
         description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """(input, result fields or ptcli.inference.results.Failed) for every input, in input order, with a
-    progress bar on stderr. ``chunk_batch``: chunks per forward pass for a chunking predictor
-    (its inputs then go one at a time through the batch loop). A postprocess may return a
-    Failed of its own (an output file that exists)."""
+    """(input, result fields or ptcli.inference.results.Failed) for every input, in input order,
+    with a progress bar on stderr. A chunked predictor's inputs go one at a time through the
+    loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). A postprocess may
+    return a Failed of its own (an output file that exists)."""
     from ptcli.inference.batching import run_batched_with_progress
 
     forward: Callable = predictor.forward
-    if chunk_batch is not None:
-        forward = _ChunkedForward(predictor, chunk_batch, None)
+    if predictor.chunked:
+        forward = chunked_forward(predictor, chunk_batch or batch_size)
         batch_size = 1
     return run_batched_with_progress(
         description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
