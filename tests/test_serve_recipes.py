@@ -65,7 +65,8 @@ def test_generate_text_serves_the_commands_json_and_streams_it(cli, server_of, t
     for bad, message in [({"prompt": "  "}, "the prompt is empty"), ({"prompt": "x", "max_new_tokens": "5"}, "max_new_tokens must be"),
                          ({"prompt": "x", "temprature": 1}, "unknown field 'temprature'"),
                          ({"prompt": "x", "max_new_tokens": 500}, "exceeds the model's context"),
-                         ({"prompt": "x", "top_p": 2}, "out of range"), ({"text": "x"}, 'send {"prompt"')]:
+                         ({"prompt": "x", "top_p": 2}, "out of range"), ({"text": "x"}, 'send {"prompt"'),
+                         ({"prompt": "x", "stream": True, "num_return_sequences": 2}, "a stream carries one generation")]:
         response = httpx.post(url, json=bad, timeout=30)
         assert response.status_code == 400 and message in response.json()["error"], (bad, response.text)
     page = httpx.get(server.url, timeout=30)
@@ -122,3 +123,44 @@ def test_explain_and_attack_serve_the_commands_images(cli, server_of, tmp_path):
         assert 'id="picture"' in httpx.get(server.url, timeout=30).text
         code, _, err = server.stop()
         assert code == 0, err
+
+
+def test_text_audio_and_detect_serve_over_http_as_their_commands(cli, server_of, tmp_path, tiny_bert_classifier):
+    """The classifiers and the detector through real server processes: each answer is the
+    command's --json object of the same input (the image recipes' real server test is
+    test_serve's)."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    from conftest import REPO
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli.plugins.tiny_inputs import write_clip
+    from ptcli_classify_audio.models import build_audionet
+
+    expected = json.loads(cli("classify-text", "good great fine", "--model", tiny_bert_classifier, "--json").stdout)
+    server = server_of("--recipe", "classify-text", "--model", tiny_bert_classifier)
+    assert httpx.post(f"{server.url}/predict", json={"text": "good great fine"}, timeout=30).json() == expected
+    assert server.stop()[0] == 0
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "audio", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
+                           model="audionet", classes=["a", "b", "c"], preprocessing={"sample_rate": 8000, "clip_samples": 8000},
+                           extra={"model_args": {"width": 16}})
+    clip = write_clip(tmp_path / "tone.wav", seconds=0.7)
+    expected = json.loads(cli("classify-audio", clip, "--checkpoint", ckpt, "--json").stdout)
+    server = server_of(ckpt)
+    response = httpx.post(f"{server.url}/predict", content=clip.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30)
+    assert response.json() == {"predictions": expected["predictions"]}
+    assert server.stop()[0] == 0
+
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    weights = tmp_path / "mobilenet.safetensors"
+    save_file(model.state_dict(), weights)
+    cat = REPO / "examples" / "cat.jpg"
+    args = ("--model", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", weights)
+    expected = json.loads(cli("detect", cat, *args, "--json", "--device", "cpu").stdout)
+    server = server_of("--recipe", "detect", *args)
+    body = httpx.post(f"{server.url}/predict", files={"file": ("cat.jpg", cat.read_bytes())}, timeout=60).json()
+    assert body == {**expected, "input": "cat.jpg"}
+    assert server.stop()[0] == 0

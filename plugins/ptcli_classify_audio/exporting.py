@@ -12,25 +12,26 @@ def exportable(*, checkpoint, model, weights, samples):
     import torch
 
     from ptcli.errors import UsageError
-    from ptcli.exporting.spec import Exportable, sidecar, variants
+    from ptcli.exporting.spec import Exportable, predictor_inputs, sidecar, variants
+    from ptcli.inference.contract import Source
     from ptcli.plugins.tiny_inputs import write_clip
 
     from . import RECIPE
-    from .audio import LoadClip
-    from .models import load_audio_classifier
+    from .predictor import AudioClassifier
 
     if weights is not None:
         raise UsageError("classify-audio models take no --weights; export a checkpoint, or --model with a hub name")
-    net, labels, clip = load_audio_classifier(checkpoint, model)
+    classifier = AudioClassifier.load(Source(checkpoint, model), torch.device("cpu"))
+    net, labels, clip = classifier.net, classifier.labels, classifier.clip
     if not isinstance(net, torch.nn.Module):
         raise UsageError(f"{model} runs a Hugging Face feature extractor outside its network; "
                          "only ptcli-trained checkpoints (audionet, spectrogram) export")
-    load = LoadClip(clip, None)
-    if samples:
-        clips = [load(path) for path in samples]
+    if samples:  # the command's own decode and preprocess
+        clips = predictor_inputs(classifier, samples)
     else:  # a rising tone, for want of a packaged recording
         with tempfile.TemporaryDirectory() as folder:
-            clips = [load(write_clip(Path(folder) / "tone.wav", seconds=clip.clip_samples / clip.sample_rate, rate=clip.sample_rate))]
+            tone = write_clip(Path(folder) / "tone.wav", seconds=clip.clip_samples / clip.sample_rate, rate=clip.sample_rate)
+            clips = predictor_inputs(classifier, [tone])
 
     def vary(wave, k):  # quieter and shifted copies: other inputs, still sound
         return wave.roll(k * 997, dims=-1) * (0.8 ** k)

@@ -8,15 +8,17 @@ from __future__ import annotations
 def exportable(*, checkpoint, model, weights, samples):
     import torch
 
-    from ptcli.exporting.spec import Exportable, sample_image, sidecar, variants
+    from ptcli.exporting.spec import Exportable, predictor_inputs, sample_image, sidecar, variants
+    from ptcli.inference.contract import Source
 
     from . import RECIPE
-    from .data import Preprocess
-    from .models import DEFAULT_MODEL, load_classifier
+    from .models import DEFAULT_MODEL
+    from .predictor import ImageClassifier
 
-    net, labels, preprocessing = load_classifier(model, weights, checkpoint)
-    preprocess = Preprocess(preprocessing)
-    images = [preprocess(RECIPE.data_adapter.read(path)) for path in (samples or [sample_image()])]
+    classifier = ImageClassifier.load(Source(checkpoint, model, weights), torch.device("cpu"))
+    # The bare network in its plain layout; the inputs are the command's own (its decode and preprocess).
+    net, labels, preprocessing = classifier.net.to(memory_format=torch.contiguous_format), classifier.labels, classifier.pre.spec
+    images = predictor_inputs(classifier, samples or [sample_image()])
 
     def vary(pixels, k):  # flipped, then shifted: other inputs with the same content
         pixels = pixels.flip(-1) if k % 2 else pixels

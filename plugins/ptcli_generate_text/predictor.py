@@ -47,6 +47,8 @@ class TextGenerator(Predictor):
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError('the prompt is empty or missing; send {"prompt": "text to continue", ...}')
         settings = self._settings(request)
+        if request.get("stream") is True and settings.num_return_sequences != 1:
+            raise InputError("a stream carries one generation; drop num_return_sequences or stream")
         try:
             check_fits(self.lm, len(self.lm.tokenizer(prompt)["input_ids"]), settings.max_new_tokens)
         except Exception as exc:  # UsageError's words, for this one input

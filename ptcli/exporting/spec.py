@@ -75,6 +75,13 @@ def sample_image():
     return files("ptcli") / "data" / "sample.jpg"
 
 
+def predictor_inputs(predictor, items) -> list:
+    """Each item (a path, bytes, a text) as the model's input for one row, through the
+    predictor's own decode and preprocess: an export is checked on exactly what the command
+    feeds the eager model."""
+    return [predictor.preprocess([predictor.decode(item).data])[0] for item in items]
+
+
 def variants(items: list, n: int, vary) -> list:
     """n inputs from a few: item i % len, changed by ``vary(item, k)`` for its k-th reuse, so
     that a batch holds distinct inputs (a mix-up of rows would show)."""
