@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import InputError, UsageError
+from ptcli.errors import UsageError
 from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
@@ -85,26 +85,15 @@ def attack(
 
     inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
     classifier, target_device = _classifier(model, weights, checkpoint, device)
-    from ptcli.plugins.capabilities import label_index
+    from ptcli.inference.results import ResultFormat, emit_results
+    from ptcli.inference.runner import run_to_files
 
-    target_index = label_index(classifier.labels, target, "--target") if target is not None else None
-    from ptcli.output import progress
-    from ptcli.inference.results import Failed, ResultFormat, emit_results
+    from .predictor import Attacker
 
-    from .files import attack_file
-
-    def results():
-        with progress() as bar:
-            task = bar.add_task("attacking", total=len(inputs) * max(settings.steps, 1))
-            for path in inputs:
-                try:
-                    yield path, attack_file(classifier, path, settings, target_index, output, overwrite, target_device,
-                                            on_step=lambda: bar.advance(task))
-                except InputError as exc:
-                    yield path, Failed(str(exc))
-
+    attacker = Attacker(classifier, target_device, settings=settings, target=target)
+    results = run_to_files(attacker, inputs, output=output, suffix="_adv", overwrite=overwrite, description="attacking")
     fmt = ResultFormat(human=_human_file, fields=lambda path, r: r, failed="could not be attacked")
-    emit_results(results(), fmt, total=len(inputs), json_output=json_output)
+    emit_results(results, fmt, total=len(inputs), json_output=json_output)
 
 
 def _human_file(path, r: dict) -> str:

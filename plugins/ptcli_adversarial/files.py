@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ptcli.errors import InputError
 
 
 def attack_image(classifier, item, settings, target_index: int | None, device, on_step=None) -> tuple[bytes, dict]:
@@ -36,15 +34,3 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
     return png, {"clean": {"label": classifier.labels[clean_index], "score": round(clean_score, 6)},
                  "adversarial": {"label": classifier.labels[index], "score": round(score, 6)},
                  "success": bool(success), "linf": round(float(delta.abs().max()), 6), "l2": round(float(delta.norm()), 6)}
-
-
-def attack_file(classifier, path: Path, settings, target_index: int | None, output: Path, overwrite: bool, device,
-                on_step=None) -> dict:
-    from ptcli.files import atomic_write
-
-    destination = output / f"{path.stem}_adv.png"
-    if destination.exists() and not overwrite:
-        raise InputError(f"{destination} exists; pass --overwrite to replace it")
-    png, fields = attack_image(classifier, path, settings, target_index, device, on_step)
-    atomic_write(destination, lambda tmp: Path(tmp).write_bytes(png))
-    return {"output": str(destination), **fields}

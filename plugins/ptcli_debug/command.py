@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.errors import InputError, UsageError
+from ptcli.errors import UsageError
 from ptcli.cli.options import DeviceOption, JsonOption, checkpoint_option, model_option, paths_argument, weights_option
 
 from . import RECIPE
@@ -30,12 +30,13 @@ def explain(
     evidence for a class lies, as a heat map over the original image (red: strong). The map
     covers the part of the image the model sees (its centre crop). With --json, one object
     per image: {"input", "output", "label", "score", "layer"}."""
-    from ptcli.plugins.capabilities import image_classifier, label_index
     from ptcli.inference.inputs import expand_inputs, output_folder
-    from ptcli.inference.results import Failed, ResultFormat, emit_results
+    from ptcli.inference.results import ResultFormat, emit_results
+    from ptcli.inference.runner import run_to_files
+    from ptcli.plugins.capabilities import image_classifier
 
     from .cam import METHODS
-    from .overlay import explain_file
+    from .predictor import Explainer
 
     if method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)} (got {method!r})")
@@ -45,17 +46,11 @@ def explain(
     from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
     inputs = expand_inputs(paths, IMAGE_EXTENSIONS)
-    classifier, _device = image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                           devices=RECIPE.devices.devices)
-    index = label_index(classifier.labels, class_name, "--class") if class_name is not None else None
-
-    def results():
-        for path in inputs:
-            try:
-                yield path, explain_file(classifier, path, index, method=method, layer=layer, output=output, overwrite=overwrite)
-            except InputError as exc:
-                yield path, Failed(str(exc))
+    classifier, target = image_classifier(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                          devices=RECIPE.devices.devices)
+    explainer = Explainer(classifier, target, method=method, class_name=class_name, layer=layer)
+    results = run_to_files(explainer, inputs, output=output, suffix="_cam", overwrite=overwrite, description="explaining")
 
     fmt = ResultFormat(human=lambda path, r: f"{path} -> {r['output']}: {r['label']} ({r['score']:.3f}), layer {r['layer']}",
                        fields=lambda path, r: r, failed="could not be explained")
-    emit_results(results(), fmt, total=len(inputs), json_output=json_output)
+    emit_results(results, fmt, total=len(inputs), json_output=json_output)

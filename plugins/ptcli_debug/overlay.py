@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-from ptcli.errors import InputError
 
 
 def heat_on_original(heat, region: tuple[float, float, float, float], width: int, height: int):
@@ -58,14 +56,3 @@ def explain_image(classifier, image, index: int | None, *, method: str, layer: s
     heat, chosen, score, name = activation_map(network, classifier.net, pixels, index, method=method, layer=layer)
     full = heat_on_original(heat.cpu(), classifier.input_region(image.width, image.height), image.width, image.height)
     return render(image, full), {"label": classifier.labels[chosen], "score": round(score, 6), "layer": name}
-
-
-def explain_file(classifier, path: Path, index: int | None, *, method: str, layer: str | None, output: Path, overwrite: bool) -> dict:
-    from ptcli.files import atomic_write
-
-    destination = output / f"{path.stem}_cam.png"
-    if destination.exists() and not overwrite:
-        raise InputError(f"{destination} exists; pass --overwrite to replace it")
-    picture, fields = explain_image(classifier, classifier.read(path), index, method=method, layer=layer)
-    atomic_write(destination, lambda tmp: picture.save(tmp, format="PNG"))
-    return {"output": str(destination), **fields}

@@ -45,9 +45,8 @@ def _generations_format():
     from ptcli.inference.results import ResultFormat
 
     return ResultFormat(
-        human=lambda prompt, result: "\n\n".join(prompt + generation for generation in result.generations),
-        fields=lambda prompt, result: {"generations": result.generations,
-                                       "tokens_per_second": round(result.tokens_per_second, 2)},
+        human=lambda prompt, result: "\n\n".join(prompt + generation for generation in result["generations"]),
+        fields=lambda prompt, result: {"generations": result["generations"], "tokens_per_second": result["tokens_per_second"]},
         key=lambda prompt: {"prompt": prompt}, label=lambda number, prompt: f"prompt {number}", noun="prompts")
 
 
@@ -88,9 +87,12 @@ def generate_text(
     from ptcli.output import emit, emit_json
     from ptcli.inference.results import emit_results
 
-    from .generation import Settings, generate
+    from ptcli.inference.contract import Sample
+
+    from .generation import Settings
     from .models import export_hf as write_hf
     from .models import load_language_model
+    from .predictor import TextGenerator
 
     if export_hf is None and not interactive:
         prompt = _read_prompt(prompt)
@@ -108,16 +110,19 @@ def generate_text(
         folder = write_hf(lm, export_hf)
         emit_json({"exported": str(folder)}) if json_output else emit(str(folder))
         return
-    lm.model.to(target).eval()
+    predictor = TextGenerator(lm, target, settings)  # the inference contract `ptcli serve` runs too
     streaming = (sys.stdout.isatty() if stream is None else stream) and not json_output and num_return_sequences == 1
 
     def run(text: str) -> None:
+        # Not through predictor.decode: its errors are a request's (400); the command's are
+        # usage errors, raised by the generation itself.
         if streaming:
             _write(text)
-            generate(lm, text, settings, device=target, stream=_write)
+            predictor.stream(Sample((text, settings)), _write)
             _write("\n")
             return
-        emit_results([(text, generate(lm, text, settings, device=target))], _generations_format(), total=1, json_output=json_output)
+        result = predictor.postprocess(predictor.forward([(text, settings)])[0], None)
+        emit_results([(text, result)], _generations_format(), total=1, json_output=json_output)
 
     if not interactive:
         run(prompt)

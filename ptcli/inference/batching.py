@@ -116,22 +116,26 @@ def run_batched(
     workers: int | None = None,
     collate: Callable[[list], Any] = stack,
     distributed: bool = True,
+    gradients: bool = False,
 ) -> Iterator[tuple[Any, Any]]:
     """Yield (input, result or Failed) for every input, in input order. ``collate`` turns the
     loaded inputs of a batch into what ``forward`` takes (default: one stacked tensor).
-    ``distributed``: under torchrun, share the inputs out between the processes."""
+    ``distributed``: under torchrun, share the inputs out between the processes.
+    ``gradients``: forward differentiates (an attack, Grad-CAM), so it runs outside inference mode."""
     from ptcli import distributed as dist
 
     if distributed and dist.world_size() > 1:
         yield from _run_shared(inputs, load=load, forward=forward, postprocess=postprocess, device=device,
-                               batch_size=batch_size, workers=workers, collate=collate)
+                               batch_size=batch_size, workers=workers, collate=collate, gradients=gradients)
         return
-    for batch in _batches(range(len(inputs)), inputs, load, forward, postprocess, device, batch_size, workers, collate):
+    for batch in _batches(range(len(inputs)), inputs, load, forward, postprocess, device, batch_size, workers, collate,
+                          gradients):
         for index, result in batch:
             yield inputs[index], result
 
 
-def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device, batch_size, workers, collate):
+def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device, batch_size, workers, collate,
+             gradients=False):
     """Per batch of ``indices`` (in order), the list of (index, result or Failed)."""
     import torch
     from torch.utils.data import DataLoader, Subset
@@ -146,7 +150,7 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_sigint,
     )
-    with torch.inference_mode():
+    with torch.enable_grad() if gradients else torch.inference_mode():
         for batch_indices, batch, failed, metas in loader:
             results: dict[int, Any] = dict(failed)
             if batch is not None:

@@ -79,7 +79,8 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
         batch_size = 1
     return run_batched_with_progress(
         description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
-        device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor))
+        device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor),
+        gradients=predictor.needs_gradients)
 
 
 def load_predictor(recipe, source, device, **options) -> Predictor:
@@ -102,3 +103,30 @@ def evaluates(recipe) -> bool:
     from ptcli.refs import load_ref
 
     return recipe.predictor is not None and load_ref(recipe.predictor).evaluate is not Predictor.evaluate
+
+
+def run_to_files(predictor: Predictor, inputs: Sequence[Any], *, output, suffix: str, overwrite: bool,
+                 description: str) -> Iterator[tuple[Any, Any]]:
+    """``run`` for a predictor whose result carries a file (its "png"): each is written to
+    ``output/<name><suffix>.png`` (atomically) and the result says where, as "output". An
+    input whose file exists is refused without running it, unless ``overwrite``."""
+    from pathlib import Path
+
+    from ptcli.files import atomic_write
+    from ptcli.inference.results import Failed
+
+    destinations = [Path(output) / f"{Path(item).stem}{suffix}.png" for item in inputs]
+    blocked = [destination.exists() and not overwrite for destination in destinations]
+    done = run(predictor, [item for item, no in zip(inputs, blocked) if not no], batch_size=1, workers=0,
+               description=description)
+    for item, destination, no in zip(inputs, destinations, blocked):
+        if no:
+            yield item, Failed(f"{destination} exists; pass --overwrite to replace it")
+            continue
+        _, result = next(done)
+        if isinstance(result, Failed):
+            yield item, result
+            continue
+        png = result.pop("png")
+        atomic_write(destination, lambda tmp: Path(tmp).write_bytes(png))
+        yield item, {"output": str(destination), **result}
