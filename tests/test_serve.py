@@ -415,11 +415,22 @@ def test_an_export_serves_like_its_checkpoint(cli, tmp_path):
     run_app(lambda: served, checks)
 
 
-def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier):
+def audionet_and_tone(folder):
+    """(a random 3-class AudioNet checkpoint at 8 kHz, a 0.7 s tone to classify)."""
     import torch
 
+    from ptcli.models.checkpoints import save_checkpoint
     from ptcli.plugins.tiny_inputs import write_clip
+    from ptcli_classify_audio.models import build_audionet
 
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(folder / "audio", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
+                           model="audionet", classes=["a", "b", "c"], preprocessing={"sample_rate": 8000, "clip_samples": 8000},
+                           extra={"model_args": {"width": 16}})
+    return ckpt, write_clip(folder / "tone.wav", seconds=0.7)
+
+
+def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier):
     text_served = servable("classify-text", model=str(tiny_bert_classifier))
     expected = json.loads(cli("classify-text", "good great fine", "--model", tiny_bert_classifier, "--json").stdout)
 
@@ -430,14 +441,7 @@ def test_other_recipes_serve_their_own_json(cli, tmp_path, tiny_bert_classifier)
 
     run_app(lambda: text_served, checks)
 
-    from ptcli.models.checkpoints import save_checkpoint
-    from ptcli_classify_audio.models import build_audionet
-
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "audio", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
-                           model="audionet", classes=["a", "b", "c"], preprocessing={"sample_rate": 8000, "clip_samples": 8000},
-                           extra={"model_args": {"width": 16}})
-    clip = write_clip(tmp_path / "tone.wav", seconds=0.7)
+    ckpt, clip = audionet_and_tone(tmp_path)
     expected = json.loads(cli("classify-audio", clip, "--checkpoint", ckpt, "--json").stdout)
     served = servable("classify-audio", checkpoint=ckpt)
 

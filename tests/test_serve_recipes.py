@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from test_serve import Server
+from test_serve import Server, audionet_and_tone
 
 pytestmark = pytest.mark.slow
 
@@ -129,25 +129,17 @@ def test_text_audio_and_detect_serve_over_http_as_their_commands(cli, server_of,
     """The classifiers and the detector through real server processes: each answer is the
     command's --json object of the same input (the image recipes' real server test is
     test_serve's)."""
-    import torch
     import torchvision
     from safetensors.torch import save_file
 
     from conftest import REPO
-    from ptcli.models.checkpoints import save_checkpoint
-    from ptcli.plugins.tiny_inputs import write_clip
-    from ptcli_classify_audio.models import build_audionet
 
     expected = json.loads(cli("classify-text", "good great fine", "--model", tiny_bert_classifier, "--json").stdout)
     server = server_of("--recipe", "classify-text", "--model", tiny_bert_classifier)
     assert httpx.post(f"{server.url}/predict", json={"text": "good great fine"}, timeout=30).json() == expected
     assert server.stop()[0] == 0
 
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "audio", build_audionet(num_classes=3, width=16).state_dict(), recipe="classify-audio",
-                           model="audionet", classes=["a", "b", "c"], preprocessing={"sample_rate": 8000, "clip_samples": 8000},
-                           extra={"model_args": {"width": 16}})
-    clip = write_clip(tmp_path / "tone.wav", seconds=0.7)
+    ckpt, clip = audionet_and_tone(tmp_path)
     expected = json.loads(cli("classify-audio", clip, "--checkpoint", ckpt, "--json").stdout)
     server = server_of(ckpt)
     response = httpx.post(f"{server.url}/predict", content=clip.read_bytes(), headers={"Content-Type": "audio/wav"}, timeout=30)
