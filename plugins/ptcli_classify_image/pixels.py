@@ -55,16 +55,21 @@ def _modules():
 
 
 class PixelClassifier:
-    def __init__(self, net, labels: list[str], preprocessing: dict, source: str) -> None:
-        from . import RECIPE
-        from .data import Preprocess
+    """The capability, made from the recipe's Predictor (its network, labels and preprocessing)."""
 
-        self.net = net.eval()
-        self.labels = list(labels)
-        self.preprocessing = dict(preprocessing)
-        self.source = source
-        self.preprocess = Preprocess(preprocessing)
+    def __init__(self, predictor) -> None:
+        from . import RECIPE
+        from .models import DEFAULT_MODEL
+
+        self.predictor = predictor
+        self.net = predictor.net.eval()
+        self.labels = list(predictor.labels)
+        self.preprocessing = dict(predictor.pre.spec)
+        source = predictor.source
+        self.source = str(source.checkpoint or source.weights or source.model or DEFAULT_MODEL)
+        self.preprocess = predictor.pre
         self.adapter = RECIPE.data_adapter
+        preprocessing = self.preprocessing
         normalized, pipeline = _modules()
         self._network = normalized(self.net, list(preprocessing["mean"]), list(preprocessing["std"]))
         self._pipeline = pipeline(self._network, int(preprocessing["resize"]), int(preprocessing["crop"]),
@@ -72,6 +77,7 @@ class PixelClassifier:
 
     def to(self, device) -> PixelClassifier:
         self._pipeline.to(device)
+        self.predictor.device = device
         return self
 
     def read(self, path: Path):
@@ -96,12 +102,14 @@ class PixelClassifier:
         return left / scale, top / scale, crop / scale, crop / scale
 
     def predict_file(self, path: Path) -> tuple[int, float]:
+        """Top-1 of a file (or its bytes) through the Predictor: the command's own decode,
+        preprocess and forward."""
         import torch
 
-        device = next(self.net.parameters()).device
+        predictor = self.predictor
         with torch.inference_mode():
-            probabilities = self.net(self.preprocess(self.read(path))[None].to(device)).float().softmax(-1)[0]
-        score, index = probabilities.max(0)
+            batch = predictor.preprocess([predictor.decode(path).data]).to(predictor.device)
+            score, index = predictor.forward(batch)[0].max(0)
         return int(index), float(score)
 
     def labelled(self, data: Path) -> list[tuple[Path, int]]:
@@ -111,7 +119,13 @@ class PixelClassifier:
 
 
 def load_pixel_classifier(*, checkpoint=None, model=None, weights=None) -> PixelClassifier:
-    from .models import DEFAULT_MODEL, load_classifier
+    import torch
 
-    net, labels, preprocessing = load_classifier(model, weights, checkpoint)
-    return PixelClassifier(net, labels, preprocessing, str(checkpoint or weights or model or DEFAULT_MODEL))
+    from ptcli.inference.contract import Source
+
+    from .predictor import ImageClassifier
+
+    source = Source(checkpoint, model, weights)
+    predictor = ImageClassifier.load(source, torch.device("cpu"))
+    predictor.source = source
+    return PixelClassifier(predictor)
