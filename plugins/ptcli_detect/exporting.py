@@ -73,14 +73,13 @@ def compare(eager, exported, half: bool) -> tuple[bool, dict, str]:
 def exportable(*, checkpoint, model, weights, samples):
     import copy
 
-    import numpy as np
     import torch
 
-    from ptcli.exporting.spec import Exportable, sample_image, sidecar
-    from ptcli.vision.imaging import open_image, to_rgb
+    from ptcli.exporting.spec import Exportable, predictor_inputs, sample_image, sidecar
 
     from . import RECIPE
     from .models import configure_inference, has_masks, load_detector
+    from .predictor import Detector
 
     loaded = load_detector(model, weights, checkpoint)
     net = copy.deepcopy(loaded.model).eval()
@@ -90,9 +89,8 @@ def exportable(*, checkpoint, model, weights, samples):
         raise UsageError("Mask R-CNN models do not export yet (their masks are pasted in Python); export a box detector")
     configure_inference(net, EXPORT_THRESHOLD, EXPORT_MAX_DETECTIONS)
     Outputs, ScriptedOutputs = _modules()
-    images = []
-    for path in samples or [sample_image()]:
-        images.append(torch.from_numpy(np.array(to_rgb(open_image(path)), copy=True)).permute(2, 0, 1).float() / 255)
+    # The command's own decode and preprocess give the pixels the detector sees.
+    images = predictor_inputs(Detector(loaded, torch.device("cpu")), samples or [sample_image()])
 
     def sample(n: int):
         # The photo as it is, then cropped to other sizes: the export is traced on the first

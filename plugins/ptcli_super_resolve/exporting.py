@@ -13,16 +13,20 @@ def exportable(*, checkpoint, model, weights, samples):
     import torch
 
     from ptcli.errors import UsageError
-    from ptcli.exporting.spec import IMAGE, Exportable, sample_image, sidecar, variants
+    from ptcli.exporting.spec import IMAGE, Exportable, predictor_inputs, sample_image, sidecar, variants
+    from ptcli.inference.contract import Source
 
     from . import RECIPE
-    from .models import load_upscaler
+    from .predictor import Upscaler
     from .tiling import _UNSHUFFLE
 
-    net, scale, name = load_upscaler(model, weights, checkpoint)
+    upscaler = Upscaler.load(Source(checkpoint, model, weights), torch.device("cpu"))
+    net, scale, name = upscaler.net, upscaler.native, upscaler.name
     if not isinstance(net, torch.nn.Module):
         raise UsageError(f"{name} is not a network (it is a plain resize); there is nothing to export")
-    pictures = [RECIPE.data_adapter.read(path).rgb for path in (samples or [sample_image()])]
+    net = net.to(memory_format=torch.contiguous_format)  # the plain layout; the command runs it channels_last
+    # The command's own decode (any mode, 16 bits, alpha) gives the pixels the model sees.
+    pictures = [image.rgb for image in predictor_inputs(upscaler, samples or [sample_image()])]
 
     def sample(n: int):
         height, width = _PATCH.get(n, _OTHER)

@@ -30,8 +30,10 @@ class Upscaler(Predictor):
     def load(cls, source: Source, device, **options) -> Upscaler:
         from .models import DEFAULT_MODEL, load_upscaler
 
-        net, native, _name = load_upscaler(source.model, source.weights, source.checkpoint)
-        return cls(net, native, device, title=f"super-resolve ({source.describe(DEFAULT_MODEL)})", **options)
+        net, native, name = load_upscaler(source.model, source.weights, source.checkpoint)
+        upscaler = cls(net, native, device, title=f"super-resolve ({source.describe(DEFAULT_MODEL)})", **options)
+        upscaler.name = name  # what the model was loaded from: a name, a weights file or a checkpoint
+        return upscaler
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return round(width * self.factor), round(height * self.factor)
