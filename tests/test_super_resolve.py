@@ -154,16 +154,20 @@ def test_tile_auto_halves_on_out_of_memory(cli, tiny_rrdbnet, photo, tmp_path, m
     """A device that runs out of memory above 16-pixel tiles: auto tiling retries smaller."""
     from ptcli_super_resolve import tiling
 
-    real_upscale, tried = tiling.upscale, []
+    real_grid, real_forward, tried = tiling.grid, tiling._forward, []
 
-    def small_memory(image, model, *, tile, **kwargs):
+    def recording_grid(height, width, tile, overlap):
         tried.append(tile)
-        if tile is None or tile > 16:
+        return real_grid(height, width, tile, overlap)
+
+    def small_memory(model, x, scale):
+        if tried[-1] is None or tried[-1] > 16:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_upscale(image, model, tile=tile, **kwargs)
+        return real_forward(model, x, scale)
 
     monkeypatch.setattr(tiling, "auto_tile", lambda device, height, width, num_feat=64: 64)
-    monkeypatch.setattr(tiling, "upscale", small_memory)
+    monkeypatch.setattr(tiling, "grid", recording_grid)
+    monkeypatch.setattr(tiling, "_forward", small_memory)
     result, rows = run(cli, photo, "--weights", tiny_rrdbnet, "-o", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert tried == [64, 32, 16] and rows[0]["size"] == [160, 120]

@@ -83,7 +83,7 @@ class Detector(Predictor):
         from .slicing import merge_tiles, tile_grid
 
         tiles = tile_grid(int(image.shape[-1]), int(image.shape[-2]), self.slice_size, self.slice_overlap)
-        return merge_tiles(tiles, outputs, self.slice_merge)
+        return merge_tiles(tiles, list(outputs), self.slice_merge)
 
     def postprocess(self, found, meta) -> dict:
         from ptcli.errors import InputError

@@ -44,43 +44,81 @@ class Upscaler(Predictor):
         return Sample(SRImages().read(item))
 
     def preprocess(self, images: list) -> list:
-        return list(images)  # SRImages stay on the CPU: only one tile at a time goes to the device
+        return list(images)  # SRImages stay on the CPU: only tiles go to the device
 
-    def forward(self, images: list) -> list:
-        return [(self.upscale(image), image) for image in images]
+    # --- tiles as chunks: the core batches them through forward, merge cross-fades them ------
+
+    chunked = True
+    chunk_batch = 1  # one tile a pass: on 2 CPU cores larger batches gain nothing and cost memory
+
+    def chunks(self, image) -> list:
+        """The image's padded tiles (its tile size: ``tile_px`` when the command set one, else
+        the setting, sized from free memory for "auto"); the grid is kept on the image for merge."""
+        from .tiling import auto_tile, crops, grid
+
+        height, width = image.rgb.shape[1:]
+        tile = getattr(image, "tile_px", None) or (auto_tile(self.device, height, width) if self.tile == "auto" else self.tile)
+        image.grid = grid(height, width, tile, self.tile_overlap)
+        return crops(image.rgb, *image.grid)
+
+    def forward(self, tiles: list) -> list:
+        """A pass of same-size tiles (CHW, on the CPU) to their upscaled CHW results on the CPU."""
+        import torch
+
+        from .tiling import _forward
+
+        batch = torch.stack(tiles).to(self.device, dtype=self.dtype)
+        return list(_forward(self.net, batch, self.native).float().cpu())
+
+    def merge(self, image, outputs):
+        """The tiles' results cross-faded into the upscaled image, resized to the output size,
+        with the image (its alpha, mode and depth) for postprocess."""
+        from .images import resize
+        from .tiling import stitch
+
+        rows, cols = image.grid
+        result = next(iter(outputs)) if len(rows) == len(cols) == 1 else \
+            stitch(tuple(image.rgb.shape), rows, cols, scale=self.native, overlap=self.tile_overlap, results=outputs)
+        size = self.output_size(*image.size)
+        if result.shape[2] != size[0] or result.shape[1] != size[1]:
+            result = resize(result, size)
+        return result, image
 
     def upscale(self, image, progress=None, name: str = "image"):
-        """The SRImage's RGB upscaled and resized to the output size (a CHW float tensor).
-        ``progress(total)`` returns a callback for each tile done (a progress bar's)."""
+        """The command's path: the image through chunks, forward and merge, one tile a pass,
+        ``progress(total)`` giving a callback per tile done; with ``tile "auto"``, tiles halve
+        on out-of-memory until they fit."""
         import torch
 
         from ptcli.errors import PtcliError
 
         from .command import check_output_fits
-        from .images import resize
-        from .tiling import auto_tile, tile_count, upscale
+        from .tiling import auto_tile
 
         width, height = image.size
         size = self.output_size(width, height)
         check_output_fits((max(size[0], width * self.native), max(size[1], height * self.native)))
-        tile_px = auto_tile(self.device, height, width) if self.tile == "auto" else self.tile
+        image.tile_px = auto_tile(self.device, height, width) if self.tile == "auto" else self.tile
         while True:
-            on_tile = progress(tile_count(height, width, tile_px, self.tile_overlap)) if progress else None
+            tiles = self.chunks(image)
+            on_tile = progress(len(tiles)) if progress else None
             try:
-                result = upscale(image.rgb, self.net, scale=self.native, tile=tile_px, overlap=self.tile_overlap,
-                                 device=self.device, dtype=self.dtype, on_tile=on_tile)
-                break
+                with torch.inference_mode():
+                    return self.merge(image, self._each(tiles, on_tile))[0]
             except torch.OutOfMemoryError as exc:
-                current = tile_px or max(width, height)
+                current = image.tile_px or max(width, height)
                 if self.tile != "auto" or current <= 16:
                     raise PtcliError(f"{name}: out of {self.device} memory with tiles of {current} px; "
                                      "use a smaller --tile, or --tile auto") from exc
-                tile_px = current // 2
+                image.tile_px = current // 2
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-        if result.shape[2] != size[0] or result.shape[1] != size[1]:
-            result = resize(result, size)
-        return result
+
+    def _each(self, tiles: list, on_tile):
+        for tile in tiles:
+            yield from self.forward([tile])
+            if on_tile:
+                on_tile()
 
     def alpha(self, image):
         from .images import resize

@@ -37,7 +37,7 @@ _UNSHUFFLE = {1: 4, 2: 2}
 
 
 def _forward(model: Callable, x, scale: int):
-    """The model on a (1, C, h, w) batch of any size: padded at the bottom and right (edge
+    """The model on a (B, C, h, w) batch of any size: padded at the bottom and right (edge
     pixels repeated) to the multiple RRDBNet's x2/x1 input fold needs, the result cut back."""
     import torch.nn.functional as F
 
@@ -50,43 +50,65 @@ def _forward(model: Callable, x, scale: int):
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     # channels_last, as the model's weights are (see command.py): RRDBNet's convolutions run
     # 1.5-1.9x faster so on the CPU.
-    return model(x.contiguous(memory_format=torch.channels_last))[0][:, : height * scale, : width * scale]
+    return model(x.contiguous(memory_format=torch.channels_last))[:, :, : height * scale, : width * scale]
+
+
+def grid(height: int, width: int, tile: int | None, overlap: int) -> tuple[list, list]:
+    """(row spans, column spans) of the padded tiles; one span each when the image is one tile."""
+    if tile is None or (height <= tile and width <= tile):
+        return [(0, height)], [(0, width)]
+    return _spans(height, tile, overlap), _spans(width, tile, overlap)
+
+
+def crops(image, rows: list, cols: list) -> list:
+    """The padded tiles of a CHW image, row by row (views: nothing is copied)."""
+    return [image[:, top:bottom, left:right] for top, bottom in rows for left, right in cols]
+
+
+def run_tiles(model: Callable, pieces, *, scale: int, device, dtype=None, on_tile: Callable[[], None] | None = None):
+    """Each tile's result (CHW, float32 on the CPU) as it is computed, one tile on the device at a time."""
+    import torch
+
+    for piece in pieces:
+        with torch.inference_mode():
+            result = _forward(model, piece[None].to(device, dtype=dtype), scale)[0].float().cpu()
+        if on_tile:
+            on_tile()
+        yield result
+
+
+def stitch(shape: tuple, rows: list, cols: list, *, scale: int, overlap: int, results):
+    """The tiles' results (in ``crops`` order, consumed one at a time: memory holds the output
+    and one tile) cross-faded into the whole upscaled image (CHW, float32)."""
+    import torch
+
+    channels, height, width = shape
+    out = torch.zeros(channels, height * scale, width * scale)
+    row_weight = torch.zeros(height * scale)
+    col_weight = torch.zeros(width * scale)
+    fade = 2 * overlap * scale
+    col_ramps = [_ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1) for j, (left, right) in enumerate(cols)]
+    for (left, right), cw in zip(cols, col_ramps):
+        col_weight[left * scale:right * scale] += cw
+    results = iter(results)
+    for i, (top, bottom) in enumerate(rows):
+        rw = _ramp((bottom - top) * scale, fade, i > 0, i < len(rows) - 1)
+        row_weight[top * scale:bottom * scale] += rw
+        for (left, right), cw in zip(cols, col_ramps):
+            out[:, top * scale:bottom * scale, left * scale:right * scale] += next(results) * rw[:, None] * cw[None, :]
+    out /= row_weight[:, None]
+    out /= col_weight[None, :]
+    return out
 
 
 def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: int, device, dtype=None,
             on_tile: Callable[[], None] | None = None):
     """``image``: CHW float tensor on the CPU. Returns the CHW result on the CPU (float32)."""
-    import torch
-
-    channels, height, width = image.shape
-    if tile is None or (height <= tile and width <= tile):
-        with torch.inference_mode():
-            x = image[None].to(device, dtype=dtype)
-            out = _forward(model, x, scale).float().cpu()
-        if on_tile:
-            on_tile()
-        return out
-    out = torch.zeros(channels, height * scale, width * scale)
-    row_weight = torch.zeros(height * scale)
-    col_weight = torch.zeros(width * scale)
-    rows, cols = _spans(height, tile, overlap), _spans(width, tile, overlap)
-    fade = 2 * overlap * scale
-    col_ramps = [_ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1) for j, (left, right) in enumerate(cols)]
-    for (left, right), cw in zip(cols, col_ramps):
-        col_weight[left * scale:right * scale] += cw
-    for i, (top, bottom) in enumerate(rows):
-        rw = _ramp((bottom - top) * scale, fade, i > 0, i < len(rows) - 1)
-        row_weight[top * scale:bottom * scale] += rw
-        for (left, right), cw in zip(cols, col_ramps):
-            piece = image[:, top:bottom, left:right][None].to(device, dtype=dtype)
-            with torch.inference_mode():
-                result = _forward(model, piece, scale).float().cpu()
-            out[:, top * scale:bottom * scale, left * scale:right * scale] += result * rw[:, None] * cw[None, :]
-            if on_tile:
-                on_tile()
-    out /= row_weight[:, None]
-    out /= col_weight[None, :]
-    return out
+    rows, cols = grid(image.shape[1], image.shape[2], tile, overlap)
+    if len(rows) == len(cols) == 1:  # one tile: the model's own output, as it is
+        return next(run_tiles(model, [image], scale=scale, device=device, dtype=dtype, on_tile=on_tile))
+    results = run_tiles(model, crops(image, rows, cols), scale=scale, device=device, dtype=dtype, on_tile=on_tile)
+    return stitch(tuple(image.shape), rows, cols, scale=scale, overlap=overlap, results=results)
 
 
 def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:

@@ -29,7 +29,7 @@ options of its own (``ptcli.cli.derived``), the server (``ptcli.serving``) and `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -114,14 +114,17 @@ class Predictor:
     #: Whether this predictor, as loaded, sends each input through ``forward`` in pieces
     #: (``chunks`` and ``merge``); the command's loop and the server both honour it.
     chunked: bool = False
+    #: Pieces per forward pass, when the predictor knows best (None: the batch size).
+    chunk_batch: int | None = None
 
     def chunks(self, data: Any) -> list:
         """A preprocessed input's pieces (a large image's tiles), which the core batches through
         ``forward`` (pieces of one shape together)."""
         raise NotImplementedError
 
-    def merge(self, data: Any, outputs: list) -> Any:
-        """The pieces' outputs (in ``chunks`` order) back into the input's one output row."""
+    def merge(self, data: Any, outputs: Iterator) -> Any:
+        """The pieces' outputs, in ``chunks`` order, back into the input's one output row.
+        ``outputs`` is lazy: each pass runs as merge takes its outputs."""
         raise NotImplementedError
 
     def describe(self, item: Any, result: dict) -> str:
@@ -167,7 +170,7 @@ class Predictor:
 
         from ptcli.inference.runner import chunked_forward
 
-        forward = chunked_forward(self, max(1, len(samples))) if self.chunked else self.forward
+        forward = chunked_forward(self, self.chunk_batch or max(1, len(samples))) if self.chunked else self.forward
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]

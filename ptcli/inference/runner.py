@@ -38,16 +38,16 @@ class _Preprocess:
 
 
 def chunked_forward(predictor: Predictor, chunk_batch: int) -> Callable[[Any], list]:
-    """forward over each input's chunks, ``chunk_batch`` chunks a pass, merged per input."""
+    """forward over each input's chunks, ``chunk_batch`` chunks a pass, merged per input. merge
+    gets the outputs lazily, computed as it takes them, so that it can fold them in one by one
+    (a large image's tiles) and memory holds one pass's outputs, not all of them."""
 
-    def forward(batch) -> list:
-        rows = []
-        for data in batch:
-            outputs = []
-            for part in _same_shape_runs(predictor.chunks(data), chunk_batch):
-                outputs.extend(predictor.forward(part))
-            rows.append(predictor.merge(data, outputs))
-        return rows
+    def outputs(chunks: list) -> Iterator:
+        for part in _same_shape_runs(chunks, chunk_batch):
+            yield from predictor.forward(part)
+
+    def forward(batch) -> list:  # chunks before merge: merge may need what chunks worked out
+        return [predictor.merge(data, outputs(predictor.chunks(data))) for data in batch]
 
     return forward
 
@@ -75,7 +75,7 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
 
     forward: Callable = predictor.forward
     if predictor.chunked:
-        forward = chunked_forward(predictor, chunk_batch or batch_size)
+        forward = chunked_forward(predictor, chunk_batch or predictor.chunk_batch or batch_size)
         batch_size = 1
     return run_batched_with_progress(
         description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
