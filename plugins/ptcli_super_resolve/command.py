@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -91,14 +90,12 @@ def super_resolve(
     one tile is on the device at a time. Greyscale, RGBA (alpha upscaled separately) and 16-bit
     PNG keep their format. Writes DIR/<name>_x4.png per input."""
     from ptcli.devices import resolve_device
-    from ptcli.inference.inputs import expand_inputs, output_folder
-    from ptcli.models.loading import check_request
-    from ptcli.output import progress
-    from ptcli.inference.results import Failed, ResultFormat, emit_results
-
     from ptcli.inference.contract import Source
+    from ptcli.inference.inputs import expand_inputs, output_folder
+    from ptcli.inference.results import ResultFormat, emit_results
+    from ptcli.inference.runner import run
+    from ptcli.models.loading import check_request
 
-    from .images import write
     from .predictor import Upscaler
 
     if not paths:
@@ -116,41 +113,10 @@ def super_resolve(
     if half and bf16:
         raise UsageError("--half and --bf16 are two precisions; pick one")
     predictor = Upscaler.load(Source(checkpoint, model, weights), target, scale=scale, tile=tile_setting,
-                              tile_overlap=tile_overlap, dtype=torch.float16 if half else torch.bfloat16 if bf16 else None)
-    factor = predictor.factor
-    tag = suffix if suffix is not None else f"_x{factor:g}"
-
-    def upscaled():
-        with progress() as bar:
-            for path in inputs:
-                try:
-                    yield path, _upscale_file(path, bar)
-                except InputError as exc:
-                    yield path, Failed(str(exc))
-
-    def _upscale_file(path: Path, bar) -> dict:
-        start = time.perf_counter()
-        destination = output_path(path, output, tag, ext)
-        if destination.exists() and not overwrite:
-            raise InputError(f"{destination} exists; pass --overwrite to replace it")
-        image = RECIPE.data_adapter.read(path)
-        tasks = []
-
-        def tiles(total: int):
-            for task in tasks:  # an out-of-memory retry starts a new bar
-                bar.remove_task(task)
-            tasks[:] = [bar.add_task(f"{path.name}", total=total)]
-            return lambda: bar.advance(tasks[0])
-
-        try:
-            result = predictor.upscale(image, tiles, name=str(path))
-        finally:
-            for task in tasks:
-                bar.remove_task(task)
-        write(destination, result, predictor.alpha(image), grey=image.grey, bits=image.bits)
-        return {"output": str(destination), "size": [int(result.shape[2]), int(result.shape[1])], "scale": factor,
-                "seconds": round(time.perf_counter() - start, 3)}
-
+                              tile_overlap=tile_overlap, dtype=torch.float16 if half else torch.bfloat16 if bf16 else None,
+                              output=output, suffix=suffix, ext=ext, overwrite=overwrite)
+    # One image at a time, read in this process: a large image's result needs the memory.
+    results = run(predictor, inputs, batch_size=1, workers=0, description="upscaling")
     fmt = ResultFormat(human=lambda path, r: f"{path} -> {r['output']} ({r['size'][0]}x{r['size'][1]}, {r['seconds']:.1f} s)",
                        fields=lambda path, r: r)
-    emit_results(upscaled(), fmt, total=len(inputs), json_output=json_output)
+    emit_results(results, fmt, total=len(inputs), json_output=json_output)

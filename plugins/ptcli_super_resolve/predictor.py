@@ -1,7 +1,8 @@
-"""super-resolve's inference contract: an image (a file or an upload) upscaled tile by tile
-(cross-faded tiles, sized from free device memory and halved on out-of-memory with ``tile
-"auto"``), resized to ``scale`` when it differs from the model's, greyscale, alpha and 16 bits
-kept. The command writes each result to a file; `ptcli serve` answers with the PNG (``encode``),
+"""super-resolve's inference contract: an image (a file or an upload) upscaled tile by tile,
+its tiles the contract's chunks (cross-faded by merge; sized from free device memory and halved
+on out-of-memory with ``tile "auto"``), resized to ``scale`` when it differs from the model's,
+greyscale, alpha and 16 bits kept. Loaded with an ``output`` folder (the command), each result
+is written to a file there; without (`ptcli serve`), the result carries the PNG (``encode``),
 the same pixels."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ class Upscaler(Predictor):
     media_type = "image/png"
 
     def __init__(self, net, native: int, device, *, scale: float | None = None, tile="auto", tile_overlap: int = 16,
-                 dtype=None, title: str = "") -> None:
+                 dtype=None, output=None, suffix: str | None = None, ext: str | None = None, overwrite: bool = False,
+                 title: str = "") -> None:
         import torch
 
         # channels_last: RRDBNet runs 1.5-1.9x faster on 2 CPU cores so (bench/sr_tiling.py), and
@@ -25,6 +27,8 @@ class Upscaler(Predictor):
         self.native, self.device, self.dtype, self.title = native, device, dtype, title
         self.factor = scale or native
         self.tile, self.tile_overlap = tile, tile_overlap
+        self.output, self.ext, self.overwrite = output, ext, overwrite
+        self.suffix = suffix if suffix is not None else f"_x{self.factor:g}"
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Upscaler:
@@ -39,9 +43,27 @@ class Upscaler(Predictor):
         return round(width * self.factor), round(height * self.factor)
 
     def decode(self, item) -> Sample:
+        """The image, refused before any work when its result's file exists (without
+        ``overwrite``) or its result would not fit in memory."""
+        import time
+        from pathlib import Path
+
+        from ptcli.errors import InputError
+
+        from .command import check_output_fits, output_path
         from .images import SRImages
 
-        return Sample(SRImages().read(item))
+        meta = {"start": time.perf_counter()}
+        if self.output is not None:
+            meta["destination"] = output_path(Path(item), self.output, self.suffix, self.ext)
+            if meta["destination"].exists() and not self.overwrite:
+                raise InputError(f"{meta['destination']} exists; pass --overwrite to replace it")
+        image = SRImages().read(item)
+        image.name = "the upload" if isinstance(item, (bytes, bytearray)) else str(item)
+        width, height = image.size
+        size = self.output_size(width, height)
+        check_output_fits((max(size[0], width * self.native), max(size[1], height * self.native)))
+        return Sample(image, meta)
 
     def preprocess(self, images: list) -> list:
         return list(images)  # SRImages stay on the CPU: only tiles go to the device
@@ -58,7 +80,7 @@ class Upscaler(Predictor):
 
         height, width = image.rgb.shape[1:]
         tile = getattr(image, "tile_px", None) or (auto_tile(self.device, height, width) if self.tile == "auto" else self.tile)
-        image.grid = grid(height, width, tile, self.tile_overlap)
+        image.tile_px, image.grid = tile, grid(height, width, tile, self.tile_overlap)
         return crops(image.rgb, *image.grid)
 
     def forward(self, tiles: list) -> list:
@@ -72,53 +94,37 @@ class Upscaler(Predictor):
 
     def merge(self, image, outputs):
         """The tiles' results cross-faded into the upscaled image, resized to the output size,
-        with the image (its alpha, mode and depth) for postprocess."""
+        with the image (its alpha, mode and depth) for postprocess. Out of memory with ``tile
+        "auto"``: again with tiles half the size, down to 16 pixels."""
+        import torch
+
         from .images import resize
         from .tiling import stitch
 
         rows, cols = image.grid
-        result = next(iter(outputs)) if len(rows) == len(cols) == 1 else \
-            stitch(tuple(image.rgb.shape), rows, cols, scale=self.native, overlap=self.tile_overlap, results=outputs)
+        try:
+            result = next(iter(outputs)) if len(rows) == len(cols) == 1 else \
+                stitch(tuple(image.rgb.shape), rows, cols, scale=self.native, overlap=self.tile_overlap, results=outputs)
+        except torch.OutOfMemoryError as exc:
+            return self._smaller_tiles(image, exc)
         size = self.output_size(*image.size)
         if result.shape[2] != size[0] or result.shape[1] != size[1]:
             result = resize(result, size)
         return result, image
 
-    def upscale(self, image, progress=None, name: str = "image"):
-        """The command's path: the image through chunks, forward and merge, one tile a pass,
-        ``progress(total)`` giving a callback per tile done; with ``tile "auto"``, tiles halve
-        on out-of-memory until they fit."""
+    def _smaller_tiles(self, image, exc):
         import torch
 
         from ptcli.errors import PtcliError
 
-        from .command import check_output_fits
-        from .tiling import auto_tile
-
-        width, height = image.size
-        size = self.output_size(width, height)
-        check_output_fits((max(size[0], width * self.native), max(size[1], height * self.native)))
-        image.tile_px = auto_tile(self.device, height, width) if self.tile == "auto" else self.tile
-        while True:
-            tiles = self.chunks(image)
-            on_tile = progress(len(tiles)) if progress else None
-            try:
-                with torch.inference_mode():
-                    return self.merge(image, self._each(tiles, on_tile))[0]
-            except torch.OutOfMemoryError as exc:
-                current = image.tile_px or max(width, height)
-                if self.tile != "auto" or current <= 16:
-                    raise PtcliError(f"{name}: out of {self.device} memory with tiles of {current} px; "
-                                     "use a smaller --tile, or --tile auto") from exc
-                image.tile_px = current // 2
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-
-    def _each(self, tiles: list, on_tile):
-        for tile in tiles:
-            yield from self.forward([tile])
-            if on_tile:
-                on_tile()
+        current = getattr(image, "tile_px", None) or max(image.size)
+        if self.tile != "auto" or current <= 16:
+            raise PtcliError(f"{image.name}: out of {self.device} memory with tiles of {current} px; "
+                             "use a smaller --tile, or --tile auto") from exc
+        image.tile_px = current // 2
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return self.merge(image, (out for tile in self.chunks(image) for out in self.forward([tile])))
 
     def alpha(self, image):
         from .images import resize
@@ -126,11 +132,18 @@ class Upscaler(Predictor):
         return resize(image.alpha, self.output_size(*image.size)) if image.alpha is not None else None
 
     def postprocess(self, row, meta) -> dict:
-        from .images import png_bytes
+        """With an output folder, the written file; else the PNG itself."""
+        import time
+
+        from .images import png_bytes, write
 
         rgb, image = row
-        png = png_bytes(rgb, self.alpha(image), grey=image.grey, bits=image.bits)
-        return {"size": [int(rgb.shape[2]), int(rgb.shape[1])], "scale": self.factor, "png": png}
+        size = [int(rgb.shape[2]), int(rgb.shape[1])]
+        if "destination" in meta:
+            write(meta["destination"], rgb, self.alpha(image), grey=image.grey, bits=image.bits)
+            return {"output": str(meta["destination"]), "size": size, "scale": self.factor,
+                    "seconds": round(time.perf_counter() - meta["start"], 3)}
+        return {"size": size, "scale": self.factor, "png": png_bytes(rgb, self.alpha(image), grey=image.grey, bits=image.bits)}
 
     def encode(self, result: dict) -> bytes:
         return result["png"]
