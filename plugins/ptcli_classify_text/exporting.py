@@ -60,13 +60,19 @@ def exportable(*, checkpoint, model, weights, samples):
     from ptcli.errors import UsageError
     from ptcli.exporting.spec import Exportable, sidecar
 
+    import torch
+
+    from ptcli.inference.contract import Source
+
     from . import RECIPE
-    from .models import load_text_classifier
     from .nets import RecurrentClassifier
+    from .predictor import TextClassifierPredictor
 
     if weights is not None:
         raise UsageError("classify-text models take no --weights; export a checkpoint, or --model NAME|FOLDER")
-    classifier = load_text_classifier(model, checkpoint)
+    # The Predictor's model and tokenizer: the samples are tokenised as the command does (padded
+    # to the tokenizer's length for recurrent nets, see below).
+    classifier = TextClassifierPredictor.load(Source(checkpoint, model), torch.device("cpu")).classifier
     Logits, UnpackedRecurrent = _modules()
     net = classifier.model
     if isinstance(net, RecurrentClassifier):
