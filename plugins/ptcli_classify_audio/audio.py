@@ -41,8 +41,14 @@ class AudioFiles:
 
     def read(self, path):
         """``path``: a file, or a binary file object (a server's upload)."""
-        import soundfile
         import torch
+
+        samples, rate = self.read_array(path)
+        return torch.from_numpy(samples), rate
+
+    def read_array(self, path):
+        """(samples as a float32 numpy array [channels, frames], sample rate), without torch."""
+        import soundfile
 
         source = path if hasattr(path, "read") else str(path)
         try:
@@ -59,7 +65,7 @@ class AudioFiles:
             raise InputError(f"cannot read audio: {one_line(exc)}") from exc
         if data.shape[0] == 0:
             raise InputError("cannot read audio: the file holds no samples")
-        return torch.from_numpy(data.T.copy()), int(rate)
+        return data.T.copy(), int(rate)
 
 
 def to_mono(waveform):

@@ -30,19 +30,19 @@ class AudioClassifier(Predictor):
                    title=f"classify-audio ({source.describe()})")
 
     def decode(self, item) -> Sample:
-        """The samples and their rate only: resampling (torch) happens in preprocess."""
+        """The samples (numpy) and their rate only: resampling (torch) happens in preprocess."""
         import io
 
         from .audio import AudioFiles
 
-        return Sample(AudioFiles().read(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item))
+        return Sample(AudioFiles().read_array(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item))
 
     def preprocess(self, decoded: list):
         import torch
 
         from .audio import fit_length, resample, to_mono, windows
 
-        waves = [resample(to_mono(wave), rate, self.clip.sample_rate) for wave, rate in decoded]
+        waves = [resample(to_mono(torch.from_numpy(wave)), rate, self.clip.sample_rate) for wave, rate in decoded]
         if not self.window:
             return torch.stack([fit_length(wave, self.clip.clip_samples) for wave in waves])
         parts = [windows(wave, self.clip.clip_samples, self.clip.clip_samples // 2) for wave in waves]
