@@ -10,6 +10,69 @@ import pytest
 
 from test_serve import Server, audionet_and_tone
 
+
+
+
+class Chatter:
+    """A streaming predictor that gives "a", "b", then fails when the prompt says so."""
+
+    @staticmethod
+    def make():
+        from ptcli.errors import InputError
+        from ptcli.inference.contract import PROMPT, Predictor, Sample
+
+        class Toy(Predictor):
+            kind, collate, streams = PROMPT, "list", True
+
+            def decode(self, item):
+                prompt = item["prompt"] if isinstance(item, dict) else item
+                if not prompt:
+                    raise InputError("the prompt is empty")
+                return Sample(prompt, prompt)
+
+            def forward(self, batch):
+                return ["ab" for _ in batch]
+
+            def postprocess(self, row, meta):
+                return {"prompt": meta, "generations": [row]}
+
+            def stream(self, sample, emit):
+                for piece in "ab":
+                    emit(piece)
+                if sample.data == "fail":
+                    raise RuntimeError("the model broke")
+                return {"prompt": sample.data, "generations": ["ab"]}
+
+        toy = Toy()
+        toy.title = "chatter"
+        return toy
+
+
+def test_a_stream_that_fails_after_it_began_ends_with_an_error_event():
+    """The 200 is sent with the first piece: a failure later is an event, then [DONE]; a bad
+    request is refused before the stream begins."""
+    import asyncio
+
+    from ptcli.serving.spec import servable_from
+    from test_serve import run_app
+
+    served = servable_from(Chatter.make())
+
+    async def checks(client, app):
+        good, broken, empty = await asyncio.gather(
+            client.post("/predict", json={"prompt": "hi", "stream": True}),
+            client.post("/predict", json={"prompt": "fail", "stream": True}),
+            client.post("/predict", json={"prompt": "", "stream": True}))
+        assert _events(good) == [{"text": "a"}, {"text": "b"}, {"result": {"prompt": "hi", "generations": ["ab"]}}, "[DONE]"]
+        assert broken.status_code == 200
+        assert _events(broken) == [{"text": "a"}, {"text": "b"}, {"error": "RuntimeError: the model broke"}, "[DONE]"]
+        assert empty.status_code == 400 and empty.json()["error"] == "the prompt is empty"
+        plain = await client.post("/predict", json={"prompt": "hi"})
+        assert plain.json() == {"prompt": "hi", "generations": ["ab"]}
+
+    run_app(lambda: served, checks)
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -76,12 +139,13 @@ def test_generate_text_serves_the_commands_json_and_streams_it(cli, server_of, t
 
 
 def test_super_resolve_serves_the_commands_pixels(cli, server_of, tmp_path, tiny_rrdbnet):
+    """An image of 3 x 2 tiles (128 px on the CPU): the served PNG holds the command's pixels."""
     import cv2
     import numpy as np
 
     from ptcli.plugins.tiny_inputs import write_image
 
-    image = write_image(tmp_path / "small.png", size=(40, 28))
+    image = write_image(tmp_path / "small.png", size=(300, 170))
     result = json.loads(cli("super-resolve", image, "--weights", tiny_rrdbnet, "-o", tmp_path / "out", "--json").stdout)
     written = cv2.imread(result["output"], cv2.IMREAD_UNCHANGED)
     server = server_of("--recipe", "super-resolve", "--weights", tiny_rrdbnet)
@@ -90,10 +154,11 @@ def test_super_resolve_serves_the_commands_pixels(cli, server_of, tmp_path, tiny
     png = httpx.post(url, content=image.read_bytes(), headers={"Content-Type": "image/png", "Accept": "image/png"}, timeout=60)
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     served = cv2.imdecode(np.frombuffer(png.content, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert served.shape == written.shape == (112, 160, 3) and np.array_equal(served, written)
+    assert served.shape == written.shape == (680, 1200, 3) and np.array_equal(served, written)
+    assert written.std() > 1  # not a blank image, where any two ways of computing it would agree
 
     body = httpx.post(url, files={"file": ("small.png", image.read_bytes())}, timeout=60).json()
-    assert body["input"] == "small.png" and body["size"] == result["size"] == [160, 112] and body["scale"] == 4
+    assert body["input"] == "small.png" and body["size"] == result["size"] == [1200, 680] and body["scale"] == 4
     assert base64.b64decode(body["png"]) == png.content
 
     bad = httpx.post(url, content=image.read_bytes()[:60], headers={"Content-Type": "image/png"}, timeout=30)

@@ -7,10 +7,10 @@ and the PNG in base64)."""
 from __future__ import annotations
 
 from ptcli.inference.contract import Sample
-from ptcli.plugins.capabilities import image_predictor_base
+from ptcli.plugins.capabilities import ImageClassifierPredictor
 
 
-class Attacker(image_predictor_base()):
+class Attacker(ImageClassifierPredictor):
     verb = "attack"
 
     def __init__(self, classifier, device, *, settings=None, target: str | None = None, title: str = "") -> None:

@@ -6,10 +6,10 @@ the image. `ptcli serve --recipe debug` answers with the overlay PNG (``encode``
 from __future__ import annotations
 
 from ptcli.inference.contract import Sample
-from ptcli.plugins.capabilities import image_predictor_base
+from ptcli.plugins.capabilities import ImageClassifierPredictor
 
 
-class Explainer(image_predictor_base()):
+class Explainer(ImageClassifierPredictor):
     verb = "explain"
 
     def __init__(self, classifier, device, *, method: str = "gradcam", class_name: str | None = None,

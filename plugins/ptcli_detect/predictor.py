@@ -44,11 +44,15 @@ class Detector(Predictor):
         return cls(loaded, device, title=f"detect ({source.describe(DEFAULT_MODEL)})", **options)
 
     def decode(self, item) -> Sample:
+        """The image; with an output folder, one whose drawing is there already (without
+        ``overwrite``) is refused here, before the model runs."""
+        from ptcli.inference.inputs import refuse_existing
         from ptcli.vision.imaging import read_image
 
         image = read_image(item)
         meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
         if self.output is not None:
+            meta["destination"] = refuse_existing(self.output / f"{Path(item).stem}_detect.png", self.overwrite)
             meta["image"] = image  # drawn on in postprocess
         return Sample(image, meta)
 
@@ -86,9 +90,6 @@ class Detector(Predictor):
         return merge_tiles(tiles, list(outputs), self.slice_merge)
 
     def postprocess(self, found, meta) -> dict:
-        from ptcli.errors import InputError
-        from ptcli.inference.results import Failed
-
         from .rendering import detection_fields
 
         width, height = meta["width"], meta["height"]
@@ -96,24 +97,18 @@ class Detector(Predictor):
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
         if self.output is not None:
-            try:
-                fields["output"] = str(self._draw(meta, found))
-            except InputError as exc:
-                return Failed(str(exc))
+            fields["output"] = str(self._draw(meta, found))
         return fields
 
     def _draw(self, meta, found) -> Path:
         import numpy as np
         import torch
 
-        from ptcli.errors import InputError
         from ptcli.vision.imaging import save_png
 
         from .rendering import draw
 
-        destination = self.output / f"{Path(meta['path']).stem}_detect.png"
-        if destination.exists() and not self.overwrite:
-            raise InputError(f"{destination} exists; pass --overwrite to replace it")
+        destination = meta["destination"]
         pixels = torch.from_numpy(np.array(meta["image"], dtype=np.uint8, copy=True)).permute(2, 0, 1)
         save_png(draw(pixels, found, self.categories), destination)
         return destination

@@ -48,16 +48,14 @@ class Upscaler(Predictor):
         import time
         from pathlib import Path
 
-        from ptcli.errors import InputError
+        from ptcli.inference.inputs import refuse_existing
 
         from .command import check_output_fits, output_path
         from .images import SRImages
 
         meta = {"start": time.perf_counter()}
         if self.output is not None:
-            meta["destination"] = output_path(Path(item), self.output, self.suffix, self.ext)
-            if meta["destination"].exists() and not self.overwrite:
-                raise InputError(f"{meta['destination']} exists; pass --overwrite to replace it")
+            meta["destination"] = refuse_existing(output_path(Path(item), self.output, self.suffix, self.ext), self.overwrite)
         image = SRImages().read(item)
         image.name = "the upload" if isinstance(item, (bytes, bytearray)) else str(item)
         width, height = image.size

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ptcli.inference.contract import sample_image  # noqa: F401 (the photo exports are checked on)
+
 #: Output kinds the core knows how to compare; a recipe may give its own ``compare`` instead.
 LOGITS, IMAGE = "logits", "image"
 
@@ -68,11 +70,6 @@ def sidecar(recipe: str, checkpoint, **fields) -> dict:
     return meta
 
 
-def sample_image():
-    """The photo exports are checked on when the user gives no --sample (a tabby cat)."""
-    from importlib.resources import files
-
-    return files("ptcli") / "data" / "sample.jpg"
 
 
 def predictor_inputs(predictor, items) -> list:

@@ -176,8 +176,13 @@ class Predictor:
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
 
 
-def sample_image_bytes() -> bytes:
-    """The packaged photo (a tabby cat): an image input to warm up on."""
+def sample_image():
+    """The packaged photo (a tabby cat): what a server warms up on and exports are checked on
+    when the user gives no --sample."""
     from importlib.resources import files
 
-    return (files("ptcli") / "data" / "sample.jpg").read_bytes()
+    return files("ptcli") / "data" / "sample.jpg"
+
+
+def sample_image_bytes() -> bytes:
+    return sample_image().read_bytes()

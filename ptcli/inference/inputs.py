@@ -6,7 +6,7 @@ import glob
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ptcli.errors import UsageError
+from ptcli.errors import InputError, UsageError
 
 _GLOB_CHARS = set("*?[")
 
@@ -45,6 +45,13 @@ def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[P
         else:
             raise UsageError(f"no such file or folder: {argument}")
     return found
+
+
+def refuse_existing(destination: Path, overwrite: bool) -> Path:
+    """An output file that is there already is an error for that input, unless ``overwrite``."""
+    if destination.exists() and not overwrite:
+        raise InputError(f"{destination} exists; pass --overwrite to replace it")
+    return destination
 
 
 def output_folder(output: Path, what: str = "the results") -> Path:

@@ -69,8 +69,8 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
         description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
     """(input, result fields or ptcli.inference.results.Failed) for every input, in input order,
     with a progress bar on stderr. A chunked predictor's inputs go one at a time through the
-    loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). A postprocess may
-    return a Failed of its own (an output file that exists)."""
+    loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). decode's InputError
+    (an unreadable input, an output file that exists) fails that input alone."""
     from ptcli.inference.batching import run_batched_with_progress
 
     forward: Callable = predictor.forward
@@ -112,16 +112,22 @@ def run_to_files(predictor: Predictor, inputs: Sequence[Any], *, output, suffix:
     input whose file exists is refused without running it, unless ``overwrite``."""
     from pathlib import Path
 
+    from ptcli.errors import InputError
     from ptcli.files import atomic_write
+    from ptcli.inference.inputs import refuse_existing
     from ptcli.inference.results import Failed
 
-    destinations = [Path(output) / f"{Path(item).stem}{suffix}.png" for item in inputs]
-    blocked = [destination.exists() and not overwrite for destination in destinations]
-    done = run(predictor, [item for item, no in zip(inputs, blocked) if not no], batch_size=1, workers=0,
-               description=description)
-    for item, destination, no in zip(inputs, destinations, blocked):
-        if no:
-            yield item, Failed(f"{destination} exists; pass --overwrite to replace it")
+    destinations, refused = [Path(output) / f"{Path(item).stem}{suffix}.png" for item in inputs], {}
+    for index, destination in enumerate(destinations):
+        try:
+            refuse_existing(destination, overwrite)
+        except InputError as exc:
+            refused[index] = Failed(str(exc))
+    done = run(predictor, [item for index, item in enumerate(inputs) if index not in refused], batch_size=1,
+               workers=0, description=description)
+    for index, (item, destination) in enumerate(zip(inputs, destinations)):
+        if index in refused:
+            yield item, refused[index]
             continue
         _, result = next(done)
         if isinstance(result, Failed):

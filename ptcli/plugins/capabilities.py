@@ -8,9 +8,10 @@ recipe a checkpoint names, or of the one installed recipe that provides it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from ptcli.errors import UsageError
+from ptcli.inference.contract import IMAGE, Predictor, sample_image_bytes
 
 IMAGE_CLASSIFIER = "image-classifier"
 
@@ -101,34 +102,28 @@ def label_index(labels: list[str], name: str, option: str) -> int:
     raise UsageError(f"{option} {name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
 
 
-def image_predictor_base():
+class ImageClassifierPredictor(Predictor):
     """The base of a Predictor that drives any image classifier and answers with an image (the
     adversarial image, a heat map): it loads the capability's classifier from the source on the
     device, keeps images as a list, and serves the result's "png" as the file."""
-    from typing import ClassVar
 
-    from ptcli.inference.contract import IMAGE, Predictor, sample_image_bytes
+    kind, collate, media_type, needs_gradients = IMAGE, "list", "image/png", True
+    #: What the predictor does, for its title: "explain", "attack".
+    verb: ClassVar[str] = ""
 
-    class ImageClassifierPredictor(Predictor):
-        kind, collate, media_type, needs_gradients = IMAGE, "list", "image/png", True
-        #: What the predictor does, for its title: "explain", "attack".
-        verb: ClassVar[str] = ""
+    def __init__(self, classifier, device, *, title: str = "") -> None:
+        self.classifier, self.device, self.title = classifier, device, title
 
-        def __init__(self, classifier, device, *, title: str = "") -> None:
-            self.classifier, self.device, self.title = classifier, device, title
+    @classmethod
+    def load(cls, source, device, **options):
+        classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
+        return cls(classifier.to(device), device, title=f"{cls.verb} ({classifier.source})", **options)
 
-        @classmethod
-        def load(cls, source, device, **options):
-            classifier = load(IMAGE_CLASSIFIER, checkpoint=source.checkpoint, model=source.model, weights=source.weights)
-            return cls(classifier.to(device), device, title=f"{cls.verb} ({classifier.source})", **options)
+    def preprocess(self, items: list) -> list:
+        return list(items)
 
-        def preprocess(self, items: list) -> list:
-            return list(items)
+    def encode(self, result: dict) -> bytes:
+        return result["png"]
 
-        def encode(self, result: dict) -> bytes:
-            return result["png"]
-
-        def warmup(self):
-            return sample_image_bytes()
-
-    return ImageClassifierPredictor
+    def warmup(self):
+        return sample_image_bytes()

@@ -43,10 +43,11 @@ def image_from_bytes(data: bytes):
     return read_image(data)
 
 
-def sample_image():
-    from ptcli.exporting.spec import sample_image as packaged
+def sample_image() -> bytes:
+    """The packaged photo's bytes (for a recipe's own ``serve`` function to warm up on)."""
+    from ptcli.inference.contract import sample_image_bytes
 
-    return packaged().read_bytes()
+    return sample_image_bytes()
 
 
 def servable_from(predictor) -> Servable:
