@@ -166,7 +166,7 @@ def test_health_at_once_ready_only_once_loaded():
             if (await client.get("/ready")).status_code == 200:
                 break
             await asyncio.sleep(0.01)
-        assert (await client.get("/ready")).json() == {"status": "ready", "model": "toy"}
+        assert (await client.get("/ready")).json() == {"status": "ready", "models": {"model": "toy"}}
 
     checks.before_ready = True
     run_app(_toy(load_gate=gate), checks)
@@ -200,7 +200,7 @@ def test_texts_in_every_form_and_errors_as_json(capfd):
     logs = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     requests = [entry for entry in logs if entry.get("route") == "/predict" or entry.get("route") == "other"]
     first = next(entry for entry in requests if entry["id"] == "abc123")
-    assert set(first) == {"id", "method", "route", "status", "latency_ms", "batch_size"}
+    assert set(first) == {"id", "method", "route", "model", "status", "latency_ms", "batch_size"}
     assert first["route"] == "/predict" and first["status"] == 200 and first["batch_size"] == 1
     assert sorted({entry["status"] for entry in requests}) == [200, 400, 404, 405, 413, 415]
 
@@ -302,16 +302,16 @@ def test_metrics_in_prometheus_format():
             if len(batcher.pending) == 5:
                 break
             await asyncio.sleep(0.01)
-        assert "ptcli_queue_depth 5.0" in (await client.get("/metrics")).text
+        assert 'ptcli_queue_depth{model="model"} 5.0' in (await client.get("/metrics")).text
         gate.set()
         assert [r.status_code for r in await asyncio.gather(first, *rest)] == [200] * 6
         await client.post("/predict", content=b"{", headers={"Content-Type": "application/json"})
         text = (await client.get("/metrics")).text
-        assert 'ptcli_requests_total{route="/predict",status="200"} 6.0' in text
-        assert 'ptcli_requests_total{route="/predict",status="400"} 1.0' in text
-        assert 'ptcli_request_latency_seconds_bucket{le="0.005",route="/predict"}' in text
-        assert "ptcli_batch_size_count 2.0" in text and "ptcli_batch_size_sum 6.0" in text
-        assert "ptcli_queue_depth 0.0" in text
+        assert 'ptcli_requests_total{model="model",route="/predict",status="200"} 6.0' in text
+        assert 'ptcli_requests_total{model="model",route="/predict",status="400"} 1.0' in text
+        assert 'ptcli_request_latency_seconds_bucket{le="0.005",model="model",route="/predict"}' in text
+        assert 'ptcli_batch_size_count{model="model"} 2.0' in text and 'ptcli_batch_size_sum{model="model"} 6.0' in text
+        assert 'ptcli_queue_depth{model="model"} 0.0' in text and 'ptcli_dropped_inputs_total{model="model"} 0.0' in text
 
     run_app(_toy(predict=predict), checks, max_wait_ms=0)
 
@@ -370,7 +370,7 @@ def test_the_real_model_answers_each_concurrent_request_with_its_own_image(cli, 
         assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read image")
         assert "BytesIO" not in bad.json()["error"]
         page = await client.get("/")
-        assert page.status_code == 200 and 'id="file"' in page.text and "classify-image" in page.text
+        assert page.status_code == 200 and '"kind": "image"' in page.text and "classify-image" in page.text
 
     run_app(lambda: lite0_servable, checks, max_batch=8, max_wait_ms=20)
 
@@ -529,7 +529,7 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(queued):
         deadline = time.time() + 20
         while time.time() < deadline:
             depth = [line for line in httpx.get(f"{server.url}/metrics").text.splitlines() if line.startswith("ptcli_queue_depth")]
-            if depth and float(depth[0].split()[-1]) == queued:
+            if depth and float(depth[0].split()[-1]) == queued:  # ptcli_queue_depth{model="classify-image"} N
                 break
             time.sleep(0.05)
         else:
@@ -616,7 +616,8 @@ def test_every_option_comes_from_the_environment(cli, monkeypatch):
     command = typer.main.get_command(app).commands["serve"]
     for param in command.params:
         if param.name != "help":
-            assert param.envvar == f"PTCLI_SERVE_{param.name.upper()}", param.name
+            name = {"json_output": "json"}.get(param.name, param.name)
+            assert param.envvar == f"PTCLI_SERVE_{name.upper()}", param.name
     monkeypatch.setenv("PTCLI_SERVE_RECIPE", "unservable")
     result = cli("serve", plugins=[_unservable()])
     assert result.exit_code == 2 and "recipe unservable cannot be served" in result.stderr

@@ -133,7 +133,7 @@ def test_generate_text_serves_the_commands_json_and_streams_it(cli, server_of, t
         response = httpx.post(url, json=bad, timeout=30)
         assert response.status_code == 400 and message in response.json()["error"], (bad, response.text)
     page = httpx.get(server.url, timeout=30)
-    assert page.status_code == 200 and 'name="prompt"' in page.text
+    assert page.status_code == 200 and '"kind": "prompt"' in page.text
     code, _, err = server.stop()
     assert code == 0, err
 

@@ -121,6 +121,6 @@ def classify_text(
                  f"{predictor.classifier.encoder.max_length} tokens and were cut to fit the model")
 
     fmt = ResultFormat(human=lambda text, result: format_predictions(_preview(text), result["predictions"]),
-                       fields=lambda text, result: {"predictions": result["predictions"]}, key=lambda text: {"text": text},
+                       fields=lambda text, result: {"predictions": result["predictions"], "truncated": result["truncated"]}, key=lambda text: {"text": text},
                        label=lambda number, text: f"text {number}", noun="texts", failed="could not be classified")
     emit_results(results, fmt, total=len(inputs), json_output=json_output, before_exit=warn_cut)

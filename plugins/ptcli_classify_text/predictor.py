@@ -34,7 +34,8 @@ class TextClassifierPredictor(Predictor):
     def decode(self, item: str) -> Sample:
         from .inference import check_text
 
-        return Sample(check_text(item), item)
+        text = check_text(item)
+        return Sample(text, (item, not self.classifier.encoder.fits(text)))
 
     def preprocess(self, texts: list[str]):
         return self.encode(texts)
@@ -42,10 +43,13 @@ class TextClassifierPredictor(Predictor):
     def forward(self, batch):
         return self.classifier.logits(batch).float().softmax(dim=-1).cpu()
 
-    def postprocess(self, probabilities, text) -> dict:
+    def postprocess(self, probabilities, meta) -> dict:
+        """The text, its predictions, and whether the model read only its start (``truncated``)."""
         from ptcli.inference.results import top_predictions
 
-        return {"text": text, "predictions": top_predictions(probabilities, self.labels, self.k, with_index=False)}
+        text, cut = meta
+        return {"text": text, "predictions": top_predictions(probabilities, self.labels, self.k, with_index=False),
+                "truncated": cut}
 
     def evaluate(self, data, *, batch_size: int) -> dict:
         """Accuracy, top-5, per-class precision and recall and the confusion matrix on a labelled

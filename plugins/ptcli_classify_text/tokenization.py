@@ -86,6 +86,10 @@ class TextEncoder:
             mask[i, : len(row)] = 1
         return {"input_ids": input_ids, "attention_mask": mask}, truncated
 
+    def fits(self, text: str) -> bool:
+        """Whether ``text`` is within ``max_length`` tokens (else the model reads its start)."""
+        return len(self.tokenizer.encode(text).ids) <= self.max_length
+
     def _cut(self, ids: list[int], special: list[int]) -> list[int]:
         """The first max_length tokens, keeping a closing special token ([SEP], </s>) last."""
         if len(ids) <= self.max_length:

@@ -70,6 +70,7 @@ def generate_text(
     repetition_penalty: Annotated[float, typer.Option(metavar="R", help="Above 0; above 1 discourages repeating tokens, 1 leaves them be.")] = 1.0,
     num_return_sequences: Annotated[int, typer.Option(min=1, metavar="N", help="Continuations per prompt.")] = 1,
     seed: Annotated[int | None, typer.Option(metavar="S", help="Seed for reproducible sampling.")] = None,
+    stop: Annotated[list[str] | None, typer.Option("--stop", metavar="TEXT", help="End the generation where TEXT first appears (not shown); repeatable, up to 4.", show_default=False)] = None,
     stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Print tokens as they are generated [default: on a terminal].", show_default=False)] = None,
     interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep asking for prompts (empty line or Ctrl-D ends).")] = False,
     dtype: Annotated[str, typer.Option(metavar="auto|fp32|bf16|fp16", help="Weights precision; auto: fp32 on the CPU, fp16 on a GPU.")] = "auto",
@@ -104,7 +105,10 @@ def generate_text(
     target = resolve_device(device, RECIPE.devices.devices)
     precision = _dtype(dtype, target)
     set_trust_remote_code(trust_remote_code)
-    settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed)
+    stops = tuple(stop or ())
+    if len(stops) > 4 or not all(stops):
+        raise UsageError("--stop takes a non-empty text, up to 4 times")
+    settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, stops)
     lm = load_language_model(model, checkpoint, dtype=precision)
     if export_hf is not None:
         folder = write_hf(lm, export_hf)

@@ -18,6 +18,8 @@ class Settings:
     repetition_penalty: float = 1.0
     num_return_sequences: int = 1
     seed: int | None = None
+    #: Texts that end a generation where they first appear (not part of it), as OpenAI's stop.
+    stop: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -30,6 +32,11 @@ class Result:
     generations: list[str]
     new_tokens: int
     seconds: float
+    prompt_tokens: int = 0
+    #: Per generation: the tokens it made, and why it ended ("stop": the end-of-text token or a
+    #: stop text; "length": max_new_tokens).
+    completion_tokens: list[int] | None = None
+    finish_reasons: list[str] | None = None
 
     @property
     def tokens_per_second(self) -> float:
@@ -88,6 +95,43 @@ class _TextSink:
         self._flush(final=True)
 
 
+def cut_at_stop(text: str, stops) -> tuple[str, bool]:
+    """``text`` up to the first of ``stops`` in it, and whether one was there."""
+    ends = [text.find(stop) for stop in stops if stop and stop in text]
+    return (text[:min(ends)], True) if ends else (text, False)
+
+
+class _StopFilter:
+    """Passes streamed text on, holding back what may be the start of a stop text, and nothing
+    from the first stop text on: a stream shows what the whole answer shows."""
+
+    def __init__(self, stops, write: Callable[[str], None]) -> None:
+        self.stops, self.write = [stop for stop in stops if stop], write
+        self.held, self.stopped = "", False
+
+    def __call__(self, text: str) -> None:
+        if self.stopped:
+            return
+        self.held += text
+        kept, found = cut_at_stop(self.held, self.stops)
+        if found:
+            self.stopped = True
+            self.held = ""
+            if kept:
+                self.write(kept)
+            return
+        partial = max((k for stop in self.stops for k in range(1, len(stop)) if self.held.endswith(stop[:k])), default=0)
+        ready = self.held[:len(self.held) - partial]
+        if ready:
+            self.write(ready)
+            self.held = self.held[len(ready):]
+
+    def end(self) -> None:
+        if not self.stopped and self.held:
+            self.write(self.held)
+        self.held = ""
+
+
 def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[str], None] | None = None) -> Result:
     """Continue ``prompt``; with ``stream`` (one sequence only), pass text pieces to it as they
     are generated."""
@@ -108,12 +152,25 @@ def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[s
         kwargs.update(do_sample=False, top_k=None, top_p=None, temperature=None)
     else:
         kwargs.update(do_sample=True, temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+    if settings.stop:
+        kwargs.update(stop_strings=list(settings.stop), tokenizer=lm.tokenizer)
+    gate = None
     if stream is not None:
-        kwargs["streamer"] = _TextSink(lm.tokenizer, stream)
+        gate = _StopFilter(settings.stop, stream) if settings.stop else None
+        kwargs["streamer"] = _TextSink(lm.tokenizer, gate or stream)
     start = time.perf_counter()
     with torch.inference_mode():
         output = lm.model.generate(ids, **kwargs)
     seconds = time.perf_counter() - start
+    if gate is not None:
+        gate.end()
     new = output[:, ids.shape[1]:]
-    texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
-    return Result(prompt, texts, int(new.numel()), seconds)
+    ends = {token for token in (lm.tokenizer.eos_token_id, kwargs["pad_token_id"]) if token is not None}
+    texts, counts, reasons = [], [], []
+    for row in new.tolist():
+        made = next((i for i, token in enumerate(row) if token in ends), None)
+        text, stopped = cut_at_stop(lm.tokenizer.decode(row[:made], skip_special_tokens=True), settings.stop)
+        texts.append(text)
+        counts.append(len(row) if made is None else made)
+        reasons.append("stop" if stopped or made is not None else "length")
+    return Result(prompt, texts, sum(counts), seconds, int(ids.shape[1]), counts, reasons)

@@ -36,17 +36,31 @@ class TextGenerator(Predictor):
         return cls(lm, device, settings or Settings(), title=f"generate-text ({source.describe(DEFAULT_MODEL)})")
 
     def decode(self, item) -> Sample:
-        """A prompt (a text, or a request's JSON object: {"prompt", and any of REQUEST_SETTINGS})
-        checked against the model's context, with its settings."""
+        """A prompt (a text, or a request's JSON object: {"prompt", and any of REQUEST_SETTINGS}),
+        or a conversation ({"messages": [...], ...}, through the chat template), checked against
+        the model's context, with its settings."""
         from ptcli.errors import InputError
 
         from .generation import check_fits
 
         request = item if isinstance(item, dict) else {"prompt": item}
+        plain_chat = False
+        if "messages" in request:
+            from .chat import chat_prompt, has_template, read_messages
+
+            if "prompt" in request:
+                raise InputError("send a prompt or messages, not both")
+            request = dict(request)
+            request["prompt"] = chat_prompt(self.lm.tokenizer, read_messages(request.pop("messages")))
+            plain_chat = not has_template(self.lm.tokenizer)
         prompt = request.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError('the prompt is empty or missing; send {"prompt": "text to continue", ...}')
         settings = self._settings(request)
+        if plain_chat:
+            from .chat import PLAIN_STOP
+
+            settings = replace(settings, stop=(*settings.stop, PLAIN_STOP))
         if request.get("stream") is True and settings.num_return_sequences != 1:
             raise InputError("a stream carries one generation; drop num_return_sequences or stream")
         try:
@@ -58,10 +72,11 @@ class TextGenerator(Predictor):
     def _settings(self, request: dict):
         from ptcli.errors import InputError
 
-        unknown = sorted(set(request) - set(REQUEST_SETTINGS) - {"prompt", "stream"})
+        unknown = sorted(set(request) - set(REQUEST_SETTINGS) - {"prompt", "messages", "stream", "stop"})
         if unknown:
-            raise InputError(f"unknown field {unknown[0]!r}; a request may set {', '.join(['prompt', *REQUEST_SETTINGS, 'stream'])}")
-        changes = {}
+            raise InputError(f"unknown field {unknown[0]!r}; a request may set "
+                             f"{', '.join(['prompt', 'messages', *REQUEST_SETTINGS, 'stop', 'stream'])}")
+        changes = {"stop": _stops(request.get("stop"))} if request.get("stop") is not None else {}
         for key, kind in REQUEST_SETTINGS.items():
             value = request.get(key)
             if value is None:
@@ -83,7 +98,8 @@ class TextGenerator(Predictor):
 
     def postprocess(self, result, meta) -> dict:
         return {"prompt": result.prompt, "generations": result.generations,
-                "tokens_per_second": round(result.tokens_per_second, 2)}
+                "tokens_per_second": round(result.tokens_per_second, 2), "prompt_tokens": result.prompt_tokens,
+                "completion_tokens": result.completion_tokens, "finish_reasons": result.finish_reasons}
 
     def stream(self, sample: Sample, emit) -> dict:
         from .generation import generate
@@ -98,3 +114,13 @@ class TextGenerator(Predictor):
     def warmup(self):
         return {"prompt": "Hello", "max_new_tokens": 1}
 
+
+
+def _stops(value) -> tuple[str, ...]:
+    """A request's stop: a text or a list of up to 4 (OpenAI's limit)."""
+    from ptcli.errors import InputError
+
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or len(stops) > 4 or not all(isinstance(stop, str) and stop for stop in stops):
+        raise InputError("stop must be a non-empty text or a list of up to 4")
+    return tuple(stops)

@@ -1,9 +1,12 @@
-"""The FastAPI app: /health, /ready, /predict, /metrics and the page at /.
+"""The FastAPI app: ptcli's own routes (/, /health, /ready, /metrics, /predict/{name}), the Open
+Inference Protocol v2 (``v2.py``), OpenAI's for language models (``openai_api.py``), and the
+OpenAPI schema of them all at /openapi.json (/docs to read it).
 
-The model loads in a thread after the server starts, so /health answers at once and /ready
-says 503 until the model is loaded and warm. Every error is a JSON object {"error": ...};
-nothing a client sends can take the server down or show it a traceback. One JSON log line
-per request goes to stderr, its id also in the X-Request-ID response header.
+Models load in the background after the server starts, so /health answers at once and /ready
+says 503 until every model is loaded and warm. Every error is a JSON object {"error": ...}
+(OpenAI's shape on /v1); nothing a client sends can take the server down, show it a traceback
+or count as a server error. One JSON log line per request goes to stderr, its id also in the
+X-Request-ID response header.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 import uuid
@@ -20,16 +24,22 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ptcli.errors import InputError, one_line
+from ptcli.errors import one_line
 
-from .batcher import Batcher, QueueFull
-from .requests import RequestError, parse
-from .spec import Servable
+from . import schema
+from .auth import Keys
+from .requests import ClientGone, RequestError, parse
+from .workers import Hooks, LocalModel, Refused, unavailable
 
-ROUTES = ("/", "/health", "/ready", "/predict", "/metrics")
+#: ptcli's own routes (the protocols' are in v2.ROUTES and openai_api.ROUTES).
+ROUTES = ("/", "/health", "/ready", "/metrics", "/predict", "/predict/{name}", "/openapi.json", "/docs")
+#: Routes open without an API key: what a load balancer or Kubernetes probes.
+OPEN_ROUTES = ("/health", "/ready", "/v2/health/live", "/v2/health/ready")
+#: 499 (nginx's "client closed request"): counted and logged, never sent.
+CLIENT_GONE = 499
+_REQUEST_ID = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 @dataclass
@@ -40,14 +50,53 @@ class Settings:
     max_body_mb: float = 20.0
     timeout_s: float = 30.0
     allow_urls: bool = False
+    api_keys: tuple[str, ...] = ()
 
 
 class State:
-    def __init__(self) -> None:
-        self.servable: Servable | None = None
-        self.load_error: str | None = None
-        self.batcher: Batcher | None = None
+    """The server's models by name, its settings and metrics."""
+
+    def __init__(self, models: list, settings: Settings) -> None:
+        from .metrics import Metrics
+
+        self.models = {model.name: model for model in models}
+        self.settings = settings
+        self.metrics = Metrics()
         self.on_load_error: Callable[[str], None] = lambda message: None
+
+    # The single model of a one-model server (the tests and the old names reach it so).
+    @property
+    def only(self):
+        return next(iter(self.models.values())) if len(self.models) == 1 else None
+
+    @property
+    def servable(self):
+        return getattr(self.only, "servable", None)
+
+    @property
+    def load_error(self):
+        return getattr(self.only, "load_error", None)
+
+    @property
+    def batcher(self):
+        return getattr(self.only, "batcher", None)
+
+    def model(self, name: str):
+        model = self.models.get(name)
+        if model is None:
+            raise RequestError(404, f"no model {name!r}; this server has {', '.join(self.models)}")
+        return model
+
+    def ready_model(self, name: str):
+        """The model named, loaded (else 503, saying why)."""
+        model = self.model(name)
+        if model.info is None:
+            refused = unavailable(model.load_error)
+            raise RequestError(refused.status, refused.message, refused.headers)
+        return model
+
+    def deadline(self, request: Request) -> float:
+        return request.state.arrived + self.settings.timeout_s
 
 
 def log(record: dict) -> None:
@@ -55,143 +104,181 @@ def log(record: dict) -> None:
     sys.stderr.flush()
 
 
-def create_app(load: Callable[[], Servable], settings: Settings | None = None):
-    """The app; ``load()`` builds the Servable (in a thread, once the server runs)."""
-    from .metrics import Metrics
-    from .page import page
+def request_id(header: str | None) -> str:
+    """The client's X-Request-ID, kept to 64 safe characters (a log line is not the place for
+    a client's 10 KB), else a new one."""
+    kept = _REQUEST_ID.sub("", header or "")[:64]
+    return kept or uuid.uuid4().hex[:16]
 
+
+def error_body(path: str, message: str) -> dict:
+    if path.startswith("/v1/"):  # OpenAI's clients read error.message
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
+    return {"error": message}
+
+
+def create_app(models, settings: Settings | None = None):
+    """The app over ``models`` (LocalModel or ReplicaPool objects, each named), or over one
+    model that ``models()`` loads (a Servable), named "model"."""
     settings = settings or Settings()
-    state = State()
-    metrics = Metrics(lambda: len(state.batcher.pending) if state.batcher else 0)
-
-    def load_and_warm() -> Servable:
-        servable = load()
-        if servable.warmup is not None:
-            servable.predict([servable.warmup])
-        return servable
-
-    async def loading() -> None:
-        try:
-            state.servable = await state.batcher.on_model_thread(load_and_warm)
-            state.batcher.predict = state.servable.predict
-            log({"event": "ready", "model": state.servable.title})
-        except Exception as exc:  # the model cannot load: say so once, and on /ready
-            state.load_error = one_line(exc)
-            log({"event": "load_failed", "error": state.load_error})
-            state.on_load_error(state.load_error)
+    if callable(models):
+        models = [LocalModel("model", models)]
+    for model in models:
+        model.max_queue, model.timeout_s = settings.max_queue, settings.timeout_s
+    state = State(models, settings)
+    keys = Keys(settings.api_keys)
+    for model in models:
+        state.metrics.add_model(model.name, model.queue_depth)
+        model.hooks = Hooks(on_batch=state.metrics.batch_size.labels(model=model.name).observe,
+                            on_drop=state.metrics.dropped.labels(model=model.name).inc, log=log,
+                            on_restart=state.metrics.restarts.labels(model=model.name).inc)
+        model.on_load_error = lambda message, name=model.name: state.on_load_error(
+            message if len(state.models) == 1 else f"model {name}: {message}")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state.batcher = Batcher(lambda items: [], max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                                max_queue=settings.max_queue, on_batch=metrics.batch_size.observe)
-        state.batcher.start()
-        task = asyncio.get_running_loop().create_task(loading())
+        for model in models:
+            await model.start()
         yield
-        task.cancel()
-        await state.batcher.stop()
+        await asyncio.gather(*(model.stop() for model in models))
 
-    app = FastAPI(title="ptcli serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="ptcli serve", version=_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None,
+                  description=schema.DESCRIPTION, openapi_tags=schema.TAGS)
     app.state.ptcli = state
 
-    def error(status: int, message: str, headers: dict | None = None):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    def error(request: Request, status: int, message: str, headers: dict | None = None):
+        return JSONResponse(error_body(request.url.path, message), status_code=status, headers=headers)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        ident = request_id(request.headers.get("x-request-id"))
+        request.state.arrived = time.monotonic()
         request.state.batch_size = None
+        request.state.model = ""
         start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as exc:  # a bug of ours: the client gets a line, the log the cause
-            log({"event": "error", "id": request_id, "error": one_line(exc)})
-            response = error(500, "internal error; see the server's log")
+        if keys and request.url.path not in OPEN_ROUTES and not keys.allows(request.headers.get("authorization")):
+            response = error(request, 401, "missing or wrong API key; send Authorization: Bearer KEY",
+                             {"WWW-Authenticate": "Bearer"})
+        else:
+            try:
+                response = await call_next(request)
+            except ClientGone:
+                response = Response(status_code=CLIENT_GONE)
+            except Exception as exc:  # a bug of ours: the client gets a line, the log the cause
+                log({"event": "error", "id": ident, "error": one_line(exc)})
+                response = error(request, 500, "internal error; see the server's log")
         seconds = time.perf_counter() - start
-        route = request.url.path if request.url.path in ROUTES else "other"
-        response.headers["X-Request-ID"] = request_id
-        metrics.observe(route, response.status_code, seconds)
-        log({"id": request_id, "method": request.method, "route": route, "status": response.status_code,
-             "latency_ms": round(seconds * 1000, 2), "batch_size": request.state.batch_size})
+        route = getattr(request.scope.get("route"), "path", "other")
+        response.headers["X-Request-ID"] = ident
+        state.metrics.observe(route, response.status_code, seconds, request.state.model)
+        log({"id": ident, "method": request.method, "route": route, "model": request.state.model,
+             "status": response.status_code, "latency_ms": round(seconds * 1000, 2), "batch_size": request.state.batch_size})
         return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail) if exc.status_code != 404 else f"no route {request.url.path}; "
-                     f"the routes are {', '.join(ROUTES)}", getattr(exc, "headers", None))
+        if exc.status_code == 404:
+            return error(request, 404, f"no route {request.method} {_short(request.url.path)}; see /docs for the routes")
+        return error(request, exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, exc):
-        return error(400, f"bad request: {one_line(exc)}")
+        return error(request, 400, f"bad request: {one_line(exc)}")
 
     @app.exception_handler(RequestError)
     async def request_error(request, exc: RequestError):
-        return error(exc.status, exc.message, exc.headers)
+        return error(request, exc.status, exc.message, exc.headers)
 
-    @app.get("/health")
+    @app.exception_handler(Refused)
+    async def refused(request, exc: Refused):
+        return error(request, exc.status, exc.message, exc.headers)
+
+    @app.get("/health", tags=["ptcli"], summary="Alive", responses=schema.responses(200, body=schema.STATUS))
     async def health():
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", tags=["ptcli"], summary="Every model loaded and warm",
+             responses=schema.responses(200, 503, body=schema.READY))
     async def ready():
-        if state.servable is not None:
-            return {"status": "ready", "model": state.servable.title}
-        if state.load_error is not None:
-            return error(503, f"the model failed to load: {state.load_error}")
-        return error(503, "the model is loading", {"Retry-After": "1"})
+        for name, model in state.models.items():
+            if model.info is None:
+                refused = unavailable(model.load_error)
+                message = refused.message if len(state.models) == 1 else f"model {name}: {refused.message}"
+                return JSONResponse({"error": message}, status_code=503, headers=refused.headers)
+        return {"status": "ready", "models": {name: model.info.title for name, model in state.models.items()}}
 
-    @app.get("/metrics")
+    @app.get("/metrics", tags=["ptcli"], summary="Prometheus metrics", response_class=Response,
+             responses=schema.responses(200, media="text/plain"))
     async def prometheus():
-        body, content_type = metrics.render()
+        body, content_type = state.metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.get("/", response_class=HTMLResponse, tags=["ptcli"], summary="A page to try the models",
+             responses=schema.responses(200, 503, media="text/html"))
     async def index():
-        if state.servable is None:
-            return error(503, "the model is loading", {"Retry-After": "1"})
-        return HTMLResponse(page(state.servable.kind, state.servable.title))
+        from .page import page
 
-    @app.post("/predict")
+        loaded = {name: model.info for name, model in state.models.items() if model.info is not None}
+        if not loaded:
+            return JSONResponse({"error": "the model is loading"}, status_code=503, headers={"Retry-After": "1"})
+        return HTMLResponse(page(loaded))
+
+    async def predict_with(name: str, request: Request):
+        request.state.model = name if name in state.models else ""
+        model = state.ready_model(name)
+        info = model.info
+        deadline = state.deadline(request)
+        raw, names, many = await parse(request, info.kind, limit=int(settings.max_body_mb * 1e6),
+                                       allow_urls=settings.allow_urls, deadline=deadline)
+        if info.streams and not many and _wants_stream(request, raw[0]):
+            events = await model.stream(raw[0], deadline=deadline)
+            return _sse(event async for event in events)
+        want_file = info.media_type is not None and not many and info.media_type in request.headers.get("accept", "")
+        outcomes = await model.predict(raw, deadline=deadline, want_file=want_file)
+        sizes = [outcome.batch_size for outcome in outcomes if outcome.batch_size]
+        request.state.batch_size = max(sizes) if sizes else None
+        if not many:
+            outcome = outcomes[0]
+            if outcome.error is not None:
+                raise RequestError(outcome.status, outcome.error)
+            if outcome.file is not None:  # the file itself, as the client asked
+                return Response(outcome.file, media_type=info.media_type)
+        rows = [({"input": label} if label else {}) | (jsonable(o.result) if o.error is None else {"error": o.error})
+                for label, o in zip(names, outcomes)]
+        return rows if many else rows[0]
+
+    @app.post("/predict/{name}", tags=["ptcli"], summary="Predict with the model named",
+              openapi_extra=schema.PREDICT_BODY, responses=schema.responses(200, 400, 404, 408, 413, 415, 500, 503, 504,
+                                                                           body=schema.RESULT, extra_media=schema.PREDICT_ANSWERS))
+    async def predict_named(name: str, request: Request):
+        return await predict_with(name, request)
+
+    @app.post("/predict", tags=["ptcli"], summary="Predict (a server of one model)",
+              openapi_extra=schema.PREDICT_BODY, responses=schema.responses(200, 400, 404, 408, 413, 415, 500, 503, 504,
+                                                                           body=schema.RESULT, extra_media=schema.PREDICT_ANSWERS))
     async def predict(request: Request):
-        servable = state.servable
-        if servable is None:
-            raise RequestError(503, state.load_error and f"the model failed to load: {state.load_error}" or "the model is loading",
-                               {"Retry-After": "1"})
-        raw, names, many = await parse(request, servable.kind, limit=int(settings.max_body_mb * 1e6), allow_urls=settings.allow_urls)
-        try:
-            items = [await run_in_threadpool(servable.decode, item) for item in raw]
-        except InputError as exc:
-            raise RequestError(400, str(exc)) from exc
-        predictor = servable.predictor
-        if predictor is not None and predictor.streams and not many and _wants_stream(request, raw[0]):
-            return _stream(predictor, items[0], state.batcher)
-        try:
-            futures = [state.batcher.submit(item) for item in items]
-        except QueueFull:
-            raise RequestError(503, f"the queue is full ({settings.max_queue} inputs waiting); retry shortly",
-                               {"Retry-After": "1"}) from None
-        try:
-            done = await asyncio.wait_for(asyncio.gather(*futures), settings.timeout_s)
-        except TimeoutError:
-            for future in futures:
-                future.cancel()
-            raise RequestError(504, f"no result within --timeout-s {settings.timeout_s:g} s") from None
-        except InputError as exc:
-            raise RequestError(400, str(exc)) from exc
-        except Exception as exc:  # the model failed on this batch; the server goes on
-            raise RequestError(500, f"prediction failed: {one_line(exc)}") from exc
-        request.state.batch_size = max(size for _, size in done)
-        media = getattr(predictor, "media_type", None)
-        if media is not None and not many and media in request.headers.get("accept", ""):
-            data = predictor.encode(done[0][0])
-            if data is not None:  # the file itself, as the client asked
-                return Response(data, media_type=media)
-        results = [({"input": name} if name else {}) | _jsonable(result) for name, (result, _) in zip(names, done)]
-        return results if many else results[0]
+        if state.only is None:
+            raise RequestError(404, f"this server has several models; POST to /predict/NAME ({', '.join(state.models)})")
+        return await predict_with(state.only.name, request)
 
+    from . import openai_api, v2
+
+    v2.add_routes(app, state)
+    openai_api.add_routes(app, state)
     return app
 
 
-def _jsonable(result: dict) -> dict:
+def _version() -> str:
+    from ptcli import __version__
+
+    return __version__
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= 80 else path[:77] + "..."
+
+
+def jsonable(result: dict) -> dict:
     """A result with its files (bytes) as base64 strings."""
     import base64
 
@@ -203,32 +290,13 @@ def _wants_stream(request: Request, item) -> bool:
         "text/event-stream" in request.headers.get("accept", "")
 
 
-def _stream(predictor, sample, batcher: Batcher):
-    """Server-sent events: ``data: {"text": piece}`` as each piece is made, then the whole
-    result as ``data: {"result": {...}}`` (or ``data: {"error": ...}``) and ``data: [DONE]``.
-    The generation runs on the model thread, between batches, like any other prediction."""
+def _sse(events):
+    """Server-sent events: each event as ``data: {...}``, then ``data: [DONE]``."""
     from fastapi.responses import StreamingResponse
 
-    loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue = asyncio.Queue()
+    async def lines():
+        async for event in events:
+            yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
 
-    def run() -> None:
-        try:
-            final = {"result": predictor.stream(sample, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, {"text": text}))}
-        except Exception as exc:  # the stream has begun (200): the error goes in it, as an event
-            final = {"error": one_line(exc) if not isinstance(exc, InputError) else str(exc)}
-        loop.call_soon_threadsafe(pieces.put_nowait, final)
-
-    async def events():
-        job = asyncio.ensure_future(batcher.on_model_thread(run))
-        try:
-            while True:
-                event = await pieces.get()
-                yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-                if "text" not in event:
-                    break
-            yield "data: [DONE]\n\n"
-        finally:
-            await job
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -1,6 +1,9 @@
 """Dynamic batching: requests' inputs wait in one queue; a loop takes up to ``max_batch`` of
 them, waiting at most ``max_wait_ms`` after the first, and runs the model on them in its own
-thread, off the event loop. Each input's future gets its own row of the result."""
+thread, off the event loop. Each input's future gets its own row of the result.
+
+An input whose deadline passes while it waits is dropped before the model sees it: its
+request has been answered 504 already, and a forward pass for it would only delay the rest."""
 
 from __future__ import annotations
 
@@ -14,12 +17,17 @@ class QueueFull(Exception):
     """The queue holds ``max_queue`` inputs already."""
 
 
+class Expired(TimeoutError):
+    """The input's deadline passed before the model could take it."""
+
+
 class Batcher:
     def __init__(self, predict: Callable[[list], list], *, max_batch: int, max_wait_ms: float, max_queue: int,
-                 on_batch: Callable[[int], None] = lambda size: None) -> None:
+                 on_batch: Callable[[int], None] = lambda size: None,
+                 on_drop: Callable[[int], None] = lambda count: None) -> None:
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
-        self.on_batch = on_batch
+        self.on_batch, self.on_drop = on_batch, on_drop
         # A deque and events rather than asyncio.Queue: a get() timed out by wait_for can lose
         # its item on Python 3.11; here nothing leaves the deque but by the loop's own hand.
         self.pending: deque = deque()
@@ -44,12 +52,13 @@ class Batcher:
         one thread only."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
-    def submit(self, item) -> asyncio.Future:
-        """A future for ``item``'s result: (result, size of the batch it ran in)."""
+    def submit(self, item, deadline: float | None = None) -> asyncio.Future:
+        """A future for ``item``'s result: (result, size of the batch it ran in). ``deadline``
+        (the event loop's clock): past it, the input is dropped unrun (``Expired``)."""
         if len(self.pending) >= self.max_queue:
             raise QueueFull
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((item, future))
+        self.pending.append((item, future, deadline))
         self._arrived.set()
         return future
 
@@ -67,11 +76,19 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-        batch = []
+        batch, dropped = [], 0
+        now = asyncio.get_running_loop().time()
         while self.pending and len(batch) < self.max_batch:
-            item, future = self.pending.popleft()
-            if not future.done():  # its request timed out or went away: skip the work
+            item, future, deadline = self.pending.popleft()
+            if future.done():  # its request timed out or went away: skip the work
+                dropped += 1
+            elif deadline is not None and deadline <= now:
+                future.set_exception(Expired())
+                dropped += 1
+            else:
                 batch.append((item, future))
+        if dropped:
+            self.on_drop(dropped)
         return batch
 
     async def _loop(self) -> None:

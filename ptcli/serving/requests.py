@@ -1,12 +1,17 @@
 """A /predict request's inputs: the body read up to its limit (refused from Content-Length
-before any of it is read), then by content type: multipart files, raw bytes, base64 or texts
-in JSON, plain text, or (with --allow-urls) an image_url."""
+before any of it is read) and its deadline (a body that stops coming is a 408), then by
+content type: multipart files, raw bytes, base64 or texts in JSON, plain text in its charset,
+or (with --allow-urls) an image_url."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import codecs
 import json
+import re
+import time
 
 from .spec import AUDIO, IMAGE, PROMPT, TEXT
 
@@ -19,51 +24,108 @@ class RequestError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-async def read_body(request, limit: int) -> bytes:
+class ClientGone(Exception):
+    """The client went away before its request was read: nobody is left to answer."""
+
+
+async def read_body(request, limit: int, deadline: float | None = None) -> bytes:
+    """The body, up to ``limit`` bytes, arriving before ``deadline`` (time.monotonic())."""
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestError(413, f"the body is {int(length) / 1e6:.1f} MB, over the server's --max-body-mb of {limit / 1e6:g} MB")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"the body is over the server's --max-body-mb of {limit / 1e6:g} MB")
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"the body is over the server's --max-body-mb of {limit / 1e6:g} MB")
+            chunks.append(chunk)
+
+    try:
+        if deadline is None:
+            await read()
+        else:
+            await asyncio.wait_for(read(), max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        raise RequestError(408, f"the body did not arrive in time ({size} bytes of "
+                           f"{length if length is not None else 'an unknown length'} came)", {"Connection": "close"}) from None
+    except ClientDisconnect:
+        raise ClientGone from None
     return b"".join(chunks)
+
+
+def charset(request, default: str = "utf-8") -> str:
+    """The Content-Type's charset (a known codec), else ``default``."""
+    header = request.headers.get("content-type", "")
+    match = re.search(r";\s*charset=\"?([A-Za-z0-9._:-]+)\"?", header, re.IGNORECASE)
+    if match is None:
+        return default
+    try:
+        return codecs.lookup(match.group(1)).name
+    except LookupError:
+        raise RequestError(415, f"unknown charset {match.group(1)!r}; send UTF-8") from None
+
+
+def loads_json(body: bytes, encoding: str = "utf-8"):
+    """A JSON body; anything malformed (bad bytes, syntax, nesting too deep) is a 400."""
+    try:
+        return json.loads(body.decode(encoding))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"malformed JSON: {exc}") from exc
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
 
 
 def _media_type(request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _b64(value, field: str) -> bytes:
+_DATA_URL = re.compile(r"^data:[^,;]*(;[^,;=]+=[^,;]*)*;base64,", re.IGNORECASE)
+
+
+def b64decode(value, field: str) -> bytes:
+    """Base64 as clients send it: plain, with MIME line breaks, or a ``data:...;base64,`` URL."""
     if not isinstance(value, str):
-        raise RequestError(400, f"\"{field}\" must be a base64 string")
+        raise RequestError(400, f"\"{field}\" must be a base64 string (got {type(value).__name__})")
+    text = _DATA_URL.sub("", value.strip(), count=1)
+    text = re.sub(r"\s+", "", text)
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise RequestError(400, f"\"{field}\" is not valid base64: {exc}") from exc
 
 
-def _texts(value) -> list[str]:
+def as_items(value, field: str) -> list:
+    """A value or a list of them, as a non-empty list."""
     items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(item, str) for item in items):
+    if not items:
+        raise RequestError(400, f"\"{field}\" is an empty list; send at least one")
+    return items
+
+
+def _texts(value) -> list[str]:
+    items = as_items(value, "text")
+    if not all(isinstance(item, str) for item in items):
         raise RequestError(400, 'send {"text": "..."} or {"text": ["...", ...]} (strings)')
     return items
 
 
 def _prompts(payload) -> tuple[list, list, bool]:
     """A language model's requests: {"prompt": ..., settings...}, a list of them, or strings."""
-    items = payload if isinstance(payload, list) else [payload]
-    if not items or not all(isinstance(item, dict) and "prompt" in item or isinstance(item, str) for item in items):
+    items = as_items(payload, "prompt")
+    if not all(isinstance(item, dict) and "prompt" in item or isinstance(item, str) for item in items):
         raise RequestError(400, 'send {"prompt": "...", "max_new_tokens": N, ...} or a list of them')
     return items, [None] * len(items), isinstance(payload, list)
 
 
-async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[list, list, bool]:
+async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: float | None = None) -> tuple[list, list, bool]:
     """(raw inputs, their names or None, whether the request sent a list)."""
     media = _media_type(request)
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, deadline)
     if not body:
         raise RequestError(400, "the request body is empty")
     files = "an image" if kind == IMAGE else "a sound file"
@@ -83,10 +145,7 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[li
             raise RequestError(400, f"the form holds no file; upload {files} in a file field")
         return [await upload.read() for upload in uploads], [upload.filename for upload in uploads], len(uploads) > 1
     if media == "application/json":
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"malformed JSON: {exc}") from exc
+        payload = loads_json(body, charset(request))
         if kind == PROMPT:
             return _prompts(payload)
         if kind == TEXT:
@@ -104,13 +163,14 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool) -> tuple[li
         value = payload.get(kind, payload.get("data"))
         if value is None:
             raise RequestError(400, f'send {{"{kind}": BASE64}} or {{"{kind}": [BASE64, ...]}}')
-        items = value if isinstance(value, list) else [value]
-        return [_b64(item, kind) for item in items], [None] * len(items), isinstance(value, list)
+        items = as_items(value, kind)
+        return [b64decode(item, kind) for item in items], [None] * len(items), isinstance(value, list)
     if kind in (TEXT, PROMPT) and media in ("text/plain", ""):
+        encoding = charset(request)
         try:
-            return [body.decode("utf-8")], [None], False
+            return [body.decode(encoding)], [None], False
         except UnicodeDecodeError as exc:
-            raise RequestError(400, f"the text is not UTF-8: {exc}") from exc
+            raise RequestError(400, f"the text is not {encoding}: {exc}") from exc
     if kind in (IMAGE, AUDIO) and (media.startswith(f"{kind}/") or media == "application/octet-stream"):
         return [body], [None], False
     accepted = ("application/json, text/plain or multipart/form-data" if kind in (TEXT, PROMPT)
