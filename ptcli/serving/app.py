@@ -265,7 +265,28 @@ def create_app(models, settings: Settings | None = None):
 
     v2.add_routes(app, state)
     openai_api.add_routes(app, state)
+    app.openapi = lambda: _openapi(app, state)
     return app
+
+
+def _openapi(app, state) -> dict:
+    """FastAPI's schema, with what only the running server knows: the names its models go by
+    (so that a client generator or a fuzzer reaches them) and the one version of each."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                             tags=app.openapi_tags)
+        names = sorted(state.models)
+        for route in schema["paths"].values():
+            for operation in route.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter["in"] == "path" and parameter["name"] == "name":
+                        parameter["schema"] = {"type": "string", "enum": names, "title": "Name"}
+                    elif parameter["in"] == "path" and parameter["name"] == "version":
+                        parameter["schema"] = {"type": "string", "enum": ["1"], "title": "Version"}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _version() -> str:

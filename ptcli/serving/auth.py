@@ -29,8 +29,7 @@ def parse_keys(values, environment: str | None) -> tuple[str, ...]:
     """Keys from --api-key (repeatable) and PTCLI_SERVE_API_KEYS (comma-separated)."""
     from ptcli.errors import UsageError
 
-    keys = [*(values or ()), *((environment or "").split(","))]
-    keys = [key.strip() for key in keys if key.strip()]
+    keys = [key.strip() for value in [*(values or ()), environment or ""] for key in value.split(",") if key.strip()]
     for key in keys:
         if len(key) < 8 or any(ch.isspace() or not ch.isprintable() for ch in key):
             raise UsageError("an API key must be at least 8 printable characters, without spaces")

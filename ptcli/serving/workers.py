@@ -7,6 +7,7 @@ front but the request."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ from ptcli.errors import InputError, one_line
 
 from .batcher import Batcher, Expired, QueueFull
 from .spec import Servable
+
+
+#: One model loads at a time: imports (transformers' lazy modules) are not thread-safe, and
+#: loading several at once would only share the same cores.
+_LOADING = threading.Lock()
 
 
 @dataclass
@@ -113,9 +119,10 @@ class LocalModel:
             await self.batcher.stop()
 
     def _load_and_warm(self) -> Servable:
-        servable = self.load()
-        if servable.warmup is not None:
-            self._result_keys = tuple(servable.predict([servable.warmup])[0])
+        with _LOADING:
+            servable = self.load()
+            if servable.warmup is not None:
+                self._result_keys = tuple(servable.predict([servable.warmup])[0])
         return servable
 
     async def _loading(self) -> None:
