@@ -122,7 +122,7 @@ def create_app(models, settings: Settings | None = None):
     model that ``models()`` loads (a Servable), named "model"."""
     settings = settings or Settings()
     if callable(models):
-        models = [LocalModel("model", models)]
+        models = [LocalModel("model", models, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms)]
     for model in models:
         model.max_queue, model.timeout_s = settings.max_queue, settings.timeout_s
     state = State(models, settings)
