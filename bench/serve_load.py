@@ -1,7 +1,8 @@
 """`ptcli serve` under load: a load generator in a second process on 127.0.0.1 posts the shared
 photos to /predict at 1, 8 and 32 concurrent clients (bounded in count and time), against a
-server with batching (--max-batch 16) and without (--max-batch 1): requests/s, p50/p99 latency,
-errors, lost requests. Goals (CPU): no errors and none lost at any level; at 32 clients batching
+server with batching (--max-batch 16) and without (--max-batch 1), each with the model in the
+server's process (1 replica) and in 2 replica processes (--replicas 2): requests/s, p50/p99
+latency, errors, lost requests. Goals (CPU): no errors and none lost at any level; at 32 clients batching
 gives >= 1.3x the requests/s of unbatched; at 1 client, p50 within 15 ms of classify-image's own
 per-image model time (EfficientNet-Lite0, measured here in-process). Both servers run at once
 and each level alternates between them for --rounds rounds; each figure is the median round.
@@ -73,12 +74,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(max_batch: int):
+def start_server(max_batch: int, replicas: int = 1):
     import httpx
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "ptcli", "serve", "--recipe", "classify-image", "--port", str(port),
-                               "--max-batch", str(max_batch), "--device", "cpu"],
+                               "--max-batch", str(max_batch), "--device", "cpu", "--replicas", str(replicas)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -129,7 +130,7 @@ def main() -> None:
     photos = sorted(str(p) for p in (args.data / "imagefolder_photos").rglob("*.jpg"))[:32] or [str(REPO / "examples" / "cat.jpg")]
     figures, rows = {}, []
     batched = args.max_batch
-    servers = {size: start_server(size) for size in (batched, 1)}
+    servers = {(size, replicas): start_server(size, replicas) for size in (batched, 1) for replicas in (1, 2)}
     try:
         for level in LEVELS:
             runs = {size: [] for size in servers}
@@ -145,7 +146,7 @@ def main() -> None:
                 middle = {**middle, "errors": sum(r["errors"] for r in results), "lost": sum(r["lost"] for r in results),
                           "ok": sum(r["ok"] for r in results), "sent": sum(r["sent"] for r in results)}
                 figures[(size, level)] = middle
-                rows.append((f"max-batch {size:>2}, {level:>2} clients",
+                rows.append((f"max-batch {size[0]:>2}, {size[1]} replica{'s' if size[1] > 1 else ' '}, {level:>2} clients",
                              f"{middle['rps']:6.1f} req/s  p50 {middle['p50_ms']:7.1f} ms  p99 {middle['p99_ms']:7.1f} ms  "
                              f"errors {middle['errors']}  lost {middle['lost']}  ({middle['ok']}/{middle['sent']} in {args.rounds} rounds)"))
                 print(rows[-1][0], rows[-1][1], flush=True)
@@ -154,16 +155,18 @@ def main() -> None:
             server.terminate()
             server.wait(60)
     own = model_ms(photos)
-    p50 = figures[(batched, 1)]["p50_ms"]
+    p50 = figures[((batched, 1), 1)]["p50_ms"]
     clean = all(f["errors"] == 0 and f["lost"] == 0 for f in figures.values())
     rows.append(("classify-image model time per image", f"{own:.1f} ms"))
     rows.append(("1 client p50 over model time", f"{p50 - own:+.1f} ms (goal <= 15): {'OK' if p50 - own <= 15 else 'MISSED'}"))
     rows.append(("errors and lost requests", f"{'none' if clean else 'SOME'} (goal: none): {'OK' if clean else 'MISSED'}"))
-    ratio = figures[(batched, 32)]["rps"] / figures[(1, 32)]["rps"]
+    ratio = figures[((batched, 1), 32)]["rps"] / figures[((1, 1), 32)]["rps"]
+    replicas = figures[((batched, 2), 32)]["rps"] / figures[((batched, 1), 32)]["rps"]
+    rows.append(("32 clients, batched: 2 replicas / 1", f"{replicas:.2f}x"))
     record("serve p50 at 1 client, over model time", f"{p50:.1f} ms", f"{own:.1f} ms", None, "<= +15 ms", p50 - own <= 15)
     record("serve errors and lost requests", "0" if clean else "some", "", None, "none", clean)
     report(rows, ratio, TARGET, figure="serve req/s at 32 clients, batched / --max-batch 1",
-           ours=f"{figures[(batched, 32)]['rps']:.1f}", baseline=f"{figures[(1, 32)]['rps']:.1f}")
+           ours=f"{figures[((batched, 1), 32)]['rps']:.1f}", baseline=f"{figures[((1, 1), 32)]['rps']:.1f}")
 
 
 if __name__ == "__main__":

@@ -629,16 +629,18 @@ def test_every_option_comes_from_the_environment(cli, monkeypatch):
 
 # --- the page in a browser ------------------------------------------------------------------
 
-def test_the_page_uploads_an_image_in_headless_chromium(lite0_server):
-    """The page at /, in Debian's chromium driven over the DevTools protocol: an uploaded photo
-    shows its top label. The screenshot is kept in test-artifacts/serve-page.png."""
+import contextlib
+
+
+@contextlib.contextmanager
+def chromium_page(url):
+    """(call, evaluate) on ``url`` in Debian's headless chromium, over the DevTools protocol."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium not installed (apt-get install chromium)")
     from websockets.sync.client import connect
 
-    lite0_server.wait_ready()
-    profile = Path(REPO / "test-artifacts" / "chromium-profile")
+    profile = Path(REPO / "test-artifacts" / f"chromium-profile-{os.getpid()}")
     shutil.rmtree(profile, ignore_errors=True)
     chrome = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
                                f"--user-data-dir={profile}", "about:blank"], stderr=subprocess.PIPE, text=True)
@@ -651,9 +653,9 @@ def test_the_page_uploads_an_image_in_headless_chromium(lite0_server):
                 endpoint = line.split("DevTools listening on", 1)[1].strip()
         assert endpoint, "chromium did not start its DevTools endpoint"
         port = endpoint.split(":")[2].split("/")[0]
-        target = httpx.put(f"http://127.0.0.1:{port}/json/new?{lite0_server.url}/", timeout=10).json()
+        target = httpx.put(f"http://127.0.0.1:{port}/json/new?{url}", timeout=10).json()
         with connect(target["webSocketDebuggerUrl"], max_size=2**26) as page:
-            ids = iter(range(1, 10_000))
+            ids = iter(range(1, 100_000))
 
             def call(method, **params):
                 number = next(ids)
@@ -668,30 +670,84 @@ def test_the_page_uploads_an_image_in_headless_chromium(lite0_server):
                 return call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)["result"].get("value")
 
             for _ in range(100):
-                if evaluate("document.readyState") == "complete" and evaluate("!!document.getElementById('file')"):
+                if evaluate("document.readyState") == "complete":
                     break
                 time.sleep(0.1)
-            root = call("DOM.getDocument")["root"]["nodeId"]
-            node = call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
-            call("DOM.setFileInputFiles", files=[str(CAT)], nodeId=node)
-            evaluate("document.getElementById('file').dispatchEvent(new Event('change'))")
-            label = ""
-            for _ in range(200):
-                label = evaluate("document.getElementById('top-label').textContent")
-                if label:
-                    break
-                time.sleep(0.1)
-            assert label == "tabby"
-            assert "Egyptian cat" in evaluate("document.getElementById('predictions').textContent")
-            shot = call("Page.captureScreenshot", format="png")["data"]
-        artifacts = REPO / "test-artifacts"
-        artifacts.mkdir(exist_ok=True)
-        (artifacts / "serve-page.png").write_bytes(base64.b64decode(shot))
-        assert (artifacts / "serve-page.png").stat().st_size > 1000
+            yield call, evaluate
     finally:
         chrome.kill()
         chrome.communicate()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def _upload(call, evaluate, path):
+    root = call("DOM.getDocument")["root"]["nodeId"]
+    node = call("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+    call("DOM.setFileInputFiles", files=[str(path)], nodeId=node)
+    evaluate("document.getElementById('file').dispatchEvent(new Event('change'))")
+
+
+def _until(evaluate, expression, tries=200):
+    value = None
+    for _ in range(tries):
+        value = evaluate(expression)
+        if value:
+            return value
+        time.sleep(0.1)
+    return value
+
+
+def test_the_page_uploads_an_image_in_headless_chromium(lite0_server, tmp_path):
+    """The page at /, in a browser: an uploaded photo shows itself and its top label; a broken
+    file shows its error with the last result cleared. The screenshot is kept in
+    test-artifacts/serve-page.png."""
+    lite0_server.wait_ready()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(CAT.read_bytes()[:300])
+    with chromium_page(f"{lite0_server.url}/") as (call, evaluate):
+        assert _until(evaluate, "!!document.getElementById('file')")
+        _upload(call, evaluate, CAT)
+        assert _until(evaluate, "document.getElementById('top-label').textContent") == "tabby"
+        assert "Egyptian cat" in evaluate("document.getElementById('predictions').textContent")
+        assert evaluate("!document.getElementById('upload').hidden && document.getElementById('upload').naturalWidth") > 0
+        shot = call("Page.captureScreenshot", format="png")["data"]
+        _upload(call, evaluate, broken)
+        assert "cannot read image" in _until(evaluate, "document.getElementById('error').textContent")
+        assert evaluate("document.getElementById('top-label').textContent + document.getElementById('predictions').textContent") == ""
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "serve-page.png").write_bytes(base64.b64decode(shot))
+    assert (artifacts / "serve-page.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_page_streams_a_language_models_text_beside_an_image_model(tmp_path, tiny_gpt2):
+    """A two-model server: the page offers both; a prompt to the language model shows its
+    continuation growing as it streams, with no error."""
+    config = tmp_path / "models.yaml"
+    config.write_text(f"models:\n  - {{name: cat, recipe: classify-image}}\n  - {{name: gpt, recipe: generate-text, model: {tiny_gpt2}}}\n")
+    server = Server("--config", config, "--device", "cpu")
+    try:
+        server.wait_ready(timeout=180)
+        with chromium_page(f"{server.url}/") as (call, evaluate):
+            assert _until(evaluate, "document.getElementById('model').options.length") == 2
+            evaluate("const s = document.getElementById('model'); s.value = 'gpt'; s.dispatchEvent(new Event('change'))")
+            assert _until(evaluate, "!!document.getElementById('prompt')")
+            evaluate("document.getElementById('prompt').value = 'bake the bread'; document.getElementById('send').click()")
+            text = _until(evaluate, "(() => { const t = document.getElementById('top-label').textContent; "
+                                    "return t.length > 'bake the bread'.length ? t : ''; })()")
+            assert text.startswith("bake the bread") and evaluate("document.getElementById('error').textContent") == ""
+            for _ in range(100):  # the stream ends: the text stops growing
+                before = evaluate("document.getElementById('top-label').textContent")
+                time.sleep(0.2)
+                if evaluate("document.getElementById('top-label').textContent") == before:
+                    break
+            assert len(before) >= len(text) > len("bake the bread")
+        code, _, err = server.stop()
+        assert code == 0, err[-2000:]
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
 
 
 # --- deployment files ----------------------------------------------------------------------------
@@ -735,3 +791,61 @@ def test_deployment_files_match_the_server():
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > inspect.signature(serve).parameters["timeout_s"].default
+
+
+def test_kserve_and_autoscaler_files_match_the_server(cli, tmp_path, monkeypatch):
+    """The KServe InferenceService probes v2 health routes the server has, sets only options
+    serve takes, and its models.yaml is a config serve accepts as the container gets it; the
+    HPA scales the Deployment on a metric /metrics exports."""
+    import inspect
+
+    import yaml
+
+    from ptcli.cli.commands.serve_cmd import serve
+    from ptcli.serving import v2
+    from ptcli.serving.app import OPEN_ROUTES, Settings, create_app
+
+    documents = list(yaml.safe_load_all((REPO / "deploy" / "kserve" / "inferenceservice.yaml").read_text()))
+    config_map = next(d for d in documents if d["kind"] == "ConfigMap")
+    service = next(d for d in documents if d["kind"] == "InferenceService")
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    predictor = service["spec"]["predictor"]
+    container = predictor["containers"][0]
+    assert container["name"] == "kserve-container" and container["command"] == ["ptcli", "serve"]
+    env = {entry["name"]: entry["value"] for entry in container["env"]}
+    assert all(name[len("PTCLI_SERVE_"):].lower() in inspect.signature(serve).parameters for name in env)
+    port = int(env["PTCLI_SERVE_PORT"])
+    assert container["ports"][0]["containerPort"] == port
+    for probe in ("livenessProbe", "readinessProbe"):
+        path = container[probe]["httpGet"]["path"]
+        assert path in v2.ROUTES and path in OPEN_ROUTES and container[probe]["httpGet"]["port"] == port
+    mount = container["volumeMounts"][0]
+    assert env["PTCLI_SERVE_CONFIG"].startswith(mount["mountPath"] + "/")
+    volume = next(v for v in predictor["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    # The container's environment as the image gives it (the Dockerfile's, then the service's):
+    # serve gets past every check of its models to the port it cannot take.
+    config = tmp_path / "models.yaml"
+    config.write_text(config_map["data"]["models.yaml"])
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    for name, value in [("PTCLI_SERVE_RECIPE", "classify-image"), *env.items()]:
+        if name in dockerfile or name in env:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PTCLI_SERVE_CONFIG", str(config))
+    monkeypatch.setenv("PTCLI_SERVE_HOST", "127.0.0.1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("PTCLI_SERVE_PORT", str(taken.getsockname()[1]))
+        result = cli("serve")
+    assert result.exit_code == 2 and "pick another --port" in result.stderr, result.stderr
+
+    hpa = yaml.safe_load((REPO / "deploy" / "k8s" / "hpa.yaml").read_text())
+    deployment = yaml.safe_load((REPO / "deploy" / "k8s" / "deployment.yaml").read_text())
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == deployment["kind"]
+    metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    app = create_app(_toy(), Settings())
+    exported = app.state.ptcli.metrics.render()[0].decode()
+    assert f"# TYPE {metric} gauge" in exported
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["command"] == ["ptcli", "serve"]
