@@ -22,7 +22,7 @@ def test_texts_from_arguments_stdin_and_files(cli, lstm_checkpoint, tmp_path):
     rows = predictions(result)
     assert [r["text"] for r in rows] == ["cheese bread soup", "goal team match"]
     assert [r["predictions"][0]["label"] for r in rows] == ["food", "sports"]
-    assert set(rows[0]) == {"text", "predictions"} and set(rows[0]["predictions"][0]) == {"label", "score"}
+    assert set(rows[0]) == {"text", "predictions", "truncated"} and rows[0]["truncated"] is False and set(rows[0]["predictions"][0]) == {"label", "score"}
 
     piped = cli(*args, "-", input="server code bug\napple salad dinner\n")
     assert [r["predictions"][0]["label"] for r in predictions(piped)] == ["tech", "food"]
