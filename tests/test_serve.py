@@ -463,17 +463,26 @@ def _free_port() -> int:
 
 
 class Server:
+    """``ptcli serve ARGS`` on a free port of 127.0.0.1. Its log (stderr) goes to a file, never
+    to a pipe nobody reads: a long test's log lines would fill a pipe and stall the server."""
+
     def __init__(self, *args, env=None):
+        import tempfile
+
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="ptcli-serve-", suffix=".log", delete=False)
         self.process = subprocess.Popen([sys.executable, "-m", "ptcli", "serve", *map(str, args)],
                                         env={**os.environ, "PTCLI_SERVE_PORT": str(self.port), **(env or {})},
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
+
+    def err(self) -> str:
+        return Path(self.log.name).read_text()
 
     def wait_ready(self, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            assert self.process.poll() is None, self.process.communicate()
+            assert self.process.poll() is None, (self.process.communicate()[0], self.err()[-5000:])
             try:
                 if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
                     return
@@ -484,8 +493,8 @@ class Server:
 
     def stop(self, sig=signal.SIGTERM, timeout=60):
         self.process.send_signal(sig)
-        out, err = self.process.communicate(timeout=timeout)
-        return self.process.returncode, out, err
+        out, _ = self.process.communicate(timeout=timeout)
+        return self.process.returncode, out, self.err()
 
 
 @pytest.fixture

@@ -221,3 +221,29 @@ def test_text_audio_and_detect_serve_over_http_as_their_commands(cli, server_of,
     body = httpx.post(f"{server.url}/predict", files={"file": ("cat.jpg", cat.read_bytes())}, timeout=60).json()
     assert body == {**expected, "input": "cat.jpg"}
     assert server.stop()[0] == 0
+
+
+def test_the_page_shows_heat_maps_and_draws_boxes_in_chromium(server_of):
+    """explain's real server in a browser: an uploaded photo shows itself, its class and the heat
+    map the model answers with; a detector's answer (the page's own renderer, given detect's
+    fields) draws its boxes over the photo."""
+    from conftest import REPO
+    from test_serve import _until, _upload, chromium_page
+
+    cat = REPO / "examples" / "cat.jpg"
+    server = server_of("--recipe", "debug")
+    with chromium_page(f"{server.url}/") as (call, evaluate):
+        assert _until(evaluate, "!!document.getElementById('file')")
+        _upload(call, evaluate, cat)
+        assert _until(evaluate, "document.getElementById('picture').naturalWidth") > 0
+        assert evaluate("document.getElementById('top-label').textContent").startswith("tabby")
+        assert evaluate("document.getElementById('upload').naturalWidth") > 0
+        blank = "(() => { const c = document.getElementById('boxes'); if (c.hidden || !c.width) return 0; " \
+                "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 == 3 && v).length; })()"
+        assert evaluate(blank) == 0
+        evaluate("show({width: document.getElementById('upload').naturalWidth, height: document.getElementById('upload').naturalHeight, "
+                 "detections: [{label: 'cat', score: 0.9, bbox: [20, 30, 200, 150]}]})")
+        assert _until(evaluate, blank) > 100  # the box's outline and its label, drawn
+        assert evaluate("document.getElementById('predictions').textContent").startswith("cat")
+    code, _, err = server.stop()
+    assert code == 0, err

@@ -43,9 +43,48 @@ def test_tiled_equals_untiled(tiny_rrdbnet):
     assert whole.shape == tiled.shape == (3, 180, 280)
     assert tile_count(45, 70, 24, 8) == 2 * 3
     torch.testing.assert_close(tiled, whole, atol=5e-3, rtol=0)  # under 1.3 grey levels
-    # Without overlap the tile borders show: the blending is what makes them equal.
+    # Without overlap the tile borders show: the padding is what makes them equal.
     seams = upscale(image, model, scale=4, tile=24, overlap=0, device=torch.device("cpu"))
     assert (seams - whole).abs().max() > 10 * (tiled - whole).abs().max()
+
+
+def _full_range_rrdbnet(scale, image, seed=0):
+    """A random 1-block RRDBNet whose output on ``image`` spans the grey range (mean 0.5, std
+    0.2): test nets output values near 0, where a tiling error hides under any tolerance."""
+    from ptcli_super_resolve.models import build_rrdbnet
+    from ptcli_super_resolve.tiling import _forward
+
+    torch.manual_seed(seed)
+    net = build_rrdbnet(scale=scale, num_feat=16, num_block=1, num_grow_ch=8).eval()
+    with torch.inference_mode():
+        out = _forward(net, image[None], scale)
+        gain = 0.2 / out.std()
+        net.conv_last.weight.mul_(gain)
+        net.conv_last.bias.mul_(gain).add_(0.5 - out.mean() * gain)
+    return net
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("size", [(150, 200), (149, 201)])
+def test_tiles_do_not_show_on_a_full_range_network(scale, size):
+    """Within one grey level of the untiled network at tile sizes 32, 64 and 128 (odd image
+    sides too), at the default overlap; a cross-fade over the tiles' padding was off by 2 here
+    (and by 10 on the 23-block network, bench/sr_seams.py)."""
+    from ptcli.inference.contract import sample_image
+    from ptcli_super_resolve.tiling import upscale
+
+    from PIL import Image
+
+    picture = Image.open(sample_image()).convert("RGB").resize((size[1], size[0]))
+    image = torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255).permute(2, 0, 1).contiguous()
+    net = _full_range_rrdbnet(scale, image)
+    whole = upscale(image, net, scale=scale, tile=None, overlap=16, device=torch.device("cpu"))
+    assert 0.15 < whole.std() and 0.3 < whole.mean() < 0.7  # the range a real network's output spans
+    for tile in (32, 64, 128):
+        tiled = upscale(image, net, scale=scale, tile=tile, overlap=16, device=torch.device("cpu"))
+        assert tiled.shape == whole.shape
+        levels = ((tiled.clamp(0, 1) - whole.clamp(0, 1)).abs() * 255).max()
+        assert levels <= 1, (tile, float(levels))
 
 
 def test_cli_writes_outputs_with_the_models_scale(cli, tiny_rrdbnet, photo, tmp_path):

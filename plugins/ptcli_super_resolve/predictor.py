@@ -1,5 +1,5 @@
 """super-resolve's inference contract: an image (a file or an upload) upscaled tile by tile,
-its tiles the contract's chunks (cross-faded by merge; sized from free device memory and halved
+its tiles the contract's chunks (each kept to its own cell by merge; sized from free device memory and halved
 on out-of-memory with ``tile "auto"``), resized to ``scale`` when it differs from the model's,
 greyscale, alpha and 16 bits kept. Loaded with an ``output`` folder (the command), each result
 is written to a file there; without (`ptcli serve`), the result carries the PNG (``encode``),
@@ -66,7 +66,7 @@ class Upscaler(Predictor):
     def preprocess(self, images: list) -> list:
         return list(images)  # SRImages stay on the CPU: only tiles go to the device
 
-    # --- tiles as chunks: the core batches them through forward, merge cross-fades them ------
+    # --- tiles as chunks: the core batches them through forward, merge keeps each one's own cell ------
 
     chunked = True
     chunk_batch = 1  # one tile a pass: on 2 CPU cores larger batches gain nothing and cost memory
@@ -91,7 +91,7 @@ class Upscaler(Predictor):
         return list(_forward(self.net, batch, self.native).float().cpu())
 
     def merge(self, image, outputs):
-        """The tiles' results cross-faded into the upscaled image, resized to the output size,
+        """The tiles' results (each its own cell, the padding dropped) as the upscaled image, resized to the output size,
         with the image (its alpha, mode and depth) for postprocess. Out of memory with ``tile
         "auto"``: again with tiles half the size, down to 16 pixels."""
         import torch
@@ -102,7 +102,7 @@ class Upscaler(Predictor):
         rows, cols = image.grid
         try:
             result = next(iter(outputs)) if len(rows) == len(cols) == 1 else \
-                stitch(tuple(image.rgb.shape), rows, cols, scale=self.native, overlap=self.tile_overlap, results=outputs)
+                stitch(tuple(image.rgb.shape), rows, cols, scale=self.native, tile=image.tile_px, results=outputs)
         except torch.OutOfMemoryError as exc:
             return self._smaller_tiles(image, exc)
         size = self.output_size(*image.size)

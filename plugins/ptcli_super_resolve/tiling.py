@@ -1,9 +1,11 @@
 """Super-resolution tile by tile: the image stays in CPU memory and one tile at a time goes to
 the device. The image is cut into a grid of ``tile``-pixel cells; each cell is processed with
-``overlap`` pixels of its neighbours around it, so neighbouring tiles overlap by twice that.
-Inside the overlap each tile's output is weighted by a ramp that falls towards its edge, so
-neighbours cross-fade and no seam shows. The weight of a tile is a product of a row ramp and a
-column ramp, so the normalising sum is two vectors, not a second image."""
+``overlap`` pixels of its neighbours around it, and only the cell's own part of the output is
+kept (as Real-ESRGAN's tiler does). The padding is discarded rather than cross-faded because
+its outermost pixels are exactly where a convolution stack sees zeros instead of the image:
+any weight given to them shows (a cross-fade over the padding was off by up to 10 grey levels
+on a network whose output spans the range). Every kept pixel is at least ``overlap`` input
+pixels from a tile edge that is not also the image's edge."""
 
 from __future__ import annotations
 
@@ -14,22 +16,6 @@ def _spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     """(start, end) of each padded tile along one axis."""
     cells = max(1, -(-length // tile))
     return [(max(0, i * tile - overlap), min(length, (i + 1) * tile + overlap)) for i in range(cells)]
-
-
-def _ramp(length: int, fade: int, at_start: bool, at_end: bool):
-    """1 inside, rising from near 0 over ``fade`` pixels on the sides that meet another tile
-    (the rise of one tile and the fall of its neighbour add up to 1)."""
-    import torch
-
-    weight = torch.ones(length)
-    fade = min(fade, length // 2)
-    if fade > 0:
-        rise = (torch.arange(fade, dtype=torch.float32) + 0.5) / fade
-        if at_start:
-            weight[:fade] = rise
-        if at_end:
-            weight[-fade:] = rise.flip(0)
-    return weight
 
 
 #: RRDBNet at x2 (x1) folds its input into 2x2 (4x4) blocks first: sides must divide by that.
@@ -77,27 +63,30 @@ def run_tiles(model: Callable, pieces, *, scale: int, device, dtype=None, on_til
         yield result
 
 
-def stitch(shape: tuple, rows: list, cols: list, *, scale: int, overlap: int, results):
+def _kept(spans: list, length: int, tile: int, scale: int) -> list[tuple[int, int, int]]:
+    """For each padded span: (where its kept part starts in the output, where it starts in the
+    tile's output, its length), all in output pixels. The kept part is the tile's own cell."""
+    kept = []
+    for i, (start, _) in enumerate(spans):
+        cell_start, cell_end = i * tile, min(length, (i + 1) * tile)
+        kept.append((cell_start * scale, (cell_start - start) * scale, (cell_end - cell_start) * scale))
+    return kept
+
+
+def stitch(shape: tuple, rows: list, cols: list, *, scale: int, tile: int, results):
     """The tiles' results (in ``crops`` order, consumed one at a time: memory holds the output
-    and one tile) cross-faded into the whole upscaled image (CHW, float32)."""
+    and one tile), each cell's own part put in its place: the whole upscaled image (CHW, float32)."""
     import torch
 
     channels, height, width = shape
     out = torch.zeros(channels, height * scale, width * scale)
-    row_weight = torch.zeros(height * scale)
-    col_weight = torch.zeros(width * scale)
-    fade = 2 * overlap * scale
-    col_ramps = [_ramp((right - left) * scale, fade, j > 0, j < len(cols) - 1) for j, (left, right) in enumerate(cols)]
-    for (left, right), cw in zip(cols, col_ramps):
-        col_weight[left * scale:right * scale] += cw
+    row_parts, col_parts = _kept(rows, height, tile, scale), _kept(cols, width, tile, scale)
     results = iter(results)
-    for i, (top, bottom) in enumerate(rows):
-        rw = _ramp((bottom - top) * scale, fade, i > 0, i < len(rows) - 1)
-        row_weight[top * scale:bottom * scale] += rw
-        for (left, right), cw in zip(cols, col_ramps):
-            out[:, top * scale:bottom * scale, left * scale:right * scale] += next(results) * rw[:, None] * cw[None, :]
-    out /= row_weight[:, None]
-    out /= col_weight[None, :]
+    for top, source_top, rows_kept in row_parts:
+        for left, source_left, cols_kept in col_parts:
+            result = next(results)
+            out[:, top:top + rows_kept, left:left + cols_kept] = \
+                result[:, source_top:source_top + rows_kept, source_left:source_left + cols_kept]
     return out
 
 
@@ -108,7 +97,7 @@ def upscale(image, model: Callable, *, scale: int, tile: int | None, overlap: in
     if len(rows) == len(cols) == 1:  # one tile: the model's own output, as it is
         return next(run_tiles(model, [image], scale=scale, device=device, dtype=dtype, on_tile=on_tile))
     results = run_tiles(model, crops(image, rows, cols), scale=scale, device=device, dtype=dtype, on_tile=on_tile)
-    return stitch(tuple(image.shape), rows, cols, scale=scale, overlap=overlap, results=results)
+    return stitch(tuple(image.shape), rows, cols, scale=scale, tile=tile, results=results)
 
 
 def tile_count(height: int, width: int, tile: int | None, overlap: int) -> int:

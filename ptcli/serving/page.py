@@ -79,6 +79,10 @@ function show(result) {
   if (result.error) { $("error").textContent = result.error; return; }
   if (result.png) { $("picture").src = "data:image/png;base64," + result.png; $("picture").hidden = false; }
   if (result.generations) { $("top-label").textContent = result.prompt + result.generations[0]; return; }
+  if (result.label !== undefined && !result.predictions) {  // explain's class, attack's verdict
+    $("top-label").textContent = result.score !== undefined ? `${result.label}  ${(result.score * 100).toFixed(1)}%` : result.label;
+  }
+  if (result.adversarial) $("top-label").textContent = `${result.clean.label} → ${result.adversarial.label}`;
   if (result.detections) {
     drawBoxes(result);
     $("top-label").textContent = result.detections.length ? `${result.detections.length} found` : "nothing found";
