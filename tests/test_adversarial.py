@@ -93,6 +93,54 @@ def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_network():
     assert robust_apgd.sum() <= robust_pgd.sum() < correct.sum()
 
 
+def _trained_net(x, y, seed=0):
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+    optimizer = torch.optim.Adam(net.parameters(), 0.01)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+def test_apgd_checkpoints_are_the_published_schedule():
+    from ptcli.vision.attacks import apgd_checkpoints
+
+    # Croce & Hein's code at 100 iterations: checks after 22, then 19, 16, 13, 10, 7, 6, 6, ...
+    assert apgd_checkpoints(100) == [21, 40, 56, 69, 79, 86, 92, 98]
+    assert apgd_checkpoints(10) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert apgd_checkpoints(1) == [0]
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.03), ("l2", 0.3)])
+def test_apgd_follows_the_reference_step_for_step(norm, eps):
+    """From the same random start (the published one, drawn as the reference draws it), ptcli's
+    APGD-CE and the reference implementation (torchattacks' copy of Croce & Hein's code) find the
+    same best loss for every input after 100 steps: the same step sizes, halved at the same
+    checkpoints, on the same condition."""
+    torchattacks = pytest.importorskip("torchattacks", reason="torchattacks (the reference APGD) is not installed")
+    from ptcli.vision.attacks import apgd_start
+
+    x = _images(64, seed=3)
+    y = (x.mean((1, 2, 3)) * 3 > 1.5).long() + (x[:, 0].mean((1, 2)) > 0.5).long()
+    net = _trained_net(x, y)
+    reference = torchattacks.APGD(net, norm="Linf" if norm == "linf" else "L2", eps=eps, steps=100, loss="ce", rho=0.75)
+    torch.manual_seed(7)
+    ref_best, _, ref_loss, _ = reference.attack_single_run(x, y)
+    torch.manual_seed(7)
+    start = apgd_start(x, eps, norm)
+    steps = []
+    ours = apgd(net, x, y, eps=eps, steps=100, norm=norm, start=start, trace=steps.append)
+    best = steps[-1]["best_loss"]
+    assert len(steps) == 100
+    torch.testing.assert_close(best, ref_loss, atol=1e-5, rtol=1e-5)
+    halved = [s["step"] for s, t in zip(steps[1:], steps[:-1]) if (s["step_size"] < t["step_size"]).any()]
+    assert halved and set(halved) <= {c + 1 for c in (21, 40, 56, 69, 79, 86, 92, 98)}  # sizes change only at checkpoints
+    unfooled = net(ours).argmax(1) == y
+    torch.testing.assert_close(ours[unfooled], ref_best[unfooled], atol=1e-5, rtol=0)
+
+
 def test_straight_through_passes_the_gradient_of_the_identity():
     x = torch.rand(2, 3, 4, 4, requires_grad=True)
     through = straight_through(lambda t: torch.round(t * 3) / 3)

@@ -72,12 +72,12 @@ def test_eval_reports_coco_map_of_a_folder_and_of_a_file(cli, fine_tuned):
     result = cli("eval", summary["best_checkpoint"], data, "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["images"] == 30 and set(report["per_class"]) == {"circle", "square", "triangle"}
+    # A folder with val.json is scored on it (its held-out images), not on annotations.json.
+    assert report["images"] == 6 and report["data"].endswith("val.json")
+    assert set(report["per_class"]) == {"circle", "square", "triangle"}
     assert 0 < report["map"] <= report["map_50"] <= 1 and 0 <= report["map_75"] <= report["map_50"]
-    # The trainer's number, recomputed. With its batch size: a detector pads each batch to its
-    # largest image, which moves scores a little (0.675 at --batch-size 32 against 0.686).
-    # The best checkpoint's numbers are those of its own epoch (its sidecar's "training"), which
-    # need not be the last epoch's (summary["metrics"]).
+    # The trainer's number, recomputed. The best checkpoint's numbers are those of its own
+    # epoch (its sidecar's "training"), which need not be the last epoch's.
     val = json.loads(cli("eval", summary["best_checkpoint"], data / "val.json", "--batch-size", "4", "--json").stdout)
     best = json.loads(Path(summary["best_checkpoint"]).with_suffix(".json").read_text())["training"]
     assert val["images"] == 6
@@ -85,6 +85,38 @@ def test_eval_reports_coco_map_of_a_folder_and_of_a_file(cli, fine_tuned):
     assert val["map"] == pytest.approx(best["val/map"], abs=1e-4)
     human = cli("eval", summary["best_checkpoint"], data / "val.json")
     assert "mAP@.5" in human.stdout and "triangle" in human.stdout
+
+
+@pytest.mark.slow
+def test_eval_does_not_depend_on_the_batch_and_agrees_with_cocoeval(cli, fine_tuned):
+    """All 30 images (several sizes, so a batch of them pads): `ptcli eval` at batch 1 and 32
+    gives the same figures, and the COCO API's own evaluation (faster-coco-eval's COCOeval, a
+    pycocotools twin) of the command's per-image detections agrees within 0.002."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    summary, data = fine_tuned
+    annotations = data / "annotations.json"
+    coco = json.loads(annotations.read_text())
+    assert len({(image["width"], image["height"]) for image in coco["images"]}) > 1  # batches would pad
+    one, many = (json.loads(cli("eval", summary["best_checkpoint"], annotations, "--batch-size", size, "--json").stdout)
+                 for size in ("1", "32"))
+    assert one["images"] == many["images"] == 30
+    for key in ("map", "map_50", "map_75"):
+        assert one[key] == pytest.approx(many[key], abs=1e-4), key
+    images = [data / "images" / image["file_name"] for image in coco["images"]]
+    rows = [json.loads(line) for line in cli("detect", *images, "--checkpoint", summary["best_checkpoint"], "--threshold",
+                                                  "0", "--max-detections", "100", "--json", "--device", "cpu").stdout.splitlines()]
+    ids = {image["file_name"]: image["id"] for image in coco["images"]}
+    results = [{"image_id": ids[Path(row["input"]).name], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
+               for row in rows for d in row["detections"]]
+    truth = COCO(str(annotations))
+    evaluation = COCOeval_faster(truth, truth.loadRes(results), "bbox")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    reference_map, reference_50 = float(evaluation.stats[0]), float(evaluation.stats[1])
+    assert one["map"] == pytest.approx(reference_map, abs=0.002)
+    assert one["map_50"] == pytest.approx(reference_50, abs=0.002)
 
 
 @pytest.mark.slow
@@ -248,7 +280,7 @@ def test_mask_rcnn_trains_with_mask_map_and_predicts_rle_masks(cli, synthetic, t
                                "--threshold", "0", "--max-detections", "2", "--json", "--no-masks"))[0]
     assert all("mask" not in d for d in no_masks["detections"])
     report = json.loads(cli("eval", summary["last_checkpoint"], synthetic, "--json").stdout)
-    assert "mask_map" in report and report["images"] == 11
+    assert "mask_map" in report and report["images"] == 3  # val.json, not all 11 of annotations.json
 
 
 def _plant_coco_weights(name: str) -> None:

@@ -1,5 +1,6 @@
-"""`ptcli eval` for detect checkpoints: COCO mAP on a folder with images/ and annotations.json,
-or on a COCO file (its images/ beside it)."""
+"""`ptcli eval` for detect checkpoints: COCO mAP on a folder with images/ and val.json (else
+annotations.json), or on a COCO file (its images/ beside it). Figures do not depend on the batch
+size: only images of one size share a forward pass."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ def annotation_file(data: Path) -> Path:
     if data.is_file():
         return data
     if data.is_dir():
-        for name in ("annotations.json", "val.json"):
+        # val.json first: a folder laid out for training holds its held-out split there, and
+        # annotations.json (every image, the training ones too) would flatter the model.
+        for name in ("val.json", "annotations.json"):
             if (data / name).is_file():
                 return data / name
-        raise UsageError(f"{data} has no annotations.json; give a folder with images/ and annotations.json, or a COCO file")
+        raise UsageError(f"{data} has neither val.json nor annotations.json; give a folder with images/ and one of them, or a COCO file")
     raise UsageError(f"data not found: {data}")
 
 
@@ -29,7 +32,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     from .coco import read_coco
     from .cocodata import CocoDetectionSet
     from .metrics import DetectionMAP, metric_inputs
-    from .models import has_masks, load_detector
+    from .models import detect_by_size, has_masks, load_detector
 
     source = annotation_file(data)
     coco = read_coco(source)
@@ -46,7 +49,7 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     metric = DetectionMAP(names, masks=masks)
 
     def forward(batch):
-        return [{k: v.cpu() for k, v in out.items()} for out in net(batch)]
+        return [{k: v.cpu() for k, v in out.items()} for out in detect_by_size(net, batch)]
 
     failed = 0
     for _index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=LoadTarget(dataset), forward=forward,

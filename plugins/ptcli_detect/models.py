@@ -328,3 +328,18 @@ def configure_inference(model, threshold: float, max_detections: int) -> None:
         owner.score_thresh = threshold
     if hasattr(owner, "detections_per_img"):
         owner.detections_per_img = max_detections
+
+
+def detect_by_size(net, images: list) -> list:
+    """``net(images)`` with only images of one size in each forward pass, in the input order.
+    torchvision's detectors pad a batch to its largest image, and the padding moves the others'
+    boxes and scores: an image's detections must not depend on its batch-mates (in the command,
+    the server, eval and validation alike). Same-size images pad alike, so they still batch."""
+    groups: dict[tuple, list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(tuple(image.shape[-2:]), []).append(index)
+    outputs: list = [None] * len(images)
+    for indices in groups.values():
+        for index, output in zip(indices, net([images[i] for i in indices])):
+            outputs[index] = output
+    return outputs

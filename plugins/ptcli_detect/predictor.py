@@ -63,10 +63,12 @@ class Detector(Predictor):
 
     def forward(self, images: list) -> list:
         from .detections import Detections
+        from .models import detect_by_size
 
         # On the CPU one image a pass: a batch is slower per image there on few cores (see
-        # command.default_batch_size), and padding to the batch's largest image moves scores.
-        outputs = [self.net([image])[0] for image in images] if self.device.type == "cpu" else self.net(images)
+        # command.default_batch_size). Elsewhere batches of one size: padding to the batch's
+        # largest image moves the others' boxes and scores.
+        outputs = [self.net([image])[0] for image in images] if self.device.type == "cpu" else detect_by_size(self.net, images)
         found = []
         for out in outputs:
             if not self.with_masks:

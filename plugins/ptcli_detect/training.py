@@ -178,7 +178,9 @@ class DetectTask(TrainingTask):
         images, targets = list(batch[0]), batch[1]
         from .metrics import metric_inputs
 
-        pairs = [metric_inputs(p, t, self.masks) for p, t in zip(ctx.models["model"](images), targets)]
+        from .models import detect_by_size
+
+        pairs = [metric_inputs(p, t, self.masks) for p, t in zip(detect_by_size(ctx.models["model"], images), targets)]
         ctx.update_metrics([pred for pred, _ in pairs], [truth for _, truth in pairs])
         return {"loss": validation_loss(ctx.unwrapped("model"), images, targets)}
 

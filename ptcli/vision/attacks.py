@@ -132,24 +132,52 @@ def fgsm(model, x, y, *, eps: float, norm: str = "linf", targeted: bool = False,
                quantize_result=quantize_result)
 
 
+def apgd_start(x, eps: float, norm: str, generator=None):
+    """APGD's random start as published: a point on the edge of the eps ball (L-inf: uniform
+    noise scaled so that its largest value is eps; L2: a Gaussian direction of length eps)."""
+    import torch
+
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    if norm == "linf":
+        t = 2 * torch.rand(x.shape, generator=generator, device="cpu").to(x) - 1
+        return (x + eps * t / t.reshape(t.shape[0], -1).abs().max(dim=1)[0].view(shape)).clamp(0, 1)
+    t = torch.randn(x.shape, generator=generator, device="cpu").to(x)
+    return (x + eps * t / ((t ** 2).sum(dim=tuple(range(1, t.dim())), keepdim=True).sqrt() + 1e-12)).clamp(0, 1)
+
+
+def apgd_checkpoints(steps: int) -> list[int]:
+    """The iterations (0-based) after which APGD checks its step size: the first after 22% of
+    the steps, then at intervals 3% shorter each time, down to 6% (Croce & Hein's schedule,
+    rounded down as their code does)."""
+    first, shortest, decrease = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    points, interval, at = [], first, first - 1
+    while at < steps:
+        points.append(at)
+        interval = max(interval - decrease, shortest)
+        at += interval
+    return points
+
+
 def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targeted: bool = False,
-         quantize_result: bool = False, seed: int = 0, rho: float = 0.75, on_step: Callable[[], None] | None = None, **_):
+         quantize_result: bool = False, seed: int = 0, rho: float = 0.75, on_step: Callable[[], None] | None = None,
+         start=None, trace: Callable[[dict], None] | None = None, **_):
     """APGD-CE (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
-    diverse parameter-free attacks", 2020): PGD with momentum whose step size starts at 2 eps
-    and halves, per sample, at checkpoints where the loss stopped rising, restarting from the
-    best point found. No step size to tune, and hard to fool with a badly chosen one."""
+    diverse parameter-free attacks", ICML 2020), as their reference code runs it: from a random
+    point on the edge of the eps ball, ``steps`` steps of PGD with momentum (0.75) whose step
+    size starts at 2 eps and halves, per sample, at the checkpoints of ``apgd_checkpoints``
+    where (1) the loss rose from one step to the next in at most ``rho`` of the steps since the
+    last checkpoint, or (2) the step size was not halved at the last checkpoint and the best
+    loss has not risen since; a halving restarts from the best point and its gradient.
+    ``start``: the first point (else the published random start, from ``seed``); ``trace``
+    gets each step's losses and step sizes (the schedule, for a check against the reference)."""
     import torch
 
     if eps <= 0 or steps < 1:
         return x.clone()
     shape = (-1,) + (1,) * (x.dim() - 1)
-    checkpoints, p, previous = [0], 0.22, 0.0
-    while (point := int(round(p * steps))) < steps:
-        if point > checkpoints[-1]:
-            checkpoints.append(point)
-        p, previous = p + max(p - previous - 0.03, 0.06), p
-    generator = torch.Generator().manual_seed(seed)
-    eta = torch.full((x.shape[0],), 2.0 * eps, device=x.device)
+    batch = x.shape[0]
+    checkpoints = set(apgd_checkpoints(steps))
+    intervals = iter([b - a for a, b in zip([-1, *sorted(checkpoints)], sorted(checkpoints))])
 
     def loss_and_grad(point):
         point = point.detach().requires_grad_(True)
@@ -158,41 +186,54 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
         grad, = torch.autograd.grad(loss.sum(), point)
         return loss.detach(), grad.detach(), logits.detach()
 
-    def step_from(point, grad):
-        moved = point + eta.view(shape) * _ascent(grad, norm)
-        return (x + project(moved - x, eps, norm)).clamp(0, 1)
-
-    x_k = (x + _random_start(x, eps, norm, generator) * 0.5).clamp(0, 1)
-    loss, grad, logits = loss_and_grad(x_k)
-    best_loss, best_x = loss.clone(), x_k.clone()
+    x_adv = start.clone() if start is not None else apgd_start(x, eps, norm, torch.Generator().manual_seed(seed))
+    loss, grad, logits = loss_and_grad(x_adv)
     done = succeeded(logits, y, targeted)
-    found = torch.where(done.view(shape), x_k, x)
-    x_prev = x_k
-    x_k = step_from(x_k, grad)
-    increases = torch.zeros_like(eta)
-    eta_at_check, best_at_check = eta.clone(), best_loss.clone()
-    last_check = 0
-    for k in range(1, steps):
-        loss, grad, logits = loss_and_grad(x_k)
+    found = torch.where(done.view(shape), x_adv, x)
+    best_loss, best_x, best_grad = loss.clone(), x_adv.clone(), grad.clone()
+    eta = torch.full((batch,), 2.0 * eps, device=x.device)
+    # Every step's loss, zeros before the first: the reference compares step 0 with that zero.
+    history = torch.zeros(steps, batch, device=x.device)
+    best_at_check = best_loss.clone()
+    halved_at_check = torch.ones(batch, dtype=torch.bool, device=x.device)
+    x_old, interval = x_adv.clone(), next(intervals)
+
+    def norm2(t):
+        return (t ** 2).sum(dim=tuple(range(1, t.dim())), keepdim=True).sqrt()
+
+    def into_ball(point, slack: float = 0.0):
+        # The reference's own arithmetic (its L2 projection differs from project() in the last
+        # bits, and over 100 steps a last bit can flip a checkpoint's decision).
+        if norm == "linf":
+            return torch.min(torch.max(point, x - eps), x + eps).clamp(0, 1)
+        d = point - x
+        return (x + d / (norm2(d) + 1e-12) * torch.clamp(norm2(d) + slack, max=eps)).clamp(0, 1)
+
+    for i in range(steps):
+        alpha = 1.0 if i == 0 else 0.75
+        ascent = grad.sign() if norm == "linf" else grad / (norm2(grad) + 1e-12)
+        stepped = into_ball(x_adv + eta.view(shape) * ascent)
+        moved = x_adv + (stepped - x_adv) * alpha + (x_adv - x_old) * (1 - alpha)
+        x_old, x_adv = x_adv, into_ball(moved, slack=1e-12)
+        loss, grad, logits = loss_and_grad(x_adv)
         fooled = succeeded(logits, y, targeted)
-        found[fooled] = x_k[fooled]
+        found[fooled] = x_adv[fooled]
         done |= fooled
+        history[i] = loss
         improved = loss > best_loss
-        increases += improved.float()
-        best_x[improved], best_loss[improved] = x_k[improved], loss[improved]
-        if k in checkpoints:
-            span = k - last_check
-            stalled = (increases < rho * span) | ((eta_at_check == eta) & (best_at_check == best_loss))
-            eta = torch.where(stalled, eta / 2, eta)
-            x_k = torch.where(stalled.view(shape), best_x, x_k)
-            if stalled.any():
-                loss, grad, _ = loss_and_grad(x_k)
-            increases.zero_()
-            eta_at_check, best_at_check, last_check = eta.clone(), best_loss.clone(), k
-        z = step_from(x_k, grad)
-        alpha = 0.75
-        moved = x_k + alpha * (z - x_k) + (1 - alpha) * (x_k - x_prev)
-        x_prev, x_k = x_k, (x + project(moved - x, eps, norm)).clamp(0, 1)
+        best_x[improved], best_grad[improved], best_loss[improved] = x_adv[improved], grad[improved], loss[improved]
+        if trace is not None:
+            trace({"step": i, "loss": loss.clone(), "step_size": eta.clone(), "best_loss": best_loss.clone()})
+        if i in checkpoints:
+            rises = sum((history[i - j] > history[i - j - 1]).float() for j in range(interval))
+            oscillating = rises <= interval * rho
+            no_progress = ~halved_at_check & (best_at_check >= best_loss)
+            halve = oscillating | no_progress
+            halved_at_check, best_at_check = halve, best_loss.clone()
+            eta = torch.where(halve, eta / 2, eta)
+            x_adv = torch.where(halve.view(shape), best_x, x_adv)
+            grad = torch.where(halve.view(shape), best_grad, grad)
+            interval = next(intervals, interval)
         if on_step is not None:
             on_step()
     result = torch.where(done.view(shape), found, best_x)
