@@ -60,6 +60,26 @@ def test_greedy_merge_takes_the_union_box_and_mask():
     assert full[:20, :60].all() and full.sum() == 20 * 60
 
 
+def test_greedy_merge_never_makes_a_box_looser_than_the_best_it_joins():
+    """A tight best box absorbs a loose box (the whole image's, say): the result is the tight
+    box. Only a best box that a tile edge cut grows, joined with the rest of its object."""
+    from ptcli_detect.slicing import Tile, merge_tiles
+
+    tight, loose = (100, 100, 162, 162, 0.9, 1), (80, 70, 186, 196, 0.6, 1)
+    merged = greedy_merge(_detections([tight, loose]), 0.5, cut=torch.tensor([False, False]))
+    assert merged.boxes.tolist() == [[100, 100, 162, 162]]
+    # Through merge_tiles: tile A (0-256) holds the whole object tightly; the whole-image pass
+    # (no edge cuts it) saw it loosely. The merged box is the tight one.
+    tiles = [Tile(0, 0, 256, 256), Tile(200, 0, 256, 256)]
+    outputs = [_detections([tight]), _detections([]), _detections([loose])]
+    assert merge_tiles(tiles, outputs).boxes.tolist() == [[100, 100, 162, 162]]
+    # The best box is a piece that tile B's left edge cut (its x1 at B's edge): it joins the
+    # rest of the object, seen whole by tile A.
+    piece = (0, 100, 30, 162, 0.95, 1)  # in tile B's pixels: image x 200-230
+    merged = merge_tiles(tiles, [_detections([(170, 100, 230, 162, 0.7, 1)]), _detections([piece]), _detections([])])
+    assert merged.boxes.tolist() == [[170, 100, 230, 162]] and merged.scores.tolist() == pytest.approx([0.95])
+
+
 def test_nms_keeps_the_best_box_of_a_cluster_as_it_is():
     found = _detections([(0, 0, 50, 50, 0.6, 1), (2, 2, 52, 52, 0.9, 1), (0, 0, 50, 50, 0.8, 2)])
     kept = nms_merge(found, 0.5)

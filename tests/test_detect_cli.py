@@ -168,6 +168,11 @@ def test_sliced_inference_from_the_cli_maps_boxes_to_the_image(cli, photos, rand
     for d in line["detections"]:
         x, y, w, h = d["bbox"]
         assert x + w <= 1024.01 and y + h <= 768.01
+    assert "fits in one --slice" not in result.stderr
+    one_tile = cli("detect", photos / "dog.jpg", photos / "dog.jpg", "--model", "fasterrcnn_mobilenet_v3_large_fpn", "--weights",
+                   random_mobilenet, "--slice", "1024", "--threshold", "0", "--json")
+    assert one_tile.exit_code == 0, one_tile.stderr
+    assert one_tile.stderr.count("an image of 1024x768 fits in one --slice 1024 tile: slicing adds nothing") == 1
 
 
 @pytest.mark.parametrize("sliced", [False, True])

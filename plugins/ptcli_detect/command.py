@@ -34,7 +34,7 @@ def detect(
     masks: Annotated[bool | None, typer.Option("--masks/--no-masks", help="Instance masks (COCO RLE in --json, drawn with -o) [default: when the model has them].", show_default=False)] = None,
     slice_size: Annotated[int | None, typer.Option("--slice", min=64, metavar="N", help="Large images: detect in N-pixel tiles (batched) plus the whole image, then merge. Finds small objects the model's resize would lose.")] = None,
     slice_overlap: Annotated[float, typer.Option(min=0.0, max=0.9, metavar="F", help="Fraction of a tile its neighbours share.")] = 0.2,
-    slice_merge: Annotated[str, typer.Option(metavar="greedy|nms", help="How tiles' boxes merge: greedy (union of boxes overlapping by intersection over the smaller, as SAHI) or nms (IoU).")] = "greedy",
+    slice_merge: Annotated[str, typer.Option(metavar="greedy|nms", help="How tiles' boxes merge: greedy (boxes overlapping by intersection over the smaller join the best one, which grows only where a tile edge cut it) or nms (IoU).")] = "greedy",
     batch_size: Annotated[int | None, typer.Option(min=1, metavar="N", help="Images (or, with --slice, tiles) per forward pass [default: 4 on CUDA, 1 on the CPU, where batches make a detector slower per image].", show_default=False)] = None,
     workers: WorkersOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in -o DIR.")] = False,

@@ -83,6 +83,13 @@ class Detector(Predictor):
         for the large objects no tile holds whole."""
         from .slicing import tile_crops
 
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        if width <= self.slice_size and height <= self.slice_size and not getattr(self, "_said_one_tile", False):
+            from ptcli.output import warn
+
+            self._said_one_tile = True  # once a run: a folder of small images would repeat it
+            warn(f"an image of {width}x{height} fits in one --slice {self.slice_size} tile: slicing adds nothing "
+                 f"there; slice only images several tiles wide, or give a smaller --slice")
         return tile_crops(image, self.slice_size, self.slice_overlap)[1]
 
     def merge(self, image, outputs: list):

@@ -53,15 +53,20 @@ def box_ios(box, boxes):
     return inter / torch.minimum(area, areas).clamp(min=1e-6)
 
 
-def greedy_merge(detections: Detections, threshold: float = 0.5) -> Detections:
+def greedy_merge(detections: Detections, threshold: float = 0.5, cut=None) -> Detections:
     """SAHI's greedy non-maximum merging, class aware: from the highest score down, each box
-    absorbs the not-yet-taken boxes of its class that overlap it by IoS above ``threshold``;
-    the result is their union box (and mask) with the highest score."""
+    absorbs the not-yet-taken boxes of its class that overlap it by IoS above ``threshold``,
+    keeping the highest score. A best box that no tile edge cut (``cut``, from merge_tiles)
+    stays as it is: the boxes it absorbs are views of the same object, and joining them made
+    a tight box twice the object's size (SAHI's plain union). A best box that is a piece of an
+    object a tile edge cut is joined with the rest (their union box). Without ``cut``, every
+    box counts as a piece (the union, as SAHI)."""
     import torch
 
     if len(detections) == 0:
         return detections
     boxes, scores, labels = detections.boxes, detections.scores, detections.labels
+    cut = torch.ones(len(detections), dtype=torch.bool) if cut is None else cut
     taken = torch.zeros(len(detections), dtype=torch.bool)
     merged_boxes, keep, masks = [], [], []
     for i in scores.argsort(descending=True, stable=True).tolist():
@@ -71,7 +76,7 @@ def greedy_merge(detections: Detections, threshold: float = 0.5) -> Detections:
         candidates = ((labels == labels[i]) & ~taken).nonzero().flatten()
         members = candidates[box_ios(boxes[i], boxes[candidates]) > threshold] if len(candidates) else candidates
         taken[members] = True
-        group = torch.cat([torch.tensor([i]), members])
+        group = torch.cat([torch.tensor([i]), members]) if cut[i] else torch.tensor([i])
         merged_boxes.append(torch.cat([boxes[group, :2].min(dim=0).values, boxes[group, 2:].max(dim=0).values]))
         keep.append(i)
         if detections.masks is not None:
@@ -83,7 +88,7 @@ def greedy_merge(detections: Detections, threshold: float = 0.5) -> Detections:
     return result
 
 
-def nms_merge(detections: Detections, threshold: float = 0.5) -> Detections:
+def nms_merge(detections: Detections, threshold: float = 0.5, cut=None) -> Detections:
     """Class-aware non-maximum suppression at IoU ``threshold``: keeps the best box of each
     cluster as it is."""
     from torchvision.ops import batched_nms
@@ -107,8 +112,26 @@ def tile_crops(image, size: int, overlap: float, whole_image: bool = True) -> tu
 def merge_tiles(tiles: list[Tile], outputs: list[Detections], merge: str = "greedy",
                 match_threshold: float = 0.5) -> Detections:
     """The crops' detections (``tile_crops`` order) shifted back into the image and merged."""
+    import torch
+
     parts = [found.shifted(tile.x, tile.y) for tile, found in zip(tiles, outputs)] + list(outputs[len(tiles):])
-    return MERGES[merge](Detections.concat(parts), match_threshold)
+    width, height = max(t.x + t.width for t in tiles), max(t.y + t.height for t in tiles)
+    cut = [cut_by_tile(found.boxes, tile, width, height) for tile, found in zip(tiles, outputs)]
+    cut += [torch.zeros(len(found), dtype=torch.bool) for found in outputs[len(tiles):]]  # the whole image cuts nothing
+    return MERGES[merge](Detections.concat(parts), match_threshold, cut=torch.cat(cut) if cut else None)
+
+
+def cut_by_tile(boxes, tile: Tile, width: int, height: int, margin: float = 2.0):
+    """Which of a tile's boxes (in tile pixels) touch one of its edges inside the image: the
+    part of an object the tile cut off, to be joined with the rest of it."""
+    import torch
+
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    return (((x1 <= margin) & (tile.x > 0)) | ((y1 <= margin) & (tile.y > 0))
+            | ((x2 >= tile.width - margin) & (tile.x + tile.width < width))
+            | ((y2 >= tile.height - margin) & (tile.y + tile.height < height)))
 
 
 def detect_sliced(image, run: Callable[[list], list[Detections]], *, size: int, overlap: float, batch_size: int,
