@@ -89,10 +89,18 @@ def test_config_errors_in_json_mode(cli, simplenet_config):
     assert result.exit_code == 2
     error = json.loads(result.stdout.strip().splitlines()[-1])
     assert error["exit_code"] == 2 and "trainer.epochs" in error["error"]
+    # The file is valid: the message blames the override, not the file.
+    assert error["error"].startswith("override trainer.epoch=3: unknown key trainer.epoch")
 
 
 def test_config_file_problems(cli, tmp_path):
     assert "config file not found" in cli("train", tmp_path / "nope.yaml").stderr
+    folder = cli("train", tmp_path)
+    assert folder.exit_code == 2 and f"{tmp_path} is a folder, not a config file" in folder.stderr
+    from conftest import REPO
+
+    checkpoint = cli("classify-image", REPO / "examples" / "cat.jpg", "--checkpoint", tmp_path)
+    assert checkpoint.exit_code == 2 and f"{tmp_path} is a folder, not a checkpoint" in checkpoint.stderr
     broken = tmp_path / "broken.yaml"
     broken.write_text("recipe: [classify-image\n")
     result = cli("train", broken)

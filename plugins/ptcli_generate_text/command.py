@@ -97,6 +97,8 @@ def generate_text(
 
     if export_hf is None and not interactive:
         prompt = _read_prompt(prompt)
+        if not prompt.strip():  # before any weights load: a usage error, at once
+            raise UsageError("the prompt is empty; give some text to continue")
     if repetition_penalty <= 0:
         raise UsageError(f"--repetition-penalty must be above 0 (got {repetition_penalty:g}); 1 leaves repetitions be")
     if dtype not in DTYPES:

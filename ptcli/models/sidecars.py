@@ -33,6 +33,8 @@ def read_sidecar(path: str | os.PathLike) -> dict:
         return copy.deepcopy(_cached(embedded.read, Path(path)))
     tensors_path, sidecar_path = checkpoint_paths(path)
     if not tensors_path.is_file() and not Path(path).is_file():
+        if Path(path).is_dir():
+            raise UsageError(f"{path} is a folder, not a checkpoint; give its NAME.safetensors (a run folder keeps best.safetensors and last.safetensors)")
         raise UsageError(f"checkpoint not found: {path}")
     if not sidecar_path.is_file():
         raise UsageError(f"{path} is not a ptcli checkpoint: its sidecar {sidecar_path.name} is missing (for a bare weights file use --weights)")

@@ -22,6 +22,8 @@ def read_yaml(path: str | os.PathLike) -> dict:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a config file; give a YAML file (recipes/ has examples)")
     if not path.is_file():
         raise UsageError(f"config file not found: {path}")
     try:

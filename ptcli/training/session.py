@@ -46,7 +46,18 @@ def resolve_config(config_file: Path, overrides: list[str]) -> ResolvedConfig:
         raise UsageError(f"{config_file} names no recipe: add a line such as `recipe: classify-image`")
     recipe = get_plugins().recipe(str(name))
     task_class = recipe.training_task
-    config = validate(task_class.config_schema, data, source=str(config_file))
+    try:
+        config = validate(task_class.config_schema, data, source=str(config_file))
+    except UsageError as exc:
+        # Blame the command line, not the file, when the file alone is valid.
+        if not parsed or data.get("resume"):
+            raise
+        try:
+            validate(task_class.config_schema, read_yaml(config_file))
+        except UsageError:
+            raise exc from None
+        message = str(exc).removeprefix(f"{config_file}: ")
+        raise UsageError(f"override {' '.join(overrides)}: {message}") from None
     overridden = any(path[:2] == ["data", "root"] for path, _ in parsed) or bool(data.get("resume"))
     return ResolvedConfig(recipe=recipe, task_class=task_class, config=config, source=source, root_overridden=overridden)
 
