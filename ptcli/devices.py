@@ -34,8 +34,10 @@ def available_devices() -> list[str]:
     return found + ["cpu"]
 
 
-def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", "mps", "cpu")) -> "torch.device":
-    """The torch.device for ``--device``; a device that is not there is a usage error."""
+def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", "mps", "cpu"), *,
+                   option: str = "--device") -> "torch.device":
+    """The torch.device for ``--device`` (or the config key ``option`` names, such as
+    trainer.device); a device that is not there is a usage error naming it."""
     import torch
 
     if isinstance(requested, torch.device):  # already resolved (a task hook given the core's choice)
@@ -56,7 +58,8 @@ def resolve_device(requested: str = "auto", supported: Sequence[str] = ("cuda", 
         return _own_gpu(torch.device("cuda:0"), available)
     if name not in available:
         what = "no CUDA device" if kind == "cuda" and not any(d.startswith("cuda") for d in available) else f"no device {name}"
-        raise UsageError(f"--device {requested} asked for, but this machine has {what}; available: {', '.join(available)}")
+        setting = f"{option} {requested}" if option.startswith("-") else f"{option}={requested}"
+        raise UsageError(f"{setting} asked for, but this machine has {what}; available: {', '.join(available)}")
     return torch.device(name)
 
 

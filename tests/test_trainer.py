@@ -210,6 +210,7 @@ def test_bf16_training_on_cpu(train, tmp_path):
 def test_cuda_asked_for_on_a_cpu_machine(cli, tmp_path):
     result = cli("train", toy_config(tmp_path), "trainer.device=cuda", plugins=[toy_recipes])
     assert result.exit_code == 2 and "no CUDA device" in result.stderr
+    assert "trainer.device=cuda asked for" in result.stderr and "--device" not in result.stderr  # train has no --device
 
 
 @pytest.mark.parametrize("scheduler, check", [

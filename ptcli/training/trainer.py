@@ -61,7 +61,7 @@ def make_accelerator(task: TrainingTask, devices=("cuda", "mps", "cpu"), precisi
     distributed = world_size() > 1
     if cfg.precision not in precisions:
         raise UsageError(f"trainer.precision={cfg.precision}: this recipe trains in {', '.join(precisions)}")
-    device = None if distributed and cfg.device == "auto" else resolve_device(cfg.device, devices)
+    device = None if distributed and cfg.device == "auto" else resolve_device(cfg.device, devices, option="trainer.device")
     on_cpu = device is not None and device.type == "cpu" or distributed and cfg.device == "cpu"
     if cfg.precision == "fp16" and (on_cpu or device is not None and device.type != "cuda"):
         raise UsageError("trainer.precision=fp16 needs a CUDA device (loss scaling); use bf16 or fp32 here")
