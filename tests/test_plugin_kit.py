@@ -144,6 +144,11 @@ def test_a_new_plugin_from_the_template_installs_and_passes_its_own_tests_and_ch
     result = cli("plugins", "new", "glow", "-o", tmp_path)
     assert result.exit_code == 0, result.stderr
     folder = tmp_path / "ptcli-glow"
+    # The hint installs into ptcli's own Python, not whichever pip is first on PATH.
+    assert result.stdout.strip() == f"{folder}: {sys.executable} -m pip install -e {folder} && {sys.executable} -m pytest {folder / 'tests'}"
+    as_json = json.loads(cli("plugins", "new", "gleam", "-o", tmp_path, "--json").stdout)
+    assert as_json == {"folder": str(tmp_path / "ptcli-gleam"), "install": f"{sys.executable} -m pip install -e {tmp_path / 'ptcli-gleam'}",
+                       "test": f"{sys.executable} -m pytest {tmp_path / 'ptcli-gleam' / 'tests'}"}
     assert {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} == {
         "pyproject.toml", "ptcli_glow/__init__.py", "ptcli_glow/model.py", "ptcli_glow/predictor.py", "ptcli_glow/training.py",
         "recipes/glow.yaml", "tests/conftest.py", "tests/test_ptcli_glow.py"}

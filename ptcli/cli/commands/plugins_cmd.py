@@ -95,12 +95,24 @@ def check(
 def new(
     name: Annotated[str, typer.Argument(metavar="NAME", help="The recipe's and command's name, e.g. brightness.")],
     output: Annotated[str, typer.Option("--output", "-o", metavar="DIR", help="Where the folder ptcli-NAME goes.")] = ".",
+    json_output: JsonOption = False,
 ) -> None:
     """Generate a working plugin: a command, a training task, a recipe YAML and tests that use
-    ptcli.plugins.testing. `pip install -e ptcli-NAME` then `pytest ptcli-NAME/tests`."""
+    ptcli.plugins.testing. Then install it into ptcli's own Python and run its tests (the
+    command printed names that Python, not whichever `pip` comes first on PATH)."""
+    import shlex
+    import sys
     from pathlib import Path
 
     from ptcli.plugins.template import generate
 
     folder = generate(name, Path(output))
-    emit(f"{folder}: pip install -e {folder} && python -m pytest {folder / 'tests'}")
+    python = shlex.quote(sys.executable)
+    install = f"{python} -m pip install -e {shlex.quote(str(folder))}"
+    test = f"{python} -m pytest {shlex.quote(str(folder / 'tests'))}"
+    if json_output:
+        from ptcli.output import emit_json
+
+        emit_json({"folder": str(folder), "install": install, "test": test})
+        return
+    emit(f"{folder}: {install} && {test}")
