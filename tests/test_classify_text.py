@@ -172,3 +172,19 @@ def test_packaged_minilm_is_listed_as_present(cli):
     present = {row["name"]: row["present"] for row in listed}
     assert present == {"sentence-transformers/all-MiniLM-L6-v2": True,
                        "distilbert/distilbert-base-uncased-finetuned-sst-2-english": False}
+
+
+def test_a_texts_scores_do_not_depend_on_its_batch_mates(cli, tiny_bert_classifier):
+    """Texts of very different lengths pad to the longest in a batch: with the attention mask,
+    each text's scores are those it gets alone (the command, and so eval and serve, batch so)."""
+    texts = ["good", "good great fine " * 30, "bad awful terrible day and night and more words here", "fine"]
+
+    def scores(batch_size):
+        result = cli("classify-text", *texts, "--model", tiny_bert_classifier, "--batch-size", batch_size, "--json")
+        assert result.exit_code == 0, result.stderr
+        return [[p["score"] for p in json.loads(line)["predictions"]] for line in result.stdout.splitlines()]
+
+    alone, together = scores("1"), scores("8")
+    assert len(alone) == 4
+    for one, many in zip(alone, together):
+        assert one == pytest.approx(many, abs=1e-5)

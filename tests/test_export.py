@@ -106,6 +106,13 @@ def test_human_report(cli, tmp_path):
     assert lines[0].startswith(f"exported {tmp_path / 'm.pt'}: torchscript via torch.jit.trace")
     assert "max abs error" in lines[1] and "top-1 agrees" in lines[1]
     assert lines[-1] == "check: passed"
+    # Each stage says so on stderr as it starts: an export can take minutes.
+    stages = [line for line in result.stderr.splitlines() if line.startswith("export: ")]
+    assert stages[0].startswith("export: exporting to torchscript (input [")
+    assert any(line.startswith("export: exported in ") for line in stages)
+    assert stages[-1] == "export: checking the export against the eager model"
+    quiet = cli("export-torchscript", "--recipe", "classify-image", "--model", "efficientnet_lite0", "-o", tmp_path / "n.pt", "--json")
+    assert quiet.exit_code == 0 and "export: " not in quiet.stderr
 
 
 # --- small classify-image checkpoints: fixed batch, fp16, --no-check ---------------------------

@@ -400,3 +400,17 @@ def test_a_tie_of_the_monitored_metric_goes_to_the_lower_val_loss():
     assert chosen == [True, True, True, False, False]
     assert trainer.position.best_epoch == 3 and trainer.position.best_loss == 0.2
     assert trainer.position.bad_epochs == 3  # a won tie is not progress for early stopping
+
+
+def test_progress_inside_an_epoch_when_stderr_is_a_log(cli, tmp_path, monkeypatch):
+    """No terminal (a log file, CI): the bar is off, and lines inside each epoch say how far it
+    is, how fast and how long is left (every 30 s; here every batch)."""
+    from ptcli.training.callbacks import ProgressDisplay
+
+    monkeypatch.setattr(ProgressDisplay, "LOG_EVERY_S", 0.0)
+    result = cli("train", toy_config(tmp_path), "trainer.epochs=2", plugins=[toy_recipes])
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "batches/s" in line]
+    assert lines and lines[0].startswith("epoch 1/2: batch 1/") and any(line.startswith("epoch 2/2: batch ") for line in lines)
+    assert all(" left" in line and "loss " in line for line in lines)
+    assert "batches/s" not in result.stdout

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,8 +33,9 @@ def _as_tuple(out) -> tuple:
 
 
 def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None, half: bool, opset: int | None,
-           method: str, run_check: bool = True) -> dict:
-    """Export, check, and place the file at ``output``; returns the report."""
+           method: str, run_check: bool = True, say: Callable[[str], None] = lambda text: None) -> dict:
+    """Export, check, and place the file at ``output``; returns the report. ``say`` hears of
+    each stage as it starts (a detector's export takes minutes)."""
     import torch
 
     from ptcli.models import exported
@@ -79,13 +82,17 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:
+        say(f"exporting to {fmt} (input {list(example[0].shape)})")
+        started = time.perf_counter()
         exporter = writers.write(target, fmt, staging, example, meta, batch=batch, opset=opset, method=method)
+        say(f"exported in {time.perf_counter() - started:.1f} s")
         report = {
             "output": str(output), "format": fmt, "exporter": exporter, "recipe": meta.get("recipe"),
             "model": meta.get("model"), "batch": meta["batch"], "half": half, "opset": meta.get("opset"),
             "size_bytes": staging.stat().st_size, "checked": run_check, "check": None,
         }
         if run_check:
+            say("checking the export against the eager model")
             loaded = exported.ExportedModel(staging)
             passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
             report["check"] = {"passed": passed, **figures}

@@ -147,14 +147,19 @@ def format_record(record: dict, epochs: int) -> str:
 
 class ProgressDisplay:
     """A live bar per epoch with the epoch's running mean loss on stderr (refreshed at most
-    twice a second, since reading a loss waits for the GPU), and one summary line per epoch."""
+    twice a second, since reading a loss waits for the GPU), and one summary line per epoch.
+    Where stderr is not a terminal (a log file, CI, `2>&1 | tee`), a plain line every
+    ``LOG_EVERY_S`` inside an epoch instead of the bar: its batches, rate and time left."""
 
     REFRESH_S = 0.5
+    LOG_EVERY_S = 30.0
 
     def __init__(self) -> None:
         self.bar = None
         self.task = None
         self.shown_at = 0.0
+        self.epoch_started = self.logged_at = 0.0
+        self.first_batch = 0
 
     def on_fit_start(self, trainer) -> None:
         self.bar = progress(transient=True)
@@ -164,10 +169,27 @@ class ProgressDisplay:
         total = len(trainer.train_loader)
         self.task = self.bar.add_task(f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}", total=total,
                                       completed=trainer.position.batch)
+        self.epoch_started = self.logged_at = time.monotonic()
+        self.first_batch = trainer.position.batch
+
+    def _log_line(self, trainer) -> None:
+        pos, total = trainer.position, len(trainer.train_loader)
+        done = pos.batch - self.first_batch
+        rate = done / max(time.monotonic() - self.epoch_started, 1e-9)
+        left = (total - pos.batch) / rate if rate > 0 else float("nan")
+        losses = "  ".join(f"{name} {float(value) / pos.batch:.4f}" for name, value in pos.loss_sums.items())
+        self.bar.console.print(f"epoch {pos.epoch + 1}/{trainer.cfg.epochs}: batch {pos.batch}/{total}, "
+                               f"{rate:.2f} batches/s, about {_duration(left)} left  {losses}".rstrip(),
+                               highlight=False, soft_wrap=True)
 
     def on_batch_end(self, trainer, losses) -> None:
         self.bar.advance(self.task)
-        if self.bar.disable or time.monotonic() - self.shown_at < self.REFRESH_S:
+        if self.bar.disable:
+            if time.monotonic() - self.logged_at >= self.LOG_EVERY_S:
+                self.logged_at = time.monotonic()
+                self._log_line(trainer)
+            return
+        if time.monotonic() - self.shown_at < self.REFRESH_S:
             return
         self.shown_at = time.monotonic()
         pos = trainer.position
@@ -192,6 +214,13 @@ class ProgressDisplay:
 
     def on_interrupt(self, trainer) -> None:
         self.bar.stop()
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan: no rate yet
+        return "?"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def default_callbacks(is_main_process: bool, run, recipe: str, tensorboard: bool = True) -> list:

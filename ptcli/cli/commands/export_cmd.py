@@ -3,6 +3,7 @@ eager PyTorch, checked against it before it is kept (see ptcli.exporting)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -81,7 +82,9 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
         warn(f"{recipe.name} exports take one input per call; --batch {batch} is ignored")
     method = method or exportable.torchscript_methods[0]
     try:
-        report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method, run_check=not no_check)
+        say = (lambda text: None) if json_output else (lambda text: print(f"export: {text}", file=sys.stderr, flush=True))
+        report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method,
+                        run_check=not no_check, say=say)
     except ExportCheckFailed as exc:
         if json_output:
             emit_json({"error": str(exc), "exit_code": 1, **exc.report})
