@@ -156,9 +156,13 @@ class LocalModel:
                 outcomes.append(Outcome())
             except InputError as exc:
                 outcomes.append(Outcome(error=str(exc), status=400))
+        futures: list[asyncio.Future] = []
         try:
-            futures = [self.batcher.submit(item, deadline) for _, item in decoded]
+            for _, item in decoded:
+                futures.append(self.batcher.submit(item, deadline))
         except QueueFull:
+            for future in futures:  # the inputs that got in go unrun: the request is refused whole
+                future.cancel()
             raise Refused(503, f"the queue is full ({self.max_queue} inputs waiting); retry shortly", {"Retry-After": "1"}) from None
         try:
             done = await asyncio.wait_for(asyncio.gather(*futures), max(0.0, deadline - time.monotonic()))
