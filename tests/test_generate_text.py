@@ -125,3 +125,53 @@ def test_streamed_text_is_the_decoded_text_token_by_token(folder, request):
     sink.end()
     assert "".join(pieces) == tokenizer.decode(ids[1:], skip_special_tokens=True)
     assert len(pieces) > 5
+
+
+def test_a_conversation_uses_the_tokenizers_chat_template_or_the_plain_one(tiny_gpt2):
+    """OpenAI's messages become one prompt: through the tokenizer's own chat template where
+    the model has one; GPT-2 has none, so the documented plain template, ending with a stop at
+    the user's next turn."""
+    import copy
+
+    import torch
+
+    from ptcli.errors import InputError
+    from ptcli.inference.contract import Source
+    from ptcli_generate_text.chat import PLAIN_STOP, chat_prompt
+    from ptcli_generate_text.predictor import TextGenerator
+
+    generator = TextGenerator.load(Source(model=str(tiny_gpt2)), torch.device("cpu"))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "bake"}]}]
+    prompt, settings = generator.decode({"messages": messages, "max_new_tokens": 3, "stop": ["."]}).data
+    assert prompt == "System: Be brief.\nUser: bake\nAssistant:" and settings.stop == (".", PLAIN_STOP)
+    templated = copy.copy(generator.lm.tokenizer)
+    templated.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
+    assert chat_prompt(templated, [{"role": "user", "content": "bake"}]) == "<|user|>bake\n<|assistant|>"
+    for bad, message in [([], "non-empty list"), ([{"role": "robot", "content": "x"}], "role must be one of"),
+                         ([{"role": "user", "content": 5}], "content must be a text"),
+                         ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], "text parts only")]:
+        with pytest.raises(InputError, match=message):
+            generator.decode({"messages": bad})
+    with pytest.raises(InputError, match="a prompt or messages, not both"):
+        generator.decode({"messages": messages, "prompt": "x"})
+
+
+@pytest.mark.parametrize("pieces", [["hello wor", "ld\nUs", "er: more"], ["hello world", "\n", "U", "ser:", " more"],
+                                    ["hello world\nUser: more"]])
+def test_a_stream_never_shows_a_stop_text_or_what_follows(pieces):
+    """However the pieces split the text, the stream shows exactly the text before the stop."""
+    from ptcli_generate_text.generation import _StopFilter, cut_at_stop
+
+    shown = []
+    gate = _StopFilter(("\nUser:", "###"), shown.append)
+    for piece in pieces:
+        gate(piece)
+    gate.end()
+    assert "".join(shown) == "hello world" == cut_at_stop("".join(pieces), ("\nUser:", "###"))[0]
+    held = []
+    gate = _StopFilter(("\nUser:",), held.append)
+    gate("the end\nUs")  # a stop's start is held back until the text shows it is not one
+    assert "".join(held) == "the end"
+    gate("ual")
+    gate.end()
+    assert "".join(held) == "the end\nUsual"
