@@ -99,6 +99,15 @@ def test_onnx_export_is_one_self_contained_file_with_its_sidecar(lite0_exports):
     assert json.loads(session.get_modelmeta().custom_metadata_map["ptcli.json"])["recipe"] == "classify-image"
 
 
+def test_a_pt2_archive_is_named_after_its_file_not_its_staging_name(lite0_exports):
+    import zipfile
+
+    folder, _ = lite0_exports
+    names = zipfile.ZipFile(folder / "lite0.pt2").namelist()
+    assert names and all(name.startswith("lite0/") for name in names), names[:5]
+    assert "lite0/extra/ptcli.json" in names
+
+
 def test_human_report(cli, tmp_path):
     result = cli("export-torchscript", "--recipe", "classify-image", "--model", "efficientnet_lite0", "-o", tmp_path / "m.pt")
     assert result.exit_code == 0, result.stderr

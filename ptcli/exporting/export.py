@@ -80,7 +80,13 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         meta["opset"] = opset or writers.DEFAULT_OPSET
     target = dataclasses.replace(exportable, module=module) if half else exportable
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_name(f".{output.stem}.partial{output.suffix}")
+    # Written under its own name in a hidden folder beside it, then moved into place: a .pt2
+    # archive records the name it was written under (its folder inside the zip).
+    import shutil
+    import tempfile
+
+    staging_dir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.partial-", dir=output.parent))
+    staging = staging_dir / output.name
     try:
         say(f"exporting to {fmt} (input {list(example[0].shape)})")
         started = time.perf_counter()
@@ -101,7 +107,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
                                         "(--no-check writes it unchecked)", report)
         os.replace(staging, output)
     finally:
-        staging.unlink(missing_ok=True)
+        shutil.rmtree(staging_dir, ignore_errors=True)
     return report
 
 
