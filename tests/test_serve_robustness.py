@@ -247,10 +247,12 @@ def test_json_start_up_errors(cli, tmp_path):
 
 @pytest.mark.parametrize("moment", ["queued", "idle"])
 def test_a_replica_that_dies_answers_503_and_comes_back(moment, tiny_bert_classifier):
-    """Two replicas; both are killed (SIGKILL) while requests wait in their batchers (a long
-    --max-wait-ms holds them there) or while idle. Requests in flight get 503 at once, not a
-    timeout; the replicas are restarted and serve again."""
-    server = Server("--recipe", "classify-text", "--model", tiny_bert_classifier, "--device", "cpu", "--replicas", "2",
+    """Two replicas (--replicas 2 on one device, or one per device of a list); both are killed
+    (SIGKILL) while requests wait in their batchers (a long --max-wait-ms holds them there) or
+    while idle. Requests in flight get 503 at once, not a timeout; the replicas are restarted
+    and serve again."""
+    placement = ("--device", "cpu", "--replicas", "2") if moment == "queued" else ("--device", "cpu,cpu", "--replicas", "1")
+    server = Server("--recipe", "classify-text", "--model", tiny_bert_classifier, *placement,
                     "--max-wait-ms", "5000" if moment == "queued" else "2", "--max-batch", "64", "--timeout-s", "60")
     try:
         server.wait_ready(timeout=180)
