@@ -414,3 +414,42 @@ def test_progress_inside_an_epoch_when_stderr_is_a_log(cli, tmp_path, monkeypatc
     assert lines and lines[0].startswith("epoch 1/2: batch 1/") and any(line.startswith("epoch 2/2: batch ") for line in lines)
     assert all(" left" in line and "loss " in line for line in lines)
     assert "batches/s" not in result.stdout
+
+
+def test_ema_checkpoints_hold_the_averaged_weights_and_resume_continues_the_same_average(cli, train, tmp_path):
+    """trainer.ema for any recipe: the checkpoints are the average (not the trained weights,
+    which the resumable state keeps beside it), validation scores the average, and a run
+    interrupted mid-epoch and resumed ends with the same average as one that was not."""
+    from safetensors.torch import load_file
+
+    config = toy_config(tmp_path, epochs=4, ema={"decay": 0.9, "warmup": 5})
+    full = train(config, "run.name=full")
+    run = tmp_path / "runs" / "toy-classify" / "full"
+    state = torch.load(run / "checkpoints" / "training_state.pt", weights_only=True)
+    last = load_file(run / "checkpoints" / "last.safetensors")
+    trained, averaged = state["models"]["model"], state["ema"]["model"]
+    assert state["ema"]["model"]["n_averaged"].item() == 4 * 8  # one update per optimizer step
+    for key, value in last.items():
+        assert torch.equal(value, averaged[f"module.{key}"]), key
+    assert any(not torch.equal(value, trained[key]) for key, value in last.items())  # not the trained weights
+    plain = train(toy_config(tmp_path, name="plain.yaml", epochs=4), "run.name=plain")
+    assert read_metrics(plain["run_dir"])[-1]["val/loss"] != read_metrics(full["run_dir"])[-1]["val/loss"]
+
+    stopped = cli("train", config, "run.name=cut", "data.interrupt_at=13", "--json", plugins=[toy_recipes])
+    assert stopped.exit_code == 130
+    cut = tmp_path / "runs" / "toy-classify" / "cut"
+    resumed = cli("train", config, f"resume={cut}", "data.interrupt_at=null", "--json", plugins=[toy_recipes])
+    assert resumed.exit_code == 0, resumed.stderr
+    again = load_file(cut / "checkpoints" / "last.safetensors")
+    for key, value in last.items():
+        torch.testing.assert_close(again[key], value, atol=1e-6, rtol=0)
+    for a, b in zip(read_metrics(cut), read_metrics(run)):
+        assert a["val/loss"] == pytest.approx(b["val/loss"], rel=1e-5, abs=1e-7)
+    # A run begun without an average cannot be resumed with one (resume takes the run's own
+    # config; an override asks for the average).
+    plain_cut = cli("train", toy_config(tmp_path, name="p.yaml", epochs=4), "run.name=pcut", "data.interrupt_at=13",
+                    plugins=[toy_recipes])
+    assert plain_cut.exit_code == 130
+    refused = cli("train", config, f"resume={tmp_path / 'runs' / 'toy-classify' / 'pcut'}", "data.interrupt_at=null",
+                  "trainer.ema.decay=0.9", plugins=[toy_recipes])
+    assert refused.exit_code == 2 and "kept no average of its weights" in refused.stderr

@@ -40,6 +40,14 @@ class ProfileConfig(Section):
     active: int = Field(3, ge=1)
 
 
+class EmaConfig(Section):
+    """An exponential moving average of the weights (ptcli.training.averaging): 0 is off."""
+
+    decay: float = Field(0.0, ge=0, lt=1)
+    #: Updates over which the decay warms up to ``decay`` (0: from the first update).
+    warmup: int = Field(0, ge=0)
+
+
 class TrainerConfig(Section):
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -61,6 +69,7 @@ class TrainerConfig(Section):
     #: Group -> epoch (1-based) at which a frozen group starts training.
     unfreeze_at: dict[str, int] = Field(default_factory=dict)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     #: DataLoader worker processes.
     workers: int = Field(0, ge=0)

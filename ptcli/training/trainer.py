@@ -161,6 +161,16 @@ class Trainer:
         self._params = {name: [p for group in opt.param_groups for p in group["params"]] for name, opt in self.optimizers.items()}
         self.train_loader, self.val_loader = prepared[-2], prepared[-1]
         self.ctx.models = self.models
+        from ptcli.training.averaging import Averages
+
+        # Which models each optimizer trains (those holding its parameters): trainer.ema
+        # averages them, each after its optimizer's steps.
+        unwrapped = {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()}
+        self._trains = {}
+        for opt_name, params in self._params.items():
+            ids = {id(p) for p in params}
+            self._trains[opt_name] = [name for name, model in unwrapped.items() if any(id(p) in ids for p in model.parameters())]
+        self.averages = Averages(self.cfg.ema, {name: unwrapped[name] for names in self._trains.values() for name in names})
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.cfg.grad_accum)
         mode = task.monitor_mode
         self.schedulers = {name: optim.build_scheduler(opt.optimizer, self.cfg, self.steps_per_epoch, mode)
@@ -177,6 +187,7 @@ class Trainer:
         self.metrics = metrics
         if resume_state is not None:
             self._restore(resume_state)
+            self.averages.load_state_dict(resume_state.get("ema"))
         if self.accelerator.device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 matmuls: several times faster on Ampere and later
 
@@ -228,10 +239,12 @@ class Trainer:
             "optimizers": {name: opt.optimizer.state_dict() for name, opt in self.optimizers.items()},
             "schedulers": {name: s.state_dict() if s is not None else None for name, s in self.schedulers.items()},
             "scaler": scaler.state_dict() if scaler is not None else None,
+            "ema": self.averages.state_dict() or None,
         }
 
     def unwrapped_models(self) -> dict:
-        return {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()}
+        """The models as a checkpoint saves them: the averaged weights where trainer.ema is on."""
+        return {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()} | self.averages.modules()
 
     # --- the loop ----------------------------------------------------------------------
     def fit(self) -> None:
@@ -312,6 +325,8 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         if not self.accelerator.sync_gradients:
             return
+        for model_name in self._trains.get(name, ()) if self.averages.enabled else ():
+            self.averages.update(model_name, self.accelerator.unwrap_model(self.models[model_name]))
         scheduler = self.schedulers[name]
         if scheduler is not None and self.cfg.scheduler.name in optim.PER_STEP and not self.accelerator.optimizer_step_was_skipped:
             # One-cycle's last rate is reached at total_steps - 1; a resumed run given more
@@ -368,7 +383,7 @@ class Trainer:
         sums: dict = {}
         count = 0
         self.emit("validation_start", len(self.val_loader))
-        with torch.no_grad():
+        with torch.no_grad(), self.averages.in_use(self.ctx):
             for batch in self.val_loader:
                 for name, value in self.task.validation_step(batch, self.ctx).items():
                     sums[name] = sums.get(name, 0.0) + value.detach()
