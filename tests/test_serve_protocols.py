@@ -175,6 +175,9 @@ def test_openai_clients_complete_and_chat_as_generate_text_does(cli, three_model
     # chat: the plain template for a model without one.
     chat = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "bake the bread"}],
                                           max_tokens=5, temperature=0)
+    newer = client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "bake the bread"}],
+                                           max_completion_tokens=5, temperature=0)  # the newer name of max_tokens
+    assert newer.choices[0].message.content == chat.choices[0].message.content
     plain = json.loads(cli("generate-text", "User: bake the bread\nAssistant:", "--model", tiny_gpt2, "--max-new-tokens",
                            "5", "--temperature", "0", "--stop", "\nUser:", "--json").stdout)["generations"][0]
     assert chat.choices[0].message.content == plain and chat.choices[0].message.role == "assistant"

@@ -25,8 +25,8 @@ ROUTES = ("/v1/models", "/v1/models/{name}", "/v1/completions", "/v1/chat/comple
 _IGNORED = {"user", "metadata", "store", "service_tier"}
 _DEFAULTS = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": None, "top_logprobs": None, "echo": False,
              "logit_bias": None, "best_of": None, "suffix": None, "tools": None, "tool_choice": None,
-             "response_format": None, "parallel_tool_calls": None, "stream_options": None, "max_completion_tokens": None}
-_COMMON = {"model", "max_tokens", "temperature", "top_p", "n", "seed", "stop", "stream"}
+             "response_format": None, "parallel_tool_calls": None, "stream_options": None}
+_COMMON = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "seed", "stop", "stream"}
 
 _CHOICE = {"type": "object", "required": ["index", "finish_reason"]}
 _COMPLETION = {"type": "object", "required": ["id", "object", "created", "model", "choices"], "properties": {
