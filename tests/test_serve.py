@@ -708,8 +708,9 @@ def _until(evaluate, expression, tries=200):
 
 def test_the_page_uploads_an_image_in_headless_chromium(lite0_server, tmp_path):
     """The page at /, in a browser: an uploaded photo shows itself and its top label; a broken
-    file shows its error with the last result cleared. The screenshot is kept in
-    test-artifacts/serve-page.png."""
+    file shows its error with the last result cleared, even when an answer to an older upload
+    comes back late (each upload here fires the page's change handler twice: once from the
+    file chooser, once by hand). The screenshot is kept in test-artifacts/serve-page.png."""
     lite0_server.wait_ready()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(CAT.read_bytes()[:300])
@@ -722,7 +723,9 @@ def test_the_page_uploads_an_image_in_headless_chromium(lite0_server, tmp_path):
         shot = call("Page.captureScreenshot", format="png")["data"]
         _upload(call, evaluate, broken)
         assert "cannot read image" in _until(evaluate, "document.getElementById('error').textContent")
+        time.sleep(1.0)  # time for any older answer to come back: it must not show
         assert evaluate("document.getElementById('top-label').textContent + document.getElementById('predictions').textContent") == ""
+        assert "cannot read image" in evaluate("document.getElementById('error').textContent")
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "serve-page.png").write_bytes(base64.b64decode(shot))

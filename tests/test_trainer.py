@@ -453,3 +453,38 @@ def test_ema_checkpoints_hold_the_averaged_weights_and_resume_continues_the_same
     refused = cli("train", config, f"resume={tmp_path / 'runs' / 'toy-classify' / 'pcut'}", "data.interrupt_at=null",
                   "trainer.ema.decay=0.9", plugins=[toy_recipes])
     assert refused.exit_code == 2 and "kept no average of its weights" in refused.stderr
+
+
+def test_compile_trains_as_eager_does(train, tmp_path):
+    """trainer.compile: the toy model compiled (TorchInductor; a C++ compiler on the CPU)
+    trains to the eager run's numbers (without dropout: compiled dropout draws its masks from
+    another generator), and its checkpoints are the plain network's."""
+    eager = train(toy_config(tmp_path, name="eager.yaml", epochs=2), "run.name=eager", "data.dropout=0")
+    compiled = train(toy_config(tmp_path, epochs=2, compile="default"), "run.name=compiled", "data.dropout=0")
+    for a, b in zip(read_metrics(compiled["run_dir"]), read_metrics(eager["run_dir"])):
+        assert a["val/loss"] == pytest.approx(b["val/loss"], rel=1e-4, abs=1e-6)
+    last = load_checkpoint(compiled["last_checkpoint"], recipe="toy-classify")
+    assert not any("_orig_mod" in key for key in last.state_dict)
+
+
+def test_a_model_that_cannot_compile_trains_eagerly_with_one_warning(cli, tmp_path, monkeypatch):
+    class Refuses(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("backend='inductor' raised:\nCppCompileError: no C++ compiler\n(long trace)")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **options: Refuses(module))
+    result = cli("train", toy_config(tmp_path, epochs=2, compile="max-autotune"), "--json", plugins=[toy_recipes])
+    assert result.exit_code == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "torch.compile failed" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: trainer.compile=max-autotune: torch.compile failed (RuntimeError")
+    assert "training eagerly" in warnings[0]
+    eager = cli("train", toy_config(tmp_path, name="e.yaml", epochs=2), "run.name=e", "--json", plugins=[toy_recipes])
+    ours = json.loads(result.stdout.strip().splitlines()[-1])["metrics"]
+    theirs = json.loads(eager.stdout.strip().splitlines()[-1])["metrics"]
+    assert ours["val/loss"] == pytest.approx(theirs["val/loss"], rel=1e-6)
+    refused = cli("train", toy_config(tmp_path, name="b.yaml", compile="fast"), plugins=[toy_recipes])
+    assert refused.exit_code == 2 and "trainer.compile" in refused.stderr

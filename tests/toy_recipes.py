@@ -36,6 +36,8 @@ class ToyData(DataConfig):
     record_events: bool = False
     #: A task hook that raises ValueError("<hook> broke"), as a buggy plugin's would.
     fail_in: str | None = None
+    #: The model's dropout (0: none, where a test compares two ways of running it to the bit).
+    dropout: float = 0.2
     #: Send this process SIGINT at the N-th trainer event (1-based, counting every event).
     sigint_at_event: int | None = None
     #: Send it twice there (the second press stops at once).
@@ -148,7 +150,8 @@ class ToyClassify(TrainingTask):
             self.monitor = "val/boxes"
 
     def build_models(self):
-        return {"model": nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))}
+        dropout = self.config.data.dropout if self.config is not None else 0.2
+        return {"model": nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 2))}
 
     def param_groups(self, models):
         model = models["model"]

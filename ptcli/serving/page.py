@@ -95,13 +95,16 @@ function show(result) {
     return item;
   }));
 }
-async function stream(response, prompt) {
+// Each request takes a ticket; an answer that comes back after a newer request began is
+// dropped, so a slow old answer never lands over the newer one (or its error).
+let latest = 0;
+async function stream(response, prompt, ticket) {
   const reader = response.body.getReader(), decoder = new TextDecoder();
   let buffer = "", text = prompt;
   $("top-label").textContent = text;
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done || ticket !== latest) return;
     buffer += decoder.decode(value, { stream: true });
     let end;
     while ((end = buffer.indexOf("\\n\\n")) >= 0) {
@@ -115,6 +118,7 @@ async function stream(response, prompt) {
 }
 async function predict(event) {
   if (event) event.preventDefault();
+  const ticket = ++latest;
   clear();
   const info = current(), url = "predict/" + encodeURIComponent(select.value);
   let response;
@@ -123,13 +127,14 @@ async function predict(event) {
       const prompt = $("prompt").value;
       response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
                                     body: JSON.stringify({ prompt, stream: true }) });
-      if (response.ok) return await stream(response, prompt);
+      if (response.ok) return await stream(response, prompt, ticket);
     } else {
       response = await fetch(url, { method: "POST", body: new FormData($("form")) });
     }
     const result = await response.json();
+    if (ticket !== latest) return;
     show(Array.isArray(result) ? result[0] : result);
-  } catch (error) { $("error").textContent = String(error); }
+  } catch (error) { if (ticket === latest) $("error").textContent = String(error); }
 }
 select.addEventListener("change", showField);
 $("form").addEventListener("submit", predict);

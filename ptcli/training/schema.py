@@ -70,6 +70,9 @@ class TrainerConfig(Section):
     unfreeze_at: dict[str, int] = Field(default_factory=dict)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     ema: EmaConfig = Field(default_factory=EmaConfig)
+    #: torch.compile the trained models with this mode ("off": eager). A model that cannot be
+    #: compiled trains eagerly, with one warning saying why.
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "off"
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     #: DataLoader worker processes.
     workers: int = Field(0, ge=0)

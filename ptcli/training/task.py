@@ -173,7 +173,7 @@ class StepContext:
             if len(self.models) != 1:
                 raise RuntimeError("ctx.unwrapped() needs a model name in tasks with several models")
             name = next(iter(self.models))
-        return self._trainer.accelerator.unwrap_model(self.models[name])
+        return self._trainer.unwrap(self.models[name])
 
     def optimize(self, loss, name: str | None = None) -> None:
         """Backward, clip, step and zero one optimizer (gradient accumulation and mixed

@@ -165,12 +165,19 @@ class Trainer:
 
         # Which models each optimizer trains (those holding its parameters): trainer.ema
         # averages them, each after its optimizer's steps.
-        unwrapped = {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()}
+        unwrapped = {name: self.unwrap(model) for name, model in self.models.items()}
         self._trains = {}
         for opt_name, params in self._params.items():
             ids = {id(p) for p in params}
             self._trains[opt_name] = [name for name, model in unwrapped.items() if any(id(p) in ids for p in model.parameters())]
         self.averages = Averages(self.cfg.ema, {name: unwrapped[name] for names in self._trains.values() for name in names})
+        self._eager: dict = {}
+        if self.cfg.compile != "off":
+            # Compiled lazily, at the first forward pass: its failure is handled there.
+            for name in {name for names in self._trains.values() for name in names}:
+                self._eager[name] = self.models[name]
+                self.models[name] = torch.compile(self.models[name], mode=self.cfg.compile)
+            self.ctx.models = self.models
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.cfg.grad_accum)
         mode = task.monitor_mode
         self.schedulers = {name: optim.build_scheduler(opt.optimizer, self.cfg, self.steps_per_epoch, mode)
@@ -231,7 +238,7 @@ class Trainer:
 
     def training_state(self) -> dict:
         scaler = self.accelerator.scaler
-        unwrap = self.accelerator.unwrap_model
+        unwrap = self.unwrap
         position = {**vars(self.position), "loss_sums": {k: float(v) for k, v in self.position.loss_sums.items()}}
         return {
             "position": position,
@@ -242,9 +249,14 @@ class Trainer:
             "ema": self.averages.state_dict() or None,
         }
 
+    def unwrap(self, model):
+        """The network itself, without its DDP or torch.compile wrapper (whose state-dict keys
+        would carry ``_orig_mod.``)."""
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
+
     def unwrapped_models(self) -> dict:
         """The models as a checkpoint saves them: the averaged weights where trainer.ema is on."""
-        return {name: self.accelerator.unwrap_model(model) for name, model in self.models.items()} | self.averages.modules()
+        return {name: self.unwrap(model) for name, model in self.models.items()} | self.averages.modules()
 
     # --- the loop ----------------------------------------------------------------------
     def fit(self) -> None:
@@ -302,7 +314,7 @@ class Trainer:
         sums = self.position.loss_sums = dict(self.position.loss_sums) if self.position.batch else {}
         for batch in loader:
             with self.accelerator.accumulate(*self.models.values()):
-                losses = self.task.training_step(batch, self.ctx)
+                losses = self._first_step_compiled(batch) if self._eager else self.task.training_step(batch, self.ctx)
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach()
             self.position.batch += 1
@@ -310,6 +322,25 @@ class Trainer:
             if interrupted():
                 break
         return self._mean_over_processes({name: float(total) / max(self.position.batch, 1) for name, total in sums.items()})
+
+    def _first_step_compiled(self, batch) -> dict:
+        """The first training step with trainer.compile: if compiling fails (no C++ compiler,
+        an operation the compiler does not take), the models go back to eager with one warning
+        and the step runs again, eagerly. Later steps run as compiled."""
+        from ptcli.errors import one_line
+        from ptcli.output import warn
+
+        try:
+            losses = self.task.training_step(batch, self.ctx)
+        except Exception as exc:  # the compiler's failure, whatever its kind
+            for optimizer in self.optimizers.values():
+                optimizer.zero_grad(set_to_none=True)
+            self.models.update(self._eager)
+            self.ctx.models = self.models
+            warn(f"trainer.compile={self.cfg.compile}: torch.compile failed ({one_line(exc)[:300]}); training eagerly")
+            losses = self.task.training_step(batch, self.ctx)
+        self._eager = {}
+        return losses
 
     def optimize(self, loss, name: str | None) -> None:
         if name is None:
@@ -326,7 +357,7 @@ class Trainer:
         if not self.accelerator.sync_gradients:
             return
         for model_name in self._trains.get(name, ()) if self.averages.enabled else ():
-            self.averages.update(model_name, self.accelerator.unwrap_model(self.models[model_name]))
+            self.averages.update(model_name, self.unwrap(self.models[model_name]))
         scheduler = self.schedulers[name]
         if scheduler is not None and self.cfg.scheduler.name in optim.PER_STEP and not self.accelerator.optimizer_step_was_skipped:
             # One-cycle's last rate is reached at total_steps - 1; a resumed run given more
