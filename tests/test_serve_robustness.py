@@ -303,3 +303,19 @@ def test_a_replica_that_dies_answers_503_and_comes_back(moment, tiny_bert_classi
     finally:
         if server.process.poll() is None:
             server.process.kill()
+
+
+def test_v2_tensor_data_nested_deep_is_a_400_not_a_500():
+    """The Open Inference Protocol's data may be nested lists: nested as deep as the JSON parser
+    takes (and deeper), the server answers 400, never a RecursionError's 500."""
+    async def checks(client, app):
+        for depth in (500, 900, 5000):
+            data = "[" * depth + '"x"' + "]" * depth
+            body = '{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ' + data + "}]}"
+            response = await client.post("/v2/models/model/infer", content=body, headers={"Content-Type": "application/json"})
+            assert response.status_code == 400, (depth, response.text)
+        good = await client.post("/v2/models/model/infer", json={"inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [2], "data": [["a"], ["b"]]}]})
+        assert good.status_code == 200 and good.json()["outputs"][0]["shape"] == [2]
+
+    run_app(_toy(), checks)

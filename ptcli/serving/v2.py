@@ -100,9 +100,18 @@ def _encode_bytes(items: list) -> bytes:
 
 
 def _flatten(data) -> list:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
+    """A tensor's nested JSON data, flat, without recursion (nesting as deep as JSON allows
+    must be a 400, not a RecursionError)."""
+    flat, stack = [], [iter([data])]
+    while stack:
+        item = next(stack[-1], stack)
+        if item is stack:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        else:
+            flat.append(item)
+    return flat
 
 
 def _count(shape) -> int:
