@@ -211,7 +211,7 @@ def test_a_targeted_l2_attack_and_fgsm(cli, shared_data, tmp_path):
 def test_attack_errors_are_one_line(cli, shared_data, tmp_path):
     cat = shared_data / "images" / "cat.jpg"
     for args, message in [(("--eps", "four"), "--eps must be a number"), (("--method", "cw"), "--method must be one of"),
-                          (("--norm", "l1"), "--norm must be one of"), (("--target", "unicorn"), "not one of the model's classes"),
+                          (("--norm", "l1"), "--norm must be one of"), (("--target", "unicorn"), "not one of the model's 1000 classes"),
                           (("--defense", "jpeg:75"), "go with --data")]:
         result = cli("attack", cat, "-o", tmp_path, *args)
         assert result.exit_code == 2 and message in result.stderr and "\n" not in result.stderr.strip(), (args, result.stderr)

@@ -270,3 +270,24 @@ def test_human_output_lists_top_k(cli, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == str(sound) and len(lines) == 3
     assert {line.split()[0] for line in lines[1:]} == {"Speech", "Music"} and lines[1].endswith("%")
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_a_clips_scores_do_not_depend_on_its_batch_mates(cli, tmp_path, window):
+    """Files of other lengths, rates and loudness in one batch (a wav2vec2 classifier normalises
+    each wave, and windows split long files): each file's scores are those it gets alone."""
+    folder = make_tiny_audio_classifier(tmp_path / "tiny-audio")
+    files = [write_wav(tmp_path / "short.wav", rate=8000, seconds=0.3, freq=300.0, seed=1),
+             write_wav(tmp_path / "long.wav", rate=16000, seconds=2.7, freq=1200.0, noise=0.5, seed=2),
+             write_wav(tmp_path / "quiet.wav", rate=22050, seconds=1.1, freq=700.0, noise=0.001, seed=3)]
+    extra = ["--window"] if window else []
+
+    def scores(batch_size):
+        result = cli("classify-audio", *files, "--model", folder, "--batch-size", batch_size, "--json", *extra)
+        assert result.exit_code == 0, result.stderr
+        return [{p["label"]: p["score"] for p in json.loads(line)["predictions"]} for line in result.stdout.splitlines()]
+
+    alone, together = scores("1"), scores("8")
+    assert len(alone) == 3 and alone != [alone[0]] * 3
+    for one, many in zip(alone, together):
+        assert one == pytest.approx(many, abs=1e-5)

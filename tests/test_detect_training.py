@@ -90,9 +90,10 @@ def test_eval_reports_coco_map_of_a_folder_and_of_a_file(cli, fine_tuned):
 @pytest.mark.slow
 def test_eval_does_not_depend_on_the_batch_and_agrees_with_cocoeval(cli, fine_tuned):
     """All 30 images (several sizes, so a batch of them pads): `ptcli eval` at batch 1 and 32
-    gives the same figures, and the COCO API's own evaluation (faster-coco-eval's COCOeval, a
-    pycocotools twin) of the command's per-image detections agrees within 0.002."""
-    from faster_coco_eval import COCO, COCOeval_faster
+    gives the same figures, and the official COCO API (pycocotools' COCOeval) on the command's
+    per-image detections agrees within 0.002."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
     summary, data = fine_tuned
     annotations = data / "annotations.json"
@@ -110,7 +111,7 @@ def test_eval_does_not_depend_on_the_batch_and_agrees_with_cocoeval(cli, fine_tu
     results = [{"image_id": ids[Path(row["input"]).name], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
                for row in rows for d in row["detections"]]
     truth = COCO(str(annotations))
-    evaluation = COCOeval_faster(truth, truth.loadRes(results), "bbox")
+    evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
     evaluation.evaluate()
     evaluation.accumulate()
     evaluation.summarize()

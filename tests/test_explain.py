@@ -58,7 +58,8 @@ def test_explain_from_the_cli_writes_the_overlay(cli, shared_data, tmp_path):
 
 def test_explain_errors_are_one_line(cli, shared_data, tmp_path):
     cat = shared_data / "images" / "cat.jpg"
-    for args, message in [(("--method", "lime"), "--method must be one of"), (("--class", "unicorn"), "not one of the model's classes"),
+    for args, message in [(("--method", "lime"), "--method must be one of"), (("--class", "qqqq"), "not one of the model's 1000 classes; they begin tench, goldfish"),
+                          (("--class", "cat"), "did you mean tiger cat, Persian cat, Siamese cat, Egyptian cat"),
                           (("--layer", "nowhere"), "is not a module of this model; its convolutions:")]:
         result = cli("explain", cat, "-o", tmp_path, *args)
         assert result.exit_code == 2 and message in result.stderr and "\n" not in result.stderr.strip(), (args, result.stderr)

@@ -319,6 +319,42 @@ def test_a_decompression_bomb_is_a_per_file_error(tmp_path):
         open_image(tmp_path / "bomb.png")
 
 
+def test_a_class_name_is_matched_ignoring_case_and_few_classes_are_listed():
+    from ptcli.errors import UsageError
+    from ptcli.plugins.capabilities import label_index
+
+    assert label_index(["ant", "Bee", "bee hive"], "bee", "--class") == 1
+    with pytest.raises(UsageError, match=r"--target 'wasp' is not one of the model's 3 classes: ant, Bee, bee hive$"):
+        label_index(["ant", "Bee", "bee hive"], "wasp", "--target")
+
+
+@pytest.mark.parametrize("command", [("attack",), ("explain",), ("detect",), ("super-resolve",)])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_model_loads(cli, tmp_path, monkeypatch, command):
+    """As root a read-only folder is writable, so the refusal is what the probe reports; the
+    checkpoint is missing, so an error about it would show that the model came first."""
+    import tempfile
+
+    real = tempfile.TemporaryFile
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and str(dir) == str(locked):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    for output in (locked, locked / "new" / "deeper"):
+        result = cli(*command, REPO / "examples" / "cat.jpg", "--checkpoint", tmp_path / "missing.safetensors", "-o", output)
+        assert result.exit_code == 2, result.stderr
+        assert result.stderr.strip() == f"error: -o {output} cannot be written (Permission denied); choose a folder you can write to for " \
+            + {"attack": "the adversarial images", "explain": "the maps", "detect": "the drawn images"}.get(command[0], "the results")
+        assert not (locked / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    result = cli(*command, REPO / "examples" / "cat.jpg", "-o", tmp_path / "afile" / "below")
+    assert result.exit_code == 2 and "afile is a file" in result.stderr
+
+
 # --- super-resolve's output ---------------------------------------------------------------------
 
 

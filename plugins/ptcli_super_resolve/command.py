@@ -101,10 +101,10 @@ def super_resolve(
     if not paths:
         raise UsageError("give at least one image file, folder or glob (see `ptcli super-resolve --help`)")
     inputs = expand_inputs(paths, RECIPE.data_adapter.extensions)
+    output_folder(output)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, device=device)
     tile_setting = _tile_option(tile)
     output_extension(ext)
-    output_folder(output)
     import torch
 
     target = resolve_device(device, RECIPE.devices.devices)

@@ -55,7 +55,22 @@ def refuse_existing(destination: Path, overwrite: bool) -> Path:
 
 
 def output_folder(output: Path, what: str = "the results") -> Path:
-    """-o DIR: a folder (created when results are written); an existing file is a usage error."""
+    """-o DIR: a folder (created when results are written). Its nearest existing folder is probed
+    now, so that one that cannot be written is a usage error before any model loads or computes;
+    an existing file is a usage error too."""
+    import tempfile
+
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output} is a file; -o names a folder for {what} (created if needed)")
+    existing = output.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"-o {output} cannot be written ({reason}); choose a folder you can write to for {what}") from None
     return output

@@ -93,13 +93,24 @@ def image_classifier(*, model: str | None, weights: Path | None, checkpoint: Pat
 
 
 def label_index(labels: list[str], name: str, option: str) -> int:
-    """The index of class ``name``, or a usage error with the closest names."""
+    """The index of class ``name`` (exact, else the one class equal to it ignoring case), or a usage
+    error that lists the classes: all of them when they are few, else the closest and a sample."""
     if name in labels:
         return labels.index(name)
+    folded = [i for i, label in enumerate(labels) if label.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
     import difflib
 
-    close = difflib.get_close_matches(name, labels, n=3)
-    raise UsageError(f"{option} {name!r} is not one of the model's classes" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    message = f"{option} {name!r} is not one of the model's {len(labels)} classes"
+    if len(labels) <= 30:
+        raise UsageError(f"{message}: {', '.join(labels)}")
+    word, words = name.casefold(), [label.casefold() for label in labels]
+    close = [labels[i] for i, label in enumerate(words) if word in label.split()]
+    close = (close + [labels[i] for i, label in enumerate(words) if word in label and labels[i] not in close])[:5]
+    close += [label for label in difflib.get_close_matches(name, labels, n=5, cutoff=0.5) if label not in close][: 5 - len(close)]
+    hint = f"did you mean {', '.join(close)}?" if close else f"they begin {', '.join(labels[:5])}, ..."
+    raise UsageError(f"{message}; {hint}")
 
 
 class ImageClassifierPredictor(Predictor):
