@@ -106,7 +106,7 @@ def test_eval_does_not_depend_on_the_batch_and_agrees_with_cocoeval(cli, fine_tu
         assert one[key] == pytest.approx(many[key], abs=1e-4), key
     images = [data / "images" / image["file_name"] for image in coco["images"]]
     rows = [json.loads(line) for line in cli("detect", *images, "--checkpoint", summary["best_checkpoint"], "--threshold",
-                                                  "0", "--max-detections", "100", "--json", "--device", "cpu").stdout.splitlines()]
+                                                  "0.05", "--max-detections", "100", "--json", "--device", "cpu").stdout.splitlines()]
     ids = {image["file_name"]: image["id"] for image in coco["images"]}
     results = [{"image_id": ids[Path(row["input"]).name], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
                for row in rows for d in row["detections"]]

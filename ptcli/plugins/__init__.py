@@ -32,6 +32,7 @@ CORE_COMMANDS = {
     "train": ("train_cmd:train", "Train a recipe from a YAML config (resumable, DDP-ready)."),
     "lr-find": ("train_cmd:lr_find", "Find a learning rate: the LR range test, with a plot."),
     "eval": ("train_cmd:evaluate", "Score a trained checkpoint on labelled data."),
+    "tune": ("tune_cmd:tune", "Search hyperparameters with Optuna: trials are runs, pruned early, resumable."),
     "export": ("export_cmd:export", "Export a model to ONNX, torch.export or TorchScript, checked against eager."),
     "export-torchscript": ("export_cmd:export_torchscript", "Export to TorchScript as the book does (deprecated in torch 2.11)."),
     "serve": ("serve_cmd:serve", "Serve a model over HTTP with dynamic batching (/predict, /metrics, a page)."),

@@ -81,8 +81,9 @@ def is_main_process() -> bool:
     return main_process()
 
 
-def train(resolved: ResolvedConfig, config_file: Path):
-    """Run training; returns a FitResult. Ctrl-C saves a resumable state and raises Interrupted."""
+def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | list = ()):
+    """Run training; returns a FitResult. Ctrl-C saves a resumable state and raises Interrupted.
+    ``extra_callbacks`` run after the core's (so an epoch's checkpoints are written first)."""
     from ptcli.training.callbacks import default_callbacks
     from ptcli.training.trainer import FitResult, Trainer
 
@@ -114,7 +115,8 @@ def train(resolved: ResolvedConfig, config_file: Path):
 
     watch = debugging_callbacks(config.trainer, run)
     trainer.callbacks = [*trainer.task.callbacks(), *watch,
-                         *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard)]
+                         *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard),
+                         *extra_callbacks]
     try:
         trainer.fit()
     except Interrupted as exc:
