@@ -194,3 +194,21 @@ def test_the_core_commands_are_the_ones_registered():
 
     commands = typer.main.get_command(app).commands
     assert {name for name, command in commands.items() if not isinstance(command, LazyCommand)} == set(CORE_COMMANDS) <= RESERVED
+
+
+def test_entry_points_of_another_metadata_library_load_too(monkeypatch):
+    """Once a package installs importlib_metadata's finder (mlflow does), importlib.metadata
+    hands back importlib_metadata's EntryPoint objects: the plugins must load all the same."""
+    import ptcli.plugins as manager
+
+    real = manager._entry_points()
+
+    class ForeignEntryPoint:  # an entry point of another class, with the same interface
+        def __init__(self, ep):
+            self.name, self.value, self.dist, self.load = ep.name, ep.value, ep.dist, ep.load
+
+    monkeypatch.setattr(manager, "_entry_points", lambda: [ForeignEntryPoint(ep) for ep in real])
+    loaded = load_plugins()
+    assert {info.name for info in loaded.infos} == {ep.name for ep in real}
+    assert all(info.status != "error" for info in loaded.infos), [(i.name, i.error) for i in loaded.infos]
+    assert "classify-image" in loaded.recipes

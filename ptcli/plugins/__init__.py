@@ -153,7 +153,10 @@ def load_plugins(extra_modules: Iterable[ModuleType] = ()) -> LoadedPlugins:
     sources = [(ep.name, ep) for ep in _entry_points() if _allowed(ep.name)]
     sources += [(module.__name__, module) for module in extra_modules]
     for name, source in sources:
-        if isinstance(source, metadata.EntryPoint):
+        # An entry point is anything but a module: importlib_metadata's own EntryPoint class
+        # comes back from importlib.metadata once some package (mlflow does) installs its finder.
+        in_process = isinstance(source, ModuleType)
+        if not in_process:
             dist = source.dist
             info = PluginInfo(name, dist.name if dist else "?", dist.version if dist else "?", source.value)
         else:
@@ -161,7 +164,7 @@ def load_plugins(extra_modules: Iterable[ModuleType] = ()) -> LoadedPlugins:
         loaded.infos.append(info)
         module = None
         try:
-            module = source.load() if isinstance(source, metadata.EntryPoint) else source
+            module = source if in_process else source.load()
             pm.register(module, name=name)
             _claim(info, _collect_recipes(pm, module), loaded)
             if info.error is not None and _strict():

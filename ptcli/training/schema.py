@@ -102,6 +102,11 @@ class RunConfig(Section):
     #: Default: the config file's name; an existing run gets a -2, -3, ... suffix.
     name: str | None = None
     tensorboard: bool = True
+    #: Log to MLflow too: a tracking URI (http://host:5000, sqlite:///mlflow.db), or true for
+    #: the MLFLOW_TRACKING_URI environment variable.
+    mlflow: bool | str | None = None
+    #: The MLflow experiment [default: the recipe's name].
+    experiment: str | None = None
 
 
 class DataConfig(Section):

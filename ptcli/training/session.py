@@ -87,8 +87,11 @@ def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | 
     from ptcli.training.callbacks import default_callbacks
     from ptcli.training.trainer import FitResult, Trainer
 
+    from ptcli.training.tracking import tracking_callbacks, tracking_uri
+
     config = resolved.config
     check_data_root(resolved, config_file)
+    tracking_uri(config.run.mlflow)  # a setting that cannot work is a usage error before anything runs
     main = is_main_process()
     run, resume_state = None, None
     if config.resume is not None:
@@ -116,7 +119,7 @@ def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | 
     watch = debugging_callbacks(config.trainer, run)
     trainer.callbacks = [*trainer.task.callbacks(), *watch,
                          *default_callbacks(main, run if main else None, resolved.recipe.name, config.run.tensorboard),
-                         *extra_callbacks]
+                         *(tracking_callbacks(config, run, resolved.recipe.name) if main else []), *extra_callbacks]
     try:
         trainer.fit()
     except Interrupted as exc:
