@@ -1,12 +1,13 @@
 """Training images/s of the ptcli trainer against a bare hand-written loop with the same model,
-data, batch size, optimizer and threads (target ratio >= 0.9 on CPU).
+data, batch size, optimizer and threads (target ratio >= 0.9 on CPU); and `trainer.compile`
+(torch.compile, --compile MODE) against the same ptcli run eager, printed as a second ratio.
 
 The ptcli side is the real `ptcli train` machinery in-process (config, Accelerate, progress,
 metrics.jsonl, TensorBoard, checkpoints each epoch), timed over the training part of each epoch.
 Each side reports its fastest epoch (after a warm-up epoch), over --rounds alternating runs:
 on a shared 2-core machine the mean swings by 20% or more from run to run, the best far less.
 
-    python bench/train_throughput.py [--data ../shared/data] [--model cnnnet] [--epochs 4]
+    python bench/train_throughput.py [--data ../shared/data] [--model cnnnet] [--epochs 6] [--compile default|off]
 """
 
 import argparse
@@ -15,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from report import report
+from report import record, report
 
 TARGET = 0.9
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--compile", default="default", help="trainer.compile mode to compare with eager (off: skip)")
     args = parser.parse_args()
     digits = args.data / "imagefolder_digits"
     if not digits.is_dir():
@@ -105,12 +107,18 @@ def main() -> None:
                      f"trainer.epochs={args.epochs}", f"trainer.batch_size={args.batch_size}", "trainer.optimizer=adam",
                      "trainer.lr=0.0001", "trainer.device=cpu", f"run.dir={runs}"]
         config = REPO / "recipes" / "imagefolder-simplenet.yaml"
-        baseline = ours = 0.0
+        baseline = ours = compiled = 0.0
         for _ in range(args.rounds):
             baseline = max(baseline, baseline_rate(config, overrides))
             rate, images = ptcli_rate(config, overrides)
             ours = max(ours, rate)
+            if args.compile != "off":  # its first epoch holds the compilation: the fastest epoch is after it
+                compiled = max(compiled, ptcli_rate(config, [*overrides, f"trainer.compile={args.compile}"])[0])
     print(f"model {args.model}, {images} training images of 64x64, batch {args.batch_size}, {args.threads} threads, CPU")
+    if compiled:
+        print(f"trainer.compile={args.compile}  {compiled:6.1f} images/s, {compiled / ours:.3g}x the eager ptcli run")
+        record(f"train images/s, compile={args.compile} / eager", f"{compiled:.1f}", f"{ours:.1f} (eager)", compiled / ours,
+               ">= 1.0", compiled >= ours)
     report([("hand-written loop", f"{baseline:6.1f} images/s"), ("ptcli train", f"{ours:6.1f} images/s")], ours / baseline, TARGET,
            figure="train images/s", ours=f"{ours:.1f}", baseline=f"{baseline:.1f} (bare loop)")
 

@@ -381,3 +381,45 @@ def test_slices_go_through_the_one_loop_with_workers_and_under_torchrun(cli, fin
         for d, box in zip(line["detections"], found.boxes.tolist()):
             x, y, w, h = d["bbox"]
             assert [x, y, x + w, y + h] == pytest.approx([min(max(v, 0), lim) for v, lim in zip(box, (width, height) * 2)], abs=0.02)
+
+
+def test_copy_paste_adds_tight_boxes_of_other_images_objects_that_overlap_nothing(tmp_path):
+    """data.copy_paste=1: every training item gains objects cut from other images by their
+    masks; each new box is the tight box of pixels that now hold the donor's colour, nothing
+    overlaps, negatives gain objects too, and the same seed draws the same pastes."""
+    from detect_data import CATEGORIES
+
+    from ptcli_detect.coco import read_coco
+    from ptcli_detect.cocodata import CocoDetectionSet
+
+    root = make_coco(tmp_path / "coco", {"train": 8}, seed=3)
+    coco = read_coco(root / "train.json")
+    label_of = {cid: i + 1 for i, (cid, _, _) in enumerate(CATEGORIES)}
+    colour = {i + 1: torch.tensor(c, dtype=torch.float32) / 255 for i, (_, _, c) in enumerate(CATEGORIES)}
+    pasting = CocoDetectionSet(coco, label_of, masks=True, augment="none", train=True, copy_paste=1.0)
+    added = 0
+    for index in range(len(coco.images)):
+        torch.manual_seed(index)
+        image, target = pasting[index]
+        torch.manual_seed(index)
+        again, _ = pasting[index]
+        assert torch.equal(image, again)
+        own = len(coco.images[index].boxes)
+        boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
+        assert len(boxes) == len(labels) == len(masks) == len(target["area"]) >= own
+        added += len(boxes) - own
+        for i in range(own, len(boxes)):
+            x1, y1, x2, y2 = boxes[i].round().int().tolist()
+            mask = masks[i].bool()
+            rows, cols = mask.nonzero(as_tuple=True)
+            assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (x1, y1, x2, y2)
+            assert target["area"][i] == mask.sum()
+            inside = image[:, mask].mean(dim=1)
+            assert torch.allclose(inside, colour[int(labels[i])], atol=0.08), (inside, labels[i])
+        from torchvision.ops import box_iou
+
+        overlaps = box_iou(boxes, boxes) - torch.eye(len(boxes))
+        assert overlaps.max() <= 0 if len(boxes) > 1 else True
+    assert added >= len(coco.images)  # about two a picture: 1-3 drawn, some left out for want of room
+    plain = CocoDetectionSet(coco, label_of, masks=True, augment="none", train=True)
+    assert len(plain[0][1]["boxes"]) == len(coco.images[0].boxes)

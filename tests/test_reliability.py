@@ -530,14 +530,15 @@ def _recipe_case(name, tmp_path, request):
                               freq_mask=4, time_mask=8)
         return ClassifyAudioTask, config, "trainer.epochs=2", "data.augment.gain_db=6", "data.augment.shift=0.1", \
             "data.augment.noise_snr=20", "trainer.batch_size=4"
-    if name == "detect: flips, affine, photometric, grouped batches":
+    if name == "detect: flips, affine, photometric, copy-paste, multi-scale, grouped batches":
         from detect_data import detect_config, make_coco
 
         from ptcli_detect.training import DetectTask
 
         root = make_coco(tmp_path / "coco", {"train": 6, "val": 2})
         config = detect_config(tmp_path, root, model={"pretrained": False}, trainer={"epochs": 2, "batch_size": 2})
-        return DetectTask, write_yaml(tmp_path / "d.yaml", config)
+        # Copy-paste and multi-scale draw from the seeded generators too.
+        return DetectTask, write_yaml(tmp_path / "d.yaml", config), "data.copy_paste=0.5", "model.train_sizes=[96,112]"
     from test_super_resolve_training import make_sr_folder, sr_config
 
     from ptcli_super_resolve.training import SuperResolveTask
@@ -547,7 +548,7 @@ def _recipe_case(name, tmp_path, request):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["image: book augmentation + mixup", "text: EDA", "audio: SpecAugment + waveform",
-                                  "super-resolve: random crops", "detect: flips, affine, photometric, grouped batches"])
+                                  "super-resolve: random crops", "detect: flips, affine, photometric, copy-paste, multi-scale, grouped batches"])
 def test_real_recipes_resume_exactly_with_their_augmentation(cli, tmp_path, monkeypatch, request, name):
     import toy_recipes
 

@@ -49,11 +49,15 @@ class CocoDetectionSet:
     "image_id", and "masks" when ``masks``}). An image with no boxes is a negative: boxes of
     shape (0, 4)."""
 
-    def __init__(self, coco: CocoSet, label_of: dict[int, int], *, masks: bool, augment: str = "none", train: bool = False) -> None:
+    def __init__(self, coco: CocoSet, label_of: dict[int, int], *, masks: bool, augment: str = "none", train: bool = False,
+                 copy_paste: float = 0.0) -> None:
+        from .copypaste import CopyPaste
+
         self.coco = coco
         self.label_of = label_of
         self.masks = masks
         self.transform = transforms(augment, train)
+        self.copy_paste = CopyPaste(coco, copy_paste) if train and copy_paste > 0 else None
 
     def __len__(self) -> int:
         return len(self.coco.images)
@@ -78,18 +82,20 @@ class CocoDetectionSet:
         if picture.size != (entry.width, entry.height):
             raise UsageError(f"{self.coco.source}: image {entry.id} ({entry.path.name}) is {picture.width}x{picture.height}, "
                              f"not the {entry.width}x{entry.height} the annotations give")
+        pasted = self.copy_paste(index, picture, entry.boxes) if self.copy_paste is not None else []
         image = tv_tensors.Image(torch.from_numpy(np.array(picture, dtype=np.uint8, copy=True)).permute(2, 0, 1))
-        boxes = torch.tensor(entry.boxes, dtype=torch.float32).reshape(-1, 4)
+        boxes = torch.tensor([*entry.boxes, *(p[0] for p in pasted)], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(entry.height, entry.width)),
-            "labels": torch.tensor([self.label_of[c] for c in entry.category_ids], dtype=torch.int64),
-            "area": torch.tensor(entry.areas, dtype=torch.float32),
-            "iscrowd": torch.tensor(entry.iscrowd, dtype=torch.int64),
+            "labels": torch.tensor([self.label_of[c] for c in [*entry.category_ids, *(p[1] for p in pasted)]], dtype=torch.int64),
+            "area": torch.tensor([*entry.areas, *(p[2] for p in pasted)], dtype=torch.float32),
+            "iscrowd": torch.tensor([*entry.iscrowd, *(0 for _ in pasted)], dtype=torch.int64),
             "image_id": entry.id,
         }
         if self.masks:
             stacked = [segmentation_mask(s, entry.width, entry.height, b) for s, b in zip(entry.segmentations, entry.boxes)]
+            stacked += [p[3] for p in pasted]
             target["masks"] = tv_tensors.Mask(torch.stack(stacked) if stacked else torch.zeros((0, entry.height, entry.width), dtype=torch.bool))
         image, target = self.transform(image, target)
         target["boxes"] = target["boxes"].as_subclass(torch.Tensor)

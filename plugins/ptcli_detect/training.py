@@ -26,6 +26,9 @@ class DetectDataConfig(DataConfig):
     val: Path | None = None
     images: Path | None = None
     augment: Literal["none", "light", "strong"] = "light"
+    #: Copy-paste: the chance that a training image gets 1-3 objects of other training images
+    #: pasted onto it (rescaled 0.7-1.4x, where they overlap nothing). 0: off.
+    copy_paste: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _one_layout(self):
@@ -48,6 +51,9 @@ class DetectModelConfig(Section):
     max_size: int | None = Field(None, ge=32)
     #: fasterrcnn_lite0_fpn: FPN width and one anchor size per level (strides 8, 16, 32, 64).
     fpn_channels: int = Field(128, ge=8)
+    #: Multi-scale training: each training batch is resized to one of these short sides (or
+    #: min_size) at random; validation and inference use min_size. Empty: min_size only.
+    train_sizes: list[int] = Field(default_factory=list)
     anchor_sizes: list[int] = Field(default_factory=lambda: [16, 32, 64, 128])
 
 
@@ -124,13 +130,19 @@ class DetectTask(TrainingTask):
         m = self.config.model
         num_classes = len(self.classes) + 1
         if self.spec.name == OFFLINE_MODEL:
-            return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, **self.model_args())}
-        if m.pretrained:
-            from ptcli.models.weights import resolve
+            model = self.spec.build(num_classes=num_classes, pretrained=m.pretrained, **self.model_args())
+        else:
+            if m.pretrained:
+                from ptcli.models.weights import resolve
 
-            resolve(self.spec.weights)  # into torch hub's cache, where the builder reads it; offline: the one-line error
-        return {"model": self.spec.build(num_classes=num_classes, pretrained=m.pretrained, trainable_layers=m.trainable_layers,
-                                         **self.model_args())}
+                resolve(self.spec.weights)  # into torch hub's cache, where the builder reads it; offline: the one-line error
+            model = self.spec.build(num_classes=num_classes, pretrained=m.pretrained, trainable_layers=m.trainable_layers,
+                                    **self.model_args())
+        transform = getattr(model, "transform", None)
+        if m.train_sizes and transform is not None and hasattr(transform, "min_size"):
+            # torchvision draws one of min_size's entries per training batch and evaluates at the last.
+            transform.min_size = (*m.train_sizes, transform.min_size[-1])
+        return {"model": model}
 
     def param_groups(self, models: Mapping) -> dict[str, list[ParamGroup]]:
         model = models["model"]
@@ -143,7 +155,8 @@ class DetectTask(TrainingTask):
         from .cocodata import CocoDetectionSet
 
         label_of = self.train_set.label_of()
-        train = CocoDetectionSet(self.train_set, label_of, masks=self.masks, augment=self.config.data.augment, train=True)
+        train = CocoDetectionSet(self.train_set, label_of, masks=self.masks, augment=self.config.data.augment, train=True,
+                                 copy_paste=self.config.data.copy_paste)
         val = CocoDetectionSet(self.val_set, label_of, masks=self.masks) if self.val_set is not None else None
         return train, val
 
