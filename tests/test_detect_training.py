@@ -365,7 +365,17 @@ def test_slices_go_through_the_one_loop_with_workers_and_under_torchrun(cli, fin
     assert any(line.get("detections") for line in lines)
     assert cli(*args, "--workers", "2").stdout == alone.stdout
     shared = _torchrun(*args)
-    assert shared.returncode == 1 and shared.stdout == _single(*args).stdout == alone.stdout, shared.stderr[-2000:]
+    # Two torchrun processes run a thread each: scores may differ from one process's in their
+    # last decimals (another summation order); everything else is the same.
+    def parts(text):
+        lines = [json.loads(line) for line in text.splitlines()]
+        scores = [d["score"] for line in lines for d in line.get("detections", [])]
+        return [{**line, "detections": [{**d, "score": None} for d in line.get("detections", [])]} for line in lines], scores
+
+    assert shared.returncode == 1, shared.stderr[-2000:]
+    (one, one_scores), (two, two_scores), (three, three_scores) = parts(shared.stdout), parts(_single(*args).stdout), parts(alone.stdout)
+    assert one == two == three
+    assert one_scores == pytest.approx(three_scores, abs=2e-4) and two_scores == pytest.approx(three_scores, abs=2e-4)
 
     loaded = load_detector(None, None, summary["best_checkpoint"])
     configure_inference(loaded.model, 0.5, 100)
