@@ -197,7 +197,8 @@ def test_two_processes_share_a_study(tmp_path, simplenet_config):
     and counted once."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     command = [sys.executable, "-m", "ptcli", "tune", str(simplenet_config), "--param", "trainer.lr=loguniform(1e-3,1e-1)",
-               "--trials", "4", "--jobs", "2", "--storage", storage, "--study", "shared", "--json", "trainer.device=cpu"]
+               "--trials", "4", "--jobs", "2", "--storage", storage, "--study", "shared", "--seed", "0", "--json",
+               "trainer.device=cpu"]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**os.environ, "PTCLI_PLUGINS": "classify-image"})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -205,6 +206,8 @@ def test_two_processes_share_a_study(tmp_path, simplenet_config):
     trials_stored = stored(storage, "shared")
     assert {t.state for t in trials_stored} == {TrialState.COMPLETE} and 4 <= len(trials_stored) <= 5
     assert len({t.user_attrs["worker"] for t in trials_stored}) == 2
+    rates = [t.params["trainer.lr"] for t in trials_stored]
+    assert len(set(rates)) == len(rates)  # each process samples with its own seed
     assert summary["trials"] == len(trials_stored) and len(trials) < len(trials_stored)  # the helper's trials print nowhere
 
 

@@ -57,6 +57,7 @@ class CopyPaste:
         h], category id, area, full-size bool mask)."""
         import numpy as np
         import torch
+        from PIL import Image
 
         if not self.donors or float(torch.rand(1)) >= self.probability:
             return []
@@ -82,8 +83,6 @@ class CopyPaste:
                     break
             else:
                 continue
-            from PIL import Image
-
             picture.paste(crop, (x, y), Image.fromarray(mask.astype(np.uint8) * 255))
             rows, cols = np.nonzero(mask)
             box = [float(x + cols.min()), float(y + rows.min()), float(cols.max() - cols.min() + 1), float(rows.max() - rows.min() + 1)]

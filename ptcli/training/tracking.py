@@ -100,8 +100,9 @@ class MLflowLogger:
             found = self.client.get_experiment_by_name(self.experiment)
             experiment_id = found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
             tags = {"recipe": self.recipe, "ptcli.run_dir": str(self.run.path), "mlflow.runName": self.run.path.name}
-            if model_tag(self.config):
-                tags["model"] = model_tag(self.config)
+            model = model_tag(self.config)
+            if model:
+                tags["model"] = model
             self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=self.run.path.name).info.run_id
             from mlflow.entities import Param
 
@@ -115,9 +116,9 @@ class MLflowLogger:
         remembered.write_text(json.dumps({"tracking_uri": self.uri, "run_id": self.run_id}) + "\n", encoding="utf-8")
 
     def on_epoch_end(self, trainer, record) -> None:
-        from mlflow.entities import Metric
-
         import time
+
+        from mlflow.entities import Metric
 
         now, step = int(time.time() * 1000), int(record.get("epoch", trainer.position.epoch))
         metrics = [Metric(key, float(value), now, step) for key, value in record.items()

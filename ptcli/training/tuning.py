@@ -38,11 +38,7 @@ class Param:
 
     def example(self) -> Any:
         """A value inside the space, to check the key and its type before any trial runs."""
-        if self.kind == "loguniform":
-            return math.sqrt(self.args[0] * self.args[1])
-        if self.kind in ("uniform", "int"):
-            return self.args[0]
-        return self.args[0]
+        return math.sqrt(self.args[0] * self.args[1]) if self.kind == "loguniform" else self.args[0]
 
 
 def parse_param(text: str) -> Param:
@@ -256,7 +252,7 @@ def fail_running(study, numbers: list[int]) -> None:
                 pass
 
 
-def interrupted(exc: BaseException, study, search: Search, started: list[int]) -> Interrupted:
+def interrupted(study, started: list[int]) -> Interrupted:
     fail_running(study, started)
     where = f"trial {started[-1]}" if started else "the study"
     return Interrupted(f"interrupted in {where} (marked failed; finished trials are kept); "

@@ -63,8 +63,11 @@ def tune(
     helpers = []
     if jobs > 1 and not worker:
         argv = [a for a in sys.argv[1:] if a != "--json"]
-        helpers = [subprocess.Popen([sys.executable, "-m", "ptcli", *argv, "--jobs", "1", "--worker"],
-                                    stdout=subprocess.DEVNULL) for _ in range(jobs - 1)]
+        # A later option wins: each helper runs one process's share, with its own sampler seed
+        # (the same seed would draw the same first trials in every process).
+        helpers = [subprocess.Popen([sys.executable, "-m", "ptcli", *argv, "--jobs", "1", "--worker",
+                                     *(["--seed", str(seed + i)] if seed is not None else [])],
+                                    stdout=subprocess.DEVNULL) for i in range(1, jobs)]
 
     def log(text: str) -> None:
         sys.stderr.write(f"tune: {text}\n")
@@ -111,8 +114,8 @@ def tune(
                 emit_json(line)
             if failures >= MAX_FAILURES_IN_A_ROW:
                 raise PtcliError(f"{failures} trials in a row failed (the last: {line['error']}); fix that, then run the same command to go on")
-    except (Interrupted, KeyboardInterrupt) as exc:
-        raise tuning.interrupted(exc, opened, search, started) from None
+    except (Interrupted, KeyboardInterrupt):
+        raise tuning.interrupted(opened, started) from None
     finally:
         for helper in helpers:
             try:
