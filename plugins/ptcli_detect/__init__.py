@@ -8,15 +8,18 @@ This module is what `ptcli --help` imports: declarations only, no torch.
 from ptcli import hookimpl
 from ptcli.plugins.recipe import Command, DeviceSupport, Recipe
 
+from .tracking import TRACKERS
+
 RECIPE = Recipe(
     name="detect",
     help="Object detection (Faster/Mask R-CNN, RetinaNet, SSDlite), sliced for large images.",
     commands=(
         Command(
             name="detect",
-            help="Find objects in images: boxes, labels, scores (and masks); --slice for large images.",
+            help="Find objects in images and videos: boxes, labels, scores (and masks); --track; --slice for large images.",
             target="ptcli_detect.command:detect",
             example=("{image}", "--device", "cpu"),
+            optional_values={"--track": TRACKERS},
         ),
     ),
     models="ptcli_detect.models:make_registry",

@@ -47,11 +47,12 @@ class Detector(Predictor):
         """The image; with an output folder, one whose drawing is there already (without
         ``overwrite``) is refused here, before the model runs."""
         from ptcli.inference.inputs import refuse_existing
+        from ptcli.video.frames import Frame
         from ptcli.vision.imaging import read_image
 
         image = read_image(item)
         meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
-        if self.output is not None:
+        if self.output is not None and not isinstance(item, Frame):  # a video's frames are drawn by render
             meta["destination"] = refuse_existing(self.output / f"{Path(item).stem}_detect.png", self.overwrite)
             meta["image"] = image  # drawn on in postprocess
         return Sample(image, meta)
@@ -105,7 +106,7 @@ class Detector(Predictor):
         found = found.filtered(self.threshold, self.selected, self.max_detections)
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
-        if self.output is not None:
+        if "destination" in meta:
             fields["output"] = str(self._draw(meta, found))
         return fields
 
@@ -121,6 +122,11 @@ class Detector(Predictor):
         pixels = torch.from_numpy(np.array(meta["image"], dtype=np.uint8, copy=True)).permute(2, 0, 1)
         save_png(draw(pixels, found, self.categories), destination)
         return destination
+
+    def render(self, image, result: dict):
+        from .rendering import VideoDrawing
+
+        return VideoDrawing()(image, result)
 
     def warmup(self):
         return sample_image_bytes()

@@ -57,3 +57,46 @@ def draw(image, found: Detections, categories: Categories):
         image = draw_bounding_boxes(image, boxes, labels=labels, colors=colours, width=max(2, round(min(width, height) / 300)))
     return image.to(torch.uint8)
 
+
+
+class VideoDrawing:
+    """A video frame with its detections drawn: boxes, labels and scores, and with tracking
+    each object's id and the trail of its last ``trail`` centres, in a colour per track."""
+
+    def __init__(self, trail: int = 30) -> None:
+        self.trail = trail
+        self.trails: dict[int, list[tuple[float, float]]] = {}
+
+    def start(self) -> None:
+        """A new video: its track ids are new objects."""
+        self.trails = {}
+
+    def __call__(self, image, result: dict):
+        from PIL import ImageDraw
+
+        picture = image.copy()
+        pen = ImageDraw.Draw(picture)
+        width = max(2, round(min(picture.size) / 300))
+        seen = set()
+        for row in result["detections"]:
+            x, y, w, h = row["bbox"]
+            track = row.get("track_id")
+            colour = PALETTE[(track if track is not None else row.get("category_id", 0)) % len(PALETTE)]
+            pen.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+            text = f"{'#' + str(track) + ' ' if track is not None else ''}{row['label']} {row['score']:.2f}"
+            left, top, right, bottom = pen.textbbox((x, y), text)
+            lift = bottom - top + 2
+            pen.rectangle([x, max(0, y - lift), x + (right - left) + 4, max(lift, y)], fill=colour)
+            pen.text((x + 2, max(0, y - lift)), text, fill="white")
+            if track is not None:
+                seen.add(track)
+                points = self.trails.setdefault(track, [])
+                points.append((x + w / 2, y + h / 2))
+                del points[:-self.trail]
+                if len(points) > 1:
+                    pen.line(points, fill=colour, width=width)
+        for track in [t for t in self.trails if t not in seen and len(self.trails[t]) > 0]:
+            self.trails[track].pop(0)  # a lost object's trail fades out
+            if not self.trails[track]:
+                del self.trails[track]
+        return picture

@@ -72,11 +72,16 @@ class SRImages:
     extensions = EXTENSIONS
 
     def read(self, path: Path | bytes) -> SRImage:
-        """A file, or its bytes (an upload)."""
+        """A file, its bytes (an upload), or a video's frame."""
         import numpy as np
         import torch
 
-        data = _decode(path if isinstance(path, bytes) else Path(path))
+        from ptcli.video.frames import Frame
+
+        if isinstance(path, Frame):
+            data = np.asarray(path.image, dtype=np.uint8)
+        else:
+            data = _decode(path if isinstance(path, bytes) else Path(path))
         bits = 16 if data.dtype == np.uint16 else 8
         array = data.astype(np.float32) / (65535.0 if bits == 16 else 255.0)
         grey, alpha = array.ndim == 2, None

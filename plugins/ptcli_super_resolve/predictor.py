@@ -49,12 +49,13 @@ class Upscaler(Predictor):
         from pathlib import Path
 
         from ptcli.inference.inputs import refuse_existing
+        from ptcli.video.frames import Frame
 
         from .command import check_output_fits, output_path
         from .images import SRImages
 
         meta = {"start": time.perf_counter()}
-        if self.output is not None:
+        if self.output is not None and not isinstance(item, Frame):  # a video's frames go into its video
             meta["destination"] = refuse_existing(output_path(Path(item), self.output, self.suffix, self.ext), self.overwrite)
         image = SRImages().read(item)
         image.name = "the upload" if isinstance(item, (bytes, bytearray)) else str(item)

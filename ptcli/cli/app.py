@@ -216,6 +216,23 @@ def honour_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def fill_optional_values(argv: list[str], commands: dict) -> None:
+    """Click options always take their value; a recipe's ``Command.optional_values`` may be
+    given bare (`ptcli detect clip.mp4 --track`): the first choice is put in after them, unless
+    one of the choices follows already."""
+    if len(argv) < 2 or argv[1] not in commands:
+        return
+    optional = commands[argv[1]][0].optional_values
+    position = 2
+    while position < len(argv):
+        if argv[position] == "--":
+            return
+        choices = optional.get(argv[position])
+        if choices and (position + 1 == len(argv) or argv[position + 1] not in choices):
+            argv.insert(position + 1, choices[0])
+        position += 1
+
+
 def main() -> None:
     from ptcli.plugins import get_plugins
 
@@ -231,6 +248,7 @@ def main() -> None:
             warn(f"{info.error} (see `ptcli plugins`)")
         else:
             warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
+    fill_optional_values(sys.argv, plugins.commands)
     try:
         from ptcli.distributed import world_size
 

@@ -51,3 +51,11 @@ def list_models(recipe, as_json: bool, describe: bool = False) -> None:
             emit_json({"name": name, "description": spec.description}) if as_json else emit(f"{name:<36} {spec.description}")
         else:
             emit_json({"name": name}) if as_json else emit(name)
+
+
+VidStrideOption = Annotated[int, typer.Option(
+    "--vid-stride", min=1, metavar="N", help="Videos: every N-th frame (a written video keeps time at fps/N).")]
+StartOption = Annotated[float | None, typer.Option(
+    min=0.0, metavar="SECONDS", help="Videos: start this far in.", show_default=False)]
+EndOption = Annotated[float | None, typer.Option(
+    min=0.0, metavar="SECONDS", help="Videos: stop here (the frame at END is not read).", show_default=False)]

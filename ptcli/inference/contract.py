@@ -7,7 +7,8 @@ decode/predict/encode in one class:
 - ``load(source, device, **options)``: the model, once, from a checkpoint, a model name, a
   weights file or an export, on a device (the options are the recipe's own: ``top_k``,
   ``threshold``...);
-- ``decode(item)``: one input (a path, the bytes of an upload, a text) to a ``Sample`` (what the
+- ``decode(item)``: one input (a path, the bytes of an upload, a text, a video's frame: a
+  ptcli.video.frames.Frame, which ptcli.vision.imaging.read_image reads) to a ``Sample`` (what the
   batch needs, and metadata for postprocess). Torch-free: it runs in decode workers (the
   command's DataLoader processes, serve's request threads) beside the model;
 - ``preprocess(datas)``: the decoded inputs of a batch to what ``forward`` takes;
@@ -18,7 +19,8 @@ Optional hooks: ``chunks(data)`` and ``merge(data, outputs)`` for an input that 
 the model in pieces (a large image's tiles; see ptcli.inference.runner); ``stream(sample,
 emit)`` for outputs that come a piece at a time (a language model's tokens); ``encode(result)``
 for a result that is a file (an upscaled image's PNG bytes) when a client asks for the file
-rather than JSON; ``evaluate(data)`` for `ptcli eval` on labelled data; ``describe`` for the
+rather than JSON; ``render(image, result)`` for the picture a video's frame becomes
+(-o on a video); ``evaluate(data)`` for `ptcli eval` on labelled data; ``describe`` for the
 derived command's human output.
 
 From this the core derives the command's loop (``ptcli.inference.runner``: batching, decode
@@ -160,8 +162,20 @@ class Predictor:
         """The result as a file of ``media_type`` (an image's PNG), for clients that ask for it."""
         return None
 
-    def predict(self, samples: list[Sample]) -> list[dict]:
-        """decode's samples through preprocess, forward and postprocess (the server's step)."""
+    def render(self, image: Any, result: dict) -> Any:
+        """The picture of one result for a video the command writes (-o): the frame (an RGB
+        PIL image) with the result drawn on it, or the result's own picture. Default: the
+        result's PNG ("png"), if it has one; None: the recipe writes no video."""
+        import io
+
+        from PIL import Image
+
+        png = result.get("png")
+        return None if png is None else Image.open(io.BytesIO(png)).convert("RGB")
+
+    def predict(self, samples: list[Sample], *, chunk_batch: int | None = None) -> list[dict]:
+        """decode's samples through preprocess, forward and postprocess (the server's step, and
+        a video's frames'). A chunked predictor's pieces go ``chunk_batch`` a pass."""
         import contextlib
 
         import torch
@@ -170,7 +184,8 @@ class Predictor:
 
         from ptcli.inference.runner import chunked_forward
 
-        forward = chunked_forward(self, self.chunk_batch or max(1, len(samples))) if self.chunked else self.forward
+        forward = (chunked_forward(self, chunk_batch or self.chunk_batch or max(1, len(samples))) if self.chunked
+                   else self.forward)
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]

@@ -28,7 +28,9 @@ def top_predictions(probabilities, labels: list[str], k: int, *, with_index: boo
 
 
 def _path_key(item: Any) -> dict:
-    return {"input": str(item)}
+    """{"input": path}; a video's frame adds its "frame" index and "time"."""
+    key = getattr(item, "key", None)
+    return key() if callable(key) else {"input": str(item)}
 
 
 def _path_label(number: int, item: Any) -> str:

@@ -32,6 +32,9 @@ class Command:
     #: Arguments that run the command on tiny inputs, for `ptcli plugins check`: {image}, {clip},
     #: {text}, {coco} (a COCO folder) and {tmp} (an empty folder) are filled in. Empty: not run.
     example: tuple[str, ...] = ()
+    #: Options that may be given without their value, which then means the first choice:
+    #: {"--track": ("bytetrack", "botsort", "ocsort")} lets `--track` stand for `--track bytetrack`.
+    optional_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

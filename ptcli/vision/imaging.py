@@ -77,7 +77,12 @@ def to_rgb(image):
 
 def read_image(item):
     """An upright 8-bit RGB PIL image from a file path or a file's bytes (an upload), as every
-    image recipe reads its inputs; InputError, naming no buffer, when it cannot be read."""
+    image recipe reads its inputs, or a video's frame (ptcli.video.frames.Frame, decoded already);
+    InputError, naming no buffer, when it cannot be read."""
+    from ptcli.video.frames import Frame
+
+    if isinstance(item, Frame):
+        return item.image
     if isinstance(item, (bytes, bytearray)):
         import io
         import re

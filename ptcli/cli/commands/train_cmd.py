@@ -113,14 +113,15 @@ def lr_find(
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A ptcli checkpoint (.safetensors with its .json sidecar).", show_default=False)],
-    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data in the recipe's training layout.", show_default=False)],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A ptcli checkpoint (.safetensors with its .json sidecar), or tracks in MOTChallenge text (.txt, as `detect --track --mot` writes).", show_default=False)],
+    data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data in the recipe's training layout; for tracks, the MOTChallenge ground truth (gt.txt, or a sequence folder holding gt/gt.txt).", show_default=False)],
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Inputs per forward pass.")] = 32,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
     """Score a trained checkpoint on labelled data: for classifiers accuracy, top-5,
-    per-class precision and recall and the confusion matrix."""
+    per-class precision and recall and the confusion matrix; for detectors COCO mAP. Tracks
+    (a .txt file) are scored against ground truth: MOTA, IDF1, HOTA and their parts."""
     from ptcli.models.sidecars import read_sidecar
     from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
@@ -130,6 +131,12 @@ def evaluate(
     from ptcli.plugins import get_plugins
     from ptcli.training.task import TrainingTask
 
+    if checkpoint.suffix.lower() == ".txt":
+        from ptcli.video.mot import evaluate_mot, format_mot_report, ground_truth_file
+
+        report = evaluate_mot(checkpoint, ground_truth_file(data))
+        emit_json(report) if json_output else emit(format_mot_report(report))
+        return
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
     if evaluates(recipe):  # through the inference contract: the command's own decode and forward
