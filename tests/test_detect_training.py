@@ -433,3 +433,44 @@ def test_copy_paste_adds_tight_boxes_of_other_images_objects_that_overlap_nothin
     assert added >= len(coco.images)  # about two a picture: 1-3 drawn, some left out for want of room
     plain = CocoDetectionSet(coco, label_of, masks=True, augment="none", train=True)
     assert len(plain[0][1]["boxes"]) == len(coco.images[0].boxes)
+
+
+@pytest.mark.slow
+def test_tracking_the_shared_video_with_the_trained_checkpoint_matches_the_library_reference(cli, fine_tuned, tmp_path):
+    """The first 5 s of ../shared/data/video/shapes.mp4: `detect --track` against the same
+    checkpoint's raw detections (detect's default threshold) fed to the `trackers` library's
+    ByteTrack with its defaults, both scored by `ptcli eval` on those frames' ground truth."""
+    import numpy as np
+    import supervision as sv
+    import trackers
+
+    from conftest import SHARED
+
+    video, truth = SHARED / "video" / "shapes.mp4", SHARED / "video" / "gt.txt"
+    if not video.is_file():
+        pytest.skip(f"shared video not found at {video}")
+    summary, _ = fine_tuned
+    frames = 75
+    gt = tmp_path / "gt.txt"
+    gt.write_text("".join(line + "\n" for line in truth.read_text().splitlines() if int(line.split(",")[0]) <= frames))
+    mine = tmp_path / "ptcli.txt"
+    tracked = cli("detect", video, "--checkpoint", summary["best_checkpoint"], "--end", str(frames / 15), "--track",
+                  "bytetrack", "--mot", mine, "--json")
+    assert tracked.exit_code == 0, tracked.stderr
+    raw = [json.loads(line) for line in cli("detect", video, "--checkpoint", summary["best_checkpoint"], "--end",
+                                            str(frames / 15), "--json").stdout.splitlines()]
+    assert len(raw) == frames
+    tracker, lines = trackers.ByteTrackTracker(), []
+    for record in raw:
+        rows = record["detections"]
+        found = tracker.update(sv.Detections(
+            xyxy=np.array([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rows)], dtype=np.float32).reshape(-1, 4),
+            confidence=np.array([r["score"] for r in rows], dtype=np.float32),
+            class_id=np.array([r["category_id"] for r in rows], dtype=int)))
+        lines += [f"{record['frame'] + 1},{t + 1},{x1},{y1},{x2 - x1},{y2 - y1},1,-1,-1,-1\n"
+                  for (x1, y1, x2, y2), t in zip(found.xyxy.tolist(), found.tracker_id.tolist()) if t >= 0]
+    (tmp_path / "reference.txt").write_text("".join(lines))
+    ours, reference = (json.loads(cli("eval", path, gt, "--json").stdout) for path in (mine, tmp_path / "reference.txt"))
+    assert ours["MOTA"] > 0.2 and ours["IDF1"] > 0.3, ours
+    # held-out videos (bench/tracking_quality.py) put the two within 0.01 of each other
+    assert ours["MOTA"] >= reference["MOTA"] - 0.03 and ours["IDF1"] >= reference["IDF1"] - 0.05, (ours, reference)

@@ -344,7 +344,7 @@ def test_tracking_follows_two_moving_boxes_with_their_own_ids():
     assert min(ids["a"] | ids["b"]) >= 1
 
 
-def _colour_detector(monkeypatch):
+def _colour_detector(monkeypatch, dips: bool = True):
     """Detector.forward replaced by one that finds the clip's red and blue squares by colour
     (score 0.9; the blue one's dips to 0.4 every fourth frame), so that tracking has objects
     that are really there."""
@@ -358,8 +358,9 @@ def _colour_detector(monkeypatch):
         for image in images:
             calls.append(1)
             boxes, scores, labels = [], [], []
-            for channel, score, label in ((0, 0.9, 1), (2, 0.4 if len(calls) % 4 == 3 else 0.9, 2)):
-                mask = (image[channel] > 0.8) & (image.sum(0) < 1.5)
+            for channel, score, label in ((0, 0.9, 1), (2, 0.4 if dips and len(calls) % 4 == 3 else 0.9, 2)):
+                others = torch.cat([image[:channel], image[channel + 1:]])
+                mask = (image[channel] > 0.8) & (others < 0.2).all(0)  # the background's blue is 0.38
                 ys, xs = torch.nonzero(mask, as_tuple=True)
                 if len(xs):
                     boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
@@ -396,6 +397,22 @@ def test_detect_track_writes_json_track_ids_and_the_same_tracks_as_mot(cli, clip
         assert blue_in_dips == []
     else:
         assert len(blue_in_dips) == len(dips) and {d["score"] for d in blue_in_dips} == {0.4}
+
+
+def test_tracking_works_on_sliced_frames(cli, random_detector, tmp_path, monkeypatch):
+    _colour_detector(monkeypatch, dips=False)  # forward sees tiles: a count of calls is no frame index
+    wide = make_video(tmp_path / "wide.mp4", frames=12, width=192, height=96)
+    common = ("detect", wide, "-m", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector, "--track",
+              "bytetrack", "--json")
+    whole = _lines(cli(*common))
+    sliced = cli(*common, "--slice", "64", "--batch-size", "4")
+    assert sliced.exit_code == 0, sliced.stderr
+    sliced = _lines(sliced)
+    assert [r["frame"] for r in sliced] == list(range(12))
+    for a, b in zip(whole[2:], sliced[2:]):
+        assert [(d["label"], d["track_id"]) for d in a["detections"]] == [(d["label"], d["track_id"]) for d in b["detections"]]
+        for d, e in zip(a["detections"], b["detections"]):
+            assert d["bbox"] == pytest.approx(e["bbox"], abs=1.0)
 
 
 @pytest.mark.parametrize(("arguments", "message"), [
@@ -511,3 +528,54 @@ def test_eval_of_a_malformed_tracks_file_is_one_line(cli, tmp_path):
     assert result.exit_code == 1 and "bad.txt, line 2: not a MOTChallenge line" in result.stderr
     missing = cli("eval", tmp_path / "bad.txt", tmp_path / "nowhere")
     assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+# --- a third party's image recipe ----------------------------------------------------------
+
+
+def _mean_colour_plugin():
+    """An image recipe that is only a Predictor (the mean colour of each input): its derived
+    command reads videos with no code of its own."""
+    import types
+
+    from ptcli import hookimpl
+    from ptcli.inference.contract import IMAGE, Predictor, Sample
+    from ptcli.plugins.recipe import Command, Recipe
+
+    class Means(Predictor):
+        kind = IMAGE
+
+        @classmethod
+        def load(cls, source, device):
+            predictor = cls()
+            predictor.device, predictor.title = device, "means"
+            return predictor
+
+        def decode(self, item):
+            from ptcli.vision.imaging import read_image, to_pixels
+
+            return Sample(to_pixels(read_image(item)))
+
+        def forward(self, batch):
+            return batch.mean(dim=(2, 3))
+
+        def postprocess(self, row, meta):
+            return {"mean": [round(v, 4) for v in row.tolist()]}
+
+    module = types.ModuleType("video_means_plugin")
+    recipe = Recipe(name="means", help="", predictor=Means, commands=(Command(name="means", help="Mean colour."),))
+    module.register_recipes = hookimpl(lambda register: register(recipe))
+    return module
+
+
+def test_a_third_party_image_recipe_reads_videos_through_its_derived_command(cli, clip):
+    plugin = _mean_colour_plugin()
+    result = cli("means", clip, "--vid-stride", "5", "--json", "--batch-size", "3", plugins=[plugin])
+    assert result.exit_code == 0, result.stderr
+    rows = _lines(result)
+    assert [r["frame"] for r in rows] == [0, 5, 10, 15]
+    frames = _decoded_frames(clip)
+    for row in rows:
+        expected = np.asarray(frames[row["frame"]], dtype=np.float64).mean(axis=(0, 1)) / 255
+        assert row["mean"] == pytest.approx(expected.tolist(), abs=1e-4)
+    assert "--vid-stride" in cli("means", "--help", plugins=[plugin]).stdout
