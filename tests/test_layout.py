@@ -17,7 +17,9 @@ FLOORS = {
     "ptcli.models": 2,
     "ptcli.vision": 3, "ptcli.plugins": 3, "ptcli.plugins.recipe": 3, "ptcli.plugins.hookspecs": 3,
     "ptcli.inference": 4,
-    "ptcli.training": 5, "ptcli.exporting": 5, "ptcli.serving": 5,
+    "ptcli.training": 5, "ptcli.exporting": 5, "ptcli.serving": 5, "ptcli.video": 5,
+    # A video's frame is a plain value that image reading (floor 3) accepts.
+    "ptcli.video.frames": 1,
     "ptcli.plugins.capabilities": 6, "ptcli.plugins.check": 6, "ptcli.plugins.template": 6,
     "ptcli.plugins.tiny_inputs": 6,
     "ptcli.cli": 7,

@@ -73,10 +73,9 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
     with reader, progress() as bar:
         info = reader.info
         task = bar.add_task(f"{description} {source.stem}", total=_expected(info, options))
-        results = predict_frames(predictor, reader.frames(stride=options.stride, start=options.start, end=options.end),
-                                 batch_size=batch_size, wait_for_batch=not source.live)
-        if annotate is not None:
-            results = annotate(info, results)
+        predicted = predict_frames(predictor, reader.frames(stride=options.stride, start=options.start, end=options.end),
+                                   batch_size=batch_size, wait_for_batch=not source.live)
+        results = predicted if annotate is None else annotate(info, predicted)
         try:
             for frame, fields in results:
                 bar.advance(task)
@@ -100,7 +99,8 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
                 writer = None
             raise
         finally:
-            results.close()  # the reader thread stops before the container closes under it
+            results.close()
+            predicted.close()  # the reader thread stops before the container closes under it
             if writer is not None:
                 writer.close()
 
