@@ -10,7 +10,7 @@ from conftest import REPO, SHARED
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")  # TorchScript, deprecated in torch 2.11
 CAT = REPO / "examples" / "cat.jpg"
-FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt", "openvino": ".xml"}
 
 
 def _export(cli, source, out, *extra):
@@ -63,7 +63,9 @@ def test_lite0_exports_check_themselves_and_classify_as_eager(cli, lite0_exports
     folder, reports = lite0_exports
     report = reports[fmt]
     path = folder / f"lite0{FORMATS[fmt]}"
-    assert report["output"] == str(path) and path.is_file() and report["size_bytes"] == path.stat().st_size
+    files = [path, *([path.with_suffix(".bin")] if fmt == "openvino" else [])]
+    assert report["output"] == str(path) and all(f.is_file() for f in files)
+    assert report["size_bytes"] == sum(f.stat().st_size for f in files)
     assert report["format"] == fmt and report["batch"] == "dynamic" and report["checked"] is True
     assert report["check"]["passed"] is True
     rows = report["check"]["batches"]
@@ -72,7 +74,8 @@ def test_lite0_exports_check_themselves_and_classify_as_eager(cli, lite0_exports
         assert row["top1_agreement"] == 1.0 and row["max_abs_error"] < 1e-3
         assert row["eager_ms"] > 0 and row["exported_ms"] > 0
     assert report["exporter"] == {"onnx": "torch.onnx (dynamo)", "exported-program": "torch.export",
-                                  "torchscript": "torch.jit.trace"}[fmt]
+                                  "torchscript": "torch.jit.trace",
+                                  "openvino": f"openvino.convert_model {_openvino_version()} from torch.onnx (dynamo)"}[fmt]
     # The file runs again in ptcli, with the eager model's output.
     photos = [CAT, *(SHARED / "images" / name for name in ("dog.jpg", "coffee.jpg", "rgba.png") if (SHARED / "images" / name).is_file())]
     eager = _predictions(cli, "classify-image", *photos)
@@ -97,6 +100,40 @@ def test_onnx_export_is_one_self_contained_file_with_its_sidecar(lite0_exports):
     # onnxruntime alone (no ptcli) can read it: the metadata is standard ONNX metadata.
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert json.loads(session.get_modelmeta().custom_metadata_map["ptcli.json"])["recipe"] == "classify-image"
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return openvino.__version__.split("-")[0]
+
+
+def test_an_openvino_export_runs_in_openvino_alone_with_its_sidecar_in_rt_info(lite0_exports):
+    import numpy as np
+    import openvino
+
+    from ptcli.models import embedded
+
+    folder, _ = lite0_exports
+    path = folder / "lite0.xml"
+    assert not list(folder.glob(".*partial*")) and not (folder / "lite0.onnx.partial").exists()
+    core = openvino.Core()
+    model = core.read_model(str(path))
+    sidecar = json.loads(model.get_rt_info(["ptcli", "json"]).astype(str))
+    assert sidecar == embedded.read(path) and sidecar["recipe"] == "classify-image" and sidecar["export_format"] == "openvino"
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    logits = compiled({"pixels": np.zeros((3, 3, 224, 224), dtype=np.float32)})[compiled.outputs[0]]
+    assert logits.shape == (3, 1000) and np.isfinite(logits).all()
+    # The weights go with the .xml; without them, a one-line error.
+    (folder / "lite0.bin").rename(folder / "lite0.bin.away")
+    try:
+        from ptcli.errors import CheckpointError
+        from ptcli.models.exported import ExportedModel
+
+        with pytest.raises(CheckpointError, match=r"lite0\.bin is missing: an OpenVINO export is the \.xml and its \.bin"):
+            ExportedModel(path).to("cpu")
+    finally:
+        (folder / "lite0.bin.away").rename(folder / "lite0.bin")
 
 
 def test_a_pt2_archive_is_named_after_its_file_not_its_staging_name(lite0_exports):
@@ -471,3 +508,94 @@ def test_a_cpp_program_classifies_with_the_torchscript_export(cli, lite0_exports
     assert all(abs(float(row[2]) - p["score"]) < 1e-4 for row, p in zip(rows, expected))
     done = subprocess.run([str(build / "classify"), str(folder / "lite0.pt"), str(CAT)], capture_output=True, text=True)
     assert done.returncode == 1 and "is not an 8-bit binary PPM" in done.stderr
+
+
+# --- INT8 (ONNX Runtime static/dynamic, NNCF) ------------------------------------------------
+
+@pytest.fixture
+def calibration_photos(tmp_path):
+    from ptcli.plugins.tiny_inputs import write_image
+
+    folder = tmp_path / "calibration"
+    for i in range(20):
+        write_image(folder / f"{i:02d}.png", size=(48 + i, 40 + 2 * i), seed=100 + i)
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli, simplenet, calibration_photos, photos, tmp_path, fmt):
+    out = tmp_path / f"int8{FORMATS[fmt]}"
+    report = _export(cli, simplenet, out, "--int8", "--calibration", calibration_photos, "--int8-tolerance", "0.75")
+    assert report["int8"] is True and report["check"]["passed"] is True
+    assert report["check"]["metric"] == "top1_agreement" and report["check"]["held_out_inputs"] == 4
+    assert 0.75 <= report["check"]["value"] <= 1 and report["check"]["tolerance"] == 0.75
+    assert ("static QDQ (int8, 16 calibration inputs)" if fmt == "onnx" else "post-training quantization (16 calibration inputs)") in report["exporter"]
+    from ptcli.models import embedded
+
+    assert embedded.read(out)["int8"] == {"mode": "static", "calibration_inputs": 16}
+    if fmt == "onnx":  # quantize/dequantize pairs in the graph, int8 weights in the file
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    rows = _predictions(cli, "classify-image", *photos, "--checkpoint", out)
+    assert len(rows) == 5 and all(r["predictions"][0]["label"] in ("red", "green", "blue") for r in rows)
+
+
+def test_int8_refused_below_its_tolerance_writes_nothing(cli, simplenet, calibration_photos, tmp_path):
+    out = tmp_path / "strict.onnx"
+    result = cli("export", simplenet, "-o", out, "--int8", "--calibration", calibration_photos, "--int8-tolerance", "1.5", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["error"].startswith("the INT8 onnx export is refused: top-1 agrees with the eager model on ")
+    assert report["check"]["passed"] is False and not out.exists() and not list(tmp_path.glob(".strict*"))
+
+
+def test_int8_usage_errors(cli, simplenet, calibration_photos, tmp_path):
+    cases = [
+        (("-o", tmp_path / "m.pt", "--int8", "--calibration", calibration_photos), "--int8 quantizes ONNX and OpenVINO exports, not torchscript"),
+        (("-o", tmp_path / "m.onnx", "--int8"), "--int8 needs --calibration DIR"),
+        (("-o", tmp_path / "m.onnx", "--calibration", calibration_photos), "--calibration and --int8-tolerance go with --int8"),
+        (("-o", tmp_path / "m.onnx", "--int8", "--half", "--calibration", calibration_photos), "--int8 and --half are two precisions"),
+    ]
+    for arguments, message in cases:
+        result = cli("export", simplenet, *arguments)
+        assert result.exit_code == 2 and message in result.stderr, (arguments, result.stderr)
+    few = tmp_path / "few"
+    few.mkdir()
+    for picture in list(calibration_photos.iterdir())[:3]:
+        (few / picture.name).write_bytes(picture.read_bytes())
+    result = cli("export", simplenet, "-o", tmp_path / "m.onnx", "--int8", "--calibration", few)
+    assert result.exit_code == 2 and "3 inputs found" in result.stderr and "give at least 5" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_a_recurrent_text_model_gets_dynamic_int8(cli, tiny_recurrent, tmp_path, fmt):
+    from ptcli_classify_text.exporting import SAMPLE_TEXTS
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_text("\n".join(SAMPLE_TEXTS * 3) + "\n")
+    out = tmp_path / f"gru{FORMATS[fmt]}"
+    report = _export(cli, (tiny_recurrent("gru"),), out, "--int8", "--calibration", texts, "--int8-tolerance", "0.5")
+    assert report["check"]["passed"] and report["check"]["held_out_inputs"] == round(len(SAMPLE_TEXTS) * 3 * 0.2)
+    assert ("onnxruntime dynamic (int8 weights)" if fmt == "onnx" else "int8 weight compression") in report["exporter"]
+    from ptcli.models import embedded
+
+    assert embedded.read(out)["int8"]["mode"] == "dynamic"
+    rows = _predictions(cli, "classify-text", "a fine meal", "--checkpoint", out)
+    assert len(rows) == 1 and rows[0]["predictions"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_lite0_int8_on_real_photos_keeps_its_top1_on_held_out_photos(cli, tmp_path, fmt):
+    photos = SHARED / "imagefolder_photos"
+    if not photos.is_dir():
+        pytest.skip(f"shared photos not found at {photos}")
+    out = tmp_path / f"lite0-int8{FORMATS[fmt]}"
+    report = _export(cli, ("--recipe", "classify-image", "--model", "efficientnet_lite0"), out, "--int8", "--calibration",
+                     photos, "--int8-tolerance", "0.9")
+    # measured: ONNX Runtime 0.91, NNCF 0.95 on the 22 held-out photos (ImageNet-foreign, many near ties)
+    assert report["check"]["value"] >= 0.9 and report["check"]["held_out_inputs"] == 22
+    assert report["size_bytes"] < 0.35 * 18.5e6  # int8 weights: about a quarter of fp32's

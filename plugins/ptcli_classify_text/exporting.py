@@ -110,4 +110,4 @@ def exportable(*, checkpoint, model, weights, samples):
     dims = {} if fixed is not None else {"input_ids": {1: "length"}, "attention_mask": {1: "length"}}
     return Exportable(module=module, input_names=("input_ids", "attention_mask"), output_names=("logits",),
                       sample=sample, meta=meta, dynamic=dims, dim_bounds={"length": (2, max(2, encoder.max_length))},
-                      reference=reference)
+                      reference=reference, quantize="dynamic", distinct=len(texts), calibration_endings=(".txt",))

@@ -33,9 +33,11 @@ def _as_tuple(out) -> tuple:
 
 
 def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None, half: bool, opset: int | None,
-           method: str, run_check: bool = True, say: Callable[[str], None] = lambda text: None) -> dict:
+           method: str, run_check: bool = True, say: Callable[[str], None] = lambda text: None,
+           int8: tuple | None = None, int8_tolerance: float | None = None) -> dict:
     """Export, check, and place the file at ``output``; returns the report. ``say`` hears of
-    each stage as it starts (a detector's export takes minutes)."""
+    each stage as it starts (a detector's export takes minutes). ``int8``: (calibration rows,
+    held-out rows) to quantize with and check on (ptcli.exporting.quantize)."""
     import torch
 
     from ptcli.models import exported
@@ -76,8 +78,13 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if fmt == "onnx":
+    if fmt in ("onnx", "openvino"):
         meta["opset"] = opset or writers.DEFAULT_OPSET
+    if int8 is not None:
+        from . import quantize
+
+        tolerance = quantize.tolerance_for(exportable, int8_tolerance)
+        meta["int8"] = {"mode": exportable.quantize, "calibration_inputs": int(int8[0][0].shape[0])}
     target = dataclasses.replace(exportable, module=module) if half else exportable
     output.parent.mkdir(parents=True, exist_ok=True)
     # Written under its own name in a hidden folder beside it, then moved into place: a .pt2
@@ -92,19 +99,32 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         started = time.perf_counter()
         exporter = writers.write(target, fmt, staging, example, meta, batch=batch, opset=opset, method=method)
         say(f"exported in {time.perf_counter() - started:.1f} s")
+        if int8 is not None:
+            say(f"quantizing to INT8 ({exportable.quantize}, {meta['int8']['calibration_inputs']} calibration inputs)")
+            exporter += ", then " + quantize.quantize(exportable, fmt, staging, int8[0], meta)
         report = {
             "output": str(output), "format": fmt, "exporter": exporter, "recipe": meta.get("recipe"),
-            "model": meta.get("model"), "batch": meta["batch"], "half": half, "opset": meta.get("opset"),
-            "size_bytes": staging.stat().st_size, "checked": run_check, "check": None,
+            "model": meta.get("model"), "batch": meta["batch"], "half": half, "int8": int8 is not None, "opset": meta.get("opset"),
+            "size_bytes": sum(f.stat().st_size for f in (staging, *embedded.companions(staging))),
+            "checked": run_check, "check": None,
         }
         if run_check:
             say("checking the export against the eager model")
             loaded = exported.ExportedModel(staging)
-            passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
-            report["check"] = {"passed": passed, **figures}
+            if int8 is not None:  # by task agreement on inputs the calibration did not see
+                passed, figures, why = quantize.check(exportable, loaded, int8[1], tolerance)
+                report["check"] = {"passed": passed, **figures}
+                if not passed:
+                    raise ExportCheckFailed(f"the INT8 {fmt} export is refused: {why}; nothing was written (--int8-tolerance "
+                                            "lowers the bar, --no-check skips the check)", report)
+            else:
+                passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
+                report["check"] = {"passed": passed, **figures}
             if not passed:
                 raise ExportCheckFailed(f"the {fmt} export does not match the eager model {why}; nothing was written "
                                         "(--no-check writes it unchecked)", report)
+        for part in embedded.companions(staging):  # the weights first: the .xml names a complete model
+            os.replace(part, output.with_name(part.name))
         os.replace(staging, output)
     finally:
         shutil.rmtree(staging_dir, ignore_errors=True)

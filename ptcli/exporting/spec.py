@@ -55,6 +55,14 @@ class Exportable:
     #: The eager model the check compares with, when ``module`` is a rewrite of it made to
     #: export (None: ``module`` itself).
     reference: Any = None
+    #: How an INT8 export quantizes: "static" (activation ranges calibrated on real inputs: conv
+    #: nets) or "dynamic" (ranges taken per input as it runs: recurrent and transformer text).
+    quantize: str = "static"
+    #: How many distinct inputs ``sample`` draws from before it varies them (None: one per
+    #: sample file; a text file holds one text a line).
+    distinct: int | None = None
+    #: File endings --calibration folders are searched for (empty: the recipe's data files, or images).
+    calibration_endings: tuple[str, ...] = ()
 
 
 def sidecar(recipe: str, checkpoint, **fields) -> dict:

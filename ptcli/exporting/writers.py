@@ -1,5 +1,6 @@
 """Writing one export: ONNX (torch.onnx, dynamo or the tracing exporter), an ExportedProgram
-(torch.export.save) or TorchScript (torch.jit.trace or script), with the sidecar inside."""
+(torch.export.save), TorchScript (torch.jit.trace or script) or an OpenVINO IR (OpenVINO's
+own converter, from the ONNX file), with the sidecar inside."""
 
 from __future__ import annotations
 
@@ -89,6 +90,8 @@ def write(exportable: Exportable, fmt: str, path: Path, example: tuple, meta: di
         with torch.no_grad(), quiet_exporter():
             if fmt == "onnx":
                 return _onnx(exportable, path, example, meta, batch=batch, opset=opset or DEFAULT_OPSET)
+            if fmt == "openvino":
+                return _openvino(exportable, path, example, meta, batch=batch, opset=opset or DEFAULT_OPSET)
             if fmt == "exported-program":
                 program = torch.export.export(module, example, dynamic_shapes=_torch_export_shapes(exportable, batch), strict=False)
                 torch.export.save(program, str(path), extra_files={embedded.KEY: json.dumps(meta)})
@@ -100,7 +103,7 @@ def write(exportable: Exportable, fmt: str, path: Path, example: tuple, meta: di
         raise
     except Exception as exc:  # the exporters raise anything; the user needs to know which step and why
         what = {"onnx": f"torch.onnx ({exportable.onnx_exporter} exporter)", "exported-program": "torch.export",
-                "torchscript": f"torch.jit.{method}"}[fmt]
+                "torchscript": f"torch.jit.{method}", "openvino": "OpenVINO's converter"}[fmt]
         raise PtcliError(f"{what} could not export {meta.get('model') or 'the model'}: {flatten(exc, 300)}") from exc
 
 
@@ -120,6 +123,23 @@ def _onnx(exportable: Exportable, path: Path, example: tuple, meta: dict, *, bat
         raise UsageError("the model is over ONNX's 2 GB single-file limit; this export needs external data, which ptcli does not write")
     embedded.write_onnx(path, meta)
     return exporter
+
+
+def _openvino(exportable: Exportable, path: Path, example: tuple, meta: dict, *, batch: int | None, opset: int) -> str:
+    """ONNX first (the route OpenVINO documents for models torch.export cannot take whole, and
+    the one every ptcli recipe exports through), then OpenVINO's converter; weights stay fp32
+    unless the export is --half (OpenVINO's save would halve them silently)."""
+    import openvino
+
+    from ptcli.models.embedded import OPENVINO_RT_INFO
+
+    onnx_path = path.with_suffix(".onnx")  # in the export's staging folder, under the export's name
+    exporter = _onnx(exportable, onnx_path, example, meta, batch=batch, opset=opset)
+    model = openvino.convert_model(str(onnx_path))
+    model.set_rt_info(json.dumps(meta), list(OPENVINO_RT_INFO))
+    openvino.save_model(model, str(path), compress_to_fp16=bool(meta.get("half")))
+    onnx_path.unlink()
+    return f"openvino.convert_model {openvino.__version__.split('-')[0]} from {exporter}"
 
 
 def _torchscript(exportable: Exportable, example: tuple, method: str):

@@ -1,6 +1,8 @@
-"""The sidecar inside an exported file: ONNX metadata, or an extra file in the zip archive
-that torch.export.save and torch.jit.save write. Read without importing torch, so that a
-command checks an export (its recipe, that it is one) before the slow imports."""
+"""The sidecar inside an exported file: ONNX metadata (``metadata_props["ptcli.json"]``), an
+extra file in the zip archive that torch.export.save and torch.jit.save write
+(``<archive>/extra/ptcli.json``), or an OpenVINO IR's runtime info (``<rt_info><ptcli><json
+value="..."/>`` in the .xml). Read without importing torch or OpenVINO, so that a command
+checks an export (its recipe, that it is one) before the slow imports."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from ptcli.errors import CheckpointError, UsageError
 FORMAT = "ptcli-export"
 FORMAT_VERSION = 1
 #: Export format -> file ending.
-SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
+SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt", "openvino": ".xml"}
+#: Where the sidecar sits in an OpenVINO IR's runtime info.
+OPENVINO_RT_INFO = ("ptcli", "json")
 KEY = "ptcli.json"
 
 
@@ -27,7 +31,7 @@ def read(path: str | Path) -> dict:
     if not path.is_file():
         raise UsageError(f"export not found: {path}")
     try:
-        text = _read_onnx(path) if path.suffix == ".onnx" else _read_zip(path)
+        text = {".onnx": _read_onnx, ".xml": _read_openvino}.get(path.suffix, _read_zip)(path)
     except (OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable {path.suffix} file: {exc}") from exc
     if text is None:
@@ -60,6 +64,22 @@ def _read_onnx(path: Path) -> str | None:
         if prop.key == KEY:
             return prop.value
     return None
+
+
+def _read_openvino(path: Path) -> str | None:
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"not an OpenVINO IR ({exc})") from exc
+    entry = root.find("rt_info/" + "/".join(OPENVINO_RT_INFO))
+    return None if entry is None else entry.get("value")
+
+
+def companions(path: Path) -> list[Path]:
+    """The files an export needs beside it: an OpenVINO IR's weights (.bin)."""
+    return [path.with_suffix(".bin")] if path.suffix == ".xml" else []
 
 
 def write_onnx(path: Path, meta: dict) -> None:

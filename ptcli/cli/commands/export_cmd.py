@@ -12,7 +12,7 @@ import typer
 from ptcli.errors import UsageError
 from ptcli.cli.options import JsonOption
 
-FORMATS = ("onnx", "exported-program", "torchscript")
+FORMATS = ("onnx", "exported-program", "torchscript", "openvino")
 
 CheckpointArg = Annotated[Path | None, typer.Argument(metavar="CKPT", show_default=False,
                           help="A ptcli checkpoint (NAME.safetensors with NAME.json); or give --recipe and --model.")]
@@ -21,7 +21,7 @@ RecipeOption = Annotated[str | None, typer.Option("--recipe", "-r", metavar="R",
 ModelOption = Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", show_default=False,
                         help="A model name of --recipe, with its published weights or --weights.")]
 WeightsOption = Annotated[Path | None, typer.Option(metavar="FILE", help="Local weights for --model.")]
-OutputOption = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The file to write (.onnx, .pt2, .pt).")]
+OutputOption = Annotated[Path, typer.Option("--output", "-o", metavar="FILE", help="The file to write (.onnx, .pt2, .pt, or .xml for OpenVINO, with its .bin beside it).")]
 SampleOption = Annotated[list[Path] | None, typer.Option("--sample", metavar="FILE", show_default=False,
                          help="An input to check the export on (repeatable) [default: the recipe's own example].")]
 NoCheckOption = Annotated[bool, typer.Option("--no-check", help="Skip loading the file back and comparing it with the eager model.")]
@@ -64,7 +64,8 @@ def _recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None,
 
 
 def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, *, batch: str, half: bool,
-               opset: int | None, method: str | None, samples, no_check: bool, json_output: bool) -> None:
+               opset: int | None, method: str | None, samples, no_check: bool, json_output: bool,
+               int8: bool = False, calibration: Path | None = None, int8_tolerance: float | None = None) -> None:
     from ptcli.output import emit_json, warn
     from ptcli.refs import load_ref
 
@@ -77,14 +78,33 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
             raise UsageError(f"--sample {sample}: no such file")
     from ptcli.exporting.export import ExportCheckFailed, export
 
-    exportable = load_ref(recipe.export)(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
+    if int8:
+        from ptcli.exporting.quantize import FORMATS as INT8_FORMATS
+
+        if fmt not in INT8_FORMATS:
+            raise UsageError(f"--int8 quantizes ONNX and OpenVINO exports, not {fmt}")
+        if calibration is None or not calibration.is_dir():
+            raise UsageError("--int8 needs --calibration DIR: a folder of real inputs of the recipe (a few hundred)")
+        if half:
+            raise UsageError("--int8 and --half are two precisions; pick one")
+    elif calibration is not None or int8_tolerance is not None:
+        raise UsageError("--calibration and --int8-tolerance go with --int8")
+    make = load_ref(recipe.export)
+    exportable = make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
+    rows = None
+    if int8:
+        from ptcli.exporting.quantize import calibration_inputs, tolerance_for
+
+        tolerance_for(exportable, int8_tolerance)  # a model without an INT8 check is refused before any work
+        rows = calibration_inputs(recipe, exportable, lambda files: make(checkpoint=checkpoint, model=model,
+                                                                         weights=weights, samples=files), calibration)
     if not exportable.batched and batch != "dynamic":
         warn(f"{recipe.name} exports take one input per call; --batch {batch} is ignored")
     method = method or exportable.torchscript_methods[0]
     try:
         say = (lambda text: None) if json_output else (lambda text: print(f"export: {text}", file=sys.stderr, flush=True))
         report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method,
-                        run_check=not no_check, say=say)
+                        run_check=not no_check, say=say, int8=rows, int8_tolerance=int8_tolerance)
     except ExportCheckFailed as exc:
         if json_output:
             emit_json({"error": str(exc), "exit_code": 1, **exc.report})
@@ -108,10 +128,18 @@ def print_report(report: dict, failed: bool = False) -> None:
     size = report["size_bytes"] / 1e6
     batch = report["batch"] if report["batch"] is not None else "one input per call"
     opset = f", opset {report['opset']}" if report.get("opset") else ""
+    precision = "int8" if report.get("int8") else "fp16" if report["half"] else "fp32"
     write(f"{'checked, not kept' if failed else 'exported'} {report['output']}: {report['format']} via {report['exporter']}"
-          f"{opset}, batch {batch}, {'fp16' if report['half'] else 'fp32'}, {size:.1f} MB")
+          f"{opset}, batch {batch}, {precision}, {size:.1f} MB")
     check = report.get("check")
     if not check:
+        return
+    if "metric" in check:  # an INT8 export's task agreement
+        shown = f"{check['value']:.1%}" if check["metric"] == "top1_agreement" else f"{check['value']:.2f} dB"
+        bar = f"{check['tolerance']:.1%}" if check["metric"] == "top1_agreement" else f"{check['tolerance']:g} dB"
+        write(f"  {check['metric']} on {check['held_out_inputs']} held-out inputs: {shown} (kept at >= {bar}); "
+              f"eager {check['eager_ms']:.1f} ms, int8 {check['exported_ms']:.1f} ms")
+        write("check: " + ("passed" if check["passed"] else "FAILED"))
         return
     rows = check["batches"]
     agreement = "top1_agreement" in (rows[0] if rows else {})
@@ -128,7 +156,7 @@ def export(
     checkpoint: CheckpointArg = None,
     output: OutputOption = ...,
     fmt: Annotated[str | None, typer.Option("--format", "-f", metavar="FORMAT", show_default=False,
-                   help="onnx, exported-program (.pt2) or torchscript (.pt) [default: from -o's ending].")] = None,
+                   help="onnx, exported-program (.pt2), torchscript (.pt) or openvino (.xml + .bin) [default: from -o's ending].")] = None,
     recipe: RecipeOption = None,
     model: ModelOption = None,
     weights: WeightsOption = None,
@@ -138,20 +166,29 @@ def export(
     method: Annotated[str | None, typer.Option(metavar="trace|script", show_default=False, help="TorchScript only: how to "
                       "capture the model [default: trace, or script for recipes that cannot be traced (detect)].")] = None,
     samples: SampleOption = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize to INT8 (onnx: ONNX Runtime QDQ, static; openvino: NNCF), "
+                    "calibrated on --calibration; text models get dynamic quantization.")] = False,
+    calibration: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="With --int8: real inputs of "
+                           "the recipe (a few hundred; up to 300 are read). 80% calibrate, the rest check.")] = None,
+    int8_tolerance: Annotated[float | None, typer.Option(min=0.0, metavar="F", show_default=False, help="With --int8: the "
+                              "least agreement kept: top-1 agreement with the eager model for classifiers [default: 0.99], "
+                              "PSNR in dB against its output for image models [default: 35].")] = None,
     no_check: NoCheckOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Export a checkpoint (or --recipe R --model NAME) to ONNX, a torch.export ExportedProgram
-    (.pt2) or TorchScript (.pt). The file carries the checkpoint's sidecar (recipe, labels,
-    preprocessing), so `ptcli <recipe> --checkpoint FILE` runs it. Before it is kept, the file is
-    loaded back (onnxruntime, torch.export.load, torch.jit.load) and run on real inputs of the
+    (.pt2), TorchScript (.pt) or OpenVINO IR (.xml + .bin). The file carries the checkpoint's
+    sidecar (recipe, labels, preprocessing), so `ptcli <recipe> --checkpoint FILE` runs it. Before
+    it is kept, the file is loaded back (onnxruntime, torch.export.load, torch.jit.load,
+    OpenVINO's runtime) and run on real inputs of the
     recipe beside the eager model, at batch 1 and 4 when the batch is dynamic: the report gives
     the max abs error, top-1 agreement and both latencies; a mismatch exits 1 and writes nothing."""
     chosen = _format_for(fmt, output)
     if method not in (None, "trace", "script"):
         raise UsageError(f"--method must be trace or script, not {method!r}")
     run_export(checkpoint, recipe, model, weights, output, chosen, batch=batch, half=half, opset=opset, method=method,
-               samples=samples, no_check=no_check, json_output=json_output)
+               samples=samples, no_check=no_check, json_output=json_output, int8=int8, calibration=calibration,
+               int8_tolerance=int8_tolerance)
 
 
 def export_torchscript(

@@ -1,0 +1,165 @@
+"""INT8 exports: the fp32 ONNX or OpenVINO file quantized with real inputs of the recipe, then
+checked by what the task cares about on inputs the calibration did not see.
+
+- ONNX: ONNX Runtime's static quantization (QDQ, int8 weights per channel and int8
+  activations, their ranges from the calibration inputs); models whose exportable says
+  ``quantize="dynamic"`` (recurrent and transformer text models, where activation ranges move
+  with each text) get dynamic quantization (int8 weights, activations quantized as they come).
+- OpenVINO: NNCF's post-training quantization on the same inputs (static), or its int8 weight
+  compression (dynamic).
+
+The calibration folder's inputs (at most ``MOST`` of them, in order) are split: the first 80%
+calibrate, the rest check. The check is task agreement, not closeness of numbers: top-1
+agreement with the eager model for classifiers (kept at >= 0.99 unless --int8-tolerance says
+otherwise), PSNR of the output image against the eager one for image models (>= 35 dB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ptcli.errors import UsageError
+
+from .spec import IMAGE, LOGITS, Exportable
+
+MOST = 300
+HELD_OUT = 0.2
+#: What a quantized model must keep, by output kind: top-1 agreement, or PSNR in dB.
+DEFAULT_TOLERANCE = {LOGITS: 0.99, IMAGE: 35.0}
+FORMATS = ("onnx", "openvino")
+
+
+def calibration_inputs(recipe, exportable: Exportable, exportable_for, folder: Path) -> tuple[tuple, tuple]:
+    """(calibration rows, held-out rows): the model's inputs for the files under ``folder``,
+    made by the recipe's exporter from them as samples (its own decode and preprocess)."""
+    from ptcli.inference.inputs import expand_inputs
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
+
+    if not exportable.batched:
+        raise UsageError(f"{recipe.name} exports take one input per call; INT8 is for batched exports")
+    endings = exportable.calibration_endings or (recipe.data_adapter.extensions if recipe.data else IMAGE_EXTENSIONS)
+    files = expand_inputs([str(folder)], endings)[:MOST]
+    calibrated = exportable_for(files) if files else None
+    count = 0 if calibrated is None else min(MOST, calibrated.distinct or len(files))
+    if count < 5:
+        raise UsageError(f"--calibration {folder}: {count} input{'s' if count != 1 else ''} found in its "
+                         f"{'/'.join(endings)} files; give at least 5 (a few hundred real inputs of the recipe calibrate best)")
+    rows = tuple(calibrated.sample(count))
+    split = max(1, round(count * HELD_OUT))
+    return tuple(t[:-split] for t in rows), tuple(t[-split:] for t in rows)
+
+
+def tolerance_for(exportable: Exportable, given: float | None) -> float:
+    kind = exportable.output if isinstance(exportable.output, str) else None
+    if kind not in DEFAULT_TOLERANCE:
+        raise UsageError(f"{exportable.meta.get('recipe')}: INT8 exports are checked for classifiers and image models; "
+                         "this model's output is compared its own way, which has no INT8 check yet")
+    return DEFAULT_TOLERANCE[kind] if given is None else given
+
+
+def quantize(exportable: Exportable, fmt: str, path: Path, calibration: tuple, meta: dict) -> str:
+    """Quantize the fp32 export at ``path`` in place; returns how. The quantizers' progress
+    bars and advice go nowhere (stdout belongs to results; PTCLI_DEBUG=1 shows them)."""
+    import logging
+
+    from .writers import quiet_exporter
+
+    mode = exportable.quantize
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime's quantizer logs its advice on the root logger
+    try:
+        with quiet_exporter():
+            if fmt == "onnx":
+                return _onnx(exportable, path, calibration, meta, mode)
+            return _openvino(exportable, path, calibration, meta, mode)
+    finally:
+        root.setLevel(level)
+
+
+def _feeds(exportable: Exportable, rows: tuple) -> list[dict]:
+    """One input dict (numpy, batch 1) per calibration row."""
+    count = rows[0].shape[0]
+    return [{name: rows[k][i:i + 1].numpy() for k, name in enumerate(exportable.input_names)} for i in range(count)]
+
+
+def _onnx(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mode: str) -> str:
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    from ptcli.models import embedded
+
+    quantized = path.with_name(path.stem + ".int8.onnx")
+    if mode == "dynamic":
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        how = "onnxruntime dynamic (int8 weights)"
+    else:
+        feeds = iter(_feeds(exportable, calibration))
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return next(feeds, None)
+
+        # U8S8: activations after ReLU-like layers use the whole unsigned range (Lite0 on held-out
+        # photos: top-1 agreement 0.91 against 0.86 with int8 activations); VNNI runs it without
+        # the saturation older x86 units had.
+        quantize_static(str(path), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        how = f"onnxruntime static QDQ (int8, {calibration[0].shape[0]} calibration inputs)"
+    quantized.replace(path)
+    embedded.write_onnx(path, meta)
+    return how
+
+
+def _openvino(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mode: str) -> str:
+    import json
+    import logging
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import asks it for CUDA
+    import nncf
+    import openvino
+
+    nncf.set_log_level(logging.ERROR)
+    from ptcli.models.embedded import OPENVINO_RT_INFO
+
+    model = openvino.Core().read_model(str(path))
+    if mode == "dynamic":
+        model = nncf.compress_weights(model)
+        how = f"NNCF {nncf.__version__} int8 weight compression"
+    else:
+        feeds = _feeds(exportable, calibration)
+        model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds))
+        how = f"NNCF {nncf.__version__} post-training quantization ({len(feeds)} calibration inputs)"
+    model.set_rt_info(json.dumps(meta), list(OPENVINO_RT_INFO))
+    staged = path.with_name(path.stem + ".int8.xml")
+    openvino.save_model(model, str(staged), compress_to_fp16=False)
+    staged.replace(path)
+    staged.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    return how
+
+
+def check(exportable: Exportable, exported, held_out: tuple, tolerance: float) -> tuple[bool, dict, str]:
+    """Task agreement of the quantized export with the eager model on the held-out rows."""
+    import torch
+
+    from .check import _timed
+
+    with torch.no_grad():
+        eager, eager_ms = _timed(exportable.reference or exportable.module, held_out, 3)
+        quantized, exported_ms = _timed(exported, held_out, 3)
+    eager = (eager[0] if isinstance(eager, (tuple, list)) else eager).float()
+    quantized = (quantized[0] if isinstance(quantized, (tuple, list)) else quantized).float().cpu()
+    rows = int(held_out[0].shape[0])
+    figures = {"held_out_inputs": rows, "eager_ms": round(eager_ms, 3), "exported_ms": round(exported_ms, 3),
+               "tolerance": tolerance}
+    if exportable.output == LOGITS:
+        agreement = float((eager.argmax(-1) == quantized.argmax(-1)).float().mean())
+        figures.update(metric="top1_agreement", value=round(agreement, 6))
+        ok = agreement >= tolerance
+        why = "" if ok else f"top-1 agrees with the eager model on {agreement:.1%} of {rows} held-out inputs, under {tolerance:.1%}"
+    else:
+        mse = float(((eager.clamp(0, 1) - quantized.clamp(0, 1)) ** 2).mean())
+        psnr = 99.0 if mse == 0 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
+        figures.update(metric="psnr_db", value=round(psnr, 3))
+        ok = psnr >= tolerance
+        why = "" if ok else f"its images are {psnr:.1f} dB from the eager model's (PSNR on {rows} held-out inputs), under {tolerance:g} dB"
+    return ok, figures, why
