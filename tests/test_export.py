@@ -599,3 +599,21 @@ def test_lite0_int8_on_real_photos_keeps_its_top1_on_held_out_photos(cli, tmp_pa
     # measured: ONNX Runtime 0.91, NNCF 0.95 on the 22 held-out photos (ImageNet-foreign, many near ties)
     assert report["check"]["value"] >= 0.9 and report["check"]["held_out_inputs"] == 22
     assert report["size_bytes"] < 0.35 * 18.5e6  # int8 weights: about a quarter of fp32's
+
+
+def test_openvino_missing_is_a_usage_error_naming_the_extra(cli, simplenet, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_openvino(name, *args, **kwargs):
+        if name.split(".")[0] in ("openvino", "nncf"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_openvino)
+    monkeypatch.delitem(__import__("sys").modules, "openvino", raising=False)
+    result = cli("export", simplenet, "-o", tmp_path / "m.xml")
+    assert result.exit_code == 2
+    assert "OpenVINO exports need openvino: pip install 'ptcli[openvino]' (openvino and nncf)" in result.stderr
+    assert not list(tmp_path.glob("*.xml")) and not list(tmp_path.glob(".m*"))

@@ -114,12 +114,12 @@ def _openvino(exportable: Exportable, path: Path, calibration: tuple, meta: dict
     import json
     import logging
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import asks it for CUDA
-    import nncf
-    import openvino
-
-    nncf.set_log_level(logging.ERROR)
     from ptcli.models.embedded import OPENVINO_RT_INFO
+    from ptcli.models.exported import require
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import asks it for CUDA
+    openvino, nncf = require("openvino"), require("nncf")
+    nncf.set_log_level(logging.ERROR)
 
     model = openvino.Core().read_model(str(path))
     if mode == "dynamic":

@@ -129,9 +129,10 @@ def _openvino(exportable: Exportable, path: Path, example: tuple, meta: dict, *,
     """ONNX first (the route OpenVINO documents for models torch.export cannot take whole, and
     the one every ptcli recipe exports through), then OpenVINO's converter; weights stay fp32
     unless the export is --half (OpenVINO's save would halve them silently)."""
-    import openvino
-
     from ptcli.models.embedded import OPENVINO_RT_INFO
+    from ptcli.models.exported import require
+
+    openvino = require("openvino")
 
     onnx_path = path.with_suffix(".onnx")  # in the export's staging folder, under the export's name
     exporter = _onnx(exportable, onnx_path, example, meta, batch=batch, opset=opset)

@@ -170,11 +170,22 @@ def _onnx_runner(path: Path, kind: str, input_names: list[str]):
     return run
 
 
+def require(module: str):
+    """OpenVINO or NNCF, imported; a usage error saying what to install when they are not here."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"OpenVINO exports need {module}: pip install 'ptcli[openvino]' (openvino and nncf)") from None
+
+
 def _openvino_runner(path: Path, kind: str, input_names: list[str]):
     """OpenVINO's CPU plugin, or its GPU plugin for --device cuda where OpenVINO sees a GPU
     (an Intel one: OpenVINO does not run on NVIDIA GPUs)."""
-    import openvino
     import torch
+
+    openvino = require("openvino")
 
     core = openvino.Core()
     if kind == "cuda":
