@@ -492,12 +492,13 @@ def test_a_cpp_program_classifies_with_the_torchscript_export(cli, lite0_exports
                     ["cmake", "--build", build, "-j2"]):
         done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    from ptcli_classify_image.data import ImageFiles, Preprocess
-    from ptcli_classify_image.models import EFFICIENTNET_LITE0
-
-    preprocess = Preprocess(EFFICIENTNET_LITE0.preprocessing)
-    preprocess.cropped(preprocess.resized(ImageFiles().read(CAT))).save(tmp_path / "crop.ppm")
     folder, _ = lite0_exports
+    # The crop as the docs make it (docs/cpp/crop.py, Pillow and the export's sidecar alone)
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO / "docs" / "cpp" / "crop.py"), str(folder / "lite0.pt"), str(CAT),
+                           str(tmp_path / "crop.ppm")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
     done = subprocess.run([str(build / "classify"), str(folder / "lite0.pt"), str(tmp_path / "crop.ppm")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -617,3 +618,28 @@ def test_openvino_missing_is_a_usage_error_naming_the_extra(cli, simplenet, tmp_
     assert result.exit_code == 2
     assert "OpenVINO exports need openvino: pip install 'ptcli[openvino]' (openvino and nncf)" in result.stderr
     assert not list(tmp_path.glob("*.xml")) and not list(tmp_path.glob(".m*"))
+
+
+def test_the_docs_crop_is_ptclis_crop_bit_for_bit(lite0_exports, tmp_path):
+    """docs/cpp/crop.py (Pillow and the export's sidecar alone) makes the pixels classify-image
+    feeds the model, for photos of several shapes."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from ptcli.plugins.tiny_inputs import write_image
+    from ptcli_classify_image.data import ImageFiles, Preprocess
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0
+
+    folder, _ = lite0_exports
+    preprocess = Preprocess(EFFICIENTNET_LITE0.preprocessing)
+    pictures = [CAT, write_image(tmp_path / "tall.png", size=(301, 517), seed=3), write_image(tmp_path / "small.png", size=(200, 150), seed=4)]
+    for index, picture in enumerate(pictures):
+        target = tmp_path / f"crop{index}.ppm"
+        done = subprocess.run([sys.executable, str(REPO / "docs" / "cpp" / "crop.py"), str(folder / "lite0.pt"), str(picture),
+                               str(target)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        ours = np.asarray(preprocess.cropped(preprocess.resized(ImageFiles().read(picture))))
+        assert np.array_equal(np.asarray(Image.open(target)), ours), picture

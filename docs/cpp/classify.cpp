@@ -3,10 +3,15 @@
 //   ptcli export-torchscript --recipe classify-image --model efficientnet_lite0 -o lite0.pt
 //   ./classify lite0.pt crop.ppm
 //
-// The image is the model's input crop as a binary PPM (P6): for EfficientNet-Lite0, the short
-// side resized to 256 and the centre 224x224 cut out (ImageMagick:
-// `convert cat.jpg -resize 256x256^ -gravity center -crop 224x224+0+0 crop.ppm`). The labels and
-// the normalisation come from the sidecar inside the export (ptcli.json).
+// The image is the model's input crop as a binary PPM (P6), made as ptcli makes it from the
+// sidecar's preprocessing (for EfficientNet-Lite0: the short side resized to 256 with bicubic
+// interpolation, the centre 224x224 cut out):
+//
+//   python crop.py lite0.pt cat.jpg crop.ppm
+//
+// Another resizer's filter moves the scores (ImageMagick's default: the koala at 0.482 against
+// ptcli's 0.529). The labels and the normalisation come from the sidecar inside the export
+// (ptcli.json, in the archive's extra/ folder).
 #include <torch/script.h>
 
 #include <cstdio>
