@@ -74,3 +74,18 @@ def _own_gpu(device: "torch.device", available: Sequence[str]) -> "torch.device"
     if device.type != "cuda" or world_size() == 1 or not gpus:
         return device
     return torch.device(gpus[local_rank() % len(gpus)])
+
+
+def bf16_native(device: "torch.device") -> bool:
+    """Whether ``device`` computes bf16 in hardware: a CUDA GPU that says so, or a CPU with
+    AVX-512 BF16 or AMX (elsewhere torch emulates bf16 on the CPU, slower than fp32)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False

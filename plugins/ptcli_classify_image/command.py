@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.cli.options import (DeviceOption, EndOption, JsonOption, ListModelsOption, StartOption, VidStrideOption, WorkersOption,
+from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption,
+                               VidStrideOption, WorkersOption,
                                batch_size_option, checkpoint_option, model_option, paths_argument, weights_option)
 
 from . import RECIPE
@@ -32,6 +33,7 @@ def classify_image(
     vid_stride: VidStrideOption = 1,
     start: StartOption = None,
     end: EndOption = None,
+    dtype: DtypeOption = "fp32",
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
     list_models: ListModelsOption = False,
@@ -40,6 +42,7 @@ def classify_image(
     fine-tuned checkpoint. Prints the top-k labels per image or video frame; with --json, one
     JSON object per image or frame per line (a frame's with its "frame" index and "time"). Unreadable images are reported and skipped; the exit code is then 1."""
     from ptcli.devices import resolve_device
+    from ptcli.inference.precision import check_dtype
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
     from itertools import chain
@@ -66,7 +69,9 @@ def classify_image(
     inputs, videos = split_inputs(paths, RECIPE.data_adapter.extensions)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
     target = resolve_device(device, RECIPE.devices.devices)
+    precision = check_dtype(RECIPE, dtype, target)
     predictor = ImageClassifier.load(Source(checkpoint, model, weights), target, top_k=top_k, defense=defense)
+    predictor.precision = precision
     results = run(predictor, inputs, batch_size=batch_size, workers=workers, description="classifying") if inputs else ()
     frames = video_results(predictor, videos, video, batch_size=batch_size, description="classifying")
     emit_results(chain(results, frames), prediction_format(fields=lambda item, result: result),

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.cli.options import (DeviceOption, EndOption, JsonOption, ListModelsOption, StartOption, VidStrideOption, WorkersOption,
+from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption,
+                               VidStrideOption, WorkersOption,
                                checkpoint_option, model_option, paths_argument, weights_option)
 
 from . import RECIPE
@@ -44,6 +45,7 @@ def detect(
     start: StartOption = None,
     end: EndOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in -o DIR.")] = False,
+    dtype: DtypeOption = "fp32",
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
     list_models: ListModelsOption = False,
@@ -56,6 +58,7 @@ def detect(
     from itertools import chain
 
     from ptcli.devices import resolve_device
+    from ptcli.inference.precision import check_dtype
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import run
     from ptcli.inference.inputs import output_folder
@@ -94,12 +97,14 @@ def detect(
         refuse_existing_mot(mot, overwrite)
     check_request(RECIPE, checkpoint=checkpoint, model=model, weights=weights, default=DEFAULT_MODEL, device=device)
     target = resolve_device(device, RECIPE.devices.devices)
+    precision = check_dtype(RECIPE, dtype, target)
     if batch_size is None:
         batch_size = default_batch_size(target)
     predictor = Detector.load(Source(checkpoint, model, weights), target,
                               threshold=threshold if track is None else detector_threshold(threshold, track), classes=wanted,
                               max_detections=max_detections, masks=masks, output=output, overwrite=overwrite,
                               slice_size=slice_size, slice_overlap=slice_overlap, slice_merge=slice_merge)
+    predictor.precision = precision
     # With --slice, --batch-size counts tiles: the core batches each image's tiles.
     image_results = run(predictor, images, batch_size=batch_size, workers=workers, description="detecting") if images else ()
     tracking = Tracking(track) if track is not None else None

@@ -8,7 +8,7 @@ command, and runs it through ptcli.inference.runner the same way.
 from __future__ import annotations
 
 from ptcli.inference.contract import Source
-from ptcli.cli.options import (DeviceOption, EndOption, JsonOption, ListModelsOption, StartOption, VidStrideOption,
+from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption, VidStrideOption,
                                WorkersOption, batch_size_option, checkpoint_option, model_option, paths_argument,
                                weights_option)
 
@@ -30,6 +30,7 @@ def predictor_command(recipe, help_text: str):
         vid_stride: VidStrideOption = 1,
         start: StartOption = None,
         end: EndOption = None,
+        dtype: DtypeOption = "fp32",
         device: DeviceOption = "auto",
         json_output: JsonOption = False,
         list_models: ListModelsOption = False,
@@ -38,14 +39,14 @@ def predictor_command(recipe, help_text: str):
 
         run_command(recipe, inputs, Source(checkpoint, model, weights), batch_size=batch_size, workers=workers,
                     device=device, json_output=json_output, list_models=list_models,
-                    video=VideoOptions(vid_stride, start, end))
+                    video=VideoOptions(vid_stride, start, end), dtype=dtype)
 
     command.__doc__ = help_text
     return command
 
 
 def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int, workers: int | None, device: str,
-                json_output: bool, list_models: bool, video=None) -> None:
+                json_output: bool, list_models: bool, video=None, dtype: str = "fp32") -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
     same predictor (ptcli.video.runner)."""
     from itertools import chain
@@ -77,7 +78,12 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     elif cls.kind == AUDIO:
         inputs = expand_inputs(inputs, extensions)
     check_request(recipe, checkpoint=source.checkpoint, model=source.model, weights=source.weights, device=device)
-    predictor = load_predictor(recipe, source, resolve_device(device, recipe.devices.devices))
+    from ptcli.inference.precision import check_dtype
+
+    target = resolve_device(device, recipe.devices.devices)
+    precision = check_dtype(recipe, dtype, target)
+    predictor = load_predictor(recipe, source, target)
+    predictor.precision = precision
     results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=recipe.name) if inputs else ()
     if videos:
         from ptcli.video.runner import VideoOptions, video_results

@@ -59,3 +59,8 @@ StartOption = Annotated[float | None, typer.Option(
     min=0.0, metavar="SECONDS", help="Videos: start this far in.", show_default=False)]
 EndOption = Annotated[float | None, typer.Option(
     min=0.0, metavar="SECONDS", help="Videos: stop here (the frame at END is not read).", show_default=False)]
+
+
+DtypeOption = Annotated[str, typer.Option(
+    "--dtype", metavar="fp32|bf16", help="Compute precision: bf16 runs matrix products and convolutions in bfloat16 "
+    "(torch.autocast) where the device has bf16 units (CUDA GPUs; CPUs with AVX-512 BF16 or AMX).")]

@@ -42,10 +42,9 @@ def bf16_supported() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX): elsewhere torch emulates it, slower than fp32."""
     import torch
 
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    from ptcli.devices import bf16_native
+
+    return bf16_native(torch.device("cpu"))
 
 
 def timed(run: Callable, inputs: tuple, repeats: int) -> float:

@@ -85,6 +85,9 @@ class Predictor:
     device: Any = None
     #: Where the model came from (set by the core when it loads the predictor).
     source: Source = Source()
+    #: "fp32", or "bf16" (--dtype): the core runs ``forward`` under torch.autocast then
+    #: (ptcli.inference.precision).
+    precision: str = "fp32"
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Predictor:
@@ -181,11 +184,11 @@ class Predictor:
         import torch
 
         from ptcli.inference.batching import to_device
-
+        from ptcli.inference.precision import in_precision
         from ptcli.inference.runner import chunked_forward
 
-        forward = (chunked_forward(self, chunk_batch or self.chunk_batch or max(1, len(samples))) if self.chunked
-                   else self.forward)
+        forward = in_precision(self, chunked_forward(self, chunk_batch or self.chunk_batch or max(1, len(samples)))
+                               if self.chunked else self.forward)
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]

@@ -72,11 +72,13 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
     loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). decode's InputError
     (an unreadable input, an output file that exists) fails that input alone."""
     from ptcli.inference.batching import run_batched_with_progress
+    from ptcli.inference.precision import in_precision
 
     forward: Callable = predictor.forward
     if predictor.chunked:
         forward = chunked_forward(predictor, chunk_batch or predictor.chunk_batch or batch_size)
         batch_size = 1
+    forward = in_precision(predictor, forward)
     return run_batched_with_progress(
         description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
         device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor),
