@@ -61,7 +61,7 @@ def test_without_data_rows_agree_with_eager_and_int8_says_what_it_needs(cli, sim
     rows = _rows(cli("benchmark", simplenet, "--formats", "eager,onnx,onnx-int8", "--repeats", "1", "--json"))
     assert [r["format"] for r in rows] == ["eager", "onnx", "onnx"]
     assert rows[0]["metric"] == rows[1]["metric"] == "top1_agreement" and rows[1]["value"] == 1.0
-    assert rows[2]["check"] == "needs --data DIR: real inputs to calibrate on" and rows[2]["value"] is None
+    assert rows[2]["check"] == "needs --calibration DIR (or --data DIR): real inputs to calibrate on" and rows[2]["value"] is None
     human = cli("benchmark", simplenet, "--formats", "eager,onnx", "--repeats", "1")
     assert human.exit_code == 0 and human.stdout.splitlines()[0].split()[:3] == ["format", "precision", "size"]
     assert "fastest checked: " in human.stdout and "x eager fp32's throughput" in human.stdout

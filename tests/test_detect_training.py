@@ -138,10 +138,10 @@ def test_the_checkpoint_detects_offline_with_the_data_category_ids(cli, fine_tun
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")  # TorchScript, deprecated in torch 2.11
-def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli, fine_tuned, tmp_path):
+def test_the_checkpoint_exports_to_onnx_torchscript_and_openvino_and_detects_the_same(cli, fine_tuned, tmp_path):
     """torch.export cannot follow torchvision's detectors (vision#9306): ONNX goes through the
-    TorchScript-based exporter, TorchScript through script; both check themselves on images of
-    two sizes and give detect's own output back, slicing included."""
+    TorchScript-based exporter, TorchScript through script, OpenVINO through that ONNX file; each
+    checks itself on images of two sizes and gives detect's own output back, slicing included."""
     summary, data = fine_tuned
     truth = json.loads((data / "val.json").read_text())
     paths = [data / "images" / image["file_name"] for image in truth["images"]][:3]
@@ -149,7 +149,11 @@ def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli
     sliced = cli("detect", "--checkpoint", summary["best_checkpoint"], paths[0], "--json", "--slice", "128")
     assert eager.exit_code == 0 and sliced.exit_code == 0
     assert any(line["detections"] for line in _json_lines(eager))
-    for fmt, suffix, exporter in (("onnx", ".onnx", "torch.onnx (TorchScript-based)"), ("torchscript", ".pt", "torch.jit.script")):
+    import openvino
+
+    openvino_exporter = f"openvino.convert_model {openvino.__version__.split('-')[0]} from torch.onnx (TorchScript-based)"
+    for fmt, suffix, exporter in (("onnx", ".onnx", "torch.onnx (TorchScript-based)"), ("torchscript", ".pt", "torch.jit.script"),
+                                  ("openvino", ".xml", openvino_exporter)):
         out = tmp_path / f"detector{suffix}"
         result = cli("export", summary["best_checkpoint"], "-o", out, "--json")
         assert result.exit_code == 0, result.stdout + result.stderr
@@ -166,7 +170,9 @@ def test_the_checkpoint_exports_to_onnx_and_torchscript_and_detects_the_same(cli
         again = cli("detect", "--checkpoint", out, paths[0], "--json", "--slice", "128")
         assert [d["label"] for d in _json_lines(again)[0]["detections"]] == [d["label"] for d in _json_lines(sliced)[0]["detections"]]
     result = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d.pt2")
-    assert result.exit_code == 2 and "vision#9306" in result.stderr and "use --format onnx or torchscript" in result.stderr
+    assert result.exit_code == 2 and "vision#9306" in result.stderr and "use --format onnx, openvino or torchscript" in result.stderr
+    int8 = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d8.onnx", "--int8", "--calibration", data / "images")
+    assert int8.exit_code == 2 and "INT8 exports are checked for classifiers and image models" in int8.stderr
 
 
 def test_the_checkpoint_serves_detect_json(cli, fine_tuned):

@@ -348,7 +348,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_model_loa
         result = cli(*command, REPO / "examples" / "cat.jpg", "--checkpoint", tmp_path / "missing.safetensors", "-o", output)
         assert result.exit_code == 2, result.stderr
         assert result.stderr.strip() == f"error: -o {output} cannot be written (Permission denied); choose a folder you can write to for " \
-            + {"attack": "the adversarial images", "explain": "the maps", "detect": "the drawn images"}.get(command[0], "the results")
+            + {"attack": "the adversarial images", "explain": "the maps", "detect": "the drawn images and videos"}.get(command[0], "the results")
         assert not (locked / "new").exists()
     (tmp_path / "afile").write_text("x")
     result = cli(*command, REPO / "examples" / "cat.jpg", "-o", tmp_path / "afile" / "below")

@@ -107,7 +107,7 @@ def exportable(*, checkpoint, model, weights, samples):
     if checkpoint is None:  # a named model: its labels are COCO's (or the weights' own) output indices
         meta["classes"], meta["category_ids"] = list(names[1:]), list(loaded.categories.ids[1:])
     reason = ("detect cannot export to exported-program: torch.export stops at torchvision detectors' data-dependent "
-              "shapes (pytorch/vision#9306); use --format onnx or torchscript")
+              "shapes (pytorch/vision#9306); use --format onnx, openvino or torchscript")
     return Exportable(module=Outputs(net), input_names=("image",), output_names=OUTPUTS, sample=sample, meta=meta,
                       dynamic={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
                                "labels": {0: "detections"}, "scores": {0: "detections"}},

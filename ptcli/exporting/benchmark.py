@@ -5,7 +5,7 @@ why; nothing is kept (the exports live in a temporary folder).
 
 Rows: eager fp32, eager bf16 (where the CPU has bf16 units, or on CUDA), onnx, onnx-int8,
 openvino, openvino-int8, exported-program, torchscript. INT8 rows calibrate on --data (80% of
-its inputs; the rest check them), so they need it."""
+its inputs; the rest check them), or on --calibration."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def evaluated(recipe, source, data: Path, batch: int) -> tuple[str, float]:
     raise ValueError(f"{recipe.name}'s eval report has none of {', '.join(EVAL_METRICS)}")
 
 
-def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path | None, formats: tuple[str, ...],
+def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path | None, calibration: Path | None, formats: tuple[str, ...],
              batch: int, repeats: int, folder: Path, say: Callable[[str], None]) -> list[Row]:
     """Every requested row, in ``ROWS`` order; ``make(samples)`` is the recipe's exportable."""
     import torch
@@ -128,7 +128,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     reference.eval()
     scored = data is not None and evaluates(recipe)
     rows: list[Row] = []
-    calibration = None
+    calibrated = None
     for name in (row for row in ROWS if row in formats):
         fmt, precision = (name[:-5], name[-4:]) if name.endswith(("-int8", "-bf16")) else (name, "fp32")
         row = Row(format="eager" if fmt == "eager" else fmt, precision=precision)
@@ -149,12 +149,12 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
             else:
                 int8 = None
                 if precision == "int8":
-                    if data is None:
-                        row.check = "needs --data DIR: real inputs to calibrate on"
-                        continue
                     if calibration is None:
-                        calibration = calibration_inputs(recipe, exportable, make, data)
-                    int8 = calibration
+                        row.check = "needs --calibration DIR (or --data DIR): real inputs to calibrate on"
+                        continue
+                    if calibrated is None:
+                        calibrated = calibration_inputs(recipe, exportable, make, calibration)
+                    int8 = calibrated
                 path = folder / f"{name}{_ending(fmt)}"
                 report = export(exportable, fmt, path, batch=None, half=False, opset=None,
                                 method=exportable.torchscript_methods[0], int8=int8)

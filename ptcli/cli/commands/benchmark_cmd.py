@@ -24,6 +24,8 @@ def benchmark(
     data: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="Labelled data in the recipe's "
                     "layout: each row's metric is what `ptcli eval` computes on it, and INT8 rows calibrate on it "
                     "[default: agreement with eager fp32 on the recipe's sample inputs; no INT8 rows].")] = None,
+    calibration: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="Real inputs of the recipe "
+                           "for the INT8 rows to calibrate on (80%) and be checked on (20%) [default: --data].")] = None,
     formats: Annotated[str, typer.Option(metavar="A,B", help="Rows, comma-separated: eager, eager-bf16, onnx, onnx-int8, "
                        "openvino, openvino-int8, exported-program, torchscript [default: all].")] = ",".join(
                            ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-int8", "exported-program", "torchscript")),
@@ -47,8 +49,9 @@ def benchmark(
     unknown = [name for name in wanted if name not in ROWS]
     if unknown or not wanted:
         raise UsageError(f"--formats takes {', '.join(ROWS)} (got {', '.join(unknown) or 'nothing'})")
-    if data is not None and not data.exists():
-        raise UsageError(f"--data {data}: no such file or folder")
+    for option, path in (("--data", data), ("--calibration", calibration)):
+        if path is not None and not path.exists():
+            raise UsageError(f"{option} {path}: no such file or folder")
     chosen = requested_recipe(checkpoint, recipe, model, weights)
     if chosen.export is None:
         raise UsageError(f"recipe {chosen.name} does not export its models; it has nothing to benchmark beyond eager")
@@ -59,7 +62,8 @@ def benchmark(
 
     say = (lambda text: None) if json_output else (lambda text: print(f"benchmark: {text}", file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="ptcli-benchmark-") as folder:
-        rows = run_rows(chosen, exportable, checkpoint=checkpoint, model=model, weights=weights, data=data, formats=wanted,
+        rows = run_rows(chosen, exportable, checkpoint=checkpoint, model=model, weights=weights, data=data,
+                        calibration=calibration or data, formats=wanted,
                         batch=batch, repeats=repeats, folder=Path(folder), say=say)
     if json_output:
         for row in rows:
