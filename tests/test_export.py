@@ -409,7 +409,7 @@ def test_transformer_text_model_exports_with_dynamic_length(cli, tiny_bert_class
 
 def test_usage_errors_are_one_line_exit_2(cli, simplenet, tmp_path):
     cases = [
-        (("export", "--recipe", "generate-text", "--model", "gpt2", "-o", tmp_path / "m.onnx"), "recipe generate-text does not export"),
+        (("export", "--recipe", "debug", "-o", tmp_path / "m.onnx"), "recipe debug does not export"),
         (("export", simplenet, "-o", tmp_path / "m.onnx", "--format", "exported-program"), "a exported-program export is written to a .pt2 file"),
         (("export", simplenet, "-o", tmp_path / "m.bin"), "give --format"),
         (("export", simplenet, "-o", tmp_path / "m.onnx", "--format", "tflite"), "--format must be one of"),
@@ -427,7 +427,7 @@ def test_usage_errors_are_one_line_exit_2(cli, simplenet, tmp_path):
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    result = cli("export", "--recipe", "generate-text", "--model", "gpt2", "-o", tmp_path / "m.onnx", "--json")
+    result = cli("export", "--recipe", "debug", "-o", tmp_path / "m.onnx", "--json")
     assert result.exit_code == 2 and "does not export" in json.loads(result.stdout)["error"]
 
 
@@ -643,3 +643,81 @@ def test_the_docs_crop_is_ptclis_crop_bit_for_bit(lite0_exports, tmp_path):
         assert done.returncode == 0, done.stderr
         ours = np.asarray(preprocess.cropped(preprocess.resized(ImageFiles().read(picture))))
         assert np.array_equal(np.asarray(Image.open(target)), ours), picture
+
+
+# --- generate-text: the cached decoding step -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gpt2_step(tiny_gpt2, tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from ptcli.cli import app
+    from ptcli.plugins import reset_plugins
+
+    out = tmp_path_factory.mktemp("lm") / "step.onnx"
+    reset_plugins()
+    done = CliRunner().invoke(app, ["export", "--recipe", "generate-text", "--model", str(tiny_gpt2), "-o", str(out), "--json"],
+                              catch_exceptions=False)
+    assert done.exit_code == 0, done.stdout + done.stderr
+    return out, json.loads(done.stdout.splitlines()[-1])
+
+
+def test_generate_text_exports_its_cached_step_to_onnx_checked_on_a_real_cache(gpt2_step):
+    import onnx
+
+    out, report = gpt2_step
+    assert report["exporter"] == "torch.onnx (TorchScript-based)" and report["check"]["passed"]
+    assert [row["batch"] for row in report["check"]["batches"]] == [1, 4]
+    assert all(row["top1_agreement"] == 1.0 and row["max_abs_error"] < 1e-3 for row in report["check"]["batches"])
+    graph = onnx.load(str(out)).graph
+    inputs = [i.name for i in graph.input]
+    assert inputs == ["input_ids", "attention_mask", "position_ids", "past_0_key", "past_0_value", "past_1_key", "past_1_value"]
+    assert [o.name for o in graph.output][:2] == ["logits", "present_0_key"]
+    from ptcli.models import embedded
+
+    meta = embedded.read(out)
+    assert meta["recipe"] == "generate-text" and meta["cache"] == {"layers": 2, "heads": 2, "head_size": 16}
+    assert meta["tokenizer"]["tokenizer"] and meta["config"]["n_positions"] == 64
+
+
+@pytest.mark.parametrize("settings", [
+    ("--temperature", "0"),
+    ("--seed", "3", "--temperature", "0.9", "--top-k", "20"),
+    ("--seed", "5", "--top-p", "0.8", "--repetition-penalty", "1.3", "--num-return-sequences", "2"),
+])
+def test_the_export_generates_the_eager_models_tokens(cli, tiny_gpt2, gpt2_step, settings):
+    out, _ = gpt2_step
+    for prompt in ("The food was", "Prices went up"):
+        common = (prompt, "--max-new-tokens", "24", *settings, "--json")
+        eager = json.loads(cli("generate-text", "--model", tiny_gpt2, *common).stdout)
+        exported = json.loads(cli("generate-text", "--checkpoint", out, *common).stdout)
+        assert eager["generations"] == exported["generations"] and eager["generations"][0]
+
+
+def test_the_export_streams_the_same_text_and_each_token_is_one_step(cli, tiny_gpt2, gpt2_step, monkeypatch):
+    from ptcli.models.exported import ExportedModel
+
+    out, _ = gpt2_step
+    eager = cli("generate-text", "--model", tiny_gpt2, "The service", "--max-new-tokens", "16", "--temperature", "0", "--stream")
+    steps = []
+    call = ExportedModel.__call__
+
+    def counted(self, *args, **kwargs):
+        steps.append((tuple(args[0].shape), tuple(args[3].shape)))
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExportedModel, "__call__", counted)
+    exported = cli("generate-text", "--checkpoint", out, "The service", "--max-new-tokens", "16", "--temperature", "0", "--stream")
+    assert exported.exit_code == 0 and exported.stdout == eager.stdout and exported.stdout.strip()
+    prompt = steps[0][0][1]
+    assert len(steps) <= 16 and steps[0][1][2] == 0  # the prompt in one step, with an empty cache
+    assert all(shape == (1, 1) for shape, _ in steps[1:])  # then one token a step
+    assert [past[2] for _, past in steps] == [0, *range(prompt, prompt + len(steps) - 1)]  # the cache grows by one
+
+
+def test_what_the_language_model_export_does_not_do_is_one_line(cli, tiny_gpt2, gpt2_step, tmp_path):
+    out, _ = gpt2_step
+    other = cli("export", "--recipe", "generate-text", "--model", tiny_gpt2, "-o", tmp_path / "m.pt2")
+    assert other.exit_code == 2 and "generate-text exports to ONNX only (its cached decoding step), not exported-program" in other.stderr
+    hf = cli("generate-text", "--checkpoint", out, "--export-hf", tmp_path / "hf")
+    assert hf.exit_code == 2 and "is an ONNX export; --export-hf writes the checkpoint or model it came from" in hf.stderr

@@ -21,6 +21,7 @@ RECIPE = Recipe(
     devices=DeviceSupport(devices=("cuda", "mps", "cpu"), precisions=("fp32", "bf16", "fp16")),
     training="ptcli_generate_text.training:GenerateTextTask",
     predictor="ptcli_generate_text.predictor:TextGenerator",
+    export="ptcli_generate_text.exporting:exportable",
 )
 
 

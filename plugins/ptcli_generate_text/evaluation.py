@@ -15,6 +15,10 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     from .textdata import blocks, read_corpus, token_stream
 
     lm = load_checkpoint_model(checkpoint)
+    if not hasattr(lm.model, "forward"):
+        from ptcli.errors import UsageError
+
+        raise UsageError(f"{checkpoint} is an export of the decoding step; score the checkpoint it came from")
     block_size = min(int(lm.context), 1024)
     ids = token_stream(read_corpus(data), lm.tokenizer)
     rows = blocks(ids, block_size, block_size) or ([ids] if len(ids) > 1 else [])

@@ -157,6 +157,8 @@ def load_checkpoint_model(path: Path, *, dtype=None) -> LanguageModel:
 def export_hf(lm: LanguageModel, folder: Path) -> Path:
     """A standard Hugging Face folder (config.json, model.safetensors, tokenizer files)."""
     folder = Path(folder)
+    if not hasattr(lm.model, "save_pretrained"):
+        raise UsageError(f"{lm.name} is an ONNX export; --export-hf writes the checkpoint or model it came from")
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder} exists and is not empty; give a new folder for --export-hf")
     lm.model.save_pretrained(folder)
