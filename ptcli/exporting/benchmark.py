@@ -97,13 +97,17 @@ def agreement(exportable, run: Callable, reference: Callable, rows: int = 16) ->
 
 
 def evaluated(recipe, source, data: Path, batch: int) -> tuple[str, float]:
-    """The recipe's `ptcli eval` figure for the model at ``source`` on ``data``."""
+    """The recipe's `ptcli eval` figure for the model at ``source`` (a checkpoint or export
+    file, or a Source naming a model) on ``data``."""
     import torch
 
     from ptcli.inference.runner import load_predictor
+    from ptcli.training.scoring import score
 
-    predictor = load_predictor(recipe, source, torch.device("cpu"))
-    report = predictor.evaluate(Path(data), batch_size=batch)
+    if isinstance(source, Path):
+        report, _ = score(recipe, source, data, device=torch.device("cpu"), batch_size=batch)
+    else:
+        report = load_predictor(recipe, source, torch.device("cpu")).evaluate(Path(data), batch_size=batch)
     for key in EVAL_METRICS:
         if key in report:
             return key, float(report[key])
@@ -119,6 +123,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import evaluates
     from ptcli.models import exported
+    from ptcli.training.scoring import scores
 
     from .export import export
     from .quantize import calibration_inputs
@@ -126,7 +131,8 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     exportable = make([])
     reference = exportable.reference or exportable.module
     reference.eval()
-    scored = data is not None and evaluates(recipe)
+    # A named model is scored through its predictor; a checkpoint and the exports as `ptcli eval` scores them.
+    scored = data is not None and (scores(recipe) if checkpoint is not None else evaluates(recipe))
     rows: list[Row] = []
     calibrated = None
     for name in (row for row in ROWS if row in formats):
@@ -143,7 +149,8 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                     continue
                 row.size_mb = round(sum(p.numel() * p.element_size() for p in reference.parameters()) / 1e6, 3)
                 if scored and precision == "fp32":
-                    row.metric, row.value = evaluated(recipe, Source(checkpoint, model, weights), data, batch)
+                    row.metric, row.value = evaluated(recipe, Path(checkpoint) if checkpoint is not None else
+                                                      Source(model=model, weights=weights), data, batch)
                 else:
                     row.metric, row.value = agreement(exportable, run, reference)
             else:
@@ -161,7 +168,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                 row.path, row.size_mb = path, round(report["size_bytes"] / 1e6, 3)
                 run = exported.ExportedModel(path).to("cpu")
                 if scored:
-                    row.metric, row.value = evaluated(recipe, Source(checkpoint=path), data, batch)
+                    row.metric, row.value = evaluated(recipe, path, data, batch)
                 else:
                     row.metric, row.value = agreement(exportable, run, reference)
             row.latency_ms, row.throughput = speed(exportable, run, batch, repeats)

@@ -124,12 +124,9 @@ def evaluate(
     (a .txt file) are scored against ground truth: MOTA, IDF1, HOTA and their parts."""
     from ptcli.models.sidecars import read_sidecar
     from ptcli.devices import resolve_device
-    from ptcli.errors import UsageError
     from ptcli.output import emit, emit_json
-    from ptcli.inference.contract import Source
-    from ptcli.inference.runner import evaluates, load_predictor
     from ptcli.plugins import get_plugins
-    from ptcli.training.task import TrainingTask
+    from ptcli.training.scoring import score
 
     if checkpoint.suffix.lower() == ".txt":
         from ptcli.video.mot import evaluate_mot, format_mot_report, ground_truth_file
@@ -139,16 +136,8 @@ def evaluate(
         return
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
-    if evaluates(recipe):  # through the inference contract: the command's own decode and forward
-        predictor = load_predictor(recipe, Source(checkpoint=Path(checkpoint)), resolve_device(device, recipe.devices.devices))
-        report, describe = predictor.evaluate(Path(data), batch_size=batch_size), predictor.format_evaluation
-    else:
-        task_class = recipe.training_task if recipe.training is not None else None
-        if task_class is None or task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
-            raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
-        target = resolve_device(device, recipe.devices.devices)
-        report = task_class.evaluate(Path(checkpoint), Path(data), device=target, batch_size=batch_size)
-        describe = task_class.format_evaluation
+    report, describe = score(recipe, Path(checkpoint), Path(data), device=resolve_device(device, recipe.devices.devices),
+                             batch_size=batch_size)
     if json_output:
         emit_json(report)
     else:
