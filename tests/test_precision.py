@@ -86,3 +86,28 @@ def test_a_recipe_that_runs_in_fp32_only_refuses_bf16():
     with pytest.raises(UsageError, match=r"plain runs in fp32 only \(its precisions: fp32\)"):
         check_dtype(recipe, "bf16", torch.device("cpu"))
     assert check_dtype(recipe, "fp32", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.skipif(not _bf16_here(), reason="this CPU has no bf16 units (AVX-512 BF16 or AMX)")
+@pytest.mark.parametrize(("fmt", "suffix"), [("openvino", ".xml"), ("exported-program", ".pt2")])
+def test_a_bf16_export_is_checked_and_classifies_as_fp32_does(cli, tmp_path, fmt, suffix):
+    out = tmp_path / f"lite0{suffix}"
+    result = cli("export", "--recipe", "classify-image", "-o", out, "--dtype", "bf16", "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["dtype"] == "bf16" and report["check"]["passed"]
+    assert all(row["top1_agreement"] == 1.0 and row["max_abs_error"] > 1e-4 for row in report["check"]["batches"])  # really bf16
+    from ptcli.models import embedded
+
+    assert embedded.read(out)["dtype"] == "bf16"
+    fp32 = _rows(cli("classify-image", CAT, "--json"))[0]["predictions"]
+    bf16 = _rows(cli("classify-image", CAT, "--json", "--checkpoint", out))[0]["predictions"]
+    assert bf16[0]["label"] == fp32[0]["label"] == "tabby" and bf16[0]["score"] == pytest.approx(fp32[0]["score"], abs=0.05)
+
+
+def test_bf16_exports_that_would_not_run_in_bf16_are_refused(cli, tmp_path):
+    onnx = cli("export", "--recipe", "classify-image", "-o", tmp_path / "m.onnx", "--dtype", "bf16")
+    assert onnx.exit_code == 2 and "onnxruntime's CPU provider has almost no bf16 kernels" in onnx.stderr
+    both = cli("export", "--recipe", "classify-image", "-o", tmp_path / "m.pt2", "--dtype", "bf16", "--half")
+    assert both.exit_code == 2 and "--dtype bf16, --half and --int8 are precisions; pick one" in both.stderr
+    assert not list(tmp_path.iterdir())

@@ -3,8 +3,8 @@ checked as `ptcli export` does, then timed the same way and, with labelled data,
 recipe's own `ptcli eval`. A format that cannot be made or fails its check is a row that says
 why; nothing is kept (the exports live in a temporary folder).
 
-Rows: eager fp32, eager bf16 (where the CPU has bf16 units, or on CUDA), onnx, onnx-int8,
-openvino, openvino-int8, exported-program, torchscript. INT8 rows calibrate on --data (80% of
+Rows: eager fp32, eager bf16 (where the CPU has bf16 units), onnx, onnx-int8, openvino,
+openvino-bf16 (where the CPU has bf16 units), openvino-int8, exported-program, torchscript. INT8 rows calibrate on --data (80% of
 its inputs; the rest check them), or on --calibration."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROWS = ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-int8", "exported-program", "torchscript")
+ROWS = ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "exported-program",
+        "torchscript")
 #: The figure `ptcli eval` reports first for each kind of recipe, in this order of preference.
 EVAL_METRICS = ("accuracy", "map", "psnr", "perplexity")
 
@@ -101,13 +102,15 @@ def evaluated(recipe, source, data: Path, batch: int) -> tuple[str, float]:
     file, or a Source naming a model) on ``data``."""
     import torch
 
+    from ptcli.inference.batching import decoding_in_process
     from ptcli.inference.runner import load_predictor
     from ptcli.training.scoring import score
 
-    if isinstance(source, Path):
-        report, _ = score(recipe, source, data, device=torch.device("cpu"), batch_size=batch)
-    else:
-        report = load_predictor(recipe, source, torch.device("cpu")).evaluate(Path(data), batch_size=batch)
+    with decoding_in_process():
+        if isinstance(source, Path):
+            report, _ = score(recipe, source, data, device=torch.device("cpu"), batch_size=batch)
+        else:
+            report = load_predictor(recipe, source, torch.device("cpu")).evaluate(Path(data), batch_size=batch)
     for key in EVAL_METRICS:
         if key in report:
             return key, float(report[key])
@@ -155,6 +158,9 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                     row.metric, row.value = agreement(exportable, run, reference)
             else:
                 int8 = None
+                if precision == "bf16" and not bf16_supported():
+                    row.check = "this CPU has no bf16 units (AVX-512 BF16 or AMX)"
+                    continue
                 if precision == "int8":
                     if calibration is None:
                         row.check = "needs --calibration DIR (or --data DIR): real inputs to calibrate on"
@@ -164,7 +170,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                     int8 = calibrated
                 path = folder / f"{name}{_ending(fmt)}"
                 report = export(exportable, fmt, path, batch=None, half=False, opset=None,
-                                method=exportable.torchscript_methods[0], int8=int8)
+                                method=exportable.torchscript_methods[0], int8=int8, bf16=precision == "bf16")
                 row.path, row.size_mb = path, round(report["size_bytes"] / 1e6, 3)
                 run = exported.ExportedModel(path).to("cpu")
                 if scored:

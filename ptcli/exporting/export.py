@@ -15,6 +15,9 @@ from ptcli.errors import PtcliError, UsageError
 from ptcli.models import embedded
 from .spec import Exportable
 
+#: Formats whose runtimes compute in bf16 (OpenVINO on CPUs with bf16 units; torch for the others).
+BF16_FORMATS = ("openvino", "exported-program", "torchscript")
+
 
 def _tensor_entries(names, tensors, dims: dict) -> list[dict]:
     entries = []
@@ -34,10 +37,12 @@ def _as_tuple(out) -> tuple:
 
 def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None, half: bool, opset: int | None,
            method: str, run_check: bool = True, say: Callable[[str], None] = lambda text: None,
-           int8: tuple | None = None, int8_tolerance: float | None = None) -> dict:
+           int8: tuple | None = None, int8_tolerance: float | None = None, bf16: bool = False) -> dict:
     """Export, check, and place the file at ``output``; returns the report. ``say`` hears of
     each stage as it starts (a detector's export takes minutes). ``int8``: (calibration rows,
-    held-out rows) to quantize with and check on (ptcli.exporting.quantize)."""
+    held-out rows) to quantize with and check on (ptcli.exporting.quantize). ``bf16``: the
+    weights in bfloat16 (exported-program, torchscript), or an OpenVINO IR that its runtime
+    computes in bf16; checked with the 16-bit tolerance."""
     import torch
 
     from ptcli.models import exported
@@ -56,11 +61,15 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         example = tuple(exportable.sample(writers.example_batch(batch)))
     else:  # one input per call: the first sample
         example = _as_tuple(exportable.sample(1)[0])
-    if half:
+    if bf16 and fmt not in BF16_FORMATS:
+        raise UsageError(f"--dtype bf16 exports to {', '.join(BF16_FORMATS)}; onnxruntime's CPU provider has almost no "
+                         f"bf16 kernels, so a {fmt} file would not run in bf16")
+    if half or (bf16 and fmt != "openvino"):  # OpenVINO keeps fp32 weights and computes in bf16 at run time
         import copy
 
-        module = copy.deepcopy(module).half()
-        example = tuple(t.half() if t.is_floating_point() else t for t in example)
+        dtype = torch.float16 if half else torch.bfloat16
+        module = copy.deepcopy(module).to(dtype)
+        example = tuple(t.to(dtype) if t.is_floating_point() else t for t in example)
     with torch.no_grad():
         outputs = _as_tuple(module(*example))
     dims = writers.dynamic_dims(exportable, batch)
@@ -71,6 +80,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         "export_format": fmt,
         "batch": ("dynamic" if batch is None else batch) if exportable.batched else None,
         "half": half,
+        "dtype": "fp16" if half else "bf16" if bf16 else "fp32",
         "inputs": _tensor_entries(exportable.input_names, example, dims),
         "outputs": _tensor_entries(exportable.output_names, outputs, dims),
         "runtime": exportable.runtime,
@@ -85,7 +95,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
 
         tolerance = quantize.tolerance_for(exportable, int8_tolerance)
         meta["int8"] = {"mode": exportable.quantize, "calibration_inputs": int(int8[0][0].shape[0])}
-    target = dataclasses.replace(exportable, module=module) if half else exportable
+    target = dataclasses.replace(exportable, module=module) if module is not exportable.module else exportable
     output.parent.mkdir(parents=True, exist_ok=True)
     # Written under its own name in a hidden folder beside it, then moved into place: a .pt2
     # archive records the name it was written under (its folder inside the zip).
@@ -104,7 +114,8 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
             exporter += ", then " + quantize.quantize(exportable, fmt, staging, int8[0], meta)
         report = {
             "output": str(output), "format": fmt, "exporter": exporter, "recipe": meta.get("recipe"),
-            "model": meta.get("model"), "batch": meta["batch"], "half": half, "int8": int8 is not None, "opset": meta.get("opset"),
+            "model": meta.get("model"), "batch": meta["batch"], "half": half, "dtype": meta["dtype"],
+            "int8": int8 is not None, "opset": meta.get("opset"),
             "size_bytes": sum(f.stat().st_size for f in (staging, *embedded.companions(staging))),
             "checked": run_check, "check": None,
         }
@@ -118,7 +129,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
                     raise ExportCheckFailed(f"the INT8 {fmt} export is refused: {why}; nothing was written (--int8-tolerance "
                                             "lowers the bar, --no-check skips the check)", report)
             else:
-                passed, figures, why = check.check(exportable, loaded, batch=batch, half=half)
+                passed, figures, why = check.check(exportable, loaded, batch=batch, half=half or bf16)
                 report["check"] = {"passed": passed, **figures}
             if not passed:
                 raise ExportCheckFailed(f"the {fmt} export does not match the eager model {why}; nothing was written "

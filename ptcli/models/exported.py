@@ -70,7 +70,7 @@ class ExportedModel:
             if self.format == "onnx":
                 self._run = _onnx_runner(self.path, kind, self.input_names)
             elif self.format == "openvino":
-                self._run = _openvino_runner(self.path, kind, self.input_names)
+                self._run = _openvino_runner(self.path, kind, self.input_names, self.meta.get("dtype", "fp32"))
             elif self.format == "exported-program":
                 import warnings
 
@@ -96,7 +96,7 @@ class ExportedModel:
 
         if kwargs:
             args = (*args, *(kwargs[name] for name in self.input_names[len(args):] if name in kwargs))
-        dtype = torch.float16 if self.meta.get("half") else torch.float32
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self._input_dtype(), torch.float32)
         args = tuple(a.to(self.device, dtype) if a.is_floating_point() else a.to(self.device) for a in args)
         args = self._padded(args)
         if self._run is None:
@@ -105,6 +105,13 @@ class ExportedModel:
             if isinstance(self.batch, int) and args and args[0].shape[0] != self.batch:
                 return self._in_batches(args)
             return self._run(*args)
+
+    def _input_dtype(self) -> str:
+        """What float inputs are cast to: the export's weights' precision (an OpenVINO IR keeps
+        fp32 weights and inputs whatever it computes in)."""
+        if self.meta.get("half"):
+            return "fp16"
+        return "fp32" if self.format == "openvino" else self.meta.get("dtype", "fp32")
 
     def _padded(self, args: tuple) -> tuple:
         """Inputs shorter than a fixed dimension of the export, padded up to it with the value
@@ -180,7 +187,7 @@ def require(module: str):
         raise UsageError(f"OpenVINO exports need {module}: pip install 'ptcli[openvino]' (openvino and nncf)") from None
 
 
-def _openvino_runner(path: Path, kind: str, input_names: list[str]):
+def _openvino_runner(path: Path, kind: str, input_names: list[str], dtype: str = "fp32"):
     """OpenVINO's CPU plugin, or its GPU plugin for --device cuda where OpenVINO sees a GPU
     (an Intel one: OpenVINO does not run on NVIDIA GPUs)."""
     import torch
@@ -201,7 +208,7 @@ def _openvino_runner(path: Path, kind: str, input_names: list[str]):
         raise CheckpointError(f"{path.with_suffix('.bin')} is missing: an OpenVINO export is the .xml and its .bin")
     # OpenVINO's CPU plugin computes in bf16 where the CPU has AMX (this one does), which moves a
     # classifier's logits by about 0.1: exports run at the precision they were made in.
-    config = {"INFERENCE_PRECISION_HINT": "f32"} if target == "CPU" else {}
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32"} if target == "CPU" else {}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = torch.get_num_threads()
     compiled = core.compile_model(str(path), target, config)
@@ -210,7 +217,7 @@ def _openvino_runner(path: Path, kind: str, input_names: list[str]):
     def run(*tensors):
         feed = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(input_names, tensors)}
         results = request.infer(feed)
-        out = [torch.from_numpy(results[output].copy()) for output in compiled.outputs]
+        out = [torch.from_numpy(results[output].copy()).float() for output in compiled.outputs]
         return out[0] if len(out) == 1 else tuple(out)
 
     return run

@@ -27,8 +27,9 @@ def benchmark(
     calibration: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="Real inputs of the recipe "
                            "for the INT8 rows to calibrate on (80%) and be checked on (20%) [default: --data].")] = None,
     formats: Annotated[str, typer.Option(metavar="A,B", help="Rows, comma-separated: eager, eager-bf16, onnx, onnx-int8, "
-                       "openvino, openvino-int8, exported-program, torchscript [default: all].")] = ",".join(
-                           ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-int8", "exported-program", "torchscript")),
+                       "openvino, openvino-bf16, openvino-int8, exported-program, torchscript [default: all].")] = ",".join(
+                           ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8",
+                            "exported-program", "torchscript")),
     batch: Annotated[int, typer.Option(min=1, metavar="N", help="The batch throughput is measured at.")] = 8,
     repeats: Annotated[int, typer.Option(min=1, metavar="N", help="Timed runs per figure (their median; after 2 warm-up runs).")] = 5,
     json_output: JsonOption = False,

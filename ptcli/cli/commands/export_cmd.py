@@ -65,7 +65,8 @@ def _recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None,
 
 def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, *, batch: str, half: bool,
                opset: int | None, method: str | None, samples, no_check: bool, json_output: bool,
-               int8: bool = False, calibration: Path | None = None, int8_tolerance: float | None = None) -> None:
+               int8: bool = False, calibration: Path | None = None, int8_tolerance: float | None = None,
+               dtype: str = "fp32") -> None:
     from ptcli.output import emit_json, warn
     from ptcli.refs import load_ref
 
@@ -89,6 +90,10 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
             raise UsageError("--int8 and --half are two precisions; pick one")
     elif calibration is not None or int8_tolerance is not None:
         raise UsageError("--calibration and --int8-tolerance go with --int8")
+    if dtype not in ("fp32", "bf16"):
+        raise UsageError(f"--dtype must be fp32 or bf16, not {dtype!r} (--half makes fp16 exports)")
+    if dtype == "bf16" and (half or int8):
+        raise UsageError("--dtype bf16, --half and --int8 are precisions; pick one")
     make = load_ref(recipe.export)
     exportable = make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
     rows = None
@@ -104,7 +109,7 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
     try:
         say = (lambda text: None) if json_output else (lambda text: print(f"export: {text}", file=sys.stderr, flush=True))
         report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method,
-                        run_check=not no_check, say=say, int8=rows, int8_tolerance=int8_tolerance)
+                        run_check=not no_check, say=say, int8=rows, int8_tolerance=int8_tolerance, bf16=dtype == "bf16")
     except ExportCheckFailed as exc:
         if json_output:
             emit_json({"error": str(exc), "exit_code": 1, **exc.report})
@@ -128,7 +133,7 @@ def print_report(report: dict, failed: bool = False) -> None:
     size = report["size_bytes"] / 1e6
     batch = report["batch"] if report["batch"] is not None else "one input per call"
     opset = f", opset {report['opset']}" if report.get("opset") else ""
-    precision = "int8" if report.get("int8") else "fp16" if report["half"] else "fp32"
+    precision = "int8" if report.get("int8") else report.get("dtype", "fp32")
     write(f"{'checked, not kept' if failed else 'exported'} {report['output']}: {report['format']} via {report['exporter']}"
           f"{opset}, batch {batch}, {precision}, {size:.1f} MB")
     check = report.get("check")
@@ -173,6 +178,9 @@ def export(
     int8_tolerance: Annotated[float | None, typer.Option(min=0.0, metavar="F", show_default=False, help="With --int8: the "
                               "least agreement kept: top-1 agreement with the eager model for classifiers [default: 0.99], "
                               "PSNR in dB against its output for image models [default: 35].")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", metavar="fp32|bf16", help="bf16: bfloat16 weights (exported-program, "
+                     "torchscript), or an OpenVINO IR computed in bf16 (on CPUs with AVX-512 BF16 or AMX); checked with "
+                     "the 16-bit tolerance.")] = "fp32",
     no_check: NoCheckOption = False,
     json_output: JsonOption = False,
 ) -> None:
@@ -188,7 +196,7 @@ def export(
         raise UsageError(f"--method must be trace or script, not {method!r}")
     run_export(checkpoint, recipe, model, weights, output, chosen, batch=batch, half=half, opset=opset, method=method,
                samples=samples, no_check=no_check, json_output=json_output, int8=int8, calibration=calibration,
-               int8_tolerance=int8_tolerance)
+               int8_tolerance=int8_tolerance, dtype=dtype)
 
 
 def export_torchscript(
