@@ -10,10 +10,8 @@ as `--checkpoint FILE` loads it, and timed on the same inputs with the same thre
 """
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from report import report
@@ -23,17 +21,10 @@ FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt"}
 
 
 def timed(run, inputs, repeats: int) -> float:
-    import torch
+    """Median ms after warm-up: the export check's own timing."""
+    from ptcli.exporting.check import timed as check_timed
 
-    with torch.no_grad():
-        for _ in range(3):
-            run(*inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(*inputs)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return check_timed(run, inputs, repeats)[1]
 
 
 def sr_checkpoint(folder: Path) -> Path:

@@ -79,6 +79,20 @@ def make_imagefolder(root: Path, per_class: dict[str, int], size: int = 16, seed
     return root
 
 
+def save_simplenet(path: Path, *, image_size: int, classes: list[str], seed: int = 0) -> Path:
+    """An untrained classify-image SimpleNet checkpoint (``path``.safetensors and its sidecar)."""
+    import torch
+
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli_classify_image.models import _build_simplenet
+
+    torch.manual_seed(seed)
+    model = _build_simplenet(num_classes=len(classes), image_size=image_size)
+    pre = {"resize": image_size, "crop": image_size, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_checkpoint(path, model.state_dict(), recipe="classify-image", model="simplenet", classes=list(classes),
+                           preprocessing=pre, extra={"model_args": {"image_size": image_size}})
+
+
 @pytest.fixture
 def tiny_imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "colours", {"train": 12, "val": 4})

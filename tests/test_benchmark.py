@@ -10,16 +10,9 @@ from conftest import make_imagefolder
 
 @pytest.fixture
 def simplenet(tmp_path):
-    import torch
+    from conftest import save_simplenet
 
-    from ptcli.models.checkpoints import save_checkpoint
-    from ptcli_classify_image.models import _build_simplenet
-
-    torch.manual_seed(0)
-    model = _build_simplenet(num_classes=3, image_size=32)
-    pre = {"resize": 32, "crop": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
-    return save_checkpoint(tmp_path / "simple", model.state_dict(), recipe="classify-image", model="simplenet",
-                           classes=["blue", "green", "red"], preprocessing=pre, extra={"model_args": {"image_size": 32}})
+    return save_simplenet(tmp_path / "simple", image_size=32, classes=["blue", "green", "red"])
 
 
 def _rows(result) -> list[dict]:

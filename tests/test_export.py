@@ -165,16 +165,9 @@ def test_human_report(cli, tmp_path):
 
 @pytest.fixture
 def simplenet(tmp_path):
-    import torch
+    from conftest import save_simplenet
 
-    from ptcli.models.checkpoints import save_checkpoint
-    from ptcli_classify_image.models import _build_simplenet
-
-    torch.manual_seed(0)
-    model = _build_simplenet(num_classes=3, image_size=64)
-    pre = {"resize": 64, "crop": 64, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.25] * 3}
-    return save_checkpoint(tmp_path / "simple", model.state_dict(), recipe="classify-image", model="simplenet",
-                           classes=["red", "green", "blue"], preprocessing=pre, extra={"model_args": {"image_size": 64}})
+    return save_simplenet(tmp_path / "simple", image_size=64, classes=["red", "green", "blue"])
 
 
 @pytest.fixture

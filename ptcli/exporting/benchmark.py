@@ -9,8 +9,6 @@ its inputs; the rest check them), or on --calibration."""
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,31 +46,18 @@ def bf16_supported() -> bool:
     return bf16_native(torch.device("cpu"))
 
 
-def timed(run: Callable, inputs: tuple, repeats: int) -> float:
-    """Median seconds of ``run(*inputs)``, after two warm-up calls."""
-    import torch
-
-    with torch.no_grad():
-        run(*inputs)
-        run(*inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(*inputs)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def speed(exportable, run: Callable, batch: int, repeats: int) -> tuple[float, float]:
     """(latency in ms at batch 1, inputs/s at ``batch``); a one-input-per-call model is timed
     on single inputs for both."""
+    from .check import timed
+
     if not exportable.batched:
         inputs = exportable.sample(1)[0]
-        seconds = timed(run, inputs if isinstance(inputs, tuple) else (inputs,), repeats)
-        return round(seconds * 1000, 3), round(1 / seconds, 3)
-    one = timed(run, tuple(exportable.sample(1)), repeats)
-    many = timed(run, tuple(exportable.sample(batch)), repeats)
-    return round(one * 1000, 3), round(batch / many, 3)
+        _, ms = timed(run, inputs if isinstance(inputs, tuple) else (inputs,), repeats)
+        return round(ms, 3), round(1000 / ms, 3)
+    _, one = timed(run, tuple(exportable.sample(1)), repeats)
+    _, many = timed(run, tuple(exportable.sample(batch)), repeats)
+    return round(one, 3), round(batch * 1000 / many, 3)
 
 
 def agreement(exportable, run: Callable, reference: Callable, rows: int = 16) -> tuple[str, float]:

@@ -48,7 +48,7 @@ def compare_images(eager, exported, half: bool) -> tuple[bool, dict, str]:
 COMPARE = {LOGITS: compare_logits, IMAGE: compare_images}
 
 
-def _timed(run, inputs, repeats: int) -> tuple[object, float]:
+def timed(run, inputs, repeats: int) -> tuple[object, float]:
     """The output and the median latency in ms, after two warm-up runs (the first calls of a
     model on a new shape pay for its kernels' setup: timed, eager looked 2-30x slower)."""
     import torch
@@ -74,9 +74,9 @@ def check(exportable: Exportable, exported, *, batch: int | None, half: bool, re
         inputs = exportable.sample(size)
         cases = [tuple(inputs)] if exportable.batched else [_as_tuple(i) for i in inputs]
         for case in cases:
-            eager_out, eager_ms = _timed(exportable.reference or exportable.module, case, repeats)
+            eager_out, eager_ms = timed(exportable.reference or exportable.module, case, repeats)
             try:
-                out, exported_ms = _timed(exported, case, repeats)
+                out, exported_ms = timed(exported, case, repeats)
             except Exception as exc:  # the runtime refuses an input the export should take
                 from ptcli.errors import flatten
 

@@ -141,11 +141,11 @@ def check(exportable: Exportable, exported, held_out: tuple, tolerance: float) -
     """Task agreement of the quantized export with the eager model on the held-out rows."""
     import torch
 
-    from .check import _timed
+    from .check import timed
 
     with torch.no_grad():
-        eager, eager_ms = _timed(exportable.reference or exportable.module, held_out, 3)
-        quantized, exported_ms = _timed(exported, held_out, 3)
+        eager, eager_ms = timed(exportable.reference or exportable.module, held_out, 3)
+        quantized, exported_ms = timed(exported, held_out, 3)
     eager = (eager[0] if isinstance(eager, (tuple, list)) else eager).float()
     quantized = (quantized[0] if isinstance(quantized, (tuple, list)) else quantized).float().cpu()
     rows = int(held_out[0].shape[0])
