@@ -149,6 +149,7 @@ def test_the_checkpoint_exports_to_onnx_torchscript_and_openvino_and_detects_the
     sliced = cli("detect", "--checkpoint", summary["best_checkpoint"], paths[0], "--json", "--slice", "128")
     assert eager.exit_code == 0 and sliced.exit_code == 0
     assert any(line["detections"] for line in _json_lines(eager))
+    eager_map = json.loads(cli("eval", summary["best_checkpoint"], data / "val.json", "--json").stdout)["map"]
     import openvino
 
     openvino_exporter = f"openvino.convert_model {openvino.__version__.split('-')[0]} from torch.onnx (TorchScript-based)"
@@ -169,6 +170,8 @@ def test_the_checkpoint_exports_to_onnx_torchscript_and_openvino_and_detects_the
                 assert abs(x["score"] - y["score"]) < 1e-3 and max(abs(p - q) for p, q in zip(x["bbox"], y["bbox"])) < 0.1
         again = cli("detect", "--checkpoint", out, paths[0], "--json", "--slice", "128")
         assert [d["label"] for d in _json_lines(again)[0]["detections"]] == [d["label"] for d in _json_lines(sliced)[0]["detections"]]
+        scored = json.loads(cli("eval", out, data / "val.json", "--json").stdout)  # eval reads the export's labels as ints
+        assert scored["map"] == pytest.approx(eager_map, abs=2e-3), fmt
     result = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d.pt2")
     assert result.exit_code == 2 and "vision#9306" in result.stderr and "use --format onnx, openvino or torchscript" in result.stderr
     int8 = cli("export", summary["best_checkpoint"], "-o", tmp_path / "d8.onnx", "--int8", "--calibration", data / "images")

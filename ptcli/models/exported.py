@@ -217,7 +217,7 @@ def _openvino_runner(path: Path, kind: str, input_names: list[str], dtype: str =
     def run(*tensors):
         feed = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(input_names, tensors)}
         results = request.infer(feed)
-        out = [torch.from_numpy(results[output].copy()).float() for output in compiled.outputs]
+        out = [torch.from_numpy(results[output].copy()) for output in compiled.outputs]
         return out[0] if len(out) == 1 else tuple(out)
 
     return run
