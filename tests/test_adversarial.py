@@ -298,11 +298,18 @@ def test_defend_prints_one_row_per_filter(cli, colours, plain_model):
     assert result.exit_code == 0, result.stderr
     rows = json.loads(result.stdout)["rows"]
     assert [row["defense"] for row in rows] == ["none", "jpeg:75", "median:3", "bits:4"]
-    assert rows[0]["robust_accuracy"] == rows[0]["robust_accuracy_adaptive"]
+    assert rows[0]["robust_accuracy"] == rows[0]["robust_accuracy_non_adaptive"]  # no filter: one attack
     for row in rows:
-        assert 0 <= row["robust_accuracy_adaptive"] <= row["clean_accuracy"]
+        assert set(row) == {"defense", "clean_accuracy", "robust_accuracy", "robust_accuracy_non_adaptive", "samples"}
+        assert 0 <= row["robust_accuracy"] <= row["clean_accuracy"]
+    # One vocabulary: defend's row for a filter and `attack --data --defense` name the same figures alike
+    attacked = json.loads(cli("attack", "--data", colours / "val", "--checkpoint", plain_model, "--defense", "bits:4",
+                              "--eps", "0.1", "--steps", "5", "--json").stdout)
+    row = next(r for r in rows if r["defense"] == "bits:4")
+    assert attacked["robust_accuracy"] == pytest.approx(row["robust_accuracy"], abs=1e-9)
+    assert attacked["robust_accuracy_non_adaptive"] == pytest.approx(row["robust_accuracy_non_adaptive"], abs=1e-9)
     human = cli("defend", plain_model, "--data", colours / "val", "--eps", "0.1", "--steps", "2", "--filters", "bits:4")
-    assert "adaptive" in human.stdout and "bits:4" in human.stdout
+    assert "robust (adaptive)" in human.stdout and "non-adaptive" in human.stdout and "bits:4" in human.stdout
 
 
 @pytest.mark.slow
