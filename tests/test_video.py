@@ -386,6 +386,10 @@ def test_detect_track_writes_json_track_ids_and_the_same_tracks_as_mot(cli, clip
                f"{d['bbox'][3]:.2f},{d['score']:.6f},{d['category_id']},-1,-1" for r in rows for d in r["detections"]]
     assert written and mot.read_text().splitlines() == written
     assert sorted(p.name for p in mot.parent.iterdir()) == ["clip.txt"]
+    human = cli("detect", clip, "-m", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector, "--track", tracker,
+                "--end", "0.6")
+    tracked = [line.split()[0] for line in human.stdout.splitlines() if line.startswith("  #")]
+    assert tracked and all(token[1:].isdigit() for token in tracked)  # each followed object's id leads its line
     # One id per square once followed (frames 4-17: at 18 the blue square jumps back to the top).
     # Where the blue one's score dips to 0.4, under --threshold 0.5, BoT-SORT still follows it.
     followed = rows[4:18]

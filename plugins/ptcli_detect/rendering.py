@@ -32,10 +32,11 @@ def human_lines(path, result: dict) -> str:
     rows = result["detections"]
     count = f"{len(rows)} object{'s' if len(rows) != 1 else ''}"
     lines = [f"{path}: {count} ({result['width']}x{result['height']})" + (f" -> {result['output']}" if "output" in result else "")]
-    width = max((len(r["label"]) for r in rows), default=0)
-    for r in rows:
+    names = [(f"#{r['track_id']} " if "track_id" in r else "") + r["label"] for r in rows]  # --track: the object's id first
+    width = max((len(name) for name in names), default=0)
+    for name, r in zip(names, rows):
         x, y, w, h = r["bbox"]
-        lines.append(f"  {r['label']:<{width}}  {r['score']:.3f}  x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}")
+        lines.append(f"  {name:<{width}}  {r['score']:.3f}  x={x:.0f} y={y:.0f} w={w:.0f} h={h:.0f}")
     return "\n".join(lines)
 
 
