@@ -210,7 +210,9 @@ def test_a_targeted_l2_attack_and_fgsm(cli, shared_data, tmp_path):
 
 def test_attack_errors_are_one_line(cli, shared_data, tmp_path):
     cat = shared_data / "images" / "cat.jpg"
-    for args, message in [(("--eps", "four"), "--eps must be a number"), (("--method", "cw"), "--method must be one of"),
+    for args, message in [(("--eps", "four"), "--eps must be a number"), (("--method", "jsma"), "--method must be one of"),
+                          (("--method", "cw"), "--method cw finds the smallest L2 change: add --norm l2"),
+                          (("--method", "deepfool", "--norm", "l2", "--target", "tabby"), "DeepFool is untargeted"),
                           (("--norm", "l1"), "--norm must be one of"), (("--target", "unicorn"), "not one of the model's 1000 classes"),
                           (("--defense", "jpeg:75"), "go with --data")]:
         result = cli("attack", cat, "-o", tmp_path, *args)

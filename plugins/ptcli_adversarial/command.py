@@ -12,14 +12,14 @@ from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, check
 
 from . import RECIPE
 
-MethodOption = Annotated[str, typer.Option(metavar="fgsm|pgd|apgd", help="fgsm (one step), pgd (projected gradient descent), apgd (APGD-CE: step sizes adapt; the strong one).")]
+MethodOption = Annotated[str, typer.Option(metavar="fgsm|pgd|apgd|deepfool|cw", help="fgsm (one step), pgd (projected gradient descent), apgd (APGD-CE: step sizes adapt; the strong one); deepfool and cw (Carlini-Wagner, binary search over c) look for the smallest L2 change (--norm l2), then hold it to --eps.")]
 NormOption = Annotated[str, typer.Option(metavar="linf|l2", help="The perturbation's norm.")]
 EpsOption = Annotated[str, typer.Option(metavar="E", help="Budget in pixel values of [0, 1]: 4/255 or 0.0157.")]
-StepsOption = Annotated[int, typer.Option(min=1, metavar="N", help="Attack steps (pgd, apgd).")]
+StepsOption = Annotated[int, typer.Option(min=1, metavar="N", help="Attack steps (pgd, apgd, deepfool; cw: Adam steps for each of its 5 values of c).")]
 
 
 def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | None, random_start: bool, seed: int):
-    from ptcli.vision.attacks import ATTACKS, NORMS, parse_eps
+    from ptcli.vision.attacks import ATTACKS, L2_ONLY, NORMS, parse_eps
 
     from .robustness import AttackSettings
 
@@ -27,6 +27,8 @@ def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | Non
         raise UsageError(f"--method must be one of {', '.join(ATTACKS)} (got {method!r})")
     if norm not in NORMS:
         raise UsageError(f"--norm must be one of {', '.join(NORMS)} (got {norm!r})")
+    if method in L2_ONLY and norm != "l2":
+        raise UsageError(f"--method {method} finds the smallest L2 change: add --norm l2 (and an L2 --eps such as 0.5)")
     return AttackSettings(method=method, norm=norm, eps=parse_eps(eps), steps=steps,
                           step_size=parse_eps(step_size) if step_size is not None else None,
                           random_start=random_start, seed=seed)
@@ -68,6 +70,8 @@ def attack(
     way `ptcli classify-image` does; "success" is what that gives. With --data, prints clean
     and robust accuracy instead."""
     settings = _settings(method, norm, eps, steps, step_size, random_start, seed)
+    if method == "deepfool" and target is not None:
+        raise UsageError("DeepFool is untargeted: drop --target, or use --method cw or pgd")
     if data is not None:
         if paths:
             raise UsageError("give image files or --data DIR, not both")

@@ -242,7 +242,23 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
     return result.detach()
 
 
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd}
+def deepfool(model, x, y, **kwargs):
+    """DeepFool, minimal L2 (ptcli.vision.minimal)."""
+    from .minimal import deepfool as run
+
+    return run(model, x, y, **kwargs)
+
+
+def cw(model, x, y, **kwargs):
+    """Carlini-Wagner L2 with a binary search over c (ptcli.vision.minimal)."""
+    from .minimal import carlini_wagner
+
+    return carlini_wagner(model, x, y, **kwargs)
+
+
+ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "deepfool": deepfool, "cw": cw}
+#: Attacks that look for the smallest change, in L2 only.
+L2_ONLY = ("deepfool", "cw")
 
 
 def parse_eps(text: str) -> float:
