@@ -82,14 +82,3 @@ def test_benchmark_usage_errors(cli, simplenet, tmp_path):
     assert missing.exit_code == 2 and "no such file or folder" in missing.stderr
     both = cli("benchmark", simplenet, "--recipe", "classify-image")
     assert both.exit_code == 2 and "CKPT already names its recipe" in both.stderr
-
-
-def test_benchmark_scores_without_forking_decoders_beside_its_runtimes():
-    """Forking DataLoader workers from a process holding onnxruntime's, OpenVINO's and NNCF's
-    thread pools crashed it (SIGSEGV, 1 run in 4): the benchmark decodes in process."""
-    from ptcli.inference.batching import decoding_in_process, default_workers
-
-    assert default_workers(1000, 8) >= 1
-    with decoding_in_process():
-        assert default_workers(1000, 8) == 0
-    assert default_workers(1000, 8) >= 1

@@ -714,3 +714,29 @@ def test_what_the_language_model_export_does_not_do_is_one_line(cli, tiny_gpt2, 
     assert other.exit_code == 2 and "generate-text exports to ONNX only (its cached decoding step), not exported-program" in other.stderr
     hf = cli("generate-text", "--checkpoint", out, "--export-hf", tmp_path / "hf")
     assert hf.exit_code == 2 and "is an ONNX export; --export-hf writes the checkpoint or model it came from" in hf.stderr
+
+
+def test_openvino_models_released_out_of_order_leave_signals_working(lite0_exports, tmp_path):
+    """OpenVINO's CPU plugin restores the alternate signal stack it found when a model goes, which
+    dangles when models go in another order than they came: the next Python signal handler then
+    crashed the process (SIGSEGV; the suite met it as DataLoader workers exited). In a real process."""
+    import subprocess
+    import sys
+
+    folder, _ = lite0_exports
+    script = f"""
+import gc, os, signal, torch
+from ptcli.models.exported import ExportedModel
+x = torch.zeros(1, 3, 224, 224)
+first, second = ExportedModel({str(folder / 'lite0.xml')!r}), ExportedModel({str(folder / 'lite0.xml')!r})
+first(x); second(x)
+del first; gc.collect()
+del second; gc.collect()
+heard = []
+signal.signal(signal.SIGUSR1, lambda *_: heard.append(1))
+for _ in range(3):
+    os.kill(os.getpid(), signal.SIGUSR1)
+print(len(heard))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "3", (done.returncode, done.stderr[-500:])

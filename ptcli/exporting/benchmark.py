@@ -87,15 +87,13 @@ def evaluated(recipe, source, data: Path, batch: int) -> tuple[str, float]:
     file, or a Source naming a model) on ``data``."""
     import torch
 
-    from ptcli.inference.batching import decoding_in_process
     from ptcli.inference.runner import load_predictor
     from ptcli.training.scoring import score
 
-    with decoding_in_process():
-        if isinstance(source, Path):
-            report, _ = score(recipe, source, data, device=torch.device("cpu"), batch_size=batch)
-        else:
-            report = load_predictor(recipe, source, torch.device("cpu")).evaluate(Path(data), batch_size=batch)
+    if isinstance(source, Path):
+        report, _ = score(recipe, source, data, device=torch.device("cpu"), batch_size=batch)
+    else:
+        report = load_predictor(recipe, source, torch.device("cpu")).evaluate(Path(data), batch_size=batch)
     for key in EVAL_METRICS:
         if key in report:
             return key, float(report[key])
@@ -168,8 +166,19 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
         except Exception as error:  # a runtime's own failure: the row says it, the others go on
             row.check = flatten(error, 300)
         finally:
-            torch.set_num_threads(torch.get_num_threads())
+            run = None
+            _release()
     return rows
+
+
+def _release() -> None:
+    """The row's runtimes, released before the next row (see ptcli.models.exported._CompiledModel)."""
+    import gc
+
+    from ptcli.models.exported import drop_dangling_signal_stack
+
+    gc.collect()
+    drop_dangling_signal_stack()
 
 
 def _as_the_command_runs(exportable, reference):

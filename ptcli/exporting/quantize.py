@@ -115,7 +115,7 @@ def _openvino(exportable: Exportable, path: Path, calibration: tuple, meta: dict
     import logging
 
     from ptcli.models.embedded import OPENVINO_RT_INFO
-    from ptcli.models.exported import require
+    from ptcli.models.exported import drop_dangling_signal_stack, require
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # NNCF's import asks it for CUDA
     openvino, nncf = require("openvino"), require("nncf")
@@ -129,6 +129,10 @@ def _openvino(exportable: Exportable, path: Path, calibration: tuple, meta: dict
         feeds = _feeds(exportable, calibration)
         model = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds))
         how = f"NNCF {nncf.__version__} post-training quantization ({len(feeds)} calibration inputs)"
+    import gc
+
+    gc.collect()  # NNCF ran OpenVINO models of its own while it calibrated: release them now,
+    drop_dangling_signal_stack()  # and put right the signal stack their release leaves
     model.set_rt_info(json.dumps(meta), list(OPENVINO_RT_INFO))
     staged = path.with_name(path.stem + ".int8.xml")
     openvino.save_model(model, str(staged), compress_to_fp16=False)

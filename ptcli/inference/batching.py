@@ -22,8 +22,6 @@ yield nothing. See ptcli.distributed.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -99,25 +97,10 @@ def ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-_IN_PROCESS = contextvars.ContextVar("ptcli_decode_in_process", default=False)
-
-
-@contextlib.contextmanager
-def decoding_in_process():
-    """Decode in this process within the block (no worker processes): for a process that holds
-    several runtimes' thread pools (ptcli benchmark: onnxruntime, OpenVINO, NNCF), where forking
-    DataLoader workers crashed it (SIGSEGV in 1 of 4 runs; never with workers off)."""
-    token = _IN_PROCESS.set(True)
-    try:
-        yield
-    finally:
-        _IN_PROCESS.reset(token)
-
-
 def default_workers(n_inputs: int, batch_size: int) -> int:
     """Worker processes for decoding: none for a batch or less (start-up would cost more than it
-    saves) or within ``decoding_in_process``, else up to 4 but leaving a core for the model."""
-    if n_inputs <= batch_size or _IN_PROCESS.get():
+    saves), else up to 4 but leaving a core for the model."""
+    if n_inputs <= batch_size:
         return 0
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
@@ -159,6 +142,10 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
 
     if workers is None:
         workers = default_workers(len(indices), batch_size)
+    if workers:  # workers' exits are signals (SIGCHLD): they need a sound signal stack
+        from ptcli.models.exported import drop_dangling_signal_stack
+
+        drop_dangling_signal_stack()
     loader = DataLoader(
         Subset(_LoadedInputs(inputs, load), list(indices)),
         batch_size=batch_size,

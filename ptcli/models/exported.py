@@ -211,16 +211,54 @@ def _openvino_runner(path: Path, kind: str, input_names: list[str], dtype: str =
     config = {"INFERENCE_PRECISION_HINT": "bf16" if dtype == "bf16" else "f32"} if target == "CPU" else {}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = torch.get_num_threads()
-    compiled = core.compile_model(str(path), target, config)
-    request = compiled.create_infer_request()
+    held = _CompiledModel(core.compile_model(str(path), target, config))
 
     def run(*tensors):
         feed = {name: t.detach().cpu().contiguous().numpy() for name, t in zip(input_names, tensors)}
-        results = request.infer(feed)
-        out = [torch.from_numpy(results[output].copy()) for output in compiled.outputs]
+        results = held.request.infer(feed)
+        out = [torch.from_numpy(results[output].copy()) for output in held.compiled.outputs]
         return out[0] if len(out) == 1 else tuple(out)
 
     return run
+
+
+class _CompiledModel:
+    """An OpenVINO compiled model and its request. OpenVINO's CPU plugin gives the thread that
+    runs a model an alternate signal stack and, when the model goes, puts back the one it found:
+    models released in another order than they were made leave the stack of one already freed,
+    and the next signal a Python handler takes (a DataLoader worker's SIGCHLD, Ctrl-C) then kills
+    the process with SIGSEGV. Releasing through here puts a dangling stack right."""
+
+    def __init__(self, compiled) -> None:
+        self.compiled, self.request = compiled, compiled.create_infer_request()
+
+    def __del__(self) -> None:
+        self.request = self.compiled = None
+        drop_dangling_signal_stack()
+
+
+def drop_dangling_signal_stack() -> None:
+    """Disable this thread's alternate signal stack if it lies in memory no longer mapped (Linux)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    libc = ctypes.CDLL(None)
+    current = Stack()
+    if libc.sigaltstack(None, ctypes.byref(current)) != 0 or not current.ss_sp or current.ss_flags & 2:  # SS_DISABLE
+        return
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(part, 16) for part in line.split(maxsplit=1)[0].split("-"))
+            if start <= current.ss_sp < end:
+                return
+    off = Stack(None, 2, 0)
+    libc.sigaltstack(ctypes.byref(off), None)
 
 
 def load(path: str | Path, meta: dict | None = None, runtime: Any = None):
