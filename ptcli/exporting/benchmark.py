@@ -10,7 +10,7 @@ its inputs; the rest check them), or on --calibration."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROWS = ("eager", "eager-bf16", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "exported-program",
@@ -29,8 +29,6 @@ class Row:
     latency_ms: float | None = None
     throughput: float | None = None
     check: str = "ok"
-    #: The file a row's export was written to (not in the report).
-    path: Path | None = field(default=None, repr=False)
 
     def report(self) -> dict:
         return {"format": self.format, "precision": self.precision, "size_mb": self.size_mb, "metric": self.metric,
@@ -154,7 +152,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                 path = folder / f"{name}{_ending(fmt)}"
                 report = export(exportable, fmt, path, batch=None, half=False, opset=None,
                                 method=exportable.torchscript_methods[0], int8=int8, bf16=precision == "bf16")
-                row.path, row.size_mb = path, round(report["size_bytes"] / 1e6, 3)
+                row.size_mb = round(report["size_bytes"] / 1e6, 3)
                 run = exported.ExportedModel(path).to("cpu")
                 if scored:
                     row.metric, row.value = evaluated(recipe, path, data, batch)
