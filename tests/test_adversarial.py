@@ -212,12 +212,22 @@ def test_attack_errors_are_one_line(cli, shared_data, tmp_path):
     cat = shared_data / "images" / "cat.jpg"
     for args, message in [(("--eps", "four"), "--eps must be a number"), (("--method", "jsma"), "--method must be one of"),
                           (("--method", "cw"), "--method cw finds the smallest L2 change: add --norm l2"),
-                          (("--method", "deepfool", "--norm", "l2", "--target", "tabby"), "DeepFool is untargeted"),
+                          (("--method", "deepfool", "--norm", "l2", "--target", "tabby"), "--method deepfool is untargeted"),
+                          (("--method", "autoattack", "--target", "tabby"), "--method autoattack is untargeted"),
+                          (("--method", "autoattack", "--version", "plus"), "--version must be one of standard, rand"),
+                          (("--version", "rand"), "--version goes with --method autoattack"),
+                          (("--method", "square", "--eot", "5"), "--eot averages gradients; --method square uses none"),
                           (("--norm", "l1"), "--norm must be one of"), (("--target", "unicorn"), "not one of the model's 1000 classes"),
                           (("--defense", "jpeg:75"), "go with --data")]:
         result = cli("attack", cat, "-o", tmp_path, *args)
         assert result.exit_code == 2 and message in result.stderr and "\n" not in result.stderr.strip(), (args, result.stderr)
     assert "give at least one image" in cli("attack").stderr
+    for option in ("--eot", "--queries"):
+        result = cli("attack", cat, "-o", tmp_path, option, "0")
+        assert result.exit_code == 2 and option in result.stderr
+    for bad in ("noise:0", "noise:2", "noise:x"):
+        result = cli("attack", "--data", tmp_path, "--defense", bad)
+        assert result.exit_code == 2 and "noise:SIGMA" in result.stderr, result.stderr
 
 
 def test_an_unreadable_image_and_an_existing_output(cli, shared_data, tmp_path):

@@ -12,14 +12,22 @@ from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, check
 
 from . import RECIPE
 
-MethodOption = Annotated[str, typer.Option(metavar="fgsm|pgd|apgd|deepfool|cw", help="fgsm (one step), pgd (projected gradient descent), apgd (APGD-CE: step sizes adapt; the strong one); deepfool and cw (Carlini-Wagner, binary search over c) look for the smallest L2 change (--norm l2), then hold it to --eps.")]
+MethodOption = Annotated[str, typer.Option(metavar="METHOD", help="fgsm (one step), pgd (projected gradient descent), apgd (APGD-CE: step sizes adapt), autoattack (APGD-CE, APGD-T, FAB-T and Square in turn: the standard to report), square (black-box: model outputs only, --queries), fab (FAB-T: smallest change towards the 9 likeliest other classes); deepfool and cw (Carlini-Wagner, binary search over c) look for the smallest L2 change (--norm l2), then hold it to --eps.")]
 NormOption = Annotated[str, typer.Option(metavar="linf|l2", help="The perturbation's norm.")]
 EpsOption = Annotated[str, typer.Option(metavar="E", help="Budget in pixel values of [0, 1]: 4/255 or 0.0157.")]
-StepsOption = Annotated[int, typer.Option(min=1, metavar="N", help="Attack steps (pgd, apgd, deepfool; cw: Adam steps for each of its 5 values of c).")]
+StepsOption = Annotated[int | None, typer.Option(min=1, metavar="N", help="Attack steps (pgd, apgd, deepfool; cw: Adam steps for each of its 5 values of c; fab and each of autoattack's attacks) [default: 10; fab and autoattack: 100].", show_default=False)]
+QueriesOption = Annotated[int, typer.Option(min=1, metavar="N", help="Square's budget of model calls per input (also within autoattack).")]
+EotOption = Annotated[int | None, typer.Option(min=1, metavar="N", help="EOT: average each gradient over N draws, against a random model or filter (--defense noise:0.25) [default: 1; autoattack --version rand: 20].", show_default=False)]
+VersionOption = Annotated[str, typer.Option(metavar="standard|rand", help="autoattack's set: standard (APGD-CE, APGD-T, FAB-T, Square), or rand for randomised defences (APGD-CE, APGD-DLR, each with EOT over 20 draws).")]
+
+#: Steps when --steps is not given.
+DEFAULT_STEPS = {"fab": 100, "autoattack": 100}
 
 
-def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | None, random_start: bool, seed: int):
-    from ptcli.vision.attacks import ATTACKS, L2_ONLY, NORMS, parse_eps
+def _settings(method: str, norm: str, eps: str, steps: int | None, step_size: str | None, random_start: bool, seed: int,
+              queries: int = 5000, eot: int | None = None, version: str = "standard"):
+    from ptcli.vision.attacks import ATTACKS, BLACK_BOX, L2_ONLY, NORMS, parse_eps
+    from ptcli.vision.autoattack import VERSIONS
 
     from .robustness import AttackSettings
 
@@ -29,9 +37,15 @@ def _settings(method: str, norm: str, eps: str, steps: int, step_size: str | Non
         raise UsageError(f"--norm must be one of {', '.join(NORMS)} (got {norm!r})")
     if method in L2_ONLY and norm != "l2":
         raise UsageError(f"--method {method} finds the smallest L2 change: add --norm l2 (and an L2 --eps such as 0.5)")
-    return AttackSettings(method=method, norm=norm, eps=parse_eps(eps), steps=steps,
+    if version not in VERSIONS:
+        raise UsageError(f"--version must be one of {', '.join(VERSIONS)} (got {version!r})")
+    if version != "standard" and method != "autoattack":
+        raise UsageError("--version goes with --method autoattack")
+    if eot is not None and method in BLACK_BOX:
+        raise UsageError(f"--eot averages gradients; --method {method} uses none (it already reads the model's outputs as they are)")
+    return AttackSettings(method=method, norm=norm, eps=parse_eps(eps), steps=steps or DEFAULT_STEPS.get(method, 10),
                           step_size=parse_eps(step_size) if step_size is not None else None,
-                          random_start=random_start, seed=seed)
+                          random_start=random_start, seed=seed, queries=queries, eot=eot, version=version)
 
 
 def _classifier(model, weights, checkpoint, device):
@@ -48,7 +62,10 @@ def attack(
     method: MethodOption = "pgd",
     norm: NormOption = "linf",
     eps: EpsOption = "4/255",
-    steps: StepsOption = 10,
+    steps: StepsOption = None,
+    queries: QueriesOption = 5000,
+    eot: EotOption = None,
+    version: VersionOption = "standard",
     step_size: Annotated[str | None, typer.Option(metavar="A", help="PGD's step [default: 2.5 * eps / steps].", show_default=False)] = None,
     random_start: Annotated[bool, typer.Option("--random-start/--no-random-start", help="PGD starts at a random point of the eps ball.")] = True,
     target: Annotated[str | None, typer.Option(metavar="LABEL", help="Targeted: push each image towards this class.")] = None,
@@ -56,7 +73,7 @@ def attack(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")] = False,
     data: Annotated[Path | None, typer.Option(metavar="DIR", help="Robust accuracy over a labelled ImageFolder (DIR/<class>/*, or its val/) instead of perturbing files.")] = None,
     source: Annotated[Path | None, typer.Option(metavar="CKPT", help="With --data: craft on this checkpoint, score on the model (a black-box transfer attack).")] = None,
-    defense: Annotated[str | None, typer.Option(metavar="F", help="With --data: an input filter before the model, jpeg:75, median:3 or bits:4; the adaptive attack (BPDA) is run too.")] = None,
+    defense: Annotated[str | None, typer.Option(metavar="F", help="With --data: an input filter before the model, jpeg:75, median:3, bits:4 or noise:0.25 (random: add --eot); the adaptive attack (BPDA) is run too.")] = None,
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="With --data: run the attack's sanity checks (eps 0, half eps, half steps, APGD).")] = True,
     batch_size: batch_size_option("Images per attack batch (--data).") = 32,
     seed: Annotated[int, typer.Option(metavar="N", help="Seed of the random start.")] = 0,
@@ -69,9 +86,9 @@ def attack(
     at the original size whose change is within --eps. Each saved file is classified again the
     way `ptcli classify-image` does; "success" is what that gives. With --data, prints clean
     and robust accuracy instead."""
-    settings = _settings(method, norm, eps, steps, step_size, random_start, seed)
-    if method == "deepfool" and target is not None:
-        raise UsageError("DeepFool is untargeted: drop --target, or use --method cw or pgd")
+    settings = _settings(method, norm, eps, steps, step_size, random_start, seed, queries, eot, version)
+    if method in ("deepfool", "fab", "autoattack") and target is not None:
+        raise UsageError(f"--method {method} is untargeted (or picks its own targets): drop --target, or use --method cw, pgd or square")
     if data is not None:
         if paths:
             raise UsageError("give image files or --data DIR, not both")
@@ -116,6 +133,13 @@ def _robustness(model, weights, checkpoint, data, source, defense, checks, setti
     if not Path(data).is_dir():
         raise UsageError(f"data folder not found: {data}")
     in_filter = parse_filter(defense) if defense is not None else None
+    if in_filter is not None and in_filter.random:
+        import torch
+
+        torch.manual_seed(settings.seed)  # the filter's draws, so that a run can be repeated
+        if settings.eot is None and not (settings.method == "autoattack" and settings.version == "rand"):
+            warn(f"{in_filter.name} draws anew on every call: without --eot N (or --method autoattack --version rand) "
+                 "the attack follows one random draw per step and overstates robustness")
     classifier, target_device = _classifier(model, weights, checkpoint, device)
     craft_on = None
     if source is not None:
@@ -136,6 +160,7 @@ def _robustness(model, weights, checkpoint, data, source, defense, checks, setti
         main = run(settings)
         report = {"data": str(data), "model": classifier.source, "method": settings.method, "norm": settings.norm,
                   "eps": round(settings.eps, 6), "steps": settings.steps, **main.as_dict(), "failed": main.extra["failed"]}
+        report.update(_method_details(settings, main))
         if in_filter is not None:
             naive = run(settings, adaptive=False)
             report.update(defense=in_filter.name, robust_accuracy_non_adaptive=naive.as_dict()["robust_accuracy"])
@@ -155,13 +180,40 @@ def _robustness(model, weights, checkpoint, data, source, defense, checks, setti
         warn("a sanity check failed: the attack may be broken or the model masks its gradients")
 
 
+def _method_details(settings, main) -> dict:
+    """What a method adds to the --data report: AutoAttack's robust accuracy after each of its
+    attacks, Square's queries, the EOT draws."""
+    details = {}
+    if settings.method == "autoattack":
+        details["version"] = settings.version
+        n = max(main.samples, 1)
+        details["attacks"] = [{"attack": name, "robust_accuracy": round(count / n, 4)}
+                              for name, count in main.extra.get("robust_after", {}).items() if name != "clean"]
+    if settings.method in ("square", "autoattack"):
+        queries = main.extra.get("queries", [])
+        details["queries"] = settings.queries
+        details["mean_queries"] = round(sum(queries) / max(len(queries), 1), 1)
+    if settings.eot is not None or (settings.method == "autoattack" and settings.version == "rand"):
+        details["eot"] = settings.eot or 20
+    return details
+
+
 def _human_report(r: dict) -> str:
+    budget = f"{r['queries']} queries" if r["method"] == "square" else f"{r['steps']} steps"
+    if r["method"] == "autoattack":
+        budget = f"version {r['version']}, {r['steps']} steps" + (f", Square {r['queries']} queries" if r["version"] == "standard" else "")
     lines = [f"{r['samples']} images of {r['data']}, {r['method'].upper()} {r['norm']} eps {r['eps']:.4g} ({r['eps'] * 255:.1f}/255), "
-             f"{r['steps']} steps",
+             f"{budget}" + (f", EOT over {r['eot']} draws" if "eot" in r else ""),
              f"clean accuracy       {r['clean_accuracy']:.4f}",
              f"robust accuracy      {r['robust_accuracy']:.4f}" + (" (adaptive: BPDA through the filter)" if "defense" in r else ""),
              f"attack success rate  {r['attack_success_rate']:.4f}",
              f"mean L-inf / L2      {r['mean_linf']:.4f} / {r['mean_l2']:.4f}"]
+    if "attacks" in r:
+        lines.append("robust accuracy after each attack, in turn:")
+        lines.append(f"  {'clean':<10} {r['clean_accuracy']:.4f}")
+        lines += [f"  {row['attack']:<10} {row['robust_accuracy']:.4f}" for row in r["attacks"]]
+    if "mean_queries" in r:
+        lines.append(f"mean queries         {r['mean_queries']:.1f} of {r['queries']} (Square, per input it ran on)")
     if "defense" in r:
         lines.append(f"defense {r['defense']}: robust {r['robust_accuracy_non_adaptive']:.4f} against the plain attack")
     if "transfer_rate" in r:
@@ -181,7 +233,7 @@ def defend(
     method: MethodOption = "pgd",
     norm: NormOption = "linf",
     eps: EpsOption = "4/255",
-    steps: StepsOption = 10,
+    steps: StepsOption = None,
     batch_size: batch_size_option("Images per attack batch.") = 32,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,

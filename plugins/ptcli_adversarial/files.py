@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 
-
-
 def attack_image(classifier, item, settings, target_index: int | None, device, on_step=None) -> tuple[bytes, dict]:
     """(the adversarial image as PNG bytes, its fields) for one image (a path or bytes): the
     clean prediction, the attack in the image's own pixels, and the prediction of what the PNG
@@ -22,7 +20,8 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
     targeted = target_index is not None
     label = torch.tensor([target_index if targeted else clean_index], device=device)
     x = original[None].to(device)
-    adversarial = settings.run(classifier.pipeline(), x, label, targeted=targeted, quantize=True, on_step=on_step)[0]
+    details: dict = {}
+    adversarial = settings.run(classifier.pipeline(), x, label, targeted=targeted, quantize=True, on_step=on_step, record=details)[0]
     pixels = (adversarial.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
@@ -31,6 +30,9 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
     delta = (saved - original).flatten()
     index, score = classifier.predict_file(png)
     success = index == target_index if targeted else index != clean_index
-    return png, {"clean": {"label": classifier.labels[clean_index], "score": round(clean_score, 6)},
-                 "adversarial": {"label": classifier.labels[index], "score": round(score, 6)},
-                 "success": bool(success), "linf": round(float(delta.abs().max()), 6), "l2": round(float(delta.norm()), 6)}
+    fields = {"clean": {"label": classifier.labels[clean_index], "score": round(clean_score, 6)},
+              "adversarial": {"label": classifier.labels[index], "score": round(score, 6)},
+              "success": bool(success), "linf": round(float(delta.abs().max()), 6), "l2": round(float(delta.norm()), 6)}
+    if "queries" in details:  # a black-box attack: the model calls it spent on this image
+        fields["queries"] = int(details["queries"][0])
+    return png, fields

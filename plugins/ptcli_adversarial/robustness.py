@@ -18,16 +18,41 @@ class AttackSettings:
     step_size: float | None = None
     random_start: bool = True
     seed: int = 0
+    #: Square's budget of model calls per input.
+    queries: int = 5000
+    #: Gradients averaged over this many draws of a random model or filter (None: the method's own).
+    eot: int | None = None
+    #: AutoAttack's set: standard or rand.
+    version: str = "standard"
 
-    def run(self, model, x, y, *, targeted: bool = False, quantize: bool = False, on_step=None):
+    def run(self, model, x, y, *, targeted: bool = False, quantize: bool = False, on_step=None, record: dict | None = None):
+        """Adversarial ``x``. ``record`` gets what the method reports beyond the images: Square's
+        queries per input, AutoAttack's robust count after each of its attacks."""
         from ptcli.vision.attacks import ATTACKS
 
         kwargs = dict(eps=self.eps, norm=self.norm, targeted=targeted, quantize_result=quantize)
-        if self.method != "fgsm":
+        if self.eot is not None:
+            kwargs.update(eot=self.eot)
+        if self.method in ("square", "autoattack"):
+            kwargs.update(queries=self.queries, seed=self.seed, on_step=on_step, record=record)
+        if self.method == "autoattack":
+            kwargs.update(version=self.version, steps=self.steps)
+        elif self.method != "fgsm" and self.method != "square":
             kwargs.update(steps=self.steps, seed=self.seed, on_step=on_step)
         if self.method == "pgd":
             kwargs.update(step_size=self.step_size, random_start=self.random_start)
+        model = _expectation(model, self.eot) if self.eot and self.method in ("deepfool", "cw", "fab") else model
         return ATTACKS[self.method](model, x, y, **kwargs)
+
+
+def _expectation(model, draws: int):
+    """EOT for the attacks that follow logits rather than one loss (DeepFool, C&W, FAB): the
+    model's logits averaged over ``draws`` forward passes, gradients included."""
+
+    def averaged(x):
+        return sum(model(x) for _ in range(draws)) / draws
+
+    return averaged
 
 
 @dataclass
@@ -106,7 +131,13 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
         x, y = pixels.to(device), labels.to(device)
         with torch.no_grad():
             clean_ok = defended(x).argmax(1) == y
-        adversarial = settings.run(attacked, x, y)
+        details: dict = {}
+        adversarial = settings.run(attacked, x, y, record=details)
+        for name, count in details.get("robust_after", {}).items():
+            scores.extra.setdefault("robust_after", {}).setdefault(name, 0)
+            scores.extra["robust_after"][name] += count
+        if "queries" in details:
+            scores.extra.setdefault("queries", []).extend(int(q) for q in details["queries"])
         with torch.no_grad():
             robust_ok = defended(adversarial).argmax(1) == y
         delta = (adversarial - x).flatten(1)
@@ -124,7 +155,9 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
 
 def sanity_checks(run: Callable[[AttackSettings], Scores], settings: AttackSettings, main: Scores) -> list[dict]:
     """The checks a correct attack passes, each run and reported: eps 0 leaves the clean accuracy;
-    half the budget or half the steps never attack better; APGD is not weaker than PGD."""
+    half the budget or half the steps (Square: queries) never attack better; APGD is not weaker
+    than a single method (for Square, the black-box one, a failure means that the gradients
+    mislead: the model masks them). AutoAttack contains APGD, so it has no such check."""
     checks = []
     zero = run(replace(settings, eps=0.0))
     checks.append({"name": "eps 0 gives the clean accuracy", "ok": zero.robust == main.clean,
@@ -132,12 +165,16 @@ def sanity_checks(run: Callable[[AttackSettings], Scores], settings: AttackSetti
     half = run(replace(settings, eps=settings.eps / 2))
     checks.append({"name": "half the eps is no stronger", "ok": half.robust >= main.robust,
                    "detail": f"robust {half.robust} at eps/2, {main.robust} at eps"})
-    if settings.method != "fgsm" and settings.steps > 1:
+    if settings.method == "square" and settings.queries > 1:
+        fewer = run(replace(settings, queries=max(1, settings.queries // 2)))
+        checks.append({"name": "half the queries is no stronger", "ok": fewer.robust >= main.robust,
+                       "detail": f"robust {fewer.robust} at {max(1, settings.queries // 2)} queries, {main.robust} at {settings.queries}"})
+    elif settings.method not in ("fgsm", "square") and settings.steps > 1:
         fewer = run(replace(settings, steps=max(1, settings.steps // 2)))
         checks.append({"name": "half the steps is no stronger", "ok": fewer.robust >= main.robust,
                        "detail": f"robust {fewer.robust} at {max(1, settings.steps // 2)} steps, {main.robust} at {settings.steps}"})
-    if settings.method != "apgd":
-        strong = run(replace(settings, method="apgd", steps=max(settings.steps, 20)))
+    if settings.method not in ("apgd", "autoattack"):
+        strong = run(replace(settings, method="apgd", steps=max(settings.steps, 20), eot=settings.eot))
         checks.append({"name": "APGD is no weaker than " + settings.method.upper(), "ok": strong.robust <= main.robust,
                        "detail": f"robust {strong.robust} under APGD, {main.robust} under {settings.method.upper()}"})
     return checks

@@ -42,6 +42,40 @@ def _objective(logits, y, targeted: bool):
     return -loss if targeted else loss
 
 
+def dlr(logits, y):
+    """Croce & Hein's difference of logits ratio: the true logit's margin over the best other,
+    divided by the spread of the top three, so that rescaling the logits changes nothing."""
+    ranked = logits.sort(dim=1).values
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    top_is_true = (logits.argmax(dim=1) == y).float()
+    best_other = ranked[:, -2] * top_is_true + ranked[:, -1] * (1 - top_is_true)
+    return -(true - best_other) / (ranked[:, -1] - ranked[:, -3] + 1e-12)
+
+
+def dlr_targeted(logits, y, target):
+    """DLR towards ``target``: the true logit's margin over the target's, scaled by the spread
+    between the top logit and the mean of the third and fourth (APGD-T's loss)."""
+    ranked = logits.sort(dim=1).values
+    true, wanted = logits.gather(1, y[:, None]).squeeze(1), logits.gather(1, target[:, None]).squeeze(1)
+    return -(true - wanted) / (ranked[:, -1] - 0.5 * (ranked[:, -3] + ranked[:, -4]) + 1e-12)
+
+
+def _loss_and_grad(model, point, loss_of, draws: int = 1):
+    """Each sample's loss and its gradient at ``point``, averaged over ``draws`` forward passes
+    (EOT: expectation over transformation, for a model or filter that is random), and the
+    last draw's logits."""
+    import torch
+
+    total_loss, total_grad = 0.0, 0.0
+    for _ in range(draws):
+        point = point.detach().requires_grad_(True)
+        logits = model(point)
+        loss = loss_of(logits)
+        grad, = torch.autograd.grad(loss.sum(), point)
+        total_loss, total_grad = total_loss + loss.detach(), total_grad + grad.detach()
+    return total_loss / draws, total_grad / draws, logits.detach()
+
+
 def succeeded(logits, y, targeted: bool):
     predicted = logits.argmax(dim=1)
     return predicted == y if targeted else predicted != y
@@ -73,10 +107,11 @@ def _random_start(x, eps: float, norm: str, generator):
 
 def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = None, norm: str = "linf",
         random_start: bool = True, targeted: bool = False, quantize_result: bool = False, seed: int = 0,
-        on_step: Callable[[], None] | None = None):
+        on_step: Callable[[], None] | None = None, eot: int = 1, **_):
     """Projected gradient descent (Madry et al.): ``steps`` signed (L-inf) or normalised (L2)
     gradient steps of ``step_size`` (default 2.5 * eps / steps), each projected back into the
-    ball. ``random_start``: begin at a random point of the ball (seeded by ``seed``)."""
+    ball. ``random_start``: begin at a random point of the ball (seeded by ``seed``). ``eot``:
+    each gradient is the mean of that many draws of a random model."""
     import torch
 
     if norm not in NORMS:
@@ -93,12 +128,11 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = N
     best = x.clone()
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
-        point = (x + delta).requires_grad_(True)
-        logits = model(point)
-        fooled = succeeded(logits.detach(), y, targeted)
+        point = x + delta
+        _, grad, logits = _loss_and_grad(model, point, lambda z: _objective(z, y, targeted), eot)
+        fooled = succeeded(logits, y, targeted)
         best[fooled] = point.detach()[fooled]  # copies only those rows
         done |= fooled
-        grad, = torch.autograd.grad(_objective(logits, y, targeted).sum(), point)
         if norm == "linf":
             delta = torch.clamp(delta + step * grad.sign(), low, high)
         else:
@@ -126,10 +160,11 @@ def _keep_successes(model, x, y, targeted, rounded, unrounded, eps, norm):
     return torch.where(use, alternative, rounded)
 
 
-def fgsm(model, x, y, *, eps: float, norm: str = "linf", targeted: bool = False, quantize_result: bool = False, **_):
+def fgsm(model, x, y, *, eps: float, norm: str = "linf", targeted: bool = False, quantize_result: bool = False,
+         eot: int = 1, **_):
     """The fast gradient sign method (Goodfellow et al.): one step of size eps, from x itself."""
     return pgd(model, x, y, eps=eps, steps=1, step_size=eps, norm=norm, random_start=False, targeted=targeted,
-               quantize_result=quantize_result)
+               quantize_result=quantize_result, eot=eot)
 
 
 def apgd_start(x, eps: float, norm: str, generator=None):
@@ -160,7 +195,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
 
 def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targeted: bool = False,
          quantize_result: bool = False, seed: int = 0, rho: float = 0.75, on_step: Callable[[], None] | None = None,
-         start=None, trace: Callable[[dict], None] | None = None, **_):
+         start=None, trace: Callable[[dict], None] | None = None, loss: str = "ce", target=None, eot: int = 1, **_):
     """APGD-CE (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
     diverse parameter-free attacks", ICML 2020), as their reference code runs it: from a random
     point on the edge of the eps ball, ``steps`` steps of PGD with momentum (0.75) whose step
@@ -169,7 +204,9 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
     last checkpoint, or (2) the step size was not halved at the last checkpoint and the best
     loss has not risen since; a halving restarts from the best point and its gradient.
     ``start``: the first point (else the published random start, from ``seed``); ``trace``
-    gets each step's losses and step sizes (the schedule, for a check against the reference)."""
+    gets each step's losses and step sizes (the schedule, for a check against the reference).
+    ``loss``: "ce", "dlr", or "dlr-targeted" (or "ce-targeted") towards ``target`` (APGD-T;
+    success is then any wrong class, as in AutoAttack). ``eot``: gradients averaged over that many draws."""
     import torch
 
     if eps <= 0 or steps < 1:
@@ -179,12 +216,17 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
     checkpoints = set(apgd_checkpoints(steps))
     intervals = iter([b - a for a, b in zip([-1, *sorted(checkpoints)], sorted(checkpoints))])
 
+    if loss == "dlr-targeted":
+        loss_of, targeted = (lambda z: dlr_targeted(z, y, target)), False
+    elif loss == "ce-targeted":  # APGD-T's loss where there are too few classes for DLR's
+        loss_of, targeted = (lambda z: _objective(z, target, True)), False
+    elif loss == "dlr":
+        loss_of = lambda z: dlr(z, y) if not targeted else -dlr(z, y)  # noqa: E731
+    else:
+        loss_of = lambda z: _objective(z, y, targeted)  # noqa: E731
+
     def loss_and_grad(point):
-        point = point.detach().requires_grad_(True)
-        logits = model(point)
-        loss = _objective(logits, y, targeted)
-        grad, = torch.autograd.grad(loss.sum(), point)
-        return loss.detach(), grad.detach(), logits.detach()
+        return _loss_and_grad(model, point, loss_of, eot)
 
     x_adv = start.clone() if start is not None else apgd_start(x, eps, norm, torch.Generator().manual_seed(seed))
     loss, grad, logits = loss_and_grad(x_adv)
@@ -256,9 +298,33 @@ def cw(model, x, y, **kwargs):
     return carlini_wagner(model, x, y, **kwargs)
 
 
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "deepfool": deepfool, "cw": cw}
+def square(model, x, y, **kwargs):
+    """The Square attack, black-box: outputs only (ptcli.vision.square)."""
+    from .square import square as run
+
+    return run(model, x, y, **kwargs)
+
+
+def fab(model, x, y, **kwargs):
+    """FAB-T, minimal change towards the likeliest other classes (ptcli.vision.fab)."""
+    from .fab import fab_targeted
+
+    return fab_targeted(model, x, y, **kwargs)
+
+
+def autoattack(model, x, y, **kwargs):
+    """AutoAttack's standard or rand set (ptcli.vision.autoattack)."""
+    from .autoattack import autoattack as run
+
+    return run(model, x, y, **kwargs)
+
+
+ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "deepfool": deepfool, "cw": cw, "square": square, "fab": fab,
+           "autoattack": autoattack}
 #: Attacks that look for the smallest change, in L2 only.
 L2_ONLY = ("deepfool", "cw")
+#: Attacks that use no gradient.
+BLACK_BOX = ("square",)
 
 
 def parse_eps(text: str) -> float:
