@@ -10,13 +10,18 @@ from ptcli.plugins.recipe import Command, DeviceSupport, Recipe
 
 RECIPE = Recipe(
     name="adversarial",
-    help="Adversarial samples (FGSM, PGD, APGD) and defences for image classifiers.",
+    help="Adversarial samples (FGSM, PGD, APGD, AutoAttack, Square, C&W, DeepFool), defences and certificates for image classifiers.",
     commands=(
         Command(
             name="attack",
             help="Perturb images within --eps so a classifier gets them wrong; --data: robust accuracy.",
             target="ptcli_adversarial.command:attack",
             example=("{image}", "-o", "{tmp}", "--steps", "1", "--device", "cpu"),
+        ),
+        Command(
+            name="certify",
+            help="Certified L2 robustness by randomized smoothing: per image, or over --data.",
+            target="ptcli_adversarial.certify:certify",
         ),
         Command(
             name="defend",

@@ -44,17 +44,29 @@ class ImageModelConfig(Section):
 
 
 class AdversarialConfig(Section):
-    """Adversarial training (Madry et al.; book ch. 9): part of each batch replaced by
-    adversarial examples of itself, crafted against the model as it is."""
+    """Adversarial training (book ch. 9). ``pgd``/``fgsm`` (Madry et al.): part of each batch
+    replaced by adversarial examples of itself, crafted against the model as it is. ``trades``
+    (Zhang et al., 2019): the clean loss plus ``beta`` times the KL divergence between the
+    predictions on each image and on its worst neighbour within eps. ``noise: gaussian``
+    (Cohen et al., 2019): Gaussian noise of ``sigma`` on every image instead of attacks, the
+    training that makes `ptcli certify` certify well."""
 
-    method: Literal["pgd", "fgsm"] = "pgd"
+    method: Literal["pgd", "fgsm", "trades"] = "pgd"
     #: L-inf budget in pixel values of [0, 1] (0.1 for digits, 4/255 = 0.0157 for photos).
     eps: float = Field(0.1, ge=0, le=1)
     steps: int = Field(7, ge=1)
     #: PGD's step (default 2.5 * eps / steps).
     step_size: float | None = Field(None, gt=0)
-    #: The fraction of each batch that is replaced.
+    #: The fraction of each batch that is replaced (pgd, fgsm; trades uses the whole batch).
     ratio: float = Field(0.5, ge=0, le=1)
+    #: TRADES' weight of robustness against clean accuracy (1/lambda in the paper; 6 there).
+    beta: float = Field(6.0, ge=0)
+    #: Epochs over which eps grows linearly from eps/warmup_epochs to eps (0: full eps at once).
+    warmup_epochs: int = Field(0, ge=0)
+    #: gaussian: train on noisy images (randomized smoothing) instead of adversarial ones.
+    noise: Literal["gaussian"] | None = None
+    #: The noise's standard deviation in pixel values (certify with the same --sigma).
+    sigma: float = Field(0.25, gt=0, le=1)
 
 
 class DistillConfig(Section):
@@ -102,7 +114,8 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         if cfg.adversarial is not None:
             # The best checkpoint of adversarial training is the most robust one: clean accuracy
             # peaks epochs before robustness does (measured on digits: +8 points of robust
-            # accuracy between the best-clean and the last epoch).
+            # accuracy between the best-clean and the last epoch). With noise, "robust" is the
+            # accuracy on noisy images, what the smoothed classifier is built from.
             self.monitor = "val/robust_accuracy"
 
     def _preprocessing(self) -> dict:
@@ -137,7 +150,12 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         if cfg.adversarial is None and self.teacher is None:
             return super().training_step(batch, ctx)
         inputs, targets = batch
-        if cfg.adversarial is not None and cfg.adversarial.ratio > 0:
+        adv = cfg.adversarial
+        if adv is not None and adv.noise is None and adv.method == "trades":
+            return self._trades_step(inputs, targets, ctx)
+        if adv is not None and adv.noise == "gaussian":
+            inputs = self._noisy(inputs, adv.sigma)
+        elif adv is not None and adv.ratio > 0:
             inputs = self._with_adversarial(inputs, targets, ctx)
         logits = ctx.model(inputs)
         if self.teacher is None:
@@ -170,22 +188,47 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
 
         inputs, targets = batch
         logits = ctx.model(inputs).float()
-        with torch.enable_grad():  # validation runs under no_grad; the attack needs gradients
-            attacked = self._adversarial(inputs, targets, ctx, seed=0)
+        if self.config.adversarial.noise == "gaussian":
+            generator = torch.Generator(device=inputs.device).manual_seed(0)
+            attacked = self._noisy(inputs, self.config.adversarial.sigma, generator)
+        else:
+            with torch.enable_grad():  # validation runs under no_grad; the attack needs gradients
+                attacked = self._adversarial(inputs, targets, ctx, seed=0, eps=self.config.adversarial.eps)
         ctx.update_metrics(logits, ctx.model(attacked).float(), targets)
         return {"loss": self.loss.criterion(logits, targets)}
 
-    def _adversarial(self, inputs, targets, ctx, seed: int):
+    def _pixels(self, inputs):
+        """(mean, std) to undo and redo the normalisation around work in pixel space."""
+        import torch
+
+        mean = torch.tensor(self.preprocessing["mean"], device=inputs.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocessing["std"], device=inputs.device).view(1, -1, 1, 1)
+        return mean, std
+
+    def _noisy(self, inputs, sigma: float, generator=None):
+        """Normalised ``inputs`` with Gaussian noise of ``sigma`` added to their pixels."""
+        import torch
+
+        mean, std = self._pixels(inputs)
+        noise = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+        return inputs + sigma * noise / std
+
+    def _eps(self, ctx) -> float:
+        """This epoch's budget: growing linearly over the warm-up epochs, then eps."""
+        adv = self.config.adversarial
+        if adv.warmup_epochs == 0:
+            return adv.eps
+        return adv.eps * min(1.0, (ctx.epoch + 1) / adv.warmup_epochs)
+
+    def _adversarial(self, inputs, targets, ctx, seed: int, eps: float | None = None):
         """Adversarial versions of normalised ``inputs``, crafted in pixel space (the
         normalisation undone and redone around the attack) against the model in eval mode,
         so that the attack's forward passes leave BatchNorm's statistics alone."""
-        import torch
-
         from ptcli.vision.attacks import fgsm, pgd
 
         adv = self.config.adversarial
-        mean = torch.tensor(self.preprocessing["mean"], device=inputs.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocessing["std"], device=inputs.device).view(1, -1, 1, 1)
+        eps = self._eps(ctx) if eps is None else eps
+        mean, std = self._pixels(inputs)
         model = ctx.unwrapped()
         pixels = (inputs * std + mean).clamp(0, 1).detach()
         on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
@@ -193,12 +236,35 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         model.eval()
         try:
             if adv.method == "fgsm":
-                crafted = fgsm(on_pixels, pixels, targets, eps=adv.eps)
+                crafted = fgsm(on_pixels, pixels, targets, eps=eps)
             else:
-                crafted = pgd(on_pixels, pixels, targets, eps=adv.eps, steps=adv.steps, step_size=adv.step_size, seed=seed)
+                crafted = pgd(on_pixels, pixels, targets, eps=eps, steps=adv.steps, step_size=adv.step_size, seed=seed)
         finally:
             model.train(training)
         return (crafted - mean) / std
+
+    def _trades_step(self, inputs, targets, ctx):
+        """TRADES: the worst neighbour within eps by the KL divergence from the clean prediction
+        (PGD on it from a tiny random start, the model in eval mode), then the clean loss plus
+        beta times that divergence."""
+        from ptcli.vision.trades import trades_loss, worst_neighbour
+
+        adv = self.config.adversarial
+        mean, std = self._pixels(inputs)
+        model = ctx.unwrapped()
+        pixels = (inputs * std + mean).clamp(0, 1).detach()
+        on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
+        training = model.training
+        model.eval()
+        try:
+            neighbour = worst_neighbour(on_pixels, pixels, eps=self._eps(ctx), steps=adv.steps, step_size=adv.step_size,
+                                        seed=self.config.trainer.seed * 1_000_003 + ctx.step)
+        finally:
+            model.train(training)
+        logits = ctx.model(inputs)
+        loss = trades_loss(logits, ctx.model((neighbour - mean) / std), targets, adv.beta, self.loss)
+        ctx.optimize(loss)
+        return {"loss": loss.detach()}
 
     def _with_adversarial(self, inputs, targets, ctx):
         """The first ``ratio`` of the batch replaced by adversarial examples of itself."""
