@@ -1,16 +1,20 @@
-"""PGD-10 images/s of ptcli's attack against IBM ART's ProjectedGradientDescent on the same
-model and data (goal >= 3x), and the robust accuracy each reaches (goal: within 2 points).
+"""ptcli's AutoAttack and each of its attacks against the authors' own code (the pyautoattack
+package, Croce & Hein's auto-attack packaged; a bench-only dependency: pip install pyautoattack)
+on the same checkpoints and images: robust accuracy (goal: no more than 0.01 above the
+reference's) and seconds (goal: less).
 
-The model is the shipped SimpleNet recipe trained for 5 epochs on
-../shared/data/imagefolder_digits; both attack its 200 validation images (L-inf eps 0.1,
-10 steps, step 0.025, random start) in batches of 32. ART is a benchmark dependency only:
-`pip install adversarial-robustness-toolbox`.
+The checkpoints are the shipped SimpleNet recipe and the TRADES recipe, trained on
+../shared/data/imagefolder_digits; the images are 400 digits neither saw
+(bench/unseen_digits.py, seed 8). L-inf eps 0.1 and L2 eps 1.0; each attack at AutoAttack's
+standard settings (100 steps, 9 targets, 5000 queries, one restart).
 
     python bench/attack_speed.py [--data ../shared/data/imagefolder_digits] [--device cpu]
+                                 [--only plain|trades] [--norm linf|l2] [--attacks autoattack,square] [--images N]
 """
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -18,76 +22,110 @@ import time
 from pathlib import Path
 
 from report import report
+from unseen_digits import write_unseen
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
-EPS, STEPS, STEP, BATCH = 0.1, 10, 0.025, 32
-TARGET = 3.0
+RECIPES = {"plain": "imagefolder-simplenet.yaml", "trades": "imagefolder-trades.yaml"}
+SETTINGS = (("linf", 0.1), ("l2", 1.0))
+ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "autoattack")
+BATCH = 500
+
+
+def train(recipe: str, data: Path, runs: str, device: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "ptcli", "train", str(REPO / "recipes" / recipe), f"data.root={data}",
+                           f"run.dir={runs}", f"trainer.device={device}", "run.tensorboard=false", "--json"],
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode != 0:
+        sys.exit(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])["best_checkpoint"]
+
+
+def ours(name, model, x, y, norm, eps):
+    from ptcli.vision.attacks import apgd
+    from ptcli.vision.autoattack import _apgd_targeted, autoattack
+    from ptcli.vision.fab import fab_targeted
+    from ptcli.vision.square import square
+
+    common = dict(eps=eps, norm=norm, seed=0, on_step=None)
+    classes = int(model(x[:1]).shape[1])
+    return {"apgd-ce": lambda: apgd(model, x, y, steps=100, first_success=True, **common),
+            "apgd-t": lambda: _apgd_targeted(model, x, y, 100, 1, classes, common),
+            "fab-t": lambda: fab_targeted(model, x, y, steps=100, **common),
+            "square": lambda: square(model, x, y, queries=5000, **common),
+            "autoattack": lambda: autoattack(model, x, y, **common)}[name]()
+
+
+def reference(name, model, x, y, norm, eps, device):
+    from pyautoattack import AutoAttack
+
+    attacks = ["apgd-ce", "apgd-t", "fab-t", "square"] if name == "autoattack" else [name]
+    aa = AutoAttack(model, norm="Linf" if norm == "linf" else "L2", eps=eps, version="custom", attacks=attacks, seed=0,
+                    device=device)
+    aa.apgd.n_restarts = aa.fab.n_restarts = aa.apgd_targeted.n_restarts = 1
+    aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = 9
+    return aa.run_standard_evaluation(x, y, batch_size=BATCH)[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imagefolder_digits")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", choices=sorted(RECIPES), help="one checkpoint instead of both")
+    parser.add_argument("--norm", choices=[norm for norm, _ in SETTINGS], help="one norm instead of both")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"some of {','.join(ATTACKS)}")
+    parser.add_argument("--images", type=int, default=400, help="the first N unseen digits (of 400, 40 per class, in class order)")
     args = parser.parse_args()
     try:
-        from art.attacks.evasion import ProjectedGradientDescent
-        from art.estimators.classification import PyTorchClassifier
+        import pyautoattack  # noqa: F401
     except ImportError:
-        sys.exit("this benchmark compares with IBM ART: pip install adversarial-robustness-toolbox")
-    import numpy as np
+        sys.exit("this benchmark compares with the authors' AutoAttack: pip install pyautoattack")
     import torch
 
     from ptcli.plugins import capabilities
-    from ptcli.vision.attacks import pgd
 
-    with tempfile.TemporaryDirectory() as runs:
-        done = subprocess.run([sys.executable, "-m", "ptcli", "train", str(REPO / "recipes" / "imagefolder-simplenet.yaml"),
-                               f"data.root={args.data}", f"run.dir={runs}", "trainer.epochs=5", "run.tensorboard=false", "--json"],
-                              capture_output=True, text=True, cwd=REPO)
-        if done.returncode != 0:
-            sys.exit(done.stderr[-2000:])
-        checkpoint = json.loads(done.stdout.strip().splitlines()[-1])["best_checkpoint"]
-        device = torch.device(args.device)
-        classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=Path(checkpoint)).to(device)
-        pairs = classifier.labelled(args.data / "val")
-        x = torch.stack([classifier.model_input(classifier.read(path)) for path, _ in pairs])
-        y = torch.tensor([label for _, label in pairs])
-        network = classifier.network().eval()
+    logging.getLogger("auto-attack").setLevel(logging.ERROR)
+    rows, worst_gap, ratios = [], -1.0, []
+    with tempfile.TemporaryDirectory() as tmp:
+        unseen = write_unseen(Path(tmp) / "unseen", seed=8, exclude=write_unseen(Path(tmp) / "tuning", seed=7)) / "val"
+        for label, recipe in RECIPES.items():
+            if args.only and label != args.only:
+                continue
+            checkpoint = train(recipe, args.data, f"{tmp}/runs", args.device)
+            device = torch.device(args.device)
+            classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, checkpoint=Path(checkpoint)).to(device)
+            pairs = classifier.labelled(unseen)
+            pairs = [pairs[i] for i in range(len(pairs)) if i % max(len(pairs) // args.images, 1) == 0][:args.images]
+            x = torch.stack([classifier.model_input(classifier.read(path)) for path, _ in pairs]).to(device)
+            y = torch.tensor([index for _, index in pairs], device=device)
+            network = classifier.network().eval()
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
 
-        def ours():
-            correct = 0
-            for start in range(0, len(x), BATCH):
-                xb, yb = x[start:start + BATCH].to(device), y[start:start + BATCH].to(device)
-                adversarial = pgd(network, xb, yb, eps=EPS, steps=STEPS, step_size=STEP)
+            def robust(adversarial):
                 with torch.no_grad():
-                    correct += int((network(adversarial).argmax(1) == yb).sum())
-            return correct / len(x)
+                    return float((network(adversarial).argmax(1) == y).float().mean())
 
-        art_model = PyTorchClassifier(model=network, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                      nb_classes=len(classifier.labels), clip_values=(0.0, 1.0),
-                                      device_type="gpu" if device.type == "cuda" else "cpu")
-        attack = ProjectedGradientDescent(art_model, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS, num_random_init=1,
-                                          batch_size=BATCH, verbose=False)
-
-        def theirs():
-            adversarial = attack.generate(x=x.numpy(), y=y.numpy())
-            return float((art_model.predict(adversarial, batch_size=BATCH).argmax(1) == y.numpy()).mean())
-
-        timings = {}
-        for name, run in (("ptcli", ours), ("ART", theirs)):
-            run()  # warm-up
-            best, accuracy = float("inf"), None
-            for _ in range(args.rounds):
-                start = time.perf_counter()
-                accuracy = run()
-                best = min(best, time.perf_counter() - start)
-            timings[name] = (len(x) / best, accuracy)
-    (ours_rate, ours_acc), (art_rate, art_acc) = timings["ptcli"], timings["ART"]
-    report([("images", str(len(x))), ("ptcli PGD-10", f"{ours_rate:7.1f} images/s, robust accuracy {ours_acc:.3f}"),
-            ("ART PGD-10", f"{art_rate:7.1f} images/s, robust accuracy {art_acc:.3f}"),
-            ("robust accuracy gap", f"{100 * abs(ours_acc - art_acc):.1f} points (goal <= 2)")], ours_rate / art_rate, TARGET)
+            for norm, eps in SETTINGS:
+                if args.norm and norm != args.norm:
+                    continue
+                for name in [a for a in ATTACKS if a in args.attacks.split(",")]:
+                    timed = {}
+                    for who, run in (("ptcli", lambda: ours(name, network, x, y, norm, eps)),
+                                     ("reference", lambda: reference(name, network, x, y, norm, eps, args.device))):
+                        start = time.perf_counter()
+                        adversarial = run()
+                        timed[who] = (robust(adversarial), time.perf_counter() - start)
+                    (mine, my_s), (theirs, their_s) = timed["ptcli"], timed["reference"]
+                    worst_gap = max(worst_gap, mine - theirs)
+                    ratios.append(their_s / my_s)
+                    rows.append((f"{label} {norm} {eps:g} {name}", f"robust {mine:.4f} vs {theirs:.4f} | "
+                                                                   f"{my_s:6.1f} s vs {their_s:6.1f} s (ptcli vs reference)"))
+                    print(rows[-1][0], rows[-1][1], file=sys.stderr, flush=True)
+    rows += [("images", f"{len(x)} unseen digits"),
+             ("largest robust-accuracy excess", f"{worst_gap:+.4f} (goal <= +0.01)"),
+             ("ratio below", "the smallest of reference seconds / ptcli seconds (goal > 1)")]
+    report(rows, min(ratios), 1.0)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,11 @@ def test_the_warm_up_grows_eps_linearly():
     assert [round(task._eps(SimpleNamespace(epoch=e)), 6) for e in range(6)] == [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
     task.config = SimpleNamespace(adversarial=AdversarialConfig(eps=0.1))
     assert task._eps(SimpleNamespace(epoch=0)) == 0.1
+
+
+def test_the_shipped_smoothing_recipe_trains(cli, colours, tmp_path):
+    from conftest import REPO
+
+    run = train_json(cli, REPO / "recipes" / "imagefolder-smoothing.yaml", f"data.root={colours}", "data.image_size=16",
+                     "trainer.epochs=1", f"run.dir={tmp_path}", "run.tensorboard=false")
+    assert {"val/accuracy", "val/robust_accuracy"} <= set(run["metrics"])

@@ -301,3 +301,35 @@ def test_a_random_filter_asks_for_eot(cli, colour_model):
     r = json.loads(with_eot.stdout)
     assert r["eot"] == 4 and r["defense"] == "noise:0.2" and 0 <= r["robust_accuracy"] <= 1
     assert json.loads(cli(*args, "--eot", "4").stdout) == r  # the filter's draws are seeded
+
+
+# --- the offline EfficientNet-Lite0 on a shared photo ---------------------------------------------
+
+
+def test_square_autoattack_and_certify_on_lite0(cli, shared_data, tmp_path):
+    cat = shared_data / "images" / "cat.jpg"
+    square_run = cli("attack", cat, "--method", "square", "--queries", "40", "-o", tmp_path / "square", "--device", "cpu", "--json")
+    assert square_run.exit_code == 0, square_run.stderr
+    r = json.loads(square_run.stdout)
+    assert 1 <= r["queries"] <= 40 and r["linf"] <= 4 / 255 + 1e-6 and (tmp_path / "square" / "cat_adv.png").is_file()
+    auto = cli("attack", cat, "--method", "autoattack", "--steps", "2", "--queries", "5", "-o", tmp_path / "auto",
+               "--device", "cpu", "--json")
+    assert auto.exit_code == 0, auto.stderr
+    r = json.loads(auto.stdout)
+    assert r["success"] and r["clean"]["label"] == "tabby" and r["linf"] <= 4 / 255 + 1e-6  # APGD-CE alone fools Lite0
+    assert r["queries"] == 0  # fooled before Square's turn
+    certified = json.loads(cli("certify", cat, "--sigma", "0.05", "--n", "20", "--n0", "5", "--device", "cpu", "--json").stdout)
+    assert certified["input"] == str(cat) and certified["label"] == "tabby" and certified["radius"] > 0
+
+
+def test_apgd_leaving_fooled_samples_out_changes_no_other_path(trained):
+    """first_success drops fooled samples at checkpoints; every other sample's path is its own,
+    so the samples it does not fool end exactly where the full run leaves them."""
+    model, x, y = trained
+    full = apgd(model, x, y, eps=0.07, steps=30)
+    early = apgd(model, x, y, eps=0.07, steps=30, first_success=True)
+    with torch.no_grad():
+        full_fooled, early_fooled = model(full).argmax(1) != y, model(early).argmax(1) != y
+    assert torch.equal(full_fooled, early_fooled) and 0 < int(full_fooled.sum()) < len(y)
+    assert torch.equal(full[~full_fooled], early[~early_fooled])
+    assert _within(x, early, 0.07, "linf")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, paths_argument
+from ptcli.cli.options import DeviceOption, JsonOption, batch_size_option, model_option, paths_argument
 from ptcli.errors import UsageError
 
 #: The radii the data-set report gives certified accuracy at.
@@ -16,8 +16,9 @@ RADII = (0.0, 0.25, 0.5, 1.0)
 
 
 def certify(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="A classify-image checkpoint (train it with adversarial.noise: gaussian to certify well).", show_default=False)],
+    checkpoint: Annotated[Path | None, typer.Argument(metavar="CKPT", help="A classify-image checkpoint (train it with adversarial.noise: gaussian to certify well) [default: the offline EfficientNet-Lite0].", show_default=False)] = None,
     paths: paths_argument("Image files, folders or globs to certify (or --data).") = None,
+    model: model_option("An image classifier by name, instead of CKPT.") = None,
     data: Annotated[Path | None, typer.Option(metavar="DIR", help="A labelled ImageFolder (DIR/<class>/*, or its val/): certified accuracy at each radius.")] = None,
     sigma: Annotated[float, typer.Option(metavar="S", help="The noise's standard deviation, in pixel values of [0, 1]: the one the model was trained with.")] = 0.25,
     n: Annotated[int, typer.Option("--n", min=1, metavar="N", help="Noise draws that bound the class's probability.")] = 1000,
@@ -37,6 +38,11 @@ def certify(
 
     from .command import _classifier
 
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
+
+    if checkpoint is not None and (checkpoint.suffix.lower() in IMAGE_EXTENSIONS or checkpoint.is_dir() or "*" in str(checkpoint)):
+        # `ptcli certify photo.jpg --model NAME`: the first argument is an input, not a checkpoint
+        paths, checkpoint = [str(checkpoint), *(paths or [])], None
     if not 0 < sigma <= 1:
         raise UsageError(f"--sigma must be above 0 and at most 1, in pixel values of [0, 1] (got {sigma:g})")
     if not 0 < alpha < 0.5:
@@ -53,13 +59,14 @@ def certify(
         raise UsageError(f"--radii must be numbers separated by commas, such as 0,0.25,0.5 (got {radii!r})") from None
     if not levels or levels[0] < 0:
         raise UsageError(f"--radii must be numbers of at least 0 (got {radii!r})")
-    classifier, target_device = _classifier(None, None, checkpoint, device)
+    if checkpoint is not None and model is not None:
+        raise UsageError("give CKPT or --model, not both")
+    classifier, target_device = _classifier(model, None, checkpoint, device)
     if data is not None:
         pairs = classifier.labelled(data)
         inputs, labels = [path for path, _ in pairs], [label for _, label in pairs]
     else:
         from ptcli.inference.inputs import expand_inputs
-        from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
         inputs, labels = expand_inputs(paths, IMAGE_EXTENSIONS), None
     rows, kept_labels, failed = _certify_all(classifier, target_device, inputs, labels, sigma=sigma, n=n, n0=n0, alpha=alpha,

@@ -190,7 +190,7 @@ def _method_details(settings, main) -> dict:
         details["attacks"] = [{"attack": name, "robust_accuracy": round(count / n, 4)}
                               for name, count in main.extra.get("robust_after", {}).items() if name != "clean"]
     if settings.method in ("square", "autoattack"):
-        queries = main.extra.get("queries", [])
+        queries = [q for q in main.extra.get("queries", []) if q > 0]  # AutoAttack: 0 where Square did not run
         details["queries"] = settings.queries
         details["mean_queries"] = round(sum(queries) / max(len(queries), 1), 1)
     if settings.eot is not None or (settings.method == "autoattack" and settings.version == "rand"):

@@ -195,7 +195,8 @@ def apgd_checkpoints(steps: int) -> list[int]:
 
 def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targeted: bool = False,
          quantize_result: bool = False, seed: int = 0, rho: float = 0.75, on_step: Callable[[], None] | None = None,
-         start=None, trace: Callable[[dict], None] | None = None, loss: str = "ce", target=None, eot: int = 1, **_):
+         start=None, trace: Callable[[dict], None] | None = None, loss: str = "ce", target=None, eot: int = 1,
+         first_success: bool = False, **_):
     """APGD-CE (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
     diverse parameter-free attacks", ICML 2020), as their reference code runs it: from a random
     point on the edge of the eps ball, ``steps`` steps of PGD with momentum (0.75) whose step
@@ -206,13 +207,18 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
     ``start``: the first point (else the published random start, from ``seed``); ``trace``
     gets each step's losses and step sizes (the schedule, for a check against the reference).
     ``loss``: "ce", "dlr", or "dlr-targeted" (or "ce-targeted") towards ``target`` (APGD-T;
-    success is then any wrong class, as in AutoAttack). ``eot``: gradients averaged over that many draws."""
+    success is then any wrong class, as in AutoAttack). ``eot``: gradients averaged over that many
+    draws. ``first_success``: a sample leaves the batch at the first checkpoint after it is
+    fooled, keeping that point (what robust accuracy needs; every sample's path is its own, so
+    the others' are unchanged), rather than pushing its loss on for all the steps."""
     import torch
 
     if eps <= 0 or steps < 1:
         return x.clone()
     shape = (-1,) + (1,) * (x.dim() - 1)
     batch = x.shape[0]
+    result, x_all, y_all = x.clone(), x, y
+    live = torch.arange(batch, device=x.device)  # the samples still attacked, as rows of result
     checkpoints = set(apgd_checkpoints(steps))
     intervals = iter([b - a for a, b in zip([-1, *sorted(checkpoints)], sorted(checkpoints))])
 
@@ -276,10 +282,21 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
             x_adv = torch.where(halve.view(shape), best_x, x_adv)
             grad = torch.where(halve.view(shape), best_grad, grad)
             interval = next(intervals, interval)
+            if first_success and done.any():
+                result[live[done]] = found[done]
+                keep = ~done
+                live, x, y = live[keep], x[keep], y[keep]
+                target = target[keep] if target is not None else None
+                x_adv, x_old, grad, loss, found, done = x_adv[keep], x_old[keep], grad[keep], loss[keep], found[keep], done[keep]
+                best_loss, best_x, best_grad, eta = best_loss[keep], best_x[keep], best_grad[keep], eta[keep]
+                history, best_at_check, halved_at_check = history[:, keep], best_at_check[keep], halved_at_check[keep]
+                if live.numel() == 0:
+                    break
         if on_step is not None:
             on_step()
-    result = torch.where(done.view(shape), found, best_x)
+    result[live] = torch.where(done.view(shape), found, best_x)
     if quantize_result:
+        x, y = x_all, y_all
         result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
 
