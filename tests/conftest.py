@@ -124,6 +124,43 @@ def torchrun(*args):
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+def fit_full_batch(model, x, y, steps: int, lr: float = 0.01):
+    """``model`` trained by Adam on all of (x, y) at once for ``steps`` steps, then in eval mode:
+    a small network ready for attacks in seconds."""
+    import torch
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimiser.step()
+    return model.eval()
+
+
+def colour_simplenet_config(tmp: Path, root: Path, name: str, epochs: int = 4, **sections) -> Path:
+    """A config that trains SimpleNet on make_imagefolder's colours (16 px) in seconds, with
+    extra top-level ``sections`` (adversarial, distill...)."""
+    return write_yaml(tmp / f"{name}.yaml", {
+        "recipe": "classify-image", "data": {"root": str(root), "image_size": 16, "augment": "none"},
+        "model": {"name": "simplenet"}, "trainer": {"epochs": epochs, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
+        "run": {"dir": str(tmp / "runs"), "name": name, "tensorboard": False}, **sections})
+
+
+def train_once(config: Path) -> dict:
+    """`ptcli train CONFIG --json` in-process for a module-scoped fixture (no `cli` there)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ptcli.cli import app
+    from ptcli.plugins import reset_plugins
+
+    reset_plugins()
+    result = CliRunner().invoke(app, ["train", str(config), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def train_json(cli, *args):
     """`ptcli train ... --json` in-process; returns the run summary."""
     import json

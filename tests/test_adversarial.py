@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_imagefolder, train_json, write_yaml
+from conftest import colour_simplenet_config, make_imagefolder, train_json, train_once, write_yaml
 
 from ptcli.vision.attacks import apgd, fgsm, parse_eps, pgd, quantize, straight_through
 
@@ -255,25 +255,13 @@ def colours(tmp_path_factory):
     return make_imagefolder(tmp_path_factory.mktemp("colours") / "data", {"train": 16, "val": 6}, size=16)
 
 
-def _simplenet(tmp, root, name, **sections):
-    config = {"recipe": "classify-image", "data": {"root": str(root), "image_size": 16, "augment": "none"},
-              "model": {"name": "simplenet"}, "trainer": {"epochs": 4, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
-              "run": {"dir": str(tmp / "runs"), "name": name, "tensorboard": False}, **sections}
-    return write_yaml(tmp / f"{name}.yaml", config)
+_simplenet = colour_simplenet_config
 
 
 @pytest.fixture(scope="module")
 def plain_model(colours, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from ptcli.cli import app
-    from ptcli.plugins import reset_plugins
-
     tmp = tmp_path_factory.mktemp("plain")
-    reset_plugins()
-    result = CliRunner().invoke(app, ["train", str(_simplenet(tmp, colours, "plain")), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout.strip().splitlines()[-1])["best_checkpoint"]
+    return train_once(_simplenet(tmp, colours, "plain"))["best_checkpoint"]
 
 
 def test_robust_accuracy_with_its_sanity_checks(cli, colours, plain_model):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_imagefolder, train_json, write_yaml
+from conftest import colour_simplenet_config, make_imagefolder, train_json, train_once, write_yaml
 
 
 @pytest.fixture(scope="module")
@@ -16,25 +16,13 @@ def colours(tmp_path_factory):
 
 
 def _config(tmp, root, name, **sections):
-    config = {"recipe": "classify-image", "data": {"root": str(root), "image_size": 16, "augment": "none"},
-              "model": {"name": "simplenet"}, "trainer": {"epochs": 3, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
-              "run": {"dir": str(tmp / "runs"), "name": name, "tensorboard": False}, **sections}
-    return write_yaml(tmp / f"{name}.yaml", config)
+    return colour_simplenet_config(tmp, root, name, epochs=3, **sections)
 
 
 @pytest.fixture(scope="module")
 def noisy_model(colours, tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from ptcli.cli import app
-    from ptcli.plugins import reset_plugins
-
     tmp = tmp_path_factory.mktemp("noisy")
-    reset_plugins()
-    config = _config(tmp, colours, "noisy", adversarial={"noise": "gaussian", "sigma": 0.5})
-    result = CliRunner().invoke(app, ["train", str(config), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    trained = json.loads(result.stdout.strip().splitlines()[-1])
+    trained = train_once(_config(tmp, colours, "noisy", adversarial={"noise": "gaussian", "sigma": 0.5}))
     assert "val/robust_accuracy" in trained["metrics"]  # accuracy on noisy images, the monitored one
     return trained["best_checkpoint"]
 

@@ -25,13 +25,9 @@ def trained():
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
                                 torch.nn.Flatten(), torch.nn.Linear(32, 3))
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    x, y = draw(512, 1)
-    for _ in range(150):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimiser.step()
-    model.eval()
+    from conftest import fit_full_batch
+
+    fit_full_batch(model, *draw(512, 1), steps=150)
     test_x, test_y = draw(24, 2)
     with torch.no_grad():
         assert (model(test_x).argmax(1) == test_y).float().mean() >= 0.9

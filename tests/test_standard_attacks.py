@@ -31,13 +31,9 @@ def trained():
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.Flatten(), torch.nn.Linear(12 * 49, 10))
-    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
-    x, y = draw(1024, 1)
-    for _ in range(120):
-        optimiser.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        optimiser.step()
-    model.eval()
+    from conftest import fit_full_batch
+
+    fit_full_batch(model, *draw(1024, 1), steps=120)
     test_x, test_y = draw(48, 2)
     with torch.no_grad():
         assert (model(test_x).argmax(1) == test_y).float().mean() >= 0.8
@@ -240,22 +236,11 @@ def test_autoattack_rand_runs_apgd_ce_and_dlr_with_eot(trained):
 
 @pytest.fixture(scope="module")
 def colour_model(tmp_path_factory):
-    from typer.testing import CliRunner
-
-    from conftest import make_imagefolder, write_yaml
-    from ptcli.cli import app
-    from ptcli.plugins import reset_plugins
+    from conftest import colour_simplenet_config, make_imagefolder, train_once
 
     tmp = tmp_path_factory.mktemp("colours")
     data = make_imagefolder(tmp / "data", {"train": 16, "val": 6}, size=16)
-    config = write_yaml(tmp / "c.yaml", {"recipe": "classify-image", "data": {"root": str(data), "image_size": 16, "augment": "none"},
-                                         "model": {"name": "simplenet"},
-                                         "trainer": {"epochs": 4, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
-                                         "run": {"dir": str(tmp / "runs"), "name": "plain", "tensorboard": False}})
-    reset_plugins()
-    result = CliRunner().invoke(app, ["train", str(config), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr
-    return data, json.loads(result.stdout.strip().splitlines()[-1])["best_checkpoint"]
+    return data, train_once(colour_simplenet_config(tmp, data, "plain"))["best_checkpoint"]
 
 
 def test_attack_data_with_autoattack_prints_each_attack_in_turn(cli, colour_model):

@@ -228,17 +228,21 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
 
         adv = self.config.adversarial
         eps = self._eps(ctx) if eps is None else eps
+        if adv.method == "fgsm":
+            return self._in_pixels(inputs, ctx, lambda model, pixels: fgsm(model, pixels, targets, eps=eps))
+        return self._in_pixels(inputs, ctx, lambda model, pixels: pgd(model, pixels, targets, eps=eps, steps=adv.steps,
+                                                                      step_size=adv.step_size, seed=seed))
+
+    def _in_pixels(self, inputs, ctx, craft):
+        """``craft(model on pixels, pixels)`` for normalised ``inputs``, normalised again: the
+        model in eval mode meanwhile, so that crafting leaves BatchNorm's statistics alone."""
         mean, std = self._pixels(inputs)
         model = ctx.unwrapped()
         pixels = (inputs * std + mean).clamp(0, 1).detach()
-        on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
         training = model.training
         model.eval()
         try:
-            if adv.method == "fgsm":
-                crafted = fgsm(on_pixels, pixels, targets, eps=eps)
-            else:
-                crafted = pgd(on_pixels, pixels, targets, eps=eps, steps=adv.steps, step_size=adv.step_size, seed=seed)
+            crafted = craft(lambda p: model((p - mean) / std), pixels)
         finally:
             model.train(training)
         return (crafted - mean) / std
@@ -250,19 +254,11 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         from ptcli.vision.trades import trades_loss, worst_neighbour
 
         adv = self.config.adversarial
-        mean, std = self._pixels(inputs)
-        model = ctx.unwrapped()
-        pixels = (inputs * std + mean).clamp(0, 1).detach()
-        on_pixels = lambda p: model((p - mean) / std)  # noqa: E731
-        training = model.training
-        model.eval()
-        try:
-            neighbour = worst_neighbour(on_pixels, pixels, eps=self._eps(ctx), steps=adv.steps, step_size=adv.step_size,
-                                        seed=self.config.trainer.seed * 1_000_003 + ctx.step)
-        finally:
-            model.train(training)
+        seed = self.config.trainer.seed * 1_000_003 + ctx.step
+        neighbour = self._in_pixels(inputs, ctx, lambda model, pixels: worst_neighbour(
+            model, pixels, eps=self._eps(ctx), steps=adv.steps, step_size=adv.step_size, seed=seed))
         logits = ctx.model(inputs)
-        loss = trades_loss(logits, ctx.model((neighbour - mean) / std), targets, adv.beta, self.loss)
+        loss = trades_loss(logits, ctx.model(neighbour), targets, adv.beta, self.loss)
         ctx.optimize(loss)
         return {"loss": loss.detach()}
 
