@@ -318,3 +318,31 @@ def test_apgd_leaving_fooled_samples_out_changes_no_other_path(trained):
     assert torch.equal(full_fooled, early_fooled) and 0 < int(full_fooled.sum()) < len(y)
     assert torch.equal(full[~full_fooled], early[~early_fooled])
     assert _within(x, early, 0.07, "linf")
+
+
+def test_eot_reaches_the_attacks_that_follow_logits():
+    """DeepFool, C&W and FAB get EOT as the mean of N draws of the logits: N calls per pass."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "plugins"))
+    from ptcli_adversarial.robustness import AttackSettings
+
+    torch.manual_seed(0)
+    model = Jittery(noise=0.0)
+    x = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = model.expected(x).argmax(1)
+    for method, norm in (("cw", "l2"), ("deepfool", "l2"), ("fab", "linf")):
+        calls = []
+
+        def counted(images):
+            calls.append(len(images))
+            return model(images)
+
+        plain = AttackSettings(method=method, norm=norm, eps=0.5, steps=2).run(counted, x, y)
+        single = len(calls)
+        calls.clear()
+        averaged = AttackSettings(method=method, norm=norm, eps=0.5, steps=2, eot=3).run(counted, x, y)
+        assert len(calls) == 3 * single, method
+        assert torch.allclose(plain, averaged, atol=1e-5), method  # no noise here: the mean is the model
