@@ -488,3 +488,21 @@ def test_a_model_that_cannot_compile_trains_eagerly_with_one_warning(cli, tmp_pa
     assert ours["val/loss"] == pytest.approx(theirs["val/loss"], rel=1e-6)
     refused = cli("train", toy_config(tmp_path, name="b.yaml", compile="fast"), plugins=[toy_recipes])
     assert refused.exit_code == 2 and "trainer.compile" in refused.stderr
+
+
+def test_a_second_ctrl_c_stops_at_once_whatever_handler_came_before(cli, tmp_path, monkeypatch):
+    """A handler left by an earlier run in this process (one that only sets a flag) must not
+    swallow the second Ctrl-C: the suite met this once."""
+    import signal
+
+    import toy_recipes as toys
+
+    leftover = lambda signum, frame: None  # noqa: E731
+    leftover._ptcli_stop_handler = True  # what a trainer's own handler looks like
+    previous = signal.signal(signal.SIGINT, leftover)
+    try:
+        config = toy_config(tmp_path)
+        result = cli("train", config, "data.sigint_at_event=3", "data.sigint_twice=true", plugins=[toys])
+        assert result.exit_code == 130 and result.stderr.strip().splitlines()[-1] == "error: interrupted"
+    finally:
+        signal.signal(signal.SIGINT, previous)

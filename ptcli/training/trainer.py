@@ -479,7 +479,11 @@ class Trainer:
 
         def handler(signum, frame):
             requested["stop"] = True
-            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+            # The second press raises here, whatever handler was there before (one left by an
+            # earlier run in this process would only set its own flag and swallow it).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        handler._ptcli_stop_handler = True
 
         def interrupted() -> bool:
             stop = requested["stop"]
@@ -491,6 +495,8 @@ class Trainer:
         in_main_thread = __import__("threading").current_thread() is __import__("threading").main_thread()
         if in_main_thread:
             previous = signal.signal(signal.SIGINT, handler)
+            if getattr(previous, "_ptcli_stop_handler", False):  # a stale one is not worth restoring
+                previous = None
         try:
             yield interrupted
         finally:
