@@ -490,7 +490,8 @@ def test_a_model_that_cannot_compile_trains_eagerly_with_one_warning(cli, tmp_pa
     assert refused.exit_code == 2 and "trainer.compile" in refused.stderr
 
 
-def test_a_second_ctrl_c_stops_at_once_whatever_handler_came_before(cli, tmp_path, monkeypatch):
+@pytest.mark.parametrize("event", [1, 3, 9, 20])
+def test_a_second_ctrl_c_stops_at_once_whatever_handler_came_before(cli, tmp_path, event):
     """A handler left by an earlier run in this process (one that only sets a flag) must not
     swallow the second Ctrl-C: the suite met this once."""
     import signal
@@ -502,7 +503,7 @@ def test_a_second_ctrl_c_stops_at_once_whatever_handler_came_before(cli, tmp_pat
     previous = signal.signal(signal.SIGINT, leftover)
     try:
         config = toy_config(tmp_path)
-        result = cli("train", config, "data.sigint_at_event=3", "data.sigint_twice=true", plugins=[toys])
+        result = cli("train", config, f"data.sigint_at_event={event}", "data.sigint_twice=true", plugins=[toys])
         assert result.exit_code == 130 and result.stderr.strip().splitlines()[-1] == "error: interrupted"
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -69,7 +69,7 @@ def certify(
         from ptcli.inference.inputs import expand_inputs
 
         inputs, labels = expand_inputs(paths, IMAGE_EXTENSIONS), None
-    rows, kept_labels, failed = _certify_all(classifier, target_device, inputs, labels, sigma=sigma, n=n, n0=n0, alpha=alpha,
+    rows, certificates, kept_labels, failed = _certify_all(classifier, target_device, inputs, labels, sigma=sigma, n=n, n0=n0, alpha=alpha,
                                              batch_size=batch_size, seed=seed, progress=progress)
     settings = {"model": classifier.source, "sigma": sigma, "n": n, "n0": n0, "alpha": alpha, "seed": seed}
     if data is None:
@@ -81,10 +81,8 @@ def certify(
                 emit(_human_row(row))
         _report_failures(failed, json_output)
         return
-    from ptcli.vision.smoothing import Certificate, certified_accuracy
+    from ptcli.vision.smoothing import certified_accuracy
 
-    certificates = [Certificate(classifier.labels.index(r["label"]) if r["label"] is not None else None, r["radius"],
-                                r["p_lower"], r["count"]) for r in rows]
     accuracy = certified_accuracy(certificates, kept_labels, levels)
     total = max(len(rows), 1)
     report = {"data": str(data), **settings, "samples": len(rows), "failed": len(failed),
@@ -104,13 +102,13 @@ def certify(
 
 
 def _certify_all(classifier, device, inputs, labels, *, progress, **settings):
-    """One row per readable input; (rows, their labels, unreadable inputs)."""
+    """One row per readable input; (rows, their certificates, their labels, unreadable inputs)."""
     from ptcli.errors import InputError
     from ptcli.vision.smoothing import certify as certify_one
 
     network = classifier.network().eval()
     classes = len(classifier.labels)
-    rows, kept, failed = [], [], []
+    rows, certificates, kept, failed = [], [], [], []
     with progress() as bar:
         task = bar.add_task("certifying", total=len(inputs))
         for index, path in enumerate(inputs):
@@ -121,6 +119,7 @@ def _certify_all(classifier, device, inputs, labels, *, progress, **settings):
                 bar.advance(task)
                 continue
             result = certify_one(network, x, classes=classes, **settings)
+            certificates.append(result)
             row = {"input": str(path), "label": classifier.labels[result.label] if result.label is not None else None,
                    "abstain": result.label is None, "radius": round(result.radius, 6), "p_lower": round(result.p_lower, 6),
                    "count": result.count}
@@ -129,7 +128,7 @@ def _certify_all(classifier, device, inputs, labels, *, progress, **settings):
                 kept.append(labels[index])
             rows.append(row)
             bar.advance(task)
-    return rows, kept, failed
+    return rows, certificates, kept, failed
 
 
 def _human_row(row: dict) -> str:

@@ -68,7 +68,6 @@ def fab_targeted(model, x, y, *, eps: float, norm: str = "linf", steps: int = 10
         raise ValueError("FAB-T picks its own targets; it takes no --target")
     if eps <= 0 or steps < 1:
         return x.clone()
-    shape = (-1,) + (1,) * (x.dim() - 1)
     result = x.clone()
     with torch.no_grad():
         logits = model(x)

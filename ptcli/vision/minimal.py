@@ -88,7 +88,6 @@ def carlini_wagner(model, x, y, *, eps: float, steps: int = 100, norm: str = "l2
     if eps <= 0 or steps < 1:
         return x.clone()
     batch = x.shape[0]
-    shape = (-1,) + (1,) * (x.dim() - 1)
     low = torch.zeros(batch, device=x.device)
     high = torch.full((batch,), float("inf"), device=x.device)
     c = torch.full((batch,), float(initial_c), device=x.device)

@@ -28,8 +28,6 @@ def square_fraction(query: int, queries: int = 10000) -> float:
 def margin(logits, y, targeted: bool):
     """Above 0 while the attack has not succeeded: the true logit over the best other one
     (targeted: the best other over the target's)."""
-    import torch
-
     own = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
     return others - own if targeted else own - others
