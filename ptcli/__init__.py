@@ -21,6 +21,23 @@ tests/test_layout.py holds the code to this.
 
 __version__ = "0.1.0"
 
+import sys as _sys  # noqa: E402
+
+
+def _leave_the_current_folder() -> None:
+    """`python -m ptcli` (torchrun's form) puts the current folder first on the import path, and
+    a file beside a stranger's model named like a module ptcli imports (pluggy, numpy, a
+    recipe's model ops) would run. runpy imports this package while ``sys.argv[0]`` is still
+    "-m", before any of ptcli's own imports; nothing ptcli needs comes from the current folder."""
+    import os
+
+    here = os.getcwd()
+    _sys.path[:] = [entry for entry in _sys.path if entry not in ("", ".") and os.path.abspath(entry) != here]
+
+
+if _sys.argv[:1] == ["-m"]:
+    _leave_the_current_folder()
+
 from ptcli import _moved  # noqa: E402
 
 _moved.install()  # the flat layout's module names, for a release

@@ -19,9 +19,20 @@ class ClipSpec:
     clip_samples: int
 
 
-#: One hour: a longer file is refused rather than read whole into memory (about 0.6 GB a channel
-#: at 44.1 kHz); PTCLI_MAX_AUDIO_SECONDS changes it.
-DEFAULT_MAX_SECONDS = 3600
+#: Ten minutes of 48 kHz stereo: a file holding more samples is refused from its header rather
+#: than read whole into memory (230 MB as float32; a FLAC of silence that long is a few KB);
+#: PTCLI_MAX_AUDIO_SECONDS changes it.
+DEFAULT_MAX_SECONDS = 600
+#: The samples a second the budget counts in (48 kHz stereo).
+BUDGET_RATE, BUDGET_CHANNELS = 48_000, 2
+#: Sample rates read at all (a header can claim any): telephone speech to studio masters.
+MIN_RATE, MAX_RATE = 1_000, 384_000
+#: The most coefficients a resampling kernel may hold. torchaudio's grows with the product of
+#: the two rates over their common divisor squared: 60013 Hz to 16 kHz would take 8.5 GB.
+MAX_KERNEL = 2_000_000
+#: How far a sample rate may be moved to keep that kernel small: 0.5% is inaudible and changes no
+#: class (a 60013 Hz file is heard as 60025 Hz).
+RATE_TOLERANCE = 0.005
 
 
 def max_audio_seconds() -> float:
@@ -55,11 +66,7 @@ class AudioFiles:
             info = soundfile.info(source)
             if hasattr(source, "seek"):
                 source.seek(0)
-            limit = max_audio_seconds()
-            if info.samplerate and info.frames / info.samplerate > limit:  # from the header, before reading
-                raise InputError(f"audio is {info.frames / info.samplerate:.0f} s long "
-                                 f"({info.frames * info.channels * 4 / 2**30:.1f} GB as float32), above the limit of "
-                                 f"{limit:.0f} s; set PTCLI_MAX_AUDIO_SECONDS to allow it")
+            check_header(info.samplerate, info.frames, info.channels)  # before any sample is read
             data, rate = soundfile.read(source, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             raise InputError(f"cannot read audio: {one_line(exc)}") from exc
@@ -68,16 +75,48 @@ class AudioFiles:
         return data.T.copy(), int(rate)
 
 
+def check_header(rate: int, frames: int, channels: int) -> None:
+    """Refuse, from the header, audio whose rate is not one ptcli reads or whose samples are over
+    the budget (PTCLI_MAX_AUDIO_SECONDS of 48 kHz stereo)."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"audio at {rate} Hz: ptcli reads sample rates from {MIN_RATE} to {MAX_RATE} Hz")
+    limit = max_audio_seconds()
+    budget = int(limit * BUDGET_RATE * BUDGET_CHANNELS)
+    if frames * channels > budget:
+        raise InputError(f"audio holds {frames * channels / 1e6:.0f} million samples ({frames / rate:.0f} s of {channels} "
+                         f"channel(s) at {rate} Hz, {frames * channels * 4 / 2**30:.1f} GB as float32), above the limit of "
+                         f"{limit:.0f} s of 48 kHz stereo; set PTCLI_MAX_AUDIO_SECONDS to allow it")
+
+
+def _kernel(rate: int, target: int) -> int:
+    from math import gcd
+
+    common = gcd(rate, target)
+    return (rate // common) * (target // common)
+
+
+def resampling_rate(rate: int, target: int) -> int:
+    """``rate``, or the nearest rate within RATE_TOLERANCE whose kernel to ``target`` is small."""
+    if _kernel(rate, target) <= MAX_KERNEL:
+        return rate
+    for step in (10, 25, 50, 100, 200, 400, 800, 1000, 2000, 4000, 8000):
+        moved = round(rate / step) * step
+        if moved and abs(moved - rate) <= RATE_TOLERANCE * rate and _kernel(moved, target) <= MAX_KERNEL:
+            return moved
+    raise InputError(f"cannot resample {rate} Hz to {target} Hz within ptcli's budget; convert the file to a common rate")
+
+
 def to_mono(waveform):
     return waveform.mean(dim=0)
 
 
 def resample(wave, rate: int, target: int):
+    """``wave`` at ``target`` Hz, with a resampling kernel of bounded size (resampling_rate)."""
     if rate == target:
         return wave
     import torchaudio.functional as AF
 
-    return AF.resample(wave, rate, target)
+    return AF.resample(wave, resampling_rate(rate, target), target)
 
 
 def fit_length(wave, samples: int):

@@ -27,7 +27,10 @@ class WaveAugment:
         length = wave.shape[-1]
         if self.speed:
             factor = self._uniform(1 - self.speed, 1 + self.speed)
-            wave = AF.resample(wave, self.rate, int(self.rate / factor))  # played back at the original rate
+            from .audio import resample
+
+            # played back at the original rate; a rate in whole 100 Hz keeps the resampler's kernel small
+            wave = resample(wave, self.rate, max(100, round(self.rate / factor / 100) * 100))
         if self.pitch:
             steps = self._uniform(-self.pitch, self.pitch)
             wave = AF.pitch_shift(wave[None], self.rate, steps)[0]

@@ -93,4 +93,9 @@ def load_audio_classifier(checkpoint, model_name: str | None):
         clip = ClipSpec(int(pre["sample_rate"]), int(pre["clip_samples"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {checkpoint}: cannot rebuild its model: its preprocessing lacks {exc}") from exc
+    from .audio import MAX_RATE, MIN_RATE
+
+    if not MIN_RATE <= clip.sample_rate <= MAX_RATE or not 0 < clip.clip_samples <= clip.sample_rate * 600:
+        raise CheckpointError(f"checkpoint {checkpoint}: its preprocessing asks for {clip.clip_samples} samples at "
+                              f"{clip.sample_rate} Hz; a clip is at most 10 minutes at {MIN_RATE} to {MAX_RATE} Hz")
     return loaded.model, loaded.labels, clip

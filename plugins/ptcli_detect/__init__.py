@@ -28,6 +28,8 @@ RECIPE = Recipe(
     training="ptcli_detect.training:DetectTask",
     export="ptcli_detect.exporting:exportable",
     predictor="ptcli_detect.predictor:Detector",
+    runtimes={"detector": "ptcli_detect.exporting:runtime"},
+    model_ops=("torchvision",),  # torchvision's nms and roi_align, which its exports call
 )
 
 

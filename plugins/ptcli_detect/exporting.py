@@ -113,7 +113,7 @@ def exportable(*, checkpoint, model, weights, samples):
                                "labels": {0: "detections"}, "scores": {0: "detections"}},
                       batched=False, output=compare, unsupported={"exported-program": reason},
                       torchscript_methods=("script",), onnx_exporter="torchscript", scriptable=ScriptedOutputs(net),
-                      runtime="ptcli_detect.exporting:runtime", imports=("torchvision",))
+                      runtime="detector", imports=("torchvision",))
 
 
 class ExportedDetector:

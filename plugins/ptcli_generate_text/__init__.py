@@ -22,6 +22,7 @@ RECIPE = Recipe(
     training="ptcli_generate_text.training:GenerateTextTask",
     predictor="ptcli_generate_text.predictor:TextGenerator",
     export="ptcli_generate_text.exporting:exportable",
+    runtimes={"cached-decoder": "ptcli_generate_text.cached:CachedLanguageModel"},
 )
 
 

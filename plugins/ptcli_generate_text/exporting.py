@@ -89,7 +89,7 @@ def exportable(*, checkpoint, model, weights, samples):
                    cache={"layers": layers, "heads": heads, "head_size": size})
     not_yet = "generate-text exports to ONNX only (its cached decoding step), not {}"
     return Exportable(module=step, input_names=names, output_names=outputs, sample=sample, meta=meta, dynamic=dynamic,
-                      onnx_exporter="torchscript", output=compare, runtime="ptcli_generate_text.cached:CachedLanguageModel",
+                      onnx_exporter="torchscript", output=compare, runtime="cached-decoder",
                       unsupported={fmt: not_yet.format(fmt) for fmt in ("exported-program", "torchscript", "openvino")})
 
 

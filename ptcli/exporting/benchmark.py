@@ -153,7 +153,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                 report = export(exportable, fmt, path, batch=None, half=False, opset=None,
                                 method=exportable.torchscript_methods[0], int8=int8, bf16=precision == "bf16")
                 row.size_mb = round(report["size_bytes"] / 1e6, 3)
-                run = exported.ExportedModel(path).to("cpu")
+                run = exported.ExportedModel(path, ops=exportable.imports).to("cpu")
                 if scored:
                     row.metric, row.value = evaluated(recipe, path, data, batch)
                 else:

@@ -47,6 +47,8 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
 
     from ptcli.models import exported
     from ptcli.models.checkpoints import versions
+    from ptcli.models.trust import runtime_key
+    from ptcli.plugins import get_plugins
 
     from . import check, writers
 
@@ -83,7 +85,8 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         "dtype": "fp16" if half else "bf16" if bf16 else "fp32",
         "inputs": _tensor_entries(exportable.input_names, example, dims),
         "outputs": _tensor_entries(exportable.output_names, outputs, dims),
-        "runtime": exportable.runtime,
+        "runtime": runtime_key(get_plugins().recipe(exportable.meta.get("recipe", "")), exportable.runtime)
+        if exportable.runtime is not None else None,
         "imports": list(exportable.imports),
         "versions": versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,7 +124,7 @@ def export(exportable: Exportable, fmt: str, output: Path, *, batch: int | None,
         }
         if run_check:
             say("checking the export against the eager model")
-            loaded = exported.ExportedModel(staging)
+            loaded = exported.ExportedModel(staging, ops=exportable.imports)
             if int8 is not None:  # by task agreement on inputs the calibration did not see
                 passed, figures, why = quantize.check(exportable, loaded, int8[1], tolerance)
                 report["check"] = {"passed": passed, **figures}

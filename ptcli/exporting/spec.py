@@ -47,10 +47,12 @@ class Exportable:
     onnx_exporter: str = "dynamo"
     #: A module to script instead of ``module`` (with --method script), when they differ.
     scriptable: Any = None
-    #: "module:function" wrapping the loaded export for the recipe's command (None: as is).
+    #: The key, in its Recipe's ``runtimes``, of the wrapper the loaded export runs through in the
+    #: recipe's command (None: as is). The declared "module:function" itself is taken too.
     runtime: str | None = None
-    #: Modules to import before the file loads: those that register the custom ops it calls
-    #: (torchvision's nms and roi_align).
+    #: Modules to import before the file loads while it is checked: those that register the
+    #: custom ops it calls (torchvision's nms and roi_align); loads elsewhere import the
+    #: Recipe's ``model_ops``.
     imports: tuple[str, ...] = ()
     #: The eager model the check compares with, when ``module`` is a rewrite of it made to
     #: export (None: ``module`` itself).

@@ -19,6 +19,8 @@ SUFFIXES = {"onnx": ".onnx", "exported-program": ".pt2", "torchscript": ".pt", "
 #: Where the sidecar sits in an OpenVINO IR's runtime info.
 OPENVINO_RT_INFO = ("ptcli", "json")
 KEY = "ptcli.json"
+#: The largest sidecar read: a crafted archive's could inflate to gigabytes.
+MAX_SIDECAR_BYTES = 16 * 2**20
 
 
 def looks_like_export(path: str | Path) -> bool:
@@ -32,7 +34,7 @@ def read(path: str | Path) -> dict:
         raise UsageError(f"export not found: {path}")
     try:
         text = {".onnx": _read_onnx, ".xml": _read_openvino}.get(path.suffix, _read_zip)(path)
-    except (OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable {path.suffix} file: {exc}") from exc
     if text is None:
         raise UsageError(f"{path} is not a ptcli export (it carries no {KEY}); make one with `ptcli export`")
@@ -40,16 +42,26 @@ def read(path: str | Path) -> dict:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: its {KEY} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"{path}: its {KEY} is nested too deeply to be a sidecar") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UsageError(f"{path} is not a ptcli export (its {KEY} has no \"format\": \"{FORMAT}\")")
     return meta
 
 
 def _read_zip(path: Path) -> str | None:
+    if path.suffix == ".pt2":  # refused before anything else is read, if it could run code
+        from ptcli.models import pt2
+
+        pt2.check(path)
     with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if name.endswith(f"extra/{KEY}"):
-                return archive.read(name).decode("utf-8")
+        for info in archive.infolist():
+            if info.filename.endswith(f"extra/{KEY}"):
+                if info.file_size > MAX_SIDECAR_BYTES:
+                    raise CheckpointError(f"{path}: its {KEY} is {info.file_size / 2**20:.0f} MiB, over the "
+                                          f"{MAX_SIDECAR_BYTES / 2**20:.0f} MiB a sidecar may take; refused")
+                with archive.open(info) as entry:  # read no further than the directory says, whatever it says
+                    return entry.read(MAX_SIDECAR_BYTES + 1)[:MAX_SIDECAR_BYTES].decode("utf-8")
     return None
 
 

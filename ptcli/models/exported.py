@@ -17,9 +17,12 @@ class ExportedModel:
     output tensor, or a tuple of them. Float inputs are cast to the export's precision; a
     fixed-batch export takes any number of inputs, run in batches of its size."""
 
-    def __init__(self, path: str | Path, meta: dict | None = None) -> None:
+    def __init__(self, path: str | Path, meta: dict | None = None, ops: tuple[str, ...] = ()) -> None:
         self.path = Path(path)
         self.meta = meta if meta is not None else embedded.read(self.path)
+        #: Modules that register the custom operators the export calls (torchvision's nms), as
+        #: the recipe declares them (Recipe.model_ops): never read from the file.
+        self.ops = tuple(ops)
         self.format = self.meta.get("export_format", "")
         self.input_names = [entry["name"] for entry in self.meta.get("inputs", [])]
         self.output_names = [entry["name"] for entry in self.meta.get("outputs", [])]
@@ -64,7 +67,7 @@ class ExportedModel:
         import importlib
 
         kind = device.split(":")[0]
-        for module in self.meta.get("imports") or []:
+        for module in self.ops:
             importlib.import_module(module)
         try:
             if self.format == "onnx":
@@ -72,12 +75,9 @@ class ExportedModel:
             elif self.format == "openvino":
                 self._run = _openvino_runner(self.path, kind, self.input_names, self.meta.get("dtype", "fp32"))
             elif self.format == "exported-program":
-                import warnings
+                from ptcli.models import pt2
 
-                with warnings.catch_warnings():  # torch.export.load's own, about its read-only buffers
-                    warnings.filterwarnings("ignore", message="The given buffer is not writable")
-                    program = torch.export.load(str(self.path))
-                module = program.module().to(device)
+                module = pt2.load(self.path).module().to(device)
                 self._run = lambda *xs: module(*xs)
             elif self.format == "torchscript":
                 module = torch.jit.load(str(self.path), map_location=device)
@@ -261,12 +261,15 @@ def drop_dangling_signal_stack() -> None:
     libc.sigaltstack(ctypes.byref(off), None)
 
 
-def load(path: str | Path, meta: dict | None = None, runtime: Any = None):
-    """The export at ``path`` as a callable module, wrapped by the recipe's runtime if it has one."""
-    model = ExportedModel(path, meta)
-    hook = model.meta.get("runtime")
-    if hook:
+def load(path: str | Path, meta: dict, recipe) -> Any:
+    """The export at ``path`` as a callable module, wrapped by the runtime its sidecar names
+    among those ``recipe`` declares (ptcli.models.trust)."""
+    from ptcli.models.trust import export_code
+
+    runtime, ops = export_code(recipe, meta, path)
+    model = ExportedModel(path, meta, ops)
+    if runtime is not None:
         from ptcli.refs import load_ref
 
-        return load_ref(hook)(model)
+        return load_ref(runtime)(model)
     return model

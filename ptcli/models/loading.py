@@ -72,7 +72,7 @@ def rebuild_checkpoint(recipe, path: Path, *, rebuild: Callable = default_rebuil
         meta = read_sidecar_for(path, recipe.name)
         if needs_labels and not meta.get("classes"):
             raise UsageError(f"export {path} lists no classes; it cannot label predictions")
-        return LoadedModel(load(path, meta), meta.get("classes") or None, dict(meta.get("preprocessing") or {}), str(path), meta)
+        return LoadedModel(load(path, meta, recipe), meta.get("classes") or None, dict(meta.get("preprocessing") or {}), str(path), meta)
 
     ckpt = load_checkpoint(path, recipe=recipe.name)
     if needs_labels and not ckpt.classes:
@@ -149,13 +149,17 @@ def check_request(recipe, *, checkpoint: Path | None = None, model: str | None =
     from ptcli.models.sidecars import read_sidecar_for
     from ptcli.devices import check_device_syntax
     from ptcli.models.hub import looks_like_path
+    from ptcli.models import embedded
+    from ptcli.models.trust import export_code
     from ptcli.models.weights import local_weights
 
     if device is not None:
         check_device_syntax(device)
     exclusive_sources(checkpoint, model, weights, options)
     if checkpoint is not None:
-        read_sidecar_for(checkpoint, recipe.name)
+        meta = read_sidecar_for(checkpoint, recipe.name)
+        if embedded.looks_like_export(checkpoint):
+            export_code(recipe, meta, checkpoint)
         return
     if weights is not None:
         local_weights(weights)

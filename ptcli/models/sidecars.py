@@ -53,10 +53,18 @@ def _read_once(read, path: Path, _version: tuple) -> dict:
 
 
 def _read_json_sidecar(sidecar_path: Path) -> dict:
+    from ptcli.models.embedded import MAX_SIDECAR_BYTES
+
+    size = sidecar_path.stat().st_size
+    if size > MAX_SIDECAR_BYTES:
+        raise CheckpointError(f"checkpoint sidecar {sidecar_path} is {size / 2**20:.0f} MiB, over the "
+                              f"{MAX_SIDECAR_BYTES / 2**20:.0f} MiB a sidecar may take; refused")
     try:
         meta = json.loads(sidecar_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"checkpoint sidecar {sidecar_path} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise CheckpointError(f"checkpoint sidecar {sidecar_path} is nested too deeply to be a sidecar") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UsageError(f"{sidecar_path} is not a ptcli checkpoint sidecar (no \"format\": \"{FORMAT}\")")
     return meta

@@ -84,6 +84,12 @@ class Recipe:
     #: ``(checkpoint, model, weights, device) -> ptcli.serving.spec.Servable`` (None: a recipe
     #: with a predictor serves through it; one with neither does not serve).
     serve: Ref | None = None
+    #: The wrappers its exports run through in its commands, by the key an export's sidecar
+    #: stores (ptcli.models.trust): a model file names one of these, never code of its own.
+    runtimes: Mapping[str, Ref] = field(default_factory=dict)
+    #: Modules that register the custom operators its exported models call (torchvision's nms),
+    #: imported before an export of this recipe loads.
+    model_ops: tuple[str, ...] = ()
 
     @cached_property
     def model_registry(self) -> ModelRegistry:

@@ -74,7 +74,8 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
         info = reader.info
         task = bar.add_task(f"{description} {source.stem}", total=_expected(info, options))
         predicted = predict_frames(predictor, reader.frames(stride=options.stride, start=options.start, end=options.end),
-                                   batch_size=batch_size, wait_for_batch=not source.live)
+                                   batch_size=batch_size, wait_for_batch=not source.live,
+                                   frame_pixels=info.width * info.height)
         results = predicted if annotate is None else annotate(info, predicted)
         try:
             for frame, fields in results:

@@ -71,6 +71,31 @@ class Prefetch:
         self._thread.join(timeout=60)
 
 
+class InPlace:
+    """Prefetch's surface with no thread: each item is made when it is asked for."""
+
+    END, Raised = _END, _Raised
+
+    def __init__(self, items: Iterator) -> None:
+        self._items = items
+
+    def ready(self) -> bool:
+        return False
+
+    def get(self):
+        try:
+            return next(self._items)
+        except StopIteration:
+            return _END
+        except Exception as error:  # as Prefetch hands the reader's error over
+            return _Raised(error)
+
+    def close(self) -> None:
+        close = getattr(self._items, "close", None)
+        if close is not None:
+            close()
+
+
 def _decoded(predictor: Predictor, frames: Iterator) -> Iterator[tuple[Any, Any]]:
     from ptcli.errors import InputError
     from ptcli.inference.results import Failed
@@ -82,16 +107,32 @@ def _decoded(predictor: Predictor, frames: Iterator) -> Iterator[tuple[Any, Any]
             yield frame, Failed(str(error))
 
 
+#: Pixels of decoded frames held at once (read ahead and batched): a video of huge frames is run
+#: a frame at a time rather than taking gigabytes (64 million: about 190 MB as RGB).
+HELD_PIXELS = 64_000_000
+
+
+def frames_held(frame_pixels: int | None) -> int:
+    """How many frames of ``frame_pixels`` fit in HELD_PIXELS (at least one)."""
+    return max(1, HELD_PIXELS // frame_pixels) if frame_pixels else 1_000_000
+
+
 def predict_frames(predictor: Predictor, frames: Iterator, *, batch_size: int, wait_for_batch: bool = True,
-                   chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
+                   chunk_batch: int | None = None, frame_pixels: int | None = None) -> Iterator[tuple[Any, Any]]:
     """(frame, result fields or Failed) for each frame, in order. ``wait_for_batch`` False (a
     live source): a batch is what has arrived, so results never wait for frames to come. An
-    error of the reader (a damaged video) is raised after the frames before it."""
+    error of the reader (a damaged video) is raised after the frames before it. Frames of
+    ``frame_pixels`` are held no more than HELD_PIXELS allows, batches included."""
     from ptcli.inference.results import Failed
 
     if predictor.chunked:  # a frame's pieces (tiles) are the batch
         chunk_batch, batch_size = chunk_batch or predictor.chunk_batch or batch_size, 1
-    decoded = Prefetch(_decoded(predictor, frames), depth=max(2, 2 * batch_size))
+    fit = frames_held(frame_pixels)
+    batch_size = min(batch_size, fit)
+    if fit > batch_size:
+        decoded = Prefetch(_decoded(predictor, frames), depth=min(max(2, 2 * batch_size), fit - batch_size))
+    else:  # frames so large that one at a time is all the budget holds: none read ahead
+        decoded = InPlace(_decoded(predictor, frames))
     ended, error = False, None
     try:
         while not ended:
