@@ -85,6 +85,10 @@ class TextGenerator(Predictor):
                 raise InputError(f"{key} must be a{'n integer' if kind is int else ' number'} (got {value!r})")
             changes[key] = kind(value)
         settings = replace(self.settings, **changes)
+        from ptcli.serving.requests import MAX_GENERATIONS
+
+        if settings.num_return_sequences > MAX_GENERATIONS:
+            raise InputError(f"num_return_sequences is at most {MAX_GENERATIONS} a request (got {settings.num_return_sequences})")
         if settings.max_new_tokens < 1 or settings.num_return_sequences < 1 or settings.temperature < 0 \
                 or not 0 <= settings.top_p <= 1 or settings.repetition_penalty <= 0 or settings.top_k < 0:
             raise InputError("out of range: max_new_tokens and num_return_sequences >= 1, temperature >= 0, "

@@ -199,13 +199,21 @@ def create_app(models, settings: Settings | None = None):
 
     @app.get("/ready", tags=["ptcli"], summary="Every model loaded and warm",
              responses=schema.responses(200, 503, body=schema.READY))
-    async def ready():
+    async def ready(request: Request):
         for name, model in state.models.items():
             if model.info is None:
                 refused = unavailable(model.load_error)
+                if not _shown_details(request):  # a load error names files: for key holders only
+                    refused = unavailable("see the server's log" if model.load_error is not None else None)
                 message = refused.message if len(state.models) == 1 else f"model {name}: {refused.message}"
                 return JSONResponse({"error": message}, status_code=503, headers=refused.headers)
-        return {"status": "ready", "models": {name: model.info.title for name, model in state.models.items()}}
+        return {"status": "ready", "models": {name: model.info.title if _shown_details(request) else "ready"
+                                              for name, model in state.models.items()}}
+
+    def _shown_details(request: Request) -> bool:
+        """/ready is open to probes; what names files on this machine (a model's title holds its
+        checkpoint's path, a load error the file it failed on) goes only to key holders."""
+        return not keys or keys.allows(request.headers.get("authorization"))
 
     @app.get("/metrics", tags=["ptcli"], summary="Prometheus metrics", response_class=Response,
              responses=schema.responses(200, media="text/plain"))
@@ -229,7 +237,7 @@ def create_app(models, settings: Settings | None = None):
         info = model.info
         deadline = state.deadline(request)
         raw, names, many = await parse(request, info.kind, limit=int(settings.max_body_mb * 1e6),
-                                       allow_urls=settings.allow_urls, deadline=deadline)
+                                       allow_urls=settings.allow_urls, deadline=deadline, max_items=settings.max_queue)
         if info.streams and not many and _wants_stream(request, raw[0]):
             events = await model.stream(raw[0], deadline=deadline)
             return _sse(event async for event in events)

@@ -29,7 +29,13 @@ def parse_keys(values, environment: str | None) -> tuple[str, ...]:
     """Keys from --api-key (repeatable) and PTCLI_SERVE_API_KEYS (comma-separated)."""
     from ptcli.errors import UsageError
 
-    keys = [key.strip() for value in [*(values or ()), environment or ""] for key in value.split(",") if key.strip()]
+    given = [*(values or ()), *([environment] if environment is not None else [])]
+    pieces = [piece for value in given for piece in value.split(",")]
+    if any(not piece.strip() for piece in pieces):
+        # An unset shell variable in a script (`--api-key "$KEY"`) must not serve without keys.
+        raise UsageError("an API key is empty (--api-key \"\" or an empty entry in PTCLI_SERVE_API_KEYS): that would "
+                         "serve without authentication; give keys of at least 8 characters, or no --api-key at all")
+    keys = [piece.strip() for piece in pieces]
     for key in keys:
         if len(key) < 8 or any(ch.isspace() or not ch.isprintable() for ch in key):
             raise UsageError("an API key must be at least 8 printable characters, without spaces")

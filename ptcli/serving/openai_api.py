@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from . import schema
-from .requests import RequestError, loads_json, read_body
+from .requests import MAX_GENERATIONS, RequestError, loads_json, read_body
 from .spec import PROMPT
 
 ROUTES = ("/v1/models", "/v1/models/{name}", "/v1/completions", "/v1/chat/completions")
@@ -79,7 +79,7 @@ def _settings(body: dict, allowed: set[str]) -> dict:
     max_tokens = _int(body, "max_completion_tokens", None, 1) or _int(body, "max_tokens", 16, 1)
     settings = {"max_new_tokens": max_tokens, "temperature": _number(body, "temperature", 1.0, 0, 2),
                 "top_p": _number(body, "top_p", 1.0, 0, 1), "top_k": 0,
-                "num_return_sequences": _int(body, "n", 1, 1, 16)}
+                "num_return_sequences": _int(body, "n", 1, 1, MAX_GENERATIONS)}
     seed = _int(body, "seed", None, -(2**63), 2**63 - 1)
     if seed is not None:
         settings["seed"] = seed % (2**32)

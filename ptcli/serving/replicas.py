@@ -82,6 +82,9 @@ class ReplicaPool:
         return replica
 
     async def predict(self, raws: list, *, deadline: float, want_file: bool = False) -> list[Outcome]:
+        from .requests import check_count
+
+        check_count(len(raws), self.max_queue)
         replica = self._pick()
         ident = next(self._ids)
         future = self._loop.create_future()

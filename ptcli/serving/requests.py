@@ -15,6 +15,10 @@ import time
 
 from .spec import AUDIO, IMAGE, PROMPT, TEXT
 
+#: The most generations one request may ask of a language model (OpenAI's n, a /predict
+#: request's num_return_sequences): each costs the model's time as a request would.
+MAX_GENERATIONS = 16
+
 
 class RequestError(Exception):
     """A request the server refuses: an HTTP status, a one-line message, extra headers."""
@@ -99,31 +103,44 @@ def b64decode(value, field: str) -> bytes:
         raise RequestError(400, f"\"{field}\" is not valid base64: {exc}") from exc
 
 
-def as_items(value, field: str) -> list:
-    """A value or a list of them, as a non-empty list."""
+def as_items(value, field: str, limit: int | None = None) -> list:
+    """A value or a list of them, as a non-empty list of at most ``limit`` (counted before any
+    item is decoded)."""
     items = value if isinstance(value, list) else [value]
     if not items:
         raise RequestError(400, f"\"{field}\" is an empty list; send at least one")
+    if limit is not None:
+        check_count(len(items), limit)
     return items
 
 
-def _texts(value) -> list[str]:
-    items = as_items(value, "text")
+def check_count(count: int, limit: int) -> None:
+    """A request of more inputs than the queue holds could never be served: 413, not a 503
+    that says to retry."""
+    if count > limit:
+        raise RequestError(413, f"the request holds {count} inputs; this server queues at most {limit} (--max-queue): "
+                                "send fewer in each request")
+
+
+def _texts(value, limit: int | None = None) -> list[str]:
+    items = as_items(value, "text", limit)
     if not all(isinstance(item, str) for item in items):
         raise RequestError(400, 'send {"text": "..."} or {"text": ["...", ...]} (strings)')
     return items
 
 
-def _prompts(payload) -> tuple[list, list, bool]:
+def _prompts(payload, limit: int | None = None) -> tuple[list, list, bool]:
     """A language model's requests: {"prompt": ..., settings...}, a list of them, or strings."""
-    items = as_items(payload, "prompt")
+    items = as_items(payload, "prompt", limit)
     if not all(isinstance(item, dict) and "prompt" in item or isinstance(item, str) for item in items):
         raise RequestError(400, 'send {"prompt": "...", "max_new_tokens": N, ...} or a list of them')
     return items, [None] * len(items), isinstance(payload, list)
 
 
-async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: float | None = None) -> tuple[list, list, bool]:
-    """(raw inputs, their names or None, whether the request sent a list)."""
+async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: float | None = None,
+                max_items: int | None = None) -> tuple[list, list, bool]:
+    """(raw inputs, their names or None, whether the request sent a list); more than
+    ``max_items`` inputs is a 413 before any of them is decoded."""
     media = _media_type(request)
     body = await read_body(request, limit, deadline)
     if not body:
@@ -136,6 +153,8 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: f
         except Exception as exc:  # python-multipart's errors for a malformed form
             raise RequestError(400, f"malformed multipart body: {exc}") from exc
         uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        if max_items is not None:
+            check_count(len(uploads) or len(form.multi_items()), max_items)
         if kind in (TEXT, PROMPT):
             texts = [value for key, value in form.multi_items() if key == kind and isinstance(value, str)]
             if not texts:
@@ -147,12 +166,12 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: f
     if media == "application/json":
         payload = loads_json(body, charset(request))
         if kind == PROMPT:
-            return _prompts(payload)
+            return _prompts(payload, max_items)
         if kind == TEXT:
             value = payload.get("text") if isinstance(payload, dict) else payload
             if value is None:
                 raise RequestError(400, 'send {"text": "..."} or {"text": ["...", ...]}')
-            texts = _texts(value)
+            texts = _texts(value, max_items)
             return texts, [None] * len(texts), isinstance(value, list)
         if not isinstance(payload, dict):
             raise RequestError(400, f'send {{"{kind}": BASE64}} or {{"{kind}": [BASE64, ...]}}')
@@ -163,7 +182,7 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: f
         value = payload.get(kind, payload.get("data"))
         if value is None:
             raise RequestError(400, f'send {{"{kind}": BASE64}} or {{"{kind}": [BASE64, ...]}}')
-        items = as_items(value, kind)
+        items = as_items(value, kind, max_items)
         return [b64decode(item, kind) for item in items], [None] * len(items), isinstance(value, list)
     if kind in (TEXT, PROMPT) and media in ("text/plain", ""):
         encoding = charset(request)

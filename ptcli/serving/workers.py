@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ptcli.errors import InputError, one_line
 
 from .batcher import Batcher, Expired, QueueFull
+from .requests import check_count
 from .spec import Servable
 
 
@@ -148,6 +149,7 @@ class LocalModel:
         from starlette.concurrency import run_in_threadpool
 
         servable = self._require()
+        check_count(len(raws), self.max_queue)
         outcomes: list[Outcome] = []
         decoded: list[tuple[int, object]] = []
         for raw in raws:

@@ -81,7 +81,11 @@ def serve(
     else:
         entries, source = [ModelConfig(recipe=recipe, model=model, weights=weights, checkpoint=checkpoint)], None
     specs = settle(entries, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device, replicas=replicas, source=source)
-    keys = parse_keys(api_keys, None)
+    # Typer splits PTCLI_SERVE_API_KEYS on spaces into --api-key, and drops it when it is blank:
+    # the variable is read here as written, so that an empty entry is refused, never ignored.
+    environment = os.environ.get(_env("API_KEYS"))
+    from_environment = environment is not None and (not api_keys or list(api_keys) == environment.split())
+    keys = parse_keys(None, environment) if from_environment else parse_keys(api_keys, None)
     workers = [_worker(spec, source) for spec in specs]
     _port_free(host, port)
 
