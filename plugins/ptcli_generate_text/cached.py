@@ -31,7 +31,8 @@ class CachedLanguageModel:
 
     def generate(self, input_ids, *, max_new_tokens: int, num_return_sequences: int = 1, repetition_penalty: float = 1.0,
                  attention_mask=None, pad_token_id=None, do_sample: bool = False, temperature=None, top_k=None,
-                 top_p=None, stop_strings=None, tokenizer=None, streamer=None, use_cache: bool = True):
+                 top_p=None, stop_strings=None, tokenizer=None, streamer=None, use_cache: bool = True,
+                 stopping_criteria=None):
         """transformers' ``generate`` for the settings generate-text passes: the prompt and the
         new tokens, (rows, prompt + new), rows that ended padded with ``pad_token_id``."""
         import torch
@@ -60,6 +61,8 @@ class CachedLanguageModel:
         running = torch.ones(rows, dtype=torch.bool)
         new, length = ids, 0
         for _ in range(max_new_tokens):
+            if stopping_criteria is not None and bool(stopping_criteria(ids, None).all()):
+                break
             count = new.shape[1]
             positions = torch.arange(length, length + count).expand(rows, count)
             mask = torch.ones(rows, length + count, dtype=torch.long)

@@ -132,6 +132,21 @@ class _StopFilter:
         self.held = ""
 
 
+def _stop_when_cancelled():
+    """A stopping criterion that ends every sequence at the next token once the server says
+    nobody waits for them (ptcli.inference.cancellation)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    from ptcli.inference import cancellation
+
+    class WhenCancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancellation.requested(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([WhenCancelled()])
+
+
 def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[str], None] | None = None) -> Result:
     """Continue ``prompt``; with ``stream`` (one sequence only), pass text pieces to it as they
     are generated."""
@@ -158,10 +173,15 @@ def generate(lm, prompt: str, settings: Settings, *, device, stream: Callable[[s
     if stream is not None:
         gate = _StopFilter(settings.stop, stream) if settings.stop else None
         kwargs["streamer"] = _TextSink(lm.tokenizer, gate or stream)
+    kwargs["stopping_criteria"] = _stop_when_cancelled()
     start = time.perf_counter()
     with torch.inference_mode():
         output = lm.model.generate(ids, **kwargs)
     seconds = time.perf_counter() - start
+    from ptcli.inference import cancellation
+
+    if cancellation.requested():  # stopped short: nobody waits for this result
+        raise cancellation.Cancelled("the generation was stopped: nobody waits for it")
     if gate is not None:
         gate.end()
     new = output[:, ids.shape[1]:]

@@ -39,6 +39,8 @@ ROUTES = ("/", "/health", "/ready", "/metrics", "/predict", "/predict/{name}", "
 OPEN_ROUTES = ("/health", "/ready", "/v2/health/live", "/v2/health/ready")
 #: 499 (nginx's "client closed request"): counted and logged, never sent.
 CLIENT_GONE = 499
+#: The last event of every stream (ptcli's and OpenAI's).
+STREAM_END = "data: [DONE]\n\n"
 _REQUEST_ID = re.compile(r"[^A-Za-z0-9._:-]")
 
 
@@ -167,12 +169,21 @@ def create_app(models, settings: Settings | None = None):
             except Exception as exc:  # a bug of ours: the client gets a line, the log the cause
                 log({"event": "error", "id": ident, "error": one_line(exc)})
                 response = error(request, 500, "internal error; see the server's log")
-        seconds = time.perf_counter() - start
-        route = getattr(request.scope.get("route"), "path", "other")
         response.headers["X-Request-ID"] = ident
-        state.metrics.observe(route, response.status_code, seconds, request.state.model)
-        log({"id": ident, "method": request.method, "route": route, "model": request.state.model,
-             "status": response.status_code, "latency_ms": round(seconds * 1000, 2), "batch_size": request.state.batch_size})
+
+        def finish(status: int) -> None:
+            seconds = time.perf_counter() - start
+            route = getattr(request.scope.get("route"), "path", "other")
+            state.metrics.observe(route, status, seconds, request.state.model)
+            log({"id": ident, "method": request.method, "route": route, "model": request.state.model,
+                 "status": status, "latency_ms": round(seconds * 1000, 2), "batch_size": request.state.batch_size})
+
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            # A stream is logged when it ends: 200 if it ran to its end, 499 if the client left.
+            response.body_iterator = _logged_stream(response.body_iterator, lambda done: finish(
+                response.status_code if done else CLIENT_GONE))
+        else:
+            finish(response.status_code)
         return response
 
     @app.exception_handler(HTTPException)
@@ -319,6 +330,19 @@ def _wants_stream(request: Request, item) -> bool:
         "text/event-stream" in request.headers.get("accept", "")
 
 
+async def _logged_stream(chunks, finish):
+    """``chunks``, then ``finish(True)`` if the last was the stream's end, else ``finish(False)``:
+    a stream whose client left is cancelled inside the route, and this copy of it (the
+    middleware's) just stops, without the end."""
+    last = b""
+    try:
+        async for chunk in chunks:
+            last = chunk
+            yield chunk
+    finally:
+        finish((last.encode() if isinstance(last, str) else last).endswith(STREAM_END.encode()))
+
+
 def _sse(events):
     """Server-sent events: each event as ``data: {...}``, then ``data: [DONE]``."""
     from fastapi.responses import StreamingResponse
@@ -326,6 +350,6 @@ def _sse(events):
     async def lines():
         async for event in events:
             yield f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
-        yield "data: [DONE]\n\n"
+        yield STREAM_END
 
     return StreamingResponse(lines(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})

@@ -13,6 +13,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 
+def _watched(predict: Callable[[list], list], items: list, nobody_waits: Callable[[], bool]) -> list:
+    """``predict(items)``, able to stop between steps once every request of the batch has been
+    answered without it (timed out, client gone): ptcli.inference.cancellation."""
+    from ptcli.inference import cancellation
+
+    with cancellation.watching(nobody_waits):
+        return predict(items)
+
+
 class QueueFull(Exception):
     """The queue holds ``max_queue`` inputs already."""
 
@@ -99,7 +108,9 @@ class Batcher:
                 continue
             self.on_batch(len(batch))
             try:
-                results = await loop.run_in_executor(self._executor, self.predict, [item for item, _ in batch])
+                futures = [future for _, future in batch]
+                results = await loop.run_in_executor(self._executor, _watched, self.predict, [item for item, _ in batch],
+                                                     lambda: all(future.done() for future in futures))
                 if len(results) != len(batch):
                     raise RuntimeError(f"the model gave {len(results)} results for {len(batch)} inputs")
             except Exception as exc:  # one bad batch fails its requests, not the server

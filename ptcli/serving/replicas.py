@@ -112,13 +112,17 @@ class ReplicaPool:
             raise first
 
         async def rest():
+            ended = False
             try:
                 event = first
                 while event is not None:
                     yield event
                     event = await events.get()
+                ended = True
             finally:
                 replica.inflight.pop(ident, None)
+                if not ended:  # the client went away: the replica stops generating for nobody
+                    self._send(replica, ("cancel", ident))
 
         return rest()
 
@@ -321,15 +325,20 @@ async def _serve_pipe(conn, settings: dict) -> None:
             send(("event", ident, event))
         send(("end", ident))
 
-    tasks = set()
+    tasks: dict = {}
     while True:
         message = await inbox.get()
         if message is None or message[0] == "stop":
             break
+        if message[0] == "cancel":
+            running = tasks.get(message[1])
+            if running is not None:
+                running.cancel()
+            continue
         job = predict(*message[1:]) if message[0] == "predict" else stream(*message[1:])
         task = loop.create_task(job)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        tasks[message[1]] = task
+        task.add_done_callback(lambda _, ident=message[1]: tasks.pop(ident, None))
     if tasks:  # drain what is in flight, then go
-        await asyncio.wait(tasks, timeout=settings["timeout_s"])
+        await asyncio.wait(list(tasks.values()), timeout=settings["timeout_s"])
     await model.stop()

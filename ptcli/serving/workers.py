@@ -197,12 +197,18 @@ class LocalModel:
 
 
 async def _stream_events(predictor, sample, batcher: Batcher) -> AsyncIterator[dict]:
+    """The stream's events; closed early (the client gone), the generation stops at its next
+    token rather than running on to its end for nobody (ptcli.inference.cancellation)."""
+    from ptcli.inference import cancellation
+
     loop = asyncio.get_running_loop()
     pieces: asyncio.Queue = asyncio.Queue()
+    abandoned = threading.Event()
 
     def run() -> None:
         try:
-            final = {"result": predictor.stream(sample, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, {"text": text}))}
+            with cancellation.watching(abandoned.is_set):
+                final = {"result": predictor.stream(sample, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, {"text": text}))}
         except Exception as exc:  # the stream has begun (200): the error goes in it, as an event
             final = {"error": str(exc) if isinstance(exc, InputError) else one_line(exc)}
         loop.call_soon_threadsafe(pieces.put_nowait, final)
@@ -215,4 +221,5 @@ async def _stream_events(predictor, sample, batcher: Batcher) -> AsyncIterator[d
             if "text" not in event:
                 break
     finally:
-        await job
+        abandoned.set()  # a no-op once the generation has ended
+        await asyncio.shield(job)
