@@ -59,3 +59,8 @@ class Interrupted(PtcliError):
     """The user pressed Ctrl-C; whatever could be saved was saved."""
 
     exit_code = 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a `kill`, a container stopping): raised where Ctrl-C would be, so that the same
+    clean-up runs (half-written files removed, a run's state saved), then exit 143."""

@@ -92,9 +92,12 @@ class PtcliGroup(TyperGroup):
                 raise
             report_error(exc.format_message(), exc.exit_code, as_json=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            report_error("interrupted", 130, as_json=ctx.meta.get("ptcli.json", False))
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            from ptcli.errors import Terminated
+
+            code = 143 if isinstance(exc, Terminated) else 130
+            report_error("terminated" if code == 143 else "interrupted", code, as_json=ctx.meta.get("ptcli.json", False))
+            ctx.exit(code)
         except (Exit, Abort, ClickException):
             raise
         except BrokenPipeError:
@@ -216,6 +219,22 @@ def honour_ctrl_c() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM raises ptcli.errors.Terminated (a KeyboardInterrupt) in the main thread, so that a
+    `kill` or a container's stop runs the clean-up that Ctrl-C runs (no half-written file is left)
+    rather than ending the process where it stands. `ptcli serve` installs its own (a drain)."""
+    import signal
+    import threading
+
+    from ptcli.errors import Terminated
+
+    def terminated(_signum, _frame):
+        raise Terminated
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, terminated)
+
+
 def fill_optional_values(argv: list[str], commands: dict) -> None:
     """Click options always take their value; a recipe's ``Command.optional_values`` may be
     given bare (`ptcli detect clip.mp4 --track`): the first choice is put in after them, unless
@@ -237,6 +256,7 @@ def main() -> None:
     from ptcli.plugins import get_plugins
 
     honour_ctrl_c()
+    stop_cleanly_on_sigterm()
 
     try:
         plugins = get_plugins()

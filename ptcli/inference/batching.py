@@ -95,6 +95,7 @@ def ignore_sigint(_worker_id: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the main process's handler (ptcli.cli.app) is not theirs
 
 
 def default_workers(n_inputs: int, batch_size: int) -> int:

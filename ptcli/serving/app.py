@@ -30,6 +30,7 @@ from ptcli.errors import one_line
 
 from . import schema
 from .auth import Keys
+from .http import MAX_HEADERS
 from .requests import ClientGone, RequestError, parse
 from .workers import Hooks, LocalModel, Refused, unavailable
 
@@ -158,7 +159,9 @@ def create_app(models, settings: Settings | None = None):
         request.state.batch_size = None
         request.state.model = ""
         start = time.perf_counter()
-        if keys and request.url.path not in OPEN_ROUTES and not keys.allows(request.headers.get("authorization")):
+        if len(request.headers.raw) > MAX_HEADERS:
+            response = error(request, 431, f"the request has {len(request.headers.raw)} header fields; at most {MAX_HEADERS}")
+        elif keys and request.url.path not in OPEN_ROUTES and not keys.allows(request.headers.get("authorization")):
             response = error(request, 401, "missing or wrong API key; send Authorization: Bearer KEY",
                              {"WWW-Authenticate": "Bearer"})
         else:

@@ -99,6 +99,7 @@ def _worker_init(worker_id: int) -> None:
     # Ctrl-C belongs to the main process, which stops at a batch boundary and shuts the
     # workers down; a worker dying of SIGINT first would turn that into a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the main process's handler (ptcli.cli.app) is not theirs
 
 
 class Trainer:

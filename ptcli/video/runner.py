@@ -92,6 +92,9 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
                 fields = {key: value for key, value in fields.items() if key != "png"}
                 yield frame, fields if destination is None else {**fields, "output": str(destination)}
         except InputError as error:
+            if writer is not None and not source.live:  # a damaged file's output is not kept half-made
+                writer.abort()
+                writer = None
             yield source, Failed(str(error))
         except BaseException:
             # Ctrl-C ends a live source's recording as the user meant it to; a file's half is removed.
