@@ -3,6 +3,7 @@ and report ptcli writes goes through ``atomic_write``."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -24,7 +25,20 @@ def writing(target: Path):
     try:
         yield
     except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise PtcliError(f"no space left on device: {target}") from exc
         raise PtcliError(f"cannot write {target}: {exc.strerror or flatten(exc, 200)}") from exc
+
+
+def _full(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has (next to) no room left: torch.save and
+    safetensors say a write failed without saying why ("[enforce fail at inline_container.cc]")."""
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def atomic_write(target: Path, write: Callable[[str], None]) -> None:
@@ -37,7 +51,11 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
         try:
             try:
                 write(tmp)
-            except RuntimeError as exc:  # torch.save and safetensors report a failed write so
+            except (RuntimeError, OSError) as exc:  # torch.save and safetensors report a failed write so
+                if _full(target.parent):  # asked before the half-written file is removed and frees its room
+                    raise OSError(errno.ENOSPC, "no space left on device") from exc
+                if isinstance(exc, OSError):
+                    raise
                 raise OSError(flatten(exc, 200)) from exc
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp made it private; the result is like any new file
             os.replace(tmp, target)

@@ -49,3 +49,34 @@ def test_sigterm_during_a_video_output_leaves_no_file(long_clip, tmp_path, after
     assert process.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1].endswith("terminated"), err[-2000:]
     assert list(out.iterdir()) == [], list(out.iterdir())
+
+
+def _can_mount() -> str | None:
+    import shutil
+
+    if shutil.which("unshare") is None:
+        return "unshare is not installed"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True)
+    return None if done.returncode == 0 else "cannot mount a small tmpfs here (needs root and a mount namespace)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["4k", "300k", "700k"])
+def test_a_full_disk_during_training_says_so_in_one_line(tmp_path, size):
+    """A run folder on a file system that fills up (a tmpfs of ``size``, in a mount namespace of
+    its own): the first write that does not fit, whichever it is, ends the run with one line."""
+    from conftest import colour_simplenet_config, make_imagefolder
+
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    root = make_imagefolder(tmp_path / "colours", {"train": 12, "val": 4})
+    config = colour_simplenet_config(tmp_path, root, "full", epochs=2)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    done = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "{runs}" && '
+                           f'exec "{sys.executable}" -m ptcli train "{config}"'], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no space left on device: ") and str(runs) in last, done.stderr[-2000:]
+    assert "enforce fail" not in done.stderr
