@@ -20,6 +20,7 @@ from typing import Any
 
 from ptcli.errors import one_line
 
+from . import budget
 from .workers import Hooks, ModelInfo, Outcome, Refused, timed_out
 
 _DIED = "the model process died while it held this request; retry"
@@ -159,7 +160,8 @@ class ReplicaPool:
                     "weights": None if self.spec.weights is None else str(self.spec.weights),
                     "checkpoint": None if self.spec.checkpoint is None else str(self.spec.checkpoint),
                     "device": replica.device, "max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms,
-                    "max_queue": self.max_queue, "timeout_s": self.timeout_s, "threads": self._threads}
+                    "max_queue": self.max_queue, "timeout_s": self.timeout_s, "threads": self._threads,
+                    "decode_budget": budget.BUDGET.total}
         replica.process = context.Process(target=replica_main, args=(theirs, settings), daemon=True,
                                           name=f"ptcli-replica-{self.name}-{replica.number}")
         await asyncio.to_thread(replica.process.start)
@@ -276,6 +278,7 @@ async def _serve_pipe(conn, settings: dict) -> None:
         except (OSError, ValueError):
             pass
 
+    budget.configure(settings["decode_budget"])
     recipe = get_plugins().recipe(settings["recipe"])
     path = lambda value: None if value is None else Path(value)  # noqa: E731
     model = LocalModel(settings["name"], lambda: load_servable(recipe, checkpoint=path(settings["checkpoint"]),

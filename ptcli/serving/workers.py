@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ptcli.errors import InputError, one_line
 
+from . import budget
 from .batcher import Batcher, Expired, QueueFull
 from .requests import check_count
 from .spec import Servable
@@ -54,6 +55,12 @@ class Refused(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() deadline on the event loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (deadline - time.monotonic())
 
 
 def unavailable(load_error: str | None) -> Refused:
@@ -145,11 +152,30 @@ class LocalModel:
 
     async def predict(self, raws: list, *, deadline: float, want_file: bool = False) -> list[Outcome]:
         """One outcome per raw input, in order. An input that cannot be read is its own 400; a
-        full queue, a passed deadline or a failed forward pass refuses the whole request."""
+        full queue, a passed deadline or a failed forward pass refuses the whole request. The
+        request holds its share of the decode budget (ptcli.serving.budget), by what its
+        headers announce, from before its inputs are decoded until their batch has run: what
+        is decoded and waiting counts too. All of it at once, so that two requests never hold
+        part each and wait on each other."""
         from starlette.concurrency import run_in_threadpool
 
         servable = self._require()
         check_count(len(raws), self.max_queue)
+        cost = sum(await run_in_threadpool(lambda: [budget.decode_cost(servable.kind, raw) for raw in raws]))
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                held = budget.BUDGET.hold(cost)
+                await held.__aenter__()
+        except TimeoutError:
+            raise timed_out(self.timeout_s) from None
+        try:
+            return await self._predict(servable, raws, deadline, want_file)
+        finally:
+            await held.__aexit__(None, None, None)
+
+    async def _predict(self, servable: Servable, raws: list, deadline: float, want_file: bool) -> list[Outcome]:
+        from starlette.concurrency import run_in_threadpool
+
         outcomes: list[Outcome] = []
         decoded: list[tuple[int, object]] = []
         for raw in raws:

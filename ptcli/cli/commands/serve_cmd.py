@@ -48,6 +48,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(min=1, metavar="N", envvar=_env("MAX_QUEUE"), help="Inputs that may wait, per model; beyond, 503 with Retry-After.")] = 256,
     max_body_mb: Annotated[float, typer.Option(min=0.001, metavar="MB", envvar=_env("MAX_BODY_MB"), help="Largest request body; beyond, 413.")] = 20.0,
     timeout_s: Annotated[float, typer.Option(min=0.001, metavar="S", envvar=_env("TIMEOUT_S"), help="Longest time for a request, body included: a body slower than this is 408, a result 504 (and a queued input past it is dropped unrun).")] = 30.0,
+    decode_budget_mb: Annotated[float, typer.Option(min=1, metavar="MB", envvar=_env("DECODE_BUDGET_MB"), help="Memory that decoding uploads may hold at once, across requests, by the size their headers announce (a 86 KB PNG can decode to 420 MB); the rest wait their turn. Per process: each replica has its own.")] = 768.0,
     header_timeout_s: Annotated[float, typer.Option(min=0.01, metavar="S", envvar=_env("HEADER_TIMEOUT_S"), help="Longest time a client may take to send a request's headers, from its connection or its last answer; beyond, 408 and the connection closed (slow clients cannot hold connections open).")] = 10.0,
     replicas: Annotated[int, typer.Option(min=1, max=64, metavar="N", envvar=_env("REPLICAS"), help="Model processes per device, each with its own batcher, behind the one port (1: the model runs in the server's process). A replica that dies is restarted; its requests in flight get 503.")] = 1,
     api_keys: Annotated[list[str] | None, typer.Option("--api-key", metavar="KEY", envvar=_env("API_KEYS"), show_default=False,
@@ -97,6 +98,9 @@ def serve(
 
     settings = Settings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue, max_body_mb=max_body_mb,
                         timeout_s=timeout_s, allow_urls=allow_urls, api_keys=keys)
+    from ptcli.serving import budget
+
+    budget.configure(int(decode_budget_mb * 2**20))
     app = create_app(workers, settings)
     config_ = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
                              http=guarded_protocol(header_timeout_s), log_config=LOG_CONFIG,
