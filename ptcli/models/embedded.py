@@ -54,6 +54,10 @@ def _read_zip(path: Path) -> str | None:
         from ptcli.models import pt2
 
         pt2.check(path)
+    elif path.suffix == ".pt":
+        from ptcli.models import torchscript
+
+        torchscript.check(path)
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if info.filename.endswith(f"extra/{KEY}"):

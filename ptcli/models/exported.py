@@ -80,6 +80,9 @@ class ExportedModel:
                 module = pt2.load(self.path).module().to(device)
                 self._run = lambda *xs: module(*xs)
             elif self.format == "torchscript":
+                from ptcli.models import torchscript
+
+                torchscript.check(self.path)
                 module = torch.jit.load(str(self.path), map_location=device)
                 module.eval()
                 self._run = lambda *xs: module(*xs)

@@ -43,7 +43,10 @@ MAX_JSON_BYTES = 256 * 2**20
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FQN = re.compile(r"([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*)?")
-_TARGET = re.compile(r"torch\.ops\.[A-Za-z_]\w*(\.[A-Za-z_]\w*){1,2}|_operator\.[a-z_]+|math\.[a-z_]+|torch\.sym_[a-z_]+")
+_TARGET = re.compile(r"torch\.ops\.(aten|prims|quantized|torchvision|higher_order)(\.[A-Za-z_]\w*){1,2}"
+                     r"|_operator\.[a-z_]+|math\.[a-z_]+|torch\.sym_[a-z_]+")
+#: Operators that touch files: torch.save writes any file (a .pth line runs at Python's start).
+_FILE_OPS = re.compile(r"\.(save|from_file|_from_file)(\.|$)")
 #: Keys whose values become Python identifiers in the module torch builds, or attribute paths.
 _NAME_KEYS = {"name", "as_name", "constant_name", "tensor_constant_name", "custom_obj_name"}
 _FQN_KEYS = {"parameter_name", "buffer_name", "fqn", "target_fqn"}
@@ -168,8 +171,8 @@ def _check_program(path: Path, program: dict) -> None:
                     raise _refuse(path, f"its graph names {value[:60]!r}, which is not a plain identifier")
                 if key in _FQN_KEYS and not _FQN.fullmatch(value):
                     raise _refuse(path, f"its graph has the attribute path {value[:60]!r}")
-                if key == "target" and not _TARGET.fullmatch(value):
-                    raise _refuse(path, f"its graph calls {value[:60]!r}, which is not a torch operator")
+                if key == "target" and (not _TARGET.fullmatch(value) or _FILE_OPS.search(value)):
+                    raise _refuse(path, f"its graph calls {value[:60]!r}, which is not an operator models compute with")
                 if key == "expr_str":
                     check_sympy_expression(path, value)
             elif isinstance(value, (dict, list)):

@@ -265,3 +265,68 @@ def test_no_module_beside_the_model_is_imported_under_python_m_ptcli(cli, pt2, p
                               cwd=work, capture_output=True, text=True, timeout=300)
         assert not marker.exists(), (model, done.stderr[-2000:])
         assert done.returncode == (0 if model == "model.pt2" else 1), done.stderr[-2000:]
+
+
+# --- TorchScript: its code is a program --------------------------------------------------------
+
+import torch  # noqa: E402  (the scripted modules below need it at definition)
+
+
+class _Writes(torch.nn.Module):
+    """torch.save from TorchScript: writes any file (a .pth line in site-packages runs later)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+
+    def forward(self, x):
+        torch.save(x, self.marker)
+        return x.mean(dim=[2, 3])
+
+
+class _Reads(torch.nn.Module):
+    """torch.from_file from TorchScript: reads any file the process can."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def forward(self, x):
+        leaked = torch.from_file(self.secret, size=3, dtype=torch.uint8)
+        return x.mean(dim=[2, 3]) + leaked.float()
+
+
+@pytest.mark.parametrize("module", ["writes", "reads"])
+def test_torchscript_that_touches_files_is_refused_before_it_runs(cli, photo, tmp_path, module):
+    script = _export(cli, tmp_path, "torchscript", ".pt")
+    with zipfile.ZipFile(script) as archive:
+        sidecar = next(archive.read(n) for n in archive.namelist() if n.endswith("extra/ptcli.json"))
+    marker = tmp_path / "written.pt"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("abc")
+    net = torch.jit.script(_Writes(str(marker)) if module == "writes" else _Reads(str(secret)))
+    evil = tmp_path / "evil.pt"
+    torch.jit.save(net, str(evil), _extra_files={"ptcli.json": sidecar})
+    if module == "writes":  # the attack is real: torch runs it
+        torch.jit.load(str(evil))(torch.zeros(1, 3, 16, 16))
+        assert marker.exists()
+        marker.unlink()
+    for args in (("classify-image", photo, "--checkpoint", evil), ("eval", evil, photo.parent)):
+        result = cli(*args)
+        assert not marker.exists()
+        assert result.exit_code == 1 and "refused" in result.stderr and "touches files" in result.stderr, result.output
+
+
+def test_a_pt2_calling_a_file_operator_is_refused(cli, pt2, photo, tmp_path):
+    def edit(program):
+        nodes = program["graph_module"]["graph"]["nodes"]
+        nodes[0]["target"] = "torch.ops.aten.save.default"
+
+    result = cli("classify-image", photo, "--checkpoint", _edit_program(pt2, edit))
+    assert result.exit_code == 1 and "aten.save" in result.stderr, result.output
+
+
+def test_a_plain_torchscript_export_still_loads(cli, photo, tmp_path):
+    script = _export(cli, tmp_path, "torchscript", ".pt")
+    result = cli("classify-image", photo, "--checkpoint", script, "--json")
+    assert result.exit_code == 0, result.output
