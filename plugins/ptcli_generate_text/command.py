@@ -64,10 +64,10 @@ def generate_text(
     ] = None,
     checkpoint: checkpoint_option("A checkpoint from `ptcli train recipes/gpt2-finetune.yaml`.") = None,
     max_new_tokens: Annotated[int, typer.Option(min=1, metavar="N", help="Tokens to generate.")] = 50,
-    temperature: Annotated[float, typer.Option(min=0.0, metavar="T", help="Sampling temperature; 0 picks the likeliest token (greedy).")] = 1.0,
+    temperature: Annotated[float, typer.Option(min=0.0, metavar="T", help="Sampling temperature; 0 (or below 0.01) picks the likeliest token (greedy).")] = 1.0,
     top_k: Annotated[int, typer.Option("--top-k", min=0, metavar="K", help="Sample among the K likeliest tokens (0: all).")] = 50,
     top_p: Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, metavar="P", help="Nucleus sampling: the smallest set of tokens with probability P.")] = 1.0,
-    repetition_penalty: Annotated[float, typer.Option(metavar="R", help="Above 0; above 1 discourages repeating tokens, 1 leaves them be.")] = 1.0,
+    repetition_penalty: Annotated[float, typer.Option(metavar="R", help="From 0.01 to 100; above 1 discourages repeating tokens, 1 leaves them be.")] = 1.0,
     num_return_sequences: Annotated[int, typer.Option(min=1, metavar="N", help="Continuations per prompt.")] = 1,
     seed: Annotated[int | None, typer.Option(metavar="S", help="Seed for reproducible sampling.")] = None,
     stop: Annotated[list[str] | None, typer.Option("--stop", metavar="TEXT", help="End the generation where TEXT first appears (not shown); repeatable, up to 4.", show_default=False)] = None,
@@ -99,8 +99,12 @@ def generate_text(
         prompt = _read_prompt(prompt)
         if not prompt.strip():  # before any weights load: a usage error, at once
             raise UsageError("the prompt is empty; give some text to continue")
-    if repetition_penalty <= 0:
-        raise UsageError(f"--repetition-penalty must be above 0 (got {repetition_penalty:g}); 1 leaves repetitions be")
+    from .generation import REPETITION_PENALTY_RANGE
+
+    low, high = REPETITION_PENALTY_RANGE
+    if not low <= repetition_penalty <= high:
+        raise UsageError(f"--repetition-penalty must be from {low:g} to {high:g} (got {repetition_penalty:g}); "
+                         "1 leaves repetitions be")
     if dtype not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}")
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)

@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from ptcli.errors import UsageError
 
 
+#: Temperatures below it decode greedily; repetition penalties are within these bounds (beyond
+#: them the logits overflow and sampling fails on inf or NaN).
+MIN_TEMPERATURE = 0.01
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     max_new_tokens: int = 50
@@ -23,7 +29,9 @@ class Settings:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature 0, or below 0.01: sampling there is greedy decoding in all but name, and
+        the logits divided by a temperature of 1e-300 overflow to inf."""
+        return self.temperature < MIN_TEMPERATURE
 
 
 @dataclass

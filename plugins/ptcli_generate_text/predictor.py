@@ -89,10 +89,13 @@ class TextGenerator(Predictor):
 
         if settings.num_return_sequences > MAX_GENERATIONS:
             raise InputError(f"num_return_sequences is at most {MAX_GENERATIONS} a request (got {settings.num_return_sequences})")
-        if settings.max_new_tokens < 1 or settings.num_return_sequences < 1 or settings.temperature < 0 \
-                or not 0 <= settings.top_p <= 1 or settings.repetition_penalty <= 0 or settings.top_k < 0:
-            raise InputError("out of range: max_new_tokens and num_return_sequences >= 1, temperature >= 0, "
-                             "0 <= top_p <= 1, repetition_penalty > 0, top_k >= 0")
+        from .generation import REPETITION_PENALTY_RANGE
+
+        low, high = REPETITION_PENALTY_RANGE
+        if settings.max_new_tokens < 1 or settings.num_return_sequences < 1 or not 0 <= settings.temperature <= 100 \
+                or not 0 <= settings.top_p <= 1 or not low <= settings.repetition_penalty <= high or settings.top_k < 0:
+            raise InputError(f"out of range: max_new_tokens and num_return_sequences >= 1, 0 <= temperature <= 100, "
+                             f"0 <= top_p <= 1, {low:g} <= repetition_penalty <= {high:g}, top_k >= 0")
         return settings
 
     def forward(self, batch: list) -> list:

@@ -293,8 +293,12 @@ def create_app(models, settings: Settings | None = None):
 
 def _openapi(app, state) -> dict:
     """FastAPI's schema, with what only the running server knows: the names its models go by
-    (so that a client generator or a fuzzer reaches them) and the one version of each."""
+    (so that a client generator or a fuzzer reaches them), the one version of each, and each
+    model's own request and answer bodies (ptcli.serving.model_schemas). Kept once every model
+    has loaded; until then it is made anew."""
     from fastapi.openapi.utils import get_openapi
+
+    from .model_schemas import specialize
 
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
@@ -307,7 +311,11 @@ def _openapi(app, state) -> dict:
                         parameter["schema"] = {"type": "string", "enum": names, "title": "Name"}
                     elif parameter["in"] == "path" and parameter["name"] == "version":
                         parameter["schema"] = {"type": "string", "enum": ["1"], "title": "Version"}
-        app.openapi_schema = schema
+        infos = {name: model.info for name, model in state.models.items()}
+        schema = specialize(schema, infos, state.settings.max_queue)
+        if all(info is not None for info in infos.values()):
+            app.openapi_schema = schema
+        return schema
     return app.openapi_schema
 
 

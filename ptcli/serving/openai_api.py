@@ -163,7 +163,7 @@ def add_routes(app, state) -> None:
         return answer
 
     answers = schema.responses(200, 400, 404, 408, 413, 500, 503, 504, body=_COMPLETION, **errors,
-                               extra_media={"text/event-stream": {"schema": {"type": "string"}}})
+                               extra_media={"text/event-stream": {"schema": schema.EVENT}})
 
     @app.post("/v1/completions", tags=tags, summary="Complete a prompt", openapi_extra=COMPLETIONS_BODY, responses=answers)
     async def completions(request: Request):

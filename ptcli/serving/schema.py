@@ -64,4 +64,6 @@ PREDICT_BODY = {"requestBody": {"required": True, "description": (
     "image/jpeg": {"schema": _FILE}, "image/png": {"schema": _FILE}, "audio/wav": {"schema": _FILE},
     "text/plain": {"schema": {"type": "string"}},
 }}}
-PREDICT_ANSWERS = {"image/png": {"schema": _FILE}, "text/event-stream": {"schema": {"type": "string"}}}
+#: A server-sent event as clients (and schemathesis) read it: its data, a JSON text, line by line.
+EVENT = {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}, "event": {"type": "string"}}}
+PREDICT_ANSWERS = {"image/png": {"schema": _FILE}, "text/event-stream": {"schema": EVENT}}

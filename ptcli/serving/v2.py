@@ -121,6 +121,11 @@ def _count(shape) -> int:
     return total
 
 
+def input_names(kind: str) -> list[str]:
+    """The input tensors a model of ``kind`` takes: its kind's (BYTES), and an image model's pixels."""
+    return [kind, "pixels"] if kind == IMAGE else [kind]
+
+
 def _read_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     if header_length is None:
         return loads_json(body), b""
@@ -142,6 +147,10 @@ def _inputs(request: dict, binary: bytes, kind: str) -> list:
     if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list) \
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
         raise RequestError(400, "an input tensor needs a name, a datatype and a shape (a list of sizes >= 0)")
+    names = input_names(kind)
+    if name not in names:
+        raise RequestError(400, f"input tensor {name[:60]!r}: this model's inputs are named "
+                                f"{' or '.join(repr(n) for n in names)}")
     parameters = tensor.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise RequestError(400, "an input's parameters must be an object")

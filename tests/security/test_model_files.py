@@ -330,3 +330,19 @@ def test_a_plain_torchscript_export_still_loads(cli, photo, tmp_path):
     script = _export(cli, tmp_path, "torchscript", ".pt")
     result = cli("classify-image", photo, "--checkpoint", script, "--json")
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_crafted_pt2_named_in_models_yaml(cli, pt2, tmp_path):
+    """The third loader: a models.yaml entry. The server does not start serving it: exit 1 with
+    the file's name, and nothing in it ran."""
+    marker = tmp_path / "ran"
+    evil = _evil_weights(pt2, marker)
+    config = tmp_path / "models.yaml"
+    config.write_text(f"models:\n  - {{name: evil, checkpoint: {evil}}}\n")
+    from test_serve import _free_port
+
+    done = subprocess.run([sys.executable, "-m", "ptcli", "serve", "--config", str(config), "--port", str(_free_port()),
+                           "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert not marker.exists()
+    assert done.returncode == 1 and str(evil) in done.stderr and "refused" in done.stderr, done.stderr[-2000:]
