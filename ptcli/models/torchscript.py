@@ -8,12 +8,11 @@ one of those, and one whose files inflate out of proportion to its size."""
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 
 from ptcli.errors import CheckpointError
 
-from .pt2 import INFLATION
+from .archives import open_checked
 
 #: Operators that touch files or load code, as TorchScript's code writes them.
 _FORBIDDEN = re.compile(r"\b(save|from_file|load_tensor|load_library|_load_for_mobile)\s*\(")
@@ -25,16 +24,8 @@ _MAX_CODE_BYTES = 64 * 2**20
 
 def check(path: str | Path) -> None:
     path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path} is not a readable TorchScript archive: {exc}") from exc
-    with archive:
-        infos = archive.infolist()
-        inflated = sum(info.file_size for info in infos)
-        if inflated > INFLATION * path.stat().st_size + 2**20:
-            raise _refuse(path, f"its files inflate to {inflated / 2**20:.0f} MiB from {path.stat().st_size / 2**20:.1f} MiB")
-        code = [info for info in infos if "/code/" in info.filename and info.filename.endswith(".py")]
+    with open_checked(path, "TorchScript archive", _refuse) as archive:
+        code = [info for info in archive.infolist() if "/code/" in info.filename and info.filename.endswith(".py")]
         if sum(info.file_size for info in code) > _MAX_CODE_BYTES:
             raise _refuse(path, "its code is larger than any model's")
         for info in code:

@@ -79,15 +79,20 @@ def _evil_weights(pt2: Path, marker: Path) -> Path:
     return _rewrite(pt2, pt2.with_name("evil.pt2"), change)
 
 
-def _edit_program(pt2: Path, edit) -> Path:
+def _edit_json(source: Path, target: Path, part: str, edit) -> Path:
+    """A copy of ``source`` whose JSON file ``part`` is changed in place by ``edit``."""
     def change(inner, data):
-        if inner == "models/model.json":
-            program = json.loads(data)
-            edit(program)
-            return json.dumps(program).encode()
+        if inner == part:
+            value = json.loads(data)
+            edit(value)
+            return json.dumps(value).encode()
         return None if inner is None else data
 
-    return _rewrite(pt2, pt2.with_name("evil.pt2"), change)
+    return _rewrite(source, target, change)
+
+
+def _edit_program(pt2: Path, edit) -> Path:
+    return _edit_json(pt2, pt2.with_name("evil.pt2"), "models/model.json", edit)
 
 
 def _walk(node):
@@ -210,14 +215,7 @@ def test_a_zip_bomb_pt2_is_refused_from_its_directory(cli, pt2, photo, tmp_path)
 # --- sidecars name no code -------------------------------------------------------------------
 
 def _with_sidecar(pt2: Path, target: Path, edit) -> Path:
-    def change(inner, data):
-        if inner == "extra/ptcli.json":
-            meta = json.loads(data)
-            edit(meta)
-            return json.dumps(meta).encode()
-        return None if inner is None else data
-
-    return _rewrite(pt2, target, change)
+    return _edit_json(pt2, target, "extra/ptcli.json", edit)
 
 
 @pytest.mark.parametrize("key,value", [("runtime", "builtins:print"), ("runtime", "pathlib:Path.touch"),
