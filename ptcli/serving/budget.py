@@ -50,20 +50,28 @@ class DecodeBudget:
         self.held = 0
         self._changed: asyncio.Condition | None = None
 
-    @asynccontextmanager
-    async def hold(self, cost: int):
+    async def acquire(self, cost: int) -> int:
+        """Wait for ``cost`` (at most the whole budget) to be free; returns what is now held."""
         if self._changed is None:
             self._changed = asyncio.Condition()
         cost = min(cost, self.total)
         async with self._changed:
             await self._changed.wait_for(lambda: self.held + cost <= self.total)
             self.held += cost
+        return cost
+
+    async def release(self, held: int) -> None:
+        async with self._changed:
+            self.held -= held
+            self._changed.notify_all()
+
+    @asynccontextmanager
+    async def hold(self, cost: int):
+        held = await self.acquire(cost)
         try:
             yield
         finally:
-            async with self._changed:
-                self.held -= cost
-                self._changed.notify_all()
+            await self.release(held)
 
 
 #: This process's budget (ptcli serve sets its size from --decode-budget-mb).

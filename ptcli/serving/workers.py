@@ -163,15 +163,14 @@ class LocalModel:
         check_count(len(raws), self.max_queue)
         cost = sum(await run_in_threadpool(lambda: [budget.decode_cost(servable.kind, raw) for raw in raws]))
         try:
-            async with asyncio.timeout_at(_loop_time(deadline)):
-                held = budget.BUDGET.hold(cost)
-                await held.__aenter__()
+            async with asyncio.timeout_at(_loop_time(deadline)):  # waiting for the budget counts
+                held = await budget.BUDGET.acquire(cost)
         except TimeoutError:
             raise timed_out(self.timeout_s) from None
         try:
             return await self._predict(servable, raws, deadline, want_file)
         finally:
-            await held.__aexit__(None, None, None)
+            await budget.BUDGET.release(held)
 
     async def _predict(self, servable: Servable, raws: list, deadline: float, want_file: bool) -> list[Outcome]:
         from starlette.concurrency import run_in_threadpool

@@ -123,3 +123,34 @@ def test_the_cost_comes_from_the_header():
     assert decode_cost("image", _png(1000, 2000)) == 1000 * 2000 * 6
     assert decode_cost("image", b"not an image") == len(b"not an image")
     assert decode_cost("text", "some text") == 9
+
+
+def test_a_request_that_waits_past_its_deadline_for_the_budget_is_a_504():
+    """Waiting for the budget counts toward --timeout-s; the budget is free again after."""
+    from ptcli.serving import budget
+
+    gate = threading.Event()
+
+    def decode(raw):
+        gate.wait(5)
+        return len(raw)
+
+    huge = _png(3000, 3000)
+    saved = budget.BUDGET.total
+    budget.configure(3000 * 3000 * 6)
+    try:
+        async def checks(client, app):
+            first = asyncio.create_task(client.post("/predict", content=huge, headers={"Content-Type": "image/png"}))
+            for _ in range(200):
+                if budget.BUDGET.held:
+                    break
+                await asyncio.sleep(0.01)
+            second = await client.post("/predict", content=huge, headers={"Content-Type": "image/png"})
+            assert second.status_code == 504 and "--timeout-s" in second.json()["error"]
+            gate.set()
+            await first
+            assert budget.BUDGET.held == 0
+
+        run_app(_toy(kind="image", decode=decode, predict=lambda items: [{"n": n} for n in items]), checks, timeout_s=0.5)
+    finally:
+        budget.configure(saved)
