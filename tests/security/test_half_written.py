@@ -80,3 +80,20 @@ def test_a_full_disk_during_training_says_so_in_one_line(tmp_path, size):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no space left on device: ") and str(runs) in last, done.stderr[-2000:]
     assert "enforce fail" not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_video_output_leaves_no_file(long_clip, tmp_path):
+    """The output folder on a file system that fills up mid-video: one line, exit 1, nothing
+    left in the folder (the .partial file included)."""
+    why = _can_mount()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=256k tmpfs "{out}" && '
+                           f'"{sys.executable}" -m ptcli super-resolve "{long_clip}" -m bicubic -o "{out}" >/dev/null; '
+                           f'code=$?; echo "left:"; ls -A "{out}"; exit $code'], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stdout.strip() == "left:", f"left in the folder: {done.stdout}"
+    assert "no space left on device" in done.stderr.lower(), done.stderr[-2000:]
