@@ -32,6 +32,15 @@ def _build_from_config(*, config: Mapping[str, Any], **_):
 
     settings = dict(config)
     model_type = settings.pop("model_type", None)
+    # A checkpoint's sidecar is data from whoever made the file: none of its config may name code
+    # (an auto_map class, an attention implementation fetched from the Hub).
+    if "auto_map" in settings:
+        raise CheckpointError("the checkpoint's config names its own model code (auto_map); ptcli builds only "
+                              "transformers' own architectures from a checkpoint")
+    for key in ("attn_implementation", "_attn_implementation", "_attn_implementation_internal"):
+        if settings.get(key) not in (None, "eager", "sdpa"):
+            raise CheckpointError(f"the checkpoint's config asks for the attention implementation {settings[key]!r}; "
+                                  "ptcli builds with eager or sdpa only")
     try:
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **settings))
     except (ValueError, KeyError) as exc:

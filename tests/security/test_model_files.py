@@ -344,3 +344,23 @@ def test_serve_refuses_a_crafted_pt2_named_in_models_yaml(cli, pt2, tmp_path):
                            "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert not marker.exists()
     assert done.returncode == 1 and str(evil) in done.stderr and "refused" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("config", [
+    {"model_type": "gpt2", "auto_map": {"AutoModelForCausalLM": "evil.Model"}},
+    {"model_type": "gpt2", "_attn_implementation": "kernels-community/evil-attention"},
+    {"model_type": "gpt2", "attn_implementation": "kernels-community/evil-attention"},
+])
+def test_a_language_model_checkpoints_config_names_no_code(cli, tmp_path, config):
+    """generate-text rebuilds a fine-tuned model from the config in its sidecar: a config that
+    names model code or a Hub attention kernel (which transformers would fetch and run) is refused."""
+    import torch
+
+    from ptcli.models.checkpoints import save_checkpoint
+    from ptcli_generate_text.models import FINE_TUNED
+
+    checkpoint = save_checkpoint(tmp_path / "lm", {"w": torch.zeros(1)}, recipe="generate-text", model=FINE_TUNED,
+                                 extra={"model_args": {"config": {**config, "n_layer": 1, "n_embd": 8, "n_head": 1}}})
+    result = cli("generate-text", "hello", "--checkpoint", checkpoint, "--max-new-tokens", "1")
+    assert result.exit_code == 1, result.output
+    assert "auto_map" in result.stderr or "attention implementation" in result.stderr, result.stderr
