@@ -76,12 +76,15 @@ class AudioFiles:
 
 
 def check_header(rate: int, frames: int, channels: int) -> None:
-    """Refuse, from the header, audio whose rate is not one ptcli reads or whose samples are over
-    the budget (PTCLI_MAX_AUDIO_SECONDS of 48 kHz stereo)."""
+    """Refuse, from the header, audio whose rate is not one ptcli reads, that lasts longer than
+    PTCLI_MAX_AUDIO_SECONDS, or that holds more samples than that long of 48 kHz stereo."""
     if not MIN_RATE <= rate <= MAX_RATE:
         raise InputError(f"audio at {rate} Hz: ptcli reads sample rates from {MIN_RATE} to {MAX_RATE} Hz")
     limit = max_audio_seconds()
-    budget = int(limit * BUDGET_RATE * BUDGET_CHANNELS)
+    if frames / rate > limit:
+        raise InputError(f"audio is {frames / rate:.0f} s long ({frames * channels * 4 / 2**30:.1f} GB as float32), above the "
+                         f"limit of {limit:.0f} s; set PTCLI_MAX_AUDIO_SECONDS to allow it")
+    budget = int(limit * BUDGET_RATE * BUDGET_CHANNELS)  # many channels, or a high rate, in fewer seconds
     if frames * channels > budget:
         raise InputError(f"audio holds {frames * channels / 1e6:.0f} million samples ({frames / rate:.0f} s of {channels} "
                          f"channel(s) at {rate} Hz, {frames * channels * 4 / 2**30:.1f} GB as float32), above the limit of "
