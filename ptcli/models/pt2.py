@@ -87,7 +87,7 @@ def check(path: str | Path) -> Archive:
     """The archive's parts, checked; a CheckpointError naming the file and the first thing
     that could run code or take memory out of proportion to the file."""
     path = Path(path)
-    with open_checked(path, ".pt2 archive", _refuse) as archive:
+    with open_checked(path, ".pt2 file", _refuse) as archive:
         infos = archive.infolist()
         roots = {info.filename.split("/", 1)[0] for info in infos}
         if len(roots) != 1:

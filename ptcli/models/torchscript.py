@@ -15,16 +15,18 @@ from ptcli.errors import CheckpointError
 from .archives import open_checked
 
 #: Operators that touch files or load code, as TorchScript's code writes them.
-_FORBIDDEN = re.compile(r"\b(save|from_file|load_tensor|load_library|_load_for_mobile)\s*\(")
+_FORBIDDEN = re.compile(r"(?<![\w.])(?:torch|ops\.aten|torch\.ops\.aten)\.(save|from_file|_from_file|load|jit\.load)\s*\(")
 #: Operator namespaces that models compute with.
 _NAMESPACES = {"aten", "prim", "prims", "quantized", "torchvision", "_quantized"}
-_NAMESPACE = re.compile(r"\bops\.(\w+)\.")
+#: An operator call in TorchScript's code: ``ops.NAMESPACE.op(`` (not a type's path, such as
+#: ``__torch__.torchvision.ops.feature_pyramid_network.LastLevelMaxPool``).
+_NAMESPACE = re.compile(r"(?<![\w.])(?:torch\.)?ops\.(\w+)\.\w+\s*\(")
 _MAX_CODE_BYTES = 64 * 2**20
 
 
 def check(path: str | Path) -> None:
     path = Path(path)
-    with open_checked(path, "TorchScript archive", _refuse) as archive:
+    with open_checked(path, f"{path.suffix} file", _refuse) as archive:
         code = [info for info in archive.infolist() if "/code/" in info.filename and info.filename.endswith(".py")]
         if sum(info.file_size for info in code) > _MAX_CODE_BYTES:
             raise _refuse(path, "its code is larger than any model's")

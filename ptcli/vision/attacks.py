@@ -259,8 +259,10 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
 
     for i in range(steps):
         alpha = 1.0 if i == 0 else 0.75
-        ascent = grad.sign() if norm == "linf" else grad / (norm2(grad) + 1e-12)
-        stepped = into_ball(x_adv + eta.view(shape) * ascent)
+        # In the reference's order of operations: (eta * grad) / |grad|, not eta * (grad / |grad|),
+        # whose last bits differ and, over 100 steps, can flip a checkpoint's decision.
+        step = eta.view(shape) * grad.sign() if norm == "linf" else eta.view(shape) * grad / (norm2(grad) + 1e-12)
+        stepped = into_ball(x_adv + step)
         moved = x_adv + (stepped - x_adv) * alpha + (x_adv - x_old) * (1 - alpha)
         x_old, x_adv = x_adv, into_ball(moved, slack=1e-12)
         loss, grad, logits = loss_and_grad(x_adv)
