@@ -48,22 +48,30 @@ class DecodeBudget:
     def __init__(self, total: int = DEFAULT_BYTES) -> None:
         self.total = total
         self.held = 0
-        self._changed: asyncio.Condition | None = None
+        self._loop = self._changed = None
+
+    def _condition(self) -> asyncio.Condition:
+        """The condition of the running event loop (an asyncio primitive belongs to the loop that
+        first waits on it; a process may run more than one loop, one after the other)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._changed = loop, asyncio.Condition()
+        return self._changed
 
     async def acquire(self, cost: int) -> int:
         """Wait for ``cost`` (at most the whole budget) to be free; returns what is now held."""
-        if self._changed is None:
-            self._changed = asyncio.Condition()
+        changed = self._condition()
         cost = min(cost, self.total)
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.held + cost <= self.total)
+        async with changed:
+            await changed.wait_for(lambda: self.held + cost <= self.total)
             self.held += cost
         return cost
 
     async def release(self, held: int) -> None:
-        async with self._changed:
+        changed = self._condition()
+        async with changed:
             self.held -= held
-            self._changed.notify_all()
+            changed.notify_all()
 
     @asynccontextmanager
     async def hold(self, cost: int):
