@@ -205,7 +205,6 @@ def _tensor(data: bytes, meta: dict):
 def load(path: str | Path):
     """The ExportedProgram in a checked archive, built without unpickling or evaluating
     anything from the file."""
-    import torch  # noqa: F401 (the deserializer needs torch's operators registered)
     from torch._export.serde import schema
     from torch._export.serde.serialize import ExportedProgramDeserializer, _dict_to_dataclass
 

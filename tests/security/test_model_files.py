@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, save_simplenet
+from conftest import save_simplenet
 
 CLASSES = ["red", "green", "blue"]
 
