@@ -14,7 +14,9 @@ from video_files import make_video, truncate
 
 
 def test_a_damaged_video_leaves_no_output_file(cli, tmp_path):
-    clip = truncate(make_video(tmp_path / "in" / "clip.mp4", frames=60, faststart=False), 0.6)
+    """Cut short after its index (faststart): the frames before the damage decode and are
+    written, then the damage is met; the half-made output is removed, not kept."""
+    clip = truncate(make_video(tmp_path / "in" / "clip.mp4", frames=60, width=160, height=120), 0.6)
     out = tmp_path / "out"
     result = cli("super-resolve", clip, "-m", "bicubic", "-o", out, "--json")
     assert result.exit_code == 1, result.output

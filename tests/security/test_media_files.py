@@ -91,19 +91,20 @@ def test_a_sample_rate_outside_the_readable_range_is_one_line(cli, tmp_path, rat
 
 
 def test_audio_over_the_sample_budget_is_refused_from_its_header(cli, tmp_path, monkeypatch):
-    """A FLAC of silence a few KB long can hold an hour of 8 channels: refused from the header."""
+    """A FLAC of silence a few KB long can hold many channels at a high rate: shorter than the
+    limit, but more samples than that long of 48 kHz stereo, it is refused from the header."""
     import soundfile
 
     checkpoint = _audio_checkpoint(tmp_path)
-    path = tmp_path / "long.flac"
-    with soundfile.SoundFile(path, "w", samplerate=48000, channels=8, format="FLAC") as sound:
-        block = np.zeros((48000 * 10, 8), dtype="float32")
-        for _ in range(6):  # one minute of silence
+    path = tmp_path / "wide.flac"
+    with soundfile.SoundFile(path, "w", samplerate=96000, channels=8, format="FLAC") as sound:
+        block = np.zeros((96000 * 5, 8), dtype="float32")
+        for _ in range(4):  # 20 s of silence
             sound.write(block)
     assert path.stat().st_size < 1_000_000
-    monkeypatch.setenv("PTCLI_MAX_AUDIO_SECONDS", "30")
+    monkeypatch.setenv("PTCLI_MAX_AUDIO_SECONDS", "30")  # 20 s is under it; 15 million samples are not
     result = cli("classify-audio", path, "--checkpoint", checkpoint, "--json")
-    assert result.exit_code == 1 and "PTCLI_MAX_AUDIO_SECONDS" in result.stdout, result.output
+    assert result.exit_code == 1 and "million samples" in result.stdout and "PTCLI_MAX_AUDIO_SECONDS" in result.stdout, result.output
 
 
 def test_a_checkpoint_asking_for_a_huge_clip_is_refused(cli, tmp_path):
