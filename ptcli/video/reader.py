@@ -64,8 +64,8 @@ class VideoReader:
                                   frames=stream.frames or None, duration=duration, codec=context.name,
                                   has_audio=bool(self.container.streams.audio))
             # Frames are held to the pixel limit of images, from the stream's header before any
-            # is decoded, and FFmpeg itself refuses a larger one met later (a size change
-            # mid-stream) before it allocates it.
+            # is decoded; FFmpeg's decoder is opened with the same max_pixels (it then refuses
+            # a larger frame itself), and each decoded frame is checked again.
             self.pixel_limit = max_pixels()
             check_frame_size(context.width, context.height, self.pixel_limit)
             context.options = {**dict(context.options or {}), "max_pixels": str(self.pixel_limit)}
