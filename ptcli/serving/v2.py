@@ -21,7 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from . import schema
-from .requests import RequestError, b64decode, loads_json, read_body
+from .requests import RequestError, b64decode, check_count, loads_json, read_body
 from .spec import IMAGE, PROMPT
 
 ROUTES = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
@@ -135,7 +135,7 @@ def _read_request(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
     return loads_json(body[:size]), body[size:]
 
 
-def _inputs(request: dict, binary: bytes, kind: str) -> list:
+def _inputs(request: dict, binary: bytes, kind: str, limit: int | None = None) -> list:
     """The raw inputs the model's decode takes, from the request's one input tensor."""
     import numpy as np
 
@@ -165,6 +165,8 @@ def _inputs(request: dict, binary: bytes, kind: str) -> list:
         raw, values = None, _flatten(tensor["data"])
     count = _count(shape)
     if datatype == "BYTES":
+        if limit is not None:
+            check_count(count, limit)  # before any element is decoded
         if raw is not None:
             items = _bytes_elements(raw, f"input {name!r}")
         else:
@@ -302,7 +304,7 @@ def add_routes(app, state) -> None:
             raise RequestError(400, "send a JSON object {\"inputs\": [...]}")
         available = ["result"] + [output["name"] for output in typed_outputs(info.result_keys)]
         wanted = _wanted(payload, available)
-        items = _inputs(payload, binary, info.kind)
+        items = _inputs(payload, binary, info.kind, state.settings.max_queue)
         outcomes = await model.predict(items, deadline=deadline)
         for outcome in outcomes:
             if outcome.error is not None:

@@ -35,6 +35,25 @@ def test_a_request_larger_than_the_queue_is_a_413_before_any_item_is_decoded():
     run_app(_toy(kind="image", decode=decode, predict=lambda items: [{"n": len(i)} for i in items]), checks, max_queue=8)
 
 
+def test_a_v2_tensor_of_more_elements_than_the_queue_is_a_413_before_any_is_decoded():
+    decoded = []
+
+    def decode(item):
+        decoded.append(item)
+        return item
+
+    async def checks(client, app):
+        data = [base64.b64encode(b"x" * 64).decode()] * 50_000
+        body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(data)], "data": data}]}
+        started = time.perf_counter()
+        response = await client.post("/v2/models/model/infer", json=body)
+        assert time.perf_counter() - started < 5
+        assert response.status_code == 413 and "--max-queue" in response.json()["error"], response.text
+        assert decoded == []
+
+    run_app(_toy(kind="image", decode=decode, predict=lambda items: [{"n": 1} for _ in items]), checks, max_queue=8)
+
+
 def test_a_multipart_request_of_more_files_than_the_queue_is_a_413():
     async def checks(client, app):
         files = [("file", (f"{i}.png", b"\x89PNG", "image/png")) for i in range(5)]
