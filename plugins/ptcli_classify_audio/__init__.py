@@ -14,7 +14,17 @@ RECIPE = Recipe(
         Command(
             name="classify-audio",
             help="Classify sound files (WAV, FLAC, OGG) with a model trained by `ptcli train`.",
-            target="ptcli_classify_audio.command:classify_audio",
+            doc="""Classify sound files with a trained checkpoint, or a Hugging Face audio classifier
+    (AudioSet's by default). Each file is mixed down to mono,
+    resampled to the model's rate and padded or cut to its clip length (or, with --window,
+    split into clips whose predictions are averaged). Unreadable files are reported and
+    skipped; the exit code is then 1.""",
+            help_for={
+                "inputs": "Sound files (.wav, .flac, .ogg), folders or globs.",
+                "model": "A Hugging Face audio classifier (org/name, downloaded once) or local folder [default without --checkpoint: MIT/ast-finetuned-audioset-10-10-0.4593, AudioSet's 527 classes].",
+                "checkpoint": "A checkpoint from `ptcli train recipes/esc50-*.yaml`, or its export.",
+                "batch_size": "Files per forward pass.",
+            },
             example=("{clip}", "--device", "cpu"),
         ),
     ),

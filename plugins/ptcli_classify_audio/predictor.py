@@ -6,16 +6,25 @@ The command and `ptcli serve` both run this."""
 from __future__ import annotations
 
 from ptcli.inference.contract import AUDIO, Predictor, Sample, Source
+from ptcli.inference.options import Option, Options
 
 
 class AudioClassifier(Predictor):
     kind = AUDIO
+    options = (
+        Option("top_k", int, 3, "Predictions per file.", min=1, request=True, short="-k", metavar="K"),
+        Option("window", bool, False, "Classify long files in clip-length windows (half overlapping) and average "
+               "them, instead of cutting them to one clip."),
+    )
+    progress = "classifying"
+    failed = "could not be read"
+    remote_code = True
 
     def __init__(self, net, labels, clip, device, *, top_k: int = 3, window: bool = False, title: str = "") -> None:
         getattr(net, "model", net).to(device).eval()  # a hub classifier wraps its model with its feature extractor
         self.net, self.labels, self.clip, self.device, self.title = net, labels, clip, device, title
-        self.k = min(top_k, len(labels))
         self.window = window
+        self.settings = Options({"top_k": top_k, "window": window})
 
     @classmethod
     def load(cls, source: Source, device, *, top_k: int = 3, window: bool = False) -> AudioClassifier:
@@ -60,7 +69,12 @@ class AudioClassifier(Predictor):
     def postprocess(self, probabilities, meta) -> dict:
         from ptcli.inference.results import top_predictions
 
-        return {"predictions": top_predictions(probabilities, self.labels, self.k)}
+        return {"predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)))}
+
+    def describe(self, item, result: dict) -> str:
+        from ptcli.output import format_predictions
+
+        return format_predictions(str(item), result["predictions"])
 
     def evaluate(self, data, *, batch_size: int) -> dict:
         """Accuracy, per-class precision and recall and the confusion matrix on the test folds

@@ -13,7 +13,15 @@ RECIPE = Recipe(
         Command(
             name="classify-image",
             help="Classify images (files, folders, globs) with an ImageNet or fine-tuned model.",
-            target="ptcli_classify_image.command:classify_image",
+            doc="""Classify images with an ImageNet model (EfficientNet-Lite0 by default, offline) or a
+    fine-tuned checkpoint. Prints the top-k labels per image or video frame; with --json, one
+    JSON object per image or frame per line (a frame's with its "frame" index and "time"). Unreadable images are reported and skipped; the exit code is then 1.""",
+            help_for={
+                "inputs": "Images or videos: files, folders (searched recursively), glob patterns, image sequences (frames/%05d.png), stream URLs or a webcam's number.",
+                "model": "efficientnet_lite0 (default), a torchvision classifier (resnet50, vgg16, mobilenet_v3_large, ...) or timm/<name>.",
+                "checkpoint": "A ptcli checkpoint (NAME.safetensors with its NAME.json sidecar), or its export (.onnx, .xml, .pt2, .ts).",
+                "batch_size": "Images per forward pass.",
+            },
             example=("{image}", "--device", "cpu"),
         ),
     ),

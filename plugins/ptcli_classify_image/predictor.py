@@ -5,10 +5,18 @@ and `ptcli serve` both run this."""
 from __future__ import annotations
 
 from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from ptcli.inference.options import Option, Options
 
 
 class ImageClassifier(Predictor):
     kind = IMAGE
+    options = (
+        Option("top_k", int, 5, "Predictions per image.", min=1, request=True, short="-k", metavar="K"),
+        Option("defense", str, None, "An input filter before the model, against adversarial images: jpeg:75, "
+               "median:3 or bits:4 (measure it with `ptcli defend`).", optional=True, metavar="F"),
+    )
+    progress = "classifying"
+    failed = "could not be read"
 
     def __init__(self, net, labels, preprocessing, device, *, top_k: int = 5, defense: str | None = None,
                  title: str = "") -> None:
@@ -25,9 +33,16 @@ class ImageClassifier(Predictor):
         # 14.6 ms a forward at batch 1, 9.5 against 17.4 ms an image at 16; bench/classify_throughput.py).
         self.net = net.to(device).eval().to(memory_format=torch.channels_last)
         self.labels, self.device, self.title = labels, device, title
-        self.k = min(top_k, len(labels))
+        self.settings = Options({"top_k": top_k, "defense": defense})
         self.pre = Preprocess(preprocessing)
         self.in_filter = in_filter
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        if options.get("defense") is not None:
+            from ptcli.vision.defenses import parse_filter
+
+            parse_filter(options["defense"])  # a malformed filter is a usage error before any model loads
 
     @classmethod
     def load(cls, source: Source, device, *, top_k: int = 5, defense: str | None = None) -> ImageClassifier:
@@ -59,7 +74,12 @@ class ImageClassifier(Predictor):
     def postprocess(self, probabilities, meta) -> dict:
         from ptcli.inference.results import top_predictions
 
-        return {"predictions": top_predictions(probabilities, self.labels, self.k)}
+        return {"predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)))}
+
+    def describe(self, item, result: dict) -> str:
+        from ptcli.output import format_predictions
+
+        return format_predictions(str(item), result["predictions"])
 
     def evaluate(self, data, *, batch_size: int) -> dict:
         """Accuracy, top-5, per-class precision and recall and the confusion matrix on an

@@ -97,12 +97,10 @@ def classify_text(
     from ptcli.devices import resolve_device
     from ptcli.models.hub import set_trust_remote_code
     from ptcli.inference.contract import Source
-    from ptcli.inference.runner import run
+    from ptcli.inference.runner import load_predictor, run
     from ptcli.models.loading import check_request
     from ptcli.output import format_predictions, warn
     from ptcli.inference.results import ResultFormat, emit_results
-
-    from .predictor import TextClassifierPredictor
 
     if file is None and texts and "-" in texts and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
         sys.stdin.reconfigure(encoding=encoding)
@@ -110,7 +108,7 @@ def classify_text(
     set_trust_remote_code(trust_remote_code)
     check_request(RECIPE, checkpoint=checkpoint, model=model, options=("--model", "--checkpoint"), device=device)
     target = resolve_device(device, RECIPE.devices.devices)
-    predictor = TextClassifierPredictor.load(Source(checkpoint, model), target, top_k=top_k, max_length=max_length)
+    predictor = load_predictor(RECIPE, Source(checkpoint, model), target, top_k=top_k, max_length=max_length)
     # Texts are tokenised in this process: Rust tokenizers are fast and threaded, so worker
     # processes would only add start-up time.
     results = run(predictor, inputs, batch_size=batch_size, workers=0, description="classifying")

@@ -5,10 +5,16 @@ predictions. The command and `ptcli serve` both run this."""
 from __future__ import annotations
 
 from ptcli.inference.contract import TEXT, Predictor, Sample, Source
+from ptcli.inference.options import Option, Options
 
 
 class TextClassifierPredictor(Predictor):
     kind = TEXT
+    options = (
+        Option("top_k", int, 2, "Predictions per text.", min=1, request=True, short="-k", metavar="K"),
+        Option("max_length", int, None, "Cut texts to N tokens [default: the model's limit].", min=2, optional=True,
+               metavar="N"),
+    )
 
     def __init__(self, classifier, device, *, top_k: int = 2, title: str = "") -> None:
         from .inference import EncodeBatch
@@ -16,7 +22,7 @@ class TextClassifierPredictor(Predictor):
         classifier.model.to(device).eval()
         self.classifier, self.device, self.title = classifier, device, title
         self.labels = classifier.labels
-        self.k = min(top_k, len(self.labels))
+        self.settings = Options({"top_k": top_k, "max_length": None})
         #: Tokenises a batch; its ``truncated`` counts the texts cut so far.
         self.encode = EncodeBatch(classifier.encoder)
 
@@ -48,7 +54,7 @@ class TextClassifierPredictor(Predictor):
         from ptcli.inference.results import top_predictions
 
         text, cut = meta
-        return {"text": text, "predictions": top_predictions(probabilities, self.labels, self.k, with_index=False),
+        return {"text": text, "predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)), with_index=False),
                 "truncated": cut}
 
     def evaluate(self, data, *, batch_size: int) -> dict:

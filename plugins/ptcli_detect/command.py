@@ -15,15 +15,6 @@ from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption,
 from . import RECIPE
 
 
-def parse_classes(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--classes needs at least one class name (comma-separated)")
-    return names
-
-
 def detect(
     paths: paths_argument("Images or videos: files, folders (searched recursively), glob patterns, image sequences (frames/%05d.png), stream URLs (rtsp://, http://) or a webcam's number.") = None,
     model: model_option("fasterrcnn_resnet50_fpn_v2 (default), maskrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn, ... (--list-models); COCO weights are downloaded once.") = None,
@@ -60,7 +51,7 @@ def detect(
     from ptcli.devices import resolve_device
     from ptcli.inference.precision import check_dtype
     from ptcli.inference.contract import Source
-    from ptcli.inference.runner import run
+    from ptcli.inference.runner import load_predictor, run
     from ptcli.inference.inputs import output_folder
     from ptcli.models.loading import check_request
     from ptcli.cli.options import list_models as print_models
@@ -69,7 +60,7 @@ def detect(
     from ptcli.video.sources import split_inputs
 
     from .models import DEFAULT_MODEL
-    from .predictor import Detector
+    from .predictor import parse_classes
     from .rendering import VideoDrawing, human_lines
     from .slicing import MERGES
     from .tracking import TRACKERS, Tracking, detector_threshold
@@ -85,7 +76,7 @@ def detect(
         raise UsageError(f"--track must be one of {', '.join(TRACKERS)} (got {track!r})")
     if mot is not None and track is None:
         raise UsageError("--mot writes tracks: add --track")
-    wanted = parse_classes(classes)
+    parse_classes(classes)
     video = VideoOptions(vid_stride, start, end)
     if output is not None:
         output_folder(output, "the drawn images and videos")
@@ -100,10 +91,11 @@ def detect(
     precision = check_dtype(RECIPE, dtype, target)
     if batch_size is None:
         batch_size = default_batch_size(target)
-    predictor = Detector.load(Source(checkpoint, model, weights), target,
-                              threshold=threshold if track is None else detector_threshold(threshold, track), classes=wanted,
-                              max_detections=max_detections, masks=masks, output=output, overwrite=overwrite,
-                              slice_size=slice_size, slice_overlap=slice_overlap, slice_merge=slice_merge)
+    predictor = load_predictor(RECIPE, Source(checkpoint, model, weights), target,
+                               threshold=threshold if track is None else detector_threshold(threshold, track),
+                               classes=classes, max_detections=max_detections, masks=masks, slice_size=slice_size,
+                               slice_overlap=slice_overlap, slice_merge=slice_merge)
+    predictor.output, predictor.overwrite = output, overwrite
     predictor.precision = precision
     # With --slice, --batch-size counts tiles: the core batches each image's tiles.
     image_results = run(predictor, images, batch_size=batch_size, workers=workers, description="detecting") if images else ()

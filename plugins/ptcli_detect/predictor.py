@@ -9,13 +9,40 @@ from __future__ import annotations
 from pathlib import Path
 
 from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from ptcli.inference.options import Option, Options
+
+
+def parse_classes(value: str | None) -> list[str] | None:
+    from ptcli.errors import UsageError
+
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--classes needs at least one class name (comma-separated)")
+    return names
 
 
 class Detector(Predictor):
     kind = IMAGE
     collate = "list"
+    options = (
+        Option("threshold", float, 0.5, "Lowest score reported.", min=0.0, max=1.0, request=True, metavar="P"),
+        Option("classes", str, None, "Report only these classes (names, comma-separated).", optional=True,
+               metavar="A,B"),
+        Option("max_detections", int, 100, "Most detections per image.", min=1, request=True, metavar="N"),
+        Option("masks", bool, None, "Instance masks (COCO RLE in --json, drawn with -o) [default: when the model has "
+               "them].", optional=True),
+        Option("slice_size", int, None, "Large images: detect in N-pixel tiles (batched) plus the whole image, then "
+               "merge. Finds small objects the model's resize would lose.", min=64, optional=True, flag="--slice",
+               metavar="N"),
+        Option("slice_overlap", float, 0.2, "Fraction of a tile its neighbours share.", min=0.0, max=0.9, metavar="F"),
+        Option("slice_merge", str, "greedy", "How tiles' boxes merge: greedy (boxes overlapping by intersection over "
+               "the smaller join the best one, which grows only where a tile edge cut it) or nms (IoU).",
+               choices=("greedy", "nms"), metavar="greedy|nms"),
+    )
 
-    def __init__(self, loaded, device, *, threshold: float = 0.5, classes: list[str] | None = None,
+    def __init__(self, loaded, device, *, threshold: float = 0.5, classes: list[str] | str | None = None,
                  max_detections: int = 100, masks: bool | None = None, output: Path | None = None,
                  overwrite: bool = False, slice_size: int | None = None, slice_overlap: float = 0.2,
                  slice_merge: str = "greedy", title: str = "") -> None:
@@ -28,6 +55,8 @@ class Detector(Predictor):
             raise UsageError(f"{loaded.source} predicts no masks; use --model maskrcnn_resnet50_fpn_v2 or drop --masks")
         self.with_masks = has_masks(net) if masks is None else masks
         self.categories = loaded.categories
+        if isinstance(classes, str):
+            classes = parse_classes(classes)
         self.selected = self.categories.labels_for(classes) if classes else None
         self.threshold, self.max_detections = threshold, max_detections
         self.output, self.overwrite = output, overwrite
@@ -35,6 +64,9 @@ class Detector(Predictor):
         self.chunked = slice_size is not None
         configure_inference(net, threshold, max_detections)
         self.net, self.device, self.title = net.to(device).eval(), device, title
+        self.settings = Options({"threshold": threshold, "classes": classes, "max_detections": max_detections,
+                                 "masks": masks, "slice_size": slice_size, "slice_overlap": slice_overlap,
+                                 "slice_merge": slice_merge})
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Detector:
@@ -64,8 +96,11 @@ class Detector(Predictor):
 
     def forward(self, images: list) -> list:
         from .detections import Detections
-        from .models import detect_by_size
+        from .models import configure_inference, detect_by_size
 
+        # A request may lower or raise the threshold: the model itself drops what is below it
+        # (forward passes run one at a time, on the model's thread).
+        configure_inference(self.net, self.settings.threshold, self.settings.max_detections)
         # On the CPU one image a pass: a batch is slower per image there on few cores (see
         # command.default_batch_size). Elsewhere batches of one size: padding to the batch's
         # largest image moves the others' boxes and scores.
@@ -103,7 +138,7 @@ class Detector(Predictor):
         from .rendering import detection_fields
 
         width, height = meta["width"], meta["height"]
-        found = found.filtered(self.threshold, self.selected, self.max_detections)
+        found = found.filtered(self.settings.threshold, self.selected, self.settings.max_detections)
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
         if "destination" in meta:

@@ -36,7 +36,7 @@ class LazyCommand(TyperCommand):
         if self.spec.target is None:  # the command the core derives from the recipe's predictor
             from ptcli.cli.derived import predictor_command
 
-            function = predictor_command(self.recipe, self.spec.help)
+            function = predictor_command(self.recipe, self.spec)
         else:
             function = load_ref(self.spec.target)
         app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)

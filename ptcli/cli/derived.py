@@ -1,74 +1,144 @@
-"""The command a recipe gets from its Predictor alone (a ``Command`` with no ``target``): the
-shared option block (PATH... or TEXT..., --model, --weights, --checkpoint, --batch-size,
---workers, --device, --json, --list-models) around the core's loop, each result printed by
-the predictor's ``describe`` or as its JSON fields. A recipe with options of its own writes its
-command, and runs it through ptcli.inference.runner the same way.
+"""The command a recipe gets from its Predictor (a ``Command`` with no ``target``): the options
+every recipe shares (PATH... or TEXT..., --model, --weights, --checkpoint, --batch-size,
+--workers, --dtype, --device, --json, --list-models; an image recipe's video options
+--vid-stride/--start/--end; --trust-remote-code for a predictor that loads hub code) around
+the recipe's own, declared once on its Predictor (ptcli.inference.options), all of it run
+through the core's loop, each result printed by the predictor's ``describe`` or as its JSON
+fields. The ``Command`` may reword the shared options' help (``help_for``).
 """
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption,
+                               TrustRemoteCodeOption, VidStrideOption, WorkersOption)
 from ptcli.inference.contract import Source
-from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption, VidStrideOption,
-                               WorkersOption, batch_size_option, checkpoint_option, model_option, paths_argument,
-                               weights_option)
 
-Inputs = paths_argument("Input files, folders (searched recursively) or glob patterns; texts for a text recipe; "
-                        "for an image recipe videos too (files, image sequences, stream URLs, a webcam's number).")
-Model = model_option("A model of the recipe (--list-models) [default: the recipe's default].")
+_INPUTS = ("Input files, folders (searched recursively) or glob patterns; texts for a text recipe; for an image "
+           "recipe videos too (files, image sequences, stream URLs, a webcam's number).")
+_HELP = {
+    "inputs": _INPUTS,
+    "model": "A model of the recipe (--list-models) [default: the recipe's default].",
+    "weights": "Local weights file (.safetensors, .pt, .pth) for --model.",
+    "checkpoint": "A ptcli checkpoint (NAME.safetensors with its NAME.json sidecar) or export (.onnx, .xml, .pt2, .ts).",
+    "batch_size": "Inputs per forward pass.",
+}
 
 
-def predictor_command(recipe, help_text: str):
-    """A Typer command function running ``recipe``'s Predictor over its inputs."""
+def _parameter(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
-    def command(
-        inputs: Inputs = None,
-        model: Model = None,
-        weights: weights_option() = None,
-        checkpoint: checkpoint_option() = None,
-        batch_size: batch_size_option() = 16,
-        workers: WorkersOption = None,
-        vid_stride: VidStrideOption = 1,
-        start: StartOption = None,
-        end: EndOption = None,
-        dtype: DtypeOption = "fp32",
-        device: DeviceOption = "auto",
-        json_output: JsonOption = False,
-        list_models: ListModelsOption = False,
-    ) -> None:
+
+def option_parameter(option) -> inspect.Parameter:
+    """A declared option as a Typer parameter: its flag, type, range or choices, help."""
+    names = [option.cli_flag] + ([option.short] if option.short else [])
+    kind: Any = option.type | None if option.optional or option.default is None else option.type
+    extra: dict[str, Any] = {}
+    if option.type in (int, float):
+        extra = {"min": option.min, "max": option.max}
+    help_text = option.help
+    if option.choices:
+        help_text += f" One of: {', '.join(map(str, option.choices))}."
+    metavar = option.metavar or ("|".join(map(str, option.choices)) if option.choices else None)
+    info = typer.Option(*names, help=help_text, metavar=metavar, show_default=option.default is not None, **extra)
+    return _parameter(option.name, Annotated[kind, info], option.default)
+
+
+def predictor_command(recipe, spec):
+    """A Typer command function running ``recipe``'s Predictor over its inputs, with the
+    shared options and the predictor's own."""
+    from ptcli.inference.contract import IMAGE, PROMPT, TEXT
+    from ptcli.inference.options import declared
+    from ptcli.refs import load_ref
+
+    cls = load_ref(recipe.predictor)
+    helps = {**_HELP, **dict(getattr(spec, "help_for", None) or {})}
+    is_text = cls.kind in (TEXT, PROMPT)
+    parameters = [
+        _parameter("inputs", Annotated[list[str] | None, typer.Argument(
+            help=helps["inputs"], show_default=False, metavar="TEXT" if is_text else "PATH")], None),
+        _parameter("model", Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help=helps["model"],
+                                                               show_default=False)], None),
+        _parameter("weights", Annotated[Path | None, typer.Option(metavar="FILE", help=helps["weights"])], None),
+        _parameter("checkpoint", Annotated[Path | None, typer.Option(metavar="CKPT", help=helps["checkpoint"])], None),
+    ]
+    own = declared(cls)
+    parameters += [option_parameter(option) for option in own]
+    parameters += [
+        _parameter("batch_size", Annotated[int, typer.Option(min=1, metavar="N", help=helps["batch_size"])],
+                   cls.default_batch_size),
+        _parameter("workers", WorkersOption, None),
+    ]
+    if cls.kind == IMAGE:
+        parameters += [_parameter("vid_stride", VidStrideOption, 1), _parameter("start", StartOption, None),
+                       _parameter("end", EndOption, None)]
+    if cls.remote_code:
+        parameters.append(_parameter("trust_remote_code", TrustRemoteCodeOption, False))
+    parameters += [_parameter("dtype", DtypeOption, "fp32"), _parameter("device", DeviceOption, "auto"),
+                   _parameter("json_output", JsonOption, False)]
+    if recipe.models is not None:
+        parameters.append(_parameter("list_models", ListModelsOption, False))
+
+    def command(**given) -> None:
         from ptcli.video.runner import VideoOptions
 
-        run_command(recipe, inputs, Source(checkpoint, model, weights), batch_size=batch_size, workers=workers,
-                    device=device, json_output=json_output, list_models=list_models,
-                    video=VideoOptions(vid_stride, start, end), dtype=dtype)
+        options = {option.name: given.pop(option.name) for option in own}
+        if given.pop("trust_remote_code", False):
+            from ptcli.models.hub import set_trust_remote_code
 
-    command.__doc__ = help_text
+            set_trust_remote_code(True)
+        video = VideoOptions(given.pop("vid_stride", 1), given.pop("start", None), given.pop("end", None))
+        source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
+        run_command(recipe, given.pop("inputs"), source, video=video, options=options, **given)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__doc__ = spec.help if isinstance(spec.help, str) else str(spec)
+    doc = getattr(spec, "doc", None)
+    if doc:
+        command.__doc__ = doc
     return command
 
 
 def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int, workers: int | None, device: str,
-                json_output: bool, list_models: bool, video=None, dtype: str = "fp32") -> None:
+                json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
+                options: dict | None = None) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
     same predictor (ptcli.video.runner)."""
     from itertools import chain
 
+    from ptcli.cli.options import list_models as print_models
     from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
-    from ptcli.vision.imaging import IMAGE_EXTENSIONS
-    from ptcli.inference.inputs import expand_inputs
-    from ptcli.models.loading import check_request
-    from ptcli.cli.options import list_models as print_models
-    from ptcli.refs import load_ref
-    from ptcli.inference.results import ResultFormat, emit_results
-
     from ptcli.inference.contract import AUDIO, IMAGE
+    from ptcli.inference.inputs import expand_inputs
+    from ptcli.inference.options import OptionError, declared, settle
+    from ptcli.inference.precision import check_dtype
+    from ptcli.inference.results import ResultFormat, emit_results
     from ptcli.inference.runner import load_predictor, run
+    from ptcli.models.loading import check_request
+    from ptcli.refs import load_ref
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
     if list_models:
         print_models(recipe, json_output)
         return
     cls = load_ref(recipe.predictor)
     if not inputs:
-        raise UsageError(f"give at least one input (see `ptcli {recipe.name} --help`)")
+        what = {IMAGE: "image file, folder or glob", AUDIO: "sound file, folder or glob"}.get(cls.kind, "input")
+        raise UsageError(f"give at least one {what} (see `ptcli {recipe.name} --help`)")
+    options = options or {}
+    if declared(cls):
+        try:  # before anything is read or loaded
+            settle(declared(cls), options)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
+        cls.check_options(options)
     videos: list = []
     extensions = cls.extensions or (recipe.data_adapter.extensions if recipe.data else IMAGE_EXTENSIONS)
     if cls.kind == IMAGE:
@@ -78,17 +148,16 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     elif cls.kind == AUDIO:
         inputs = expand_inputs(inputs, extensions)
     check_request(recipe, checkpoint=source.checkpoint, model=source.model, weights=source.weights, device=device)
-    from ptcli.inference.precision import check_dtype
-
     target = resolve_device(device, recipe.devices.devices)
     precision = check_dtype(recipe, dtype, target)
-    predictor = load_predictor(recipe, source, target)
+    predictor = load_predictor(recipe, source, target, **options)
     predictor.precision = precision
-    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=recipe.name) if inputs else ()
+    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=cls.progress or recipe.name) \
+        if inputs else ()
     if videos:
         from ptcli.video.runner import VideoOptions, video_results
 
         results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
-                                               description=recipe.name))
-    fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result)
+                                               description=cls.progress or recipe.name))
+    fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
     emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output)

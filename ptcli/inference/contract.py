@@ -4,9 +4,11 @@ anything else that runs its model come from the core.
 A recipe's ``Predictor`` is Hugging Face's preprocess/_forward/postprocess and LitServe's
 decode/predict/encode in one class:
 
+- ``options``: the recipe's own options, declared once (ptcli.inference.options.Option:
+  ``top_k``, ``threshold``...); the command's flags, a served model's settings and what a
+  request may set all come from it. The values are ``self.settings`` (``self.settings.top_k``);
 - ``load(source, device, **options)``: the model, once, from a checkpoint, a model name, a
-  weights file or an export, on a device (the options are the recipe's own: ``top_k``,
-  ``threshold``...);
+  weights file or an export, on a device (the options' values as keyword arguments too);
 - ``decode(item)``: one input (a path, the bytes of an upload, a text, a video's frame: a
   ptcli.video.frames.Frame, which ptcli.vision.imaging.read_image reads) to a ``Sample`` (what the
   batch needs, and metadata for postprocess). Torch-free: it runs in decode workers (the
@@ -88,6 +90,32 @@ class Predictor:
     #: "fp32", or "bf16" (--dtype): the core runs ``forward`` under torch.autocast then
     #: (ptcli.inference.precision).
     precision: str = "fp32"
+    #: The recipe's options (ptcli.inference.options.Option), declared once: from them come the
+    #: command's flags, models.yaml's ``options:`` and what a request may set.
+    options: ClassVar[tuple] = ()
+    #: The derived command's: --batch-size's default, the progress bar's words, what befell
+    #: the inputs that failed ("2 of 9 inputs could not be read").
+    default_batch_size: ClassVar[int] = 16
+    progress: ClassVar[str | None] = None
+    failed: ClassVar[str] = "failed"
+    #: Whether ``load`` may run a hub model's own code, if the user lets it (--trust-remote-code).
+    remote_code: ClassVar[bool] = False
+
+    @property
+    def settings(self):
+        """The options' values (ptcli.inference.options.Options), set by the core after ``load``
+        (a request's own on a copy: read them in ``forward`` and ``postprocess``, not only in
+        ``load``, for what a request may change); the declared defaults until then."""
+        values = self.__dict__.get("_settings")
+        if values is None:
+            from ptcli.inference.options import Options
+
+            values = Options({option.name: option.default for option in type(self).options})
+        return values
+
+    @settings.setter
+    def settings(self, values) -> None:
+        self.__dict__["_settings"] = values
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Predictor:
@@ -115,6 +143,11 @@ class Predictor:
         raise NotImplementedError
 
     # --- optional ---------------------------------------------------------------------------
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Checks across options, or a value's syntax, before anything loads (UsageError):
+        each value is already typed and within its declared range."""
 
     #: Whether this predictor, as loaded, sends each input through ``forward`` in pieces
     #: (``chunks`` and ``merge``); the command's loop and the server both honour it.
@@ -176,9 +209,13 @@ class Predictor:
         png = result.get("png")
         return None if png is None else Image.open(io.BytesIO(png)).convert("RGB")
 
-    def predict(self, samples: list[Sample], *, chunk_batch: int | None = None) -> list[dict]:
+    def predict(self, samples: list, *, chunk_batch: int | None = None) -> list[dict]:
         """decode's samples through preprocess, forward and postprocess (the server's step, and
-        a video's frames'). A chunked predictor's pieces go ``chunk_batch`` a pass."""
+        a video's frames'). A chunked predictor's pieces go ``chunk_batch`` a pass. A sample
+        may come as ``Requested(sample, options)``: a request's own option values, run on a
+        copy of the predictor that has them (samples with the same values together)."""
+        if any(isinstance(s, Requested) for s in samples):
+            return _predict_requested(self, samples, chunk_batch)
         import contextlib
 
         import torch
@@ -192,6 +229,29 @@ class Predictor:
         with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
             outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
             return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A decoded input with the option values its request set (a sorted tuple of pairs)."""
+
+    sample: Sample
+    options: tuple = ()
+
+
+def _predict_requested(predictor: Predictor, items: list, chunk_batch: int | None) -> list[dict]:
+    from ptcli.inference.options import with_settings
+
+    groups: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.options if isinstance(item, Requested) else (), []).append(index)
+    results: list = [None] * len(items)
+    for options, indices in groups.items():
+        view = with_settings(predictor, dict(options))
+        samples = [items[i].sample if isinstance(items[i], Requested) else items[i] for i in indices]
+        for index, result in zip(indices, view.predict(samples, chunk_batch=chunk_batch)):
+            results[index] = result
+    return results
 
 
 def sample_image():

@@ -85,18 +85,29 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
         gradients=predictor.needs_gradients)
 
 
-def load_predictor(recipe, source, device, **options) -> Predictor:
-    """The recipe's Predictor class (``Recipe.predictor``) loaded from ``source`` on ``device``."""
-    from ptcli.errors import PluginError
+def load_predictor(recipe, source, device, *, where: str = "", **options) -> Predictor:
+    """The recipe's Predictor class (``Recipe.predictor``) loaded from ``source`` on ``device``.
+    A predictor that declares its options gets them checked, with their defaults filled in
+    (an unknown or ill-typed one is a UsageError naming it), as ``load``'s keyword arguments
+    and as ``predictor.settings``; one that declares none (Core v3) gets ``options`` as given."""
+    from ptcli.errors import PluginError, UsageError
+    from ptcli.inference.options import OptionError, Options, declared, settle
     from ptcli.refs import load_ref
 
     if recipe.predictor is None:
         raise PluginError(f"recipe {recipe.name} declares no predictor")
     cls = load_ref(recipe.predictor)
+    declaration = declared(cls)
+    if declaration:
+        try:
+            options = settle(declaration, options, where=where)
+        except OptionError as exc:
+            raise UsageError(str(exc)) from None
     predictor = cls.load(source, device, **options)
     if not isinstance(predictor, Predictor):
         raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
     predictor.source = source
+    predictor.settings = Options(options)
     return predictor
 
 

@@ -35,6 +35,11 @@ class Command:
     #: Options that may be given without their value, which then means the first choice:
     #: {"--track": ("bytetrack", "botsort", "ocsort")} lets `--track` stand for `--track bytetrack`.
     optional_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: A derived command's (no ``target``) own words: its --help text (default: ``help``), and
+    #: the shared options' help reworded for the recipe, by parameter name ("inputs", "model",
+    #: "weights", "checkpoint", "batch_size").
+    doc: str | None = None
+    help_for: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ptcli.errors import one_line
 from . import schema
 from .auth import Keys
 from .http import MAX_HEADERS
-from .requests import ClientGone, RequestError, parse
+from .requests import ClientGone, RequestError, parse, request_options
 from .workers import Hooks, LocalModel, Refused, unavailable
 
 #: ptcli's own routes (the protocols' are in v2.ROUTES and openai_api.ROUTES).
@@ -256,7 +256,7 @@ def create_app(models, settings: Settings | None = None):
             events = await model.stream(raw[0], deadline=deadline)
             return _sse(event async for event in events)
         want_file = info.media_type is not None and not many and info.media_type in request.headers.get("accept", "")
-        outcomes = await model.predict(raw, deadline=deadline, want_file=want_file)
+        outcomes = await model.predict(raw, deadline=deadline, want_file=want_file, options=request_options(request))
         sizes = [outcome.batch_size for outcome in outcomes if outcome.batch_size]
         request.state.batch_size = max(sizes) if sizes else None
         if not many:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,6 +39,9 @@ class ModelConfig(BaseModel):
     max_wait_ms: float | None = Field(None, ge=0)
     device: str | None = None
     replicas: int | None = Field(None, ge=1, le=64)
+    #: The recipe's own options (its Predictor's declaration: `ptcli plugins check`), as its
+    #: command's flags would set them: {threshold: 0.5}.
+    options: dict[str, Any] | None = None
 
 
 class ServeConfig(BaseModel):
@@ -60,6 +64,7 @@ class ServedModelSpec(BaseModel):
     max_wait_ms: float
     devices: list[str]
     replicas: int
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 def read_config(path: Path) -> ServeConfig:
@@ -106,9 +111,31 @@ def settle(entries: list[ModelConfig], *, max_batch: int, max_wait_ms: float, de
             raise UsageError(f"{where}two models are named {name!r}; give each a name")
         if recipe.predictor is None and (entry.replicas or replicas) > 1:
             raise UsageError(f"{where}recipe {recipe.name} predates the inference contract and serves in the server's process only; drop replicas")
+        options = _settled_options(recipe, entry.options, where)
         specs.append(ServedModelSpec(
             name=name, recipe=recipe.name, model=entry.model, weights=entry.weights, checkpoint=entry.checkpoint,
             max_batch=entry.max_batch or max_batch,
             max_wait_ms=max_wait_ms if entry.max_wait_ms is None else entry.max_wait_ms,
-            devices=devices, replicas=entry.replicas or replicas))
+            devices=devices, replicas=entry.replicas or replicas, options=options))
     return specs
+
+
+def _settled_options(recipe, values: dict | None, where: str) -> dict:
+    """models.yaml's ``options:`` checked against the recipe's Predictor, before any model
+    loads: a usage error naming an unknown or ill-typed option, and the options there are."""
+    from ptcli.inference.options import OptionError, declared, settle
+    from ptcli.refs import load_ref
+
+    if not values:
+        return {}
+    if recipe.predictor is None:
+        raise UsageError(f"{where}recipe {recipe.name} takes no options")
+    cls = load_ref(recipe.predictor)
+    if not declared(cls):
+        raise UsageError(f"{where}options: recipe {recipe.name} declares no options")
+    try:
+        settle(declared(cls), values, where=where)
+    except OptionError as exc:
+        raise UsageError(str(exc)) from None
+    cls.check_options(values)
+    return dict(values)

@@ -68,6 +68,13 @@ def result_schema(result_keys) -> dict:
     return {"anyOf": [one, {"type": "array", "items": row}]}
 
 
+def request_options_schema(info) -> dict:
+    """The options a request to this model may set (its predictor's declaration), as a JSON
+    object schema: unknown names are refused (400), so none other is allowed."""
+    return {"type": "object", "additionalProperties": False, "description": "Options for this request.",
+            "properties": {option.name: option.json_schema() for option in info.options if option.request}}
+
+
 def _per_model(paths: dict, template: str, models: dict, build) -> None:
     """Replace the path ``template`` (with {name}) by one path per loaded model."""
     generic = paths.pop(template, None)
@@ -89,6 +96,15 @@ def specialize(schema: dict, models: dict, max_queue: int) -> dict:
 
     def predict(operation: dict, info) -> None:
         operation["requestBody"] = predict_body(info.kind, max_queue)
+        options = request_options_schema(info)
+        if options["properties"]:
+            for media in operation["requestBody"]["content"].values():
+                for shape in [media["schema"], *media["schema"].get("anyOf", [])]:
+                    if shape.get("type") == "object" and "properties" in shape and info.kind != PROMPT:
+                        shape["properties"]["options"] = options
+            operation["parameters"] = [*operation.get("parameters", []), *(
+                {"name": name, "in": "query", "required": False, "schema": schema, "description": schema["description"]}
+                for name, schema in options["properties"].items())]
         answer = operation["responses"]["200"]["content"]
         answer["application/json"] = {"schema": result_schema(info.result_keys)}
         operation["summary"] = f"Predict ({info.title})"
@@ -107,9 +123,13 @@ def specialize(schema: dict, models: dict, max_queue: int) -> dict:
         body["properties"]["inputs"] = {"type": "array", "minItems": 1, "maxItems": 1, "items": tensor}
         from .v2 import typed_outputs
 
+        options = request_options_schema(info)
+        if options["properties"] and info.kind != PROMPT:
+            body["properties"]["parameters"] = {"type": "object", "properties": {
+                **options["properties"], "binary_data_output": {"type": "boolean"}}}
         outputs = body["properties"].get("outputs")
         if outputs is not None:
-            names = ["result", *(output["name"] for output in typed_outputs(info.result_keys))]
+            names = ["result", *(output["name"] for output in typed_outputs(info.result_keys, info.example))]
             outputs["items"]["properties"]["name"] = {"type": "string", "enum": names}
 
     _per_model(paths, "/predict/{name}", models, predict)

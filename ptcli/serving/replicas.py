@@ -82,7 +82,8 @@ class ReplicaPool:
             raise Refused(503, f"the queue is full ({self.max_queue} inputs waiting); retry shortly", {"Retry-After": "1"})
         return replica
 
-    async def predict(self, raws: list, *, deadline: float, want_file: bool = False) -> list[Outcome]:
+    async def predict(self, raws: list, *, deadline: float, want_file: bool = False,
+                      options: dict | None = None) -> list[Outcome]:
         from .requests import check_count
 
         check_count(len(raws), self.max_queue)
@@ -90,7 +91,7 @@ class ReplicaPool:
         ident = next(self._ids)
         future = self._loop.create_future()
         replica.inflight[ident] = (future, len(raws))
-        self._send(replica, ("predict", ident, raws, deadline, want_file))
+        self._send(replica, ("predict", ident, raws, deadline, want_file, options))
         try:
             answer = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -159,6 +160,7 @@ class ReplicaPool:
         settings = {"name": self.name, "recipe": self.spec.recipe, "model": self.spec.model,
                     "weights": None if self.spec.weights is None else str(self.spec.weights),
                     "checkpoint": None if self.spec.checkpoint is None else str(self.spec.checkpoint),
+                    "options": dict(self.spec.options),
                     "device": replica.device, "max_batch": self.max_batch, "max_wait_ms": self.max_wait_ms,
                     "max_queue": self.max_queue, "timeout_s": self.timeout_s, "threads": self._threads,
                     "decode_budget": budget.BUDGET.total}
@@ -283,7 +285,8 @@ async def _serve_pipe(conn, settings: dict) -> None:
     path = lambda value: None if value is None else Path(value)  # noqa: E731
     model = LocalModel(settings["name"], lambda: load_servable(recipe, checkpoint=path(settings["checkpoint"]),
                                                                model=settings["model"], weights=path(settings["weights"]),
-                                                               device=torch.device(settings["device"])),
+                                                               device=torch.device(settings["device"]),
+                                                               options=settings["options"]),
                        max_batch=settings["max_batch"], max_wait_ms=settings["max_wait_ms"],
                        max_queue=settings["max_queue"], timeout_s=settings["timeout_s"],
                        hooks=Hooks(on_batch=lambda size: send(("batch", size)), on_drop=lambda count: send(("drop", count))))
@@ -308,11 +311,11 @@ async def _serve_pipe(conn, settings: dict) -> None:
     if failed.is_set():
         await model.stop()
         return
-    send(("ready", asdict(model.info)))
+    send(("ready", dict(vars(model.info))))  # shallow: its declared options go as they are
 
-    async def predict(ident, raws, deadline, want_file) -> None:
+    async def predict(ident, raws, deadline, want_file, options) -> None:
         try:
-            outcomes = await model.predict(raws, deadline=deadline, want_file=want_file)
+            outcomes = await model.predict(raws, deadline=deadline, want_file=want_file, options=options)
         except Refused as refused:
             send(("refused", ident, refused.status, refused.message, refused.headers))
             return

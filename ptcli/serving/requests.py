@@ -137,6 +137,18 @@ def _prompts(payload, limit: int | None = None) -> tuple[list, list, bool]:
     return items, [None] * len(items), isinstance(payload, list)
 
 
+def _options_object(value) -> dict:
+    if not isinstance(value, dict):
+        raise RequestError(400, 'options must be an object: {"options": {"NAME": VALUE, ...}}')
+    return value
+
+
+def request_options(request) -> dict:
+    """A request's option values: its query parameters (an upload's way), then its JSON's
+    "options" object (parse puts them on the request), checked later against the model's."""
+    return {**dict(request.query_params), **getattr(request.state, "options", {})}
+
+
 async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: float | None = None,
                 max_items: int | None = None) -> tuple[list, list, bool]:
     """(raw inputs, their names or None, whether the request sent a list); more than
@@ -165,6 +177,8 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: f
         return [await upload.read() for upload in uploads], [upload.filename for upload in uploads], len(uploads) > 1
     if media == "application/json":
         payload = loads_json(body, charset(request))
+        if isinstance(payload, dict) and "options" in payload:
+            request.state.options = {**getattr(request.state, "options", {}), **_options_object(payload.pop("options"))}
         if kind == PROMPT:
             return _prompts(payload, max_items)
         if kind == TEXT:

@@ -59,14 +59,14 @@ def servable_from(predictor) -> Servable:
                     warmup=None if warmup is None else predictor.decode(warmup), predictor=predictor)
 
 
-def load_servable(recipe, *, checkpoint=None, model=None, weights=None, device) -> Servable:
-    """The recipe's model, loaded to serve: through its Predictor, else (a recipe written for
-    an earlier ptcli) its own ``serve`` function."""
+def load_servable(recipe, *, checkpoint=None, model=None, weights=None, device, options: dict | None = None) -> Servable:
+    """The recipe's model, loaded to serve with its ``options`` (models.yaml's): through its
+    Predictor, else (a recipe written for an earlier ptcli) its own ``serve`` function."""
     if recipe.predictor is not None:
         from ptcli.inference.contract import Source
         from ptcli.inference.runner import load_predictor
 
-        return servable_from(load_predictor(recipe, Source(checkpoint, model, weights), device))
+        return servable_from(load_predictor(recipe, Source(checkpoint, model, weights), device, **(options or {})))
     from ptcli.refs import load_ref
 
     return load_ref(recipe.serve)(checkpoint=checkpoint, model=model, weights=weights, device=device)

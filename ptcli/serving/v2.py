@@ -51,8 +51,28 @@ _METADATA = {"type": "object", "required": ["name", "platform", "inputs", "outpu
     "inputs": {"type": "array", "items": _TENSOR}, "outputs": {"type": "array", "items": _TENSOR}}}
 
 
-def typed_outputs(result_keys) -> list[dict]:
-    """The typed tensors an answer with these keys gives, besides ``result``."""
+#: Outputs named for what every classifier, generator and image model answers with.
+_NAMED = ("label", "score", "text", "image")
+
+
+def _field_type(value) -> str | None:
+    """A result field's tensor type: numbers and strings are typed; lists, objects and files
+    stay in the "result" tensor (the --json object)."""
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FP32"
+    if isinstance(value, str):
+        return "BYTES"
+    return None
+
+
+def typed_outputs(result_keys, example: dict | None = None) -> list[dict]:
+    """The typed tensors an answer with these keys gives, besides ``result``: a classifier's top
+    label and score, a generator's text, an image's PNG, and every field of the result that
+    is a number or a string (floats FP32, ints INT64, strings BYTES), by its own name."""
     keys = set(result_keys or ())
     outputs = []
     if "predictions" in keys:
@@ -61,10 +81,14 @@ def typed_outputs(result_keys) -> list[dict]:
         outputs.append({"name": "text", "datatype": "BYTES", "shape": [-1]})
     if "png" in keys:
         outputs.append({"name": "image", "datatype": "BYTES", "shape": [-1]})
+    for key, value in (example or {}).items():
+        datatype = _field_type(value)
+        if datatype is not None and key not in _NAMED and key != "result":
+            outputs.append({"name": key, "datatype": datatype, "shape": [-1]})
     return outputs
 
 
-def _typed(name: str, results: list[dict]):
+def _typed(name: str, results: list[dict], datatype: str | None = None):
     if name == "label":
         return "BYTES", [r["predictions"][0]["label"] if r.get("predictions") else "" for r in results]
     if name == "score":
@@ -73,7 +97,9 @@ def _typed(name: str, results: list[dict]):
         return "BYTES", [r["generations"][0] if r.get("generations") else "" for r in results]
     if name == "image":
         return "BYTES", [r.get("png", b"") for r in results]
-    raise KeyError(name)
+    empty = {"BYTES": "", "BOOL": False, "INT64": 0, "FP32": 0.0}[datatype]
+    convert = {"BYTES": str, "BOOL": bool, "INT64": int, "FP32": float}[datatype]
+    return datatype, [convert(r[name]) if r.get(name) is not None else empty for r in results]
 
 
 def _bytes_elements(raw: bytes, where: str) -> list[bytes]:
@@ -213,6 +239,23 @@ def _png(pixels) -> bytes:
     return buffer.getvalue()
 
 
+#: Request parameters the protocol itself defines (and Triton's clients send), not a model's options.
+_PROTOCOL_PARAMETERS = ("binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority", "timeout",
+                        "headers")
+
+
+def _parameters(request: dict, info) -> dict:
+    """The request's "parameters" that set the model's options (threshold, top_k...): checked
+    by the model against what a request may set, a 400 naming an unknown one. A language
+    model's parameters are its generation settings instead (_inputs gives them to each prompt)."""
+    parameters = request.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise RequestError(400, "parameters must be an object")
+    if info.kind == PROMPT:
+        return {}
+    return {key: value for key, value in parameters.items() if key not in _PROTOCOL_PARAMETERS}
+
+
 def _wanted(request: dict, available: list[str]) -> list[tuple[str, bool]]:
     """(output name, binary?) for each output the request asks for (all, when it names none)."""
     params = request.get("parameters") or {}
@@ -240,7 +283,7 @@ def add_routes(app, state) -> None:
         return {"name": name, "versions": [VERSION], "platform": f"ptcli_{info.kind}",
                 "inputs": [{"name": info.kind, "datatype": "BYTES", "shape": [-1]}]
                 + ([{"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, 3]}] if info.kind == IMAGE else []),
-                "outputs": [{"name": "result", "datatype": "BYTES", "shape": [-1]}, *typed_outputs(info.result_keys)]}
+                "outputs": [{"name": "result", "datatype": "BYTES", "shape": [-1]}, *typed_outputs(info.result_keys, info.example)]}
 
     def check_version(version: str | None) -> None:
         if version is not None and version != VERSION:
@@ -302,17 +345,17 @@ def add_routes(app, state) -> None:
         payload, binary = _read_request(body, request.headers.get(HEADER_LENGTH))
         if not isinstance(payload, dict):
             raise RequestError(400, "send a JSON object {\"inputs\": [...]}")
-        available = ["result"] + [output["name"] for output in typed_outputs(info.result_keys)]
-        wanted = _wanted(payload, available)
+        typed = {output["name"]: output["datatype"] for output in typed_outputs(info.result_keys, info.example)}
+        wanted = _wanted(payload, ["result", *typed])
         items = _inputs(payload, binary, info.kind, state.settings.max_queue)
-        outcomes = await model.predict(items, deadline=deadline)
+        outcomes = await model.predict(items, deadline=deadline, options=_parameters(payload, info))
         for outcome in outcomes:
             if outcome.error is not None:
                 raise RequestError(outcome.status, outcome.error)
         sizes = [o.batch_size for o in outcomes if o.batch_size]
         request.state.batch_size = max(sizes) if sizes else None
         results = [o.result for o in outcomes]
-        return _answer(name, payload.get("id"), wanted, results)
+        return _answer(name, payload.get("id"), wanted, results, typed)
 
     @app.post("/v2/models/{name}/versions/{version}/infer", tags=tags, summary="Inference", openapi_extra=INFER_BODY,
               responses=infer_answers)
@@ -321,7 +364,7 @@ def add_routes(app, state) -> None:
         return await infer(name, request)
 
 
-def _answer(name: str, ident, wanted: list[tuple[str, bool]], results: list[dict]):
+def _answer(name: str, ident, wanted: list[tuple[str, bool]], results: list[dict], typed: dict):
     import numpy as np
 
     from ptcli.serving.app import jsonable
@@ -331,7 +374,7 @@ def _answer(name: str, ident, wanted: list[tuple[str, bool]], results: list[dict
         if output == "result":
             datatype, data = "BYTES", [json.dumps(jsonable(r), ensure_ascii=False) for r in results]
         else:
-            datatype, data = _typed(output, results)
+            datatype, data = _typed(output, results, typed.get(output))
         tensor = {"name": output, "datatype": datatype, "shape": [len(data)]}
         if binary:
             blob = _encode_bytes(data) if datatype == "BYTES" else np.asarray(data, dtype=_NUMPY[datatype]).tobytes()

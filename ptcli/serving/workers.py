@@ -35,6 +35,12 @@ class ModelInfo:
     media_type: str | None = None
     #: The keys of its answers (from the warm-up), for the typed tensors of /v2.
     result_keys: tuple = ()
+    #: Its predictor's declared options (ptcli.inference.options.Option), those a request may set among them.
+    options: tuple = ()
+    #: The values it was loaded with (models.yaml's ``options:``, the defaults filled in).
+    settings: dict = field(default_factory=dict)
+    #: One answer of the warm-up, for the types of /v2's outputs.
+    example: dict | None = None
 
 
 @dataclass
@@ -101,6 +107,7 @@ class LocalModel:
     batcher: Batcher | None = None
     _task: asyncio.Task | None = None
     _result_keys: tuple = ()
+    _example: dict | None = None
 
     @property
     def info(self) -> ModelInfo | None:
@@ -109,7 +116,10 @@ class LocalModel:
             return None
         predictor = servable.predictor
         return ModelInfo(servable.kind, servable.title, bool(predictor is not None and predictor.streams),
-                         getattr(predictor, "media_type", None), self._result_keys)
+                         getattr(predictor, "media_type", None), self._result_keys,
+                         tuple(getattr(predictor, "options", ()) or ()),
+                         predictor.settings.as_dict() if predictor is not None and predictor.settings is not None else {},
+                         self._example)
 
     def queue_depth(self) -> int:
         return len(self.batcher.pending) if self.batcher else 0
@@ -130,7 +140,8 @@ class LocalModel:
         with _LOADING:
             servable = self.load()
             if servable.warmup is not None:
-                self._result_keys = tuple(servable.predict([servable.warmup])[0])
+                self._example = servable.predict([servable.warmup])[0]
+                self._result_keys = tuple(self._example)
         return servable
 
     async def _loading(self) -> None:
@@ -150,7 +161,8 @@ class LocalModel:
             raise unavailable(self.load_error)
         return self.servable
 
-    async def predict(self, raws: list, *, deadline: float, want_file: bool = False) -> list[Outcome]:
+    async def predict(self, raws: list, *, deadline: float, want_file: bool = False,
+                      options: dict | None = None) -> list[Outcome]:
         """One outcome per raw input, in order. An input that cannot be read is its own 400; a
         full queue, a passed deadline or a failed forward pass refuses the whole request. The
         request holds its share of the decode budget (ptcli.serving.budget), by what its
@@ -161,6 +173,7 @@ class LocalModel:
 
         servable = self._require()
         check_count(len(raws), self.max_queue)
+        requested = self._requested(servable, options)
         cost = sum(await run_in_threadpool(lambda: [budget.decode_cost(servable.kind, raw) for raw in raws]))
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):  # waiting for the budget counts
@@ -168,11 +181,29 @@ class LocalModel:
         except TimeoutError:
             raise timed_out(self.timeout_s) from None
         try:
-            return await self._predict(servable, raws, deadline, want_file)
+            return await self._predict(servable, raws, deadline, want_file, requested)
         finally:
             await budget.BUDGET.release(held)
 
-    async def _predict(self, servable: Servable, raws: list, deadline: float, want_file: bool) -> list[Outcome]:
+    @staticmethod
+    def _requested(servable: Servable, options: dict | None) -> tuple:
+        """A request's option values, checked against what its model declares a request may
+        set (a 400 naming the option), as the sorted pairs its inputs carry to the model."""
+        from ptcli.inference.options import OptionError, settle
+
+        if not options:
+            return ()
+        declaration = tuple(getattr(servable.predictor, "options", ()) or ())
+        try:
+            values = settle(declaration, options, requested=True)
+        except OptionError as exc:
+            raise Refused(400, str(exc)) from None
+        return tuple(sorted(values.items()))
+
+    async def _predict(self, servable: Servable, raws: list, deadline: float, want_file: bool,
+                       requested: tuple = ()) -> list[Outcome]:
+        from ptcli.inference.contract import Requested
+
         from starlette.concurrency import run_in_threadpool
 
         outcomes: list[Outcome] = []
@@ -186,7 +217,7 @@ class LocalModel:
         futures: list[asyncio.Future] = []
         try:
             for _, item in decoded:
-                futures.append(self.batcher.submit(item, deadline))
+                futures.append(self.batcher.submit(Requested(item, requested) if requested else item, deadline))
         except QueueFull:
             for future in futures:  # the inputs that got in go unrun: the request is refused whole
                 future.cancel()

@@ -119,7 +119,8 @@ def serve(
         warn(f"serving on {host} without --api-key: anyone who can reach it may use it")
     log({"event": "serving", "url": f"http://{host}:{port}", "api_keys": len(keys), "pid": os.getpid(),
          "models": [{"name": spec.name, "recipe": spec.recipe, "devices": spec.devices, "replicas": spec.replicas,
-                     "max_batch": spec.max_batch, "max_wait_ms": spec.max_wait_ms} for spec in specs]})
+                     "max_batch": spec.max_batch, "max_wait_ms": spec.max_wait_ms, "options": spec.options}
+                    for spec in specs]})
     # uvicorn drains on SIGINT and SIGTERM, then raises the signal again under the handler it
     # found: for SIGTERM a no-op, so that a drained shutdown exits 0; for Ctrl-C Python's own
     # (exit 130, "interrupted").
@@ -143,7 +144,7 @@ def _worker(spec, source):
 
         target = devices[0]
         return LocalModel(spec.name, lambda: load_servable(recipe, checkpoint=spec.checkpoint, model=spec.model,
-                                                           weights=spec.weights, device=target),
+                                                           weights=spec.weights, device=target, options=spec.options),
                           max_batch=spec.max_batch, max_wait_ms=spec.max_wait_ms)
     from ptcli.serving.replicas import ReplicaPool
 

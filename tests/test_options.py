@@ -1,0 +1,148 @@
+"""Core v4: a recipe's options, declared once on its Predictor, set by the command's flags, by
+models.yaml's ``options:`` and by a request (/predict's "options", an upload's query
+parameters, OIP v2 "parameters"), and answered alike; a wrong one is a usage error or a 400
+naming it."""
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from ptcli.inference.options import Option, OptionError, settle
+from test_serve import Server
+
+
+def test_an_option_checks_its_type_range_and_choices():
+    top_k = Option("top_k", int, 5, "Predictions.", min=1, request=True)
+    merge = Option("merge", str, "greedy", "How.", choices=("greedy", "nms"))
+    flag = Option("window", bool, False, "Windows.")
+    assert top_k.check("3") == 3 and top_k.check(2.0) == 2 and flag.check("yes") is True and merge.check("nms") == "nms"
+    for option, value, words in ((top_k, 0, "outside 1.."), (top_k, "many", "not a whole number"), (top_k, True, "whole"),
+                                 (top_k, 2.5, "whole"), (merge, "soft", "not one of greedy, nms"), (flag, "maybe", "true or false"),
+                                 (Option("p", float, 0.5, "", min=0, max=1), float("nan"), "NaN")):
+        with pytest.raises(OptionError, match=words) as caught:
+            option.check(value)
+        assert caught.value.name == option.name
+    declaration = (top_k, merge)
+    assert settle(declaration, {"top_k": "2"}) == {"top_k": 2, "merge": "greedy"}
+    assert settle(declaration, {"top_k": 2}, requested=True) == {"top_k": 2}
+    with pytest.raises(OptionError, match="'merge' may not be set by a request; the options are top_k"):
+        settle(declaration, {"merge": "nms"}, requested=True)
+    with pytest.raises(OptionError, match="'topk' is not an option of this model; the options are top_k, merge"):
+        settle(declaration, {"topk": 2})
+    with pytest.raises(TypeError):
+        Option("bad", list, [], "a list is no option type")
+
+
+@pytest.fixture(scope="module")
+def random_detector(tmp_path_factory):
+    """A detector with random weights drawn so that its features do not vanish (torchvision's
+    own draw gives every box one score): its scores spread, so that thresholds keep some boxes
+    and drop others."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_in")
+    weights = tmp_path_factory.mktemp("detector") / "mobilenet.safetensors"
+    save_file(model.state_dict(), weights)
+    return weights
+
+
+def _post_json(url, payload):
+    response = httpx.post(url, json=payload, timeout=60)
+    return response.status_code, response.json()
+
+
+def test_served_options_answer_as_the_commands_flags(cli, tmp_path, random_detector):
+    """models.yaml's options are the flags' defaults for that model; a request's own override
+    them for that request alone, over /predict (JSON and query parameters) and /v2 (the
+    classifier through replica processes); an unknown, ill-typed or model-fixed option is a 400 naming it."""
+    from conftest import REPO, write_yaml
+
+    cat = REPO / "examples" / "cat.jpg"
+    detector = ("--model", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector)
+
+    def detect(threshold):
+        return json.loads(cli("detect", cat, *detector, "--threshold", str(threshold), "--json", "--device", "cpu").stdout)
+
+    scores = sorted({d["score"] for d in detect(0.0)["detections"] if d["score"] > 0})
+    assert len(scores) >= 4
+    low, high = scores[0], scores[len(scores) // 2]
+    at_low, at_high = detect(low), detect(high)
+    assert len(at_low["detections"]) > len(at_high["detections"]) > 0  # the thresholds tell answers apart
+    classified = {k: json.loads(cli("classify-image", cat, "-k", str(k), "--json", "--device", "cpu").stdout) for k in (2, 4)}
+
+    config = write_yaml(tmp_path / "models.yaml", {"models": [
+        {"name": "det", "recipe": "detect", "model": "fasterrcnn_mobilenet_v3_large_fpn", "weights": str(random_detector),
+         "options": {"threshold": low}},
+        {"name": "cls", "recipe": "classify-image", "options": {"top_k": 2}, "replicas": 2}]})
+    server = Server("--config", config, "--device", "cpu", "--max-wait-ms", "2")
+    try:
+        server.wait_ready()
+        image = {"image": base64.b64encode(cat.read_bytes()).decode()}
+        det, cls = f"{server.url}/predict/det", f"{server.url}/predict/cls"
+        assert _post_json(det, image) == (200, {k: v for k, v in at_low.items() if k != "input"})
+        assert _post_json(det, {**image, "options": {"threshold": high}}) == (200, {k: v for k, v in at_high.items() if k != "input"})
+        upload = httpx.post(det, params={"threshold": str(high)}, files={"file": ("cat.jpg", cat.read_bytes())}, timeout=60)
+        assert upload.json() == {**at_high, "input": "cat.jpg"}
+        assert _post_json(det, image)[1]["detections"] == at_low["detections"]  # the request's own stayed its own
+
+        def same_predictions(got, want):  # replicas run on fewer threads: sums add up in another order
+            assert [p["label"] for p in got] == [p["label"] for p in want], (got, want)
+            assert all(abs(p["score"] - q["score"]) < 1e-4 for p, q in zip(got, want))
+
+        same_predictions(_post_json(cls, image)[1]["predictions"], classified[2]["predictions"])
+        same_predictions(_post_json(cls, {**image, "options": {"top_k": 4}})[1]["predictions"], classified[4]["predictions"])
+
+        def infer(name, parameters):
+            body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [image["image"]]}],
+                    "parameters": parameters}
+            return httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, timeout=60)
+
+        answer = infer("det", {"threshold": high}).json()
+        outputs = {output["name"]: output for output in answer["outputs"]}
+        assert json.loads(outputs["result"]["data"][0])["detections"] == at_high["detections"]
+        assert outputs["width"] == {"name": "width", "datatype": "INT64", "shape": [1], "data": [at_high["width"]]}
+        outputs = {o["name"]: o for o in infer("cls", {"top_k": 4}).json()["outputs"]}
+        same_predictions(json.loads(outputs["result"]["data"][0])["predictions"], classified[4]["predictions"])
+        assert outputs["label"]["data"] == [classified[4]["predictions"][0]["label"]] and outputs["score"]["datatype"] == "FP32"
+
+        for status, body in (_post_json(det, {**image, "options": {"thresold": 0.3}}),
+                             _post_json(det, {**image, "options": {"threshold": "high"}}),
+                             _post_json(cls, {**image, "options": {"defense": "jpeg:75"}}),
+                             (lambda r: (r.status_code, r.json()))(infer("cls", {"top_k": 0})),
+                             (lambda r: (r.status_code, r.json()))(httpx.post(cls, params={"top_k": "x"}, content=cat.read_bytes(),
+                                                                             headers={"Content-Type": "image/jpeg"}, timeout=30))):
+            assert status == 400, body
+        messages = [m for m in (_post_json(det, {**image, "options": {"thresold": 0.3}})[1]["error"],
+                                _post_json(det, {**image, "options": {"threshold": "high"}})[1]["error"],
+                                _post_json(cls, {**image, "options": {"defense": "jpeg:75"}})[1]["error"])]
+        assert "'thresold' is not an option" in messages[0] and "threshold, max_detections" in messages[0]
+        assert "option 'threshold': 'high' is not a number" in messages[1]
+        assert "'defense' may not be set by a request; the options are top_k" in messages[2]
+
+        schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
+        query = {p["name"]: p["schema"] for p in schema["paths"]["/predict/det"]["post"]["parameters"] if p["in"] == "query"}
+        assert query["threshold"]["minimum"] == 0 and query["threshold"]["maximum"] == 1 and "classes" not in query
+    finally:
+        code, _, err = server.stop()
+    assert code == 0, err[-3000:]
+
+
+def test_a_wrong_option_in_models_yaml_stops_the_server_before_it_loads(cli, tmp_path):
+    from conftest import write_yaml
+
+    for options, words in (({"tops": 3}, "models[0]: 'tops' is not an option of this model; the options are top_k, defense"),
+                           ({"top_k": "x"}, "models[0]: option 'top_k': 'x' is not a whole number"),
+                           ({"defense": "blur:3"}, "--defense 'blur:3'")):
+        config = write_yaml(tmp_path / "models.yaml", {"models": [{"recipe": "classify-image", "options": options}]})
+        result = cli("serve", "--config", config, "--json")
+        assert result.exit_code == 2, result.stdout
+        assert words in json.loads(result.stdout)["error"]
