@@ -24,7 +24,7 @@ class AudioClassifier(Predictor):
         getattr(net, "model", net).to(device).eval()  # a hub classifier wraps its model with its feature extractor
         self.net, self.labels, self.clip, self.device, self.title = net, labels, clip, device, title
         self.window = window
-        self.settings = Options({"top_k": top_k, "window": window})
+        self.option_values = Options({"top_k": top_k, "window": window})
 
     @classmethod
     def load(cls, source: Source, device, *, top_k: int = 3, window: bool = False) -> AudioClassifier:
@@ -69,7 +69,7 @@ class AudioClassifier(Predictor):
     def postprocess(self, probabilities, meta) -> dict:
         from ptcli.inference.results import top_predictions
 
-        return {"predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)))}
+        return {"predictions": top_predictions(probabilities, self.labels, min(self.option_values.top_k, len(self.labels)))}
 
     def describe(self, item, result: dict) -> str:
         from ptcli.output import format_predictions

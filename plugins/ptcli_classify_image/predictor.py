@@ -33,7 +33,7 @@ class ImageClassifier(Predictor):
         # 14.6 ms a forward at batch 1, 9.5 against 17.4 ms an image at 16; bench/classify_throughput.py).
         self.net = net.to(device).eval().to(memory_format=torch.channels_last)
         self.labels, self.device, self.title = labels, device, title
-        self.settings = Options({"top_k": top_k, "defense": defense})
+        self.option_values = Options({"top_k": top_k, "defense": defense})
         self.pre = Preprocess(preprocessing)
         self.in_filter = in_filter
 
@@ -74,7 +74,7 @@ class ImageClassifier(Predictor):
     def postprocess(self, probabilities, meta) -> dict:
         from ptcli.inference.results import top_predictions
 
-        return {"predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)))}
+        return {"predictions": top_predictions(probabilities, self.labels, min(self.option_values.top_k, len(self.labels)))}
 
     def describe(self, item, result: dict) -> str:
         from ptcli.output import format_predictions

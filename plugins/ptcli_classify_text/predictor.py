@@ -22,7 +22,7 @@ class TextClassifierPredictor(Predictor):
         classifier.model.to(device).eval()
         self.classifier, self.device, self.title = classifier, device, title
         self.labels = classifier.labels
-        self.settings = Options({"top_k": top_k, "max_length": None})
+        self.option_values = Options({"top_k": top_k, "max_length": None})
         #: Tokenises a batch; its ``truncated`` counts the texts cut so far.
         self.encode = EncodeBatch(classifier.encoder)
 
@@ -54,7 +54,7 @@ class TextClassifierPredictor(Predictor):
         from ptcli.inference.results import top_predictions
 
         text, cut = meta
-        return {"text": text, "predictions": top_predictions(probabilities, self.labels, min(self.settings.top_k, len(self.labels)), with_index=False),
+        return {"text": text, "predictions": top_predictions(probabilities, self.labels, min(self.option_values.top_k, len(self.labels)), with_index=False),
                 "truncated": cut}
 
     def evaluate(self, data, *, batch_size: int) -> dict:

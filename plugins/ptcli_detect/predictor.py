@@ -64,7 +64,7 @@ class Detector(Predictor):
         self.chunked = slice_size is not None
         configure_inference(net, threshold, max_detections)
         self.net, self.device, self.title = net.to(device).eval(), device, title
-        self.settings = Options({"threshold": threshold, "classes": classes, "max_detections": max_detections,
+        self.option_values = Options({"threshold": threshold, "classes": classes, "max_detections": max_detections,
                                  "masks": masks, "slice_size": slice_size, "slice_overlap": slice_overlap,
                                  "slice_merge": slice_merge})
 
@@ -100,7 +100,7 @@ class Detector(Predictor):
 
         # A request may lower or raise the threshold: the model itself drops what is below it
         # (forward passes run one at a time, on the model's thread).
-        configure_inference(self.net, self.settings.threshold, self.settings.max_detections)
+        configure_inference(self.net, self.option_values.threshold, self.option_values.max_detections)
         # On the CPU one image a pass: a batch is slower per image there on few cores (see
         # command.default_batch_size). Elsewhere batches of one size: padding to the batch's
         # largest image moves the others' boxes and scores.
@@ -138,7 +138,7 @@ class Detector(Predictor):
         from .rendering import detection_fields
 
         width, height = meta["width"], meta["height"]
-        found = found.filtered(self.settings.threshold, self.selected, self.settings.max_detections)
+        found = found.filtered(self.option_values.threshold, self.selected, self.option_values.max_detections)
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
         if "destination" in meta:

@@ -45,6 +45,8 @@ def option_parameter(option) -> inspect.Parameter:
     if option.choices:
         help_text += f" One of: {', '.join(map(str, option.choices))}."
     metavar = option.metavar or ("|".join(map(str, option.choices)) if option.choices else None)
+    if metavar is None and option.type is not bool:
+        metavar = option.name.upper()
     info = typer.Option(*names, help=help_text, metavar=metavar, show_default=option.default is not None, **extra)
     return _parameter(option.name, Annotated[kind, info], option.default)
 

@@ -6,7 +6,7 @@ decode/predict/encode in one class:
 
 - ``options``: the recipe's own options, declared once (ptcli.inference.options.Option:
   ``top_k``, ``threshold``...); the command's flags, a served model's settings and what a
-  request may set all come from it. The values are ``self.settings`` (``self.settings.top_k``);
+  request may set all come from it. The values are ``self.option_values`` (``self.option_values.top_k``);
 - ``load(source, device, **options)``: the model, once, from a checkpoint, a model name, a
   weights file or an export, on a device (the options' values as keyword arguments too);
 - ``decode(item)``: one input (a path, the bytes of an upload, a text, a video's frame: a
@@ -98,24 +98,27 @@ class Predictor:
     default_batch_size: ClassVar[int] = 16
     progress: ClassVar[str | None] = None
     failed: ClassVar[str] = "failed"
+    #: What ``forward`` gives, for the check of a derived export (ptcli.exporting.derived):
+    #: "classes" (scores per class: top-1 agreement), "numbers" or "image" (largest difference).
+    output_kind: ClassVar[str] = "numbers"
     #: Whether ``load`` may run a hub model's own code, if the user lets it (--trust-remote-code).
     remote_code: ClassVar[bool] = False
 
     @property
-    def settings(self):
+    def option_values(self):
         """The options' values (ptcli.inference.options.Options), set by the core after ``load``
         (a request's own on a copy: read them in ``forward`` and ``postprocess``, not only in
         ``load``, for what a request may change); the declared defaults until then."""
-        values = self.__dict__.get("_settings")
+        values = self.__dict__.get("_option_values")
         if values is None:
             from ptcli.inference.options import Options
 
             values = Options({option.name: option.default for option in type(self).options})
         return values
 
-    @settings.setter
-    def settings(self, values) -> None:
-        self.__dict__["_settings"] = values
+    @option_values.setter
+    def option_values(self, values) -> None:
+        self.__dict__["_option_values"] = values
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Predictor:
@@ -164,6 +167,14 @@ class Predictor:
         """The pieces' outputs, in ``chunks`` order, back into the input's one output row.
         ``outputs`` is lazy: each pass runs as merge takes its outputs."""
         raise NotImplementedError
+
+    @classmethod
+    def from_export(cls, state: dict, device) -> Predictor:
+        """A predictor without its model, from the state a derived export carries (by default
+        the JSON-able attributes it had: labels, sizes); the core makes the export its forward."""
+        predictor = cls.__new__(cls)
+        predictor.__dict__.update(state)
+        return predictor
 
     def describe(self, item: Any, result: dict) -> str:
         """One result as the command prints it without --json (default: its fields, one a line)."""
@@ -240,14 +251,14 @@ class Requested:
 
 
 def _predict_requested(predictor: Predictor, items: list, chunk_batch: int | None) -> list[dict]:
-    from ptcli.inference.options import with_settings
+    from ptcli.inference.options import with_values
 
     groups: dict[tuple, list[int]] = {}
     for index, item in enumerate(items):
         groups.setdefault(item.options if isinstance(item, Requested) else (), []).append(index)
     results: list = [None] * len(items)
     for options, indices in groups.items():
-        view = with_settings(predictor, dict(options))
+        view = with_values(predictor, dict(options))
         samples = [items[i].sample if isinstance(items[i], Requested) else items[i] for i in indices]
         for index, result in zip(indices, view.predict(samples, chunk_batch=chunk_batch)):
             results[index] = result

@@ -4,10 +4,10 @@ models.yaml, what a request may set (/predict's "options", an upload's query par
 OIP v2 request's "parameters"), the OpenAPI schema and `ptcli plugins check`'s listing.
 
 The values reach the predictor twice: as keyword arguments of ``load`` (so that a Core v3
-predictor's ``load(source, device, *, top_k=5)`` keeps working) and as ``predictor.settings``,
+predictor's ``load(source, device, *, top_k=5)`` keeps working) and as ``predictor.option_values``,
 an ``Options`` whose attributes are the options' names. A request's own values are applied to
-a shallow copy of the predictor (``with_settings``) that runs that request's inputs: a
-predictor reads ``self.settings`` in ``forward`` and ``postprocess`` for what a request may
+a shallow copy of the predictor (``with_values``) that runs that request's inputs: a
+predictor reads ``self.option_values`` in ``forward`` and ``postprocess`` for what a request may
 change. Like LitServe's ``LitAPI`` arguments and Hugging Face pipelines' ``_sanitize_parameters``,
 but typed and checked before any work: a wrong value is one line naming the option.
 """
@@ -138,7 +138,7 @@ class Option:
 
 
 class Options:
-    """The values of a predictor's options, by name (``settings.top_k``)."""
+    """The values of a predictor's options, by name (``option_values.top_k``)."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self.__dict__.update(values)
@@ -181,17 +181,17 @@ def settle(declaration: tuple[Option, ...], values: Mapping[str, Any] | None, *,
     return settled
 
 
-def with_settings(predictor, values: Mapping[str, Any] | None):
+def with_values(predictor, values: Mapping[str, Any] | None):
     """The predictor with a request's option values: itself when they change nothing, else a
-    shallow copy (the model and everything loaded shared) with its ``settings`` updated."""
+    shallow copy (the model and everything loaded shared) with its ``option_values`` updated."""
     if not values:
         return predictor
-    current = getattr(predictor, "settings", None)
+    current = getattr(predictor, "option_values", None)
     merged = {**(current.as_dict() if current is not None else {}), **values}
     if current is not None and merged == current.as_dict():
         return predictor
     view = copy.copy(predictor)
-    view.settings = Options(merged)
+    view.option_values = Options(merged)
     return view
 
 

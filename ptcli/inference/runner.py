@@ -89,7 +89,7 @@ def load_predictor(recipe, source, device, *, where: str = "", **options) -> Pre
     """The recipe's Predictor class (``Recipe.predictor``) loaded from ``source`` on ``device``.
     A predictor that declares its options gets them checked, with their defaults filled in
     (an unknown or ill-typed one is a UsageError naming it), as ``load``'s keyword arguments
-    and as ``predictor.settings``; one that declares none (Core v3) gets ``options`` as given."""
+    and as ``predictor.option_values``; one that declares none (Core v3) gets ``options`` as given."""
     from ptcli.errors import PluginError, UsageError
     from ptcli.inference.options import OptionError, Options, declared, settle
     from ptcli.refs import load_ref
@@ -103,11 +103,35 @@ def load_predictor(recipe, source, device, *, where: str = "", **options) -> Pre
             options = settle(declaration, options, where=where)
         except OptionError as exc:
             raise UsageError(str(exc)) from None
-    predictor = cls.load(source, device, **options)
+    predictor = _derived_export(recipe, cls, source, device)
+    if predictor is None:
+        predictor = cls.load(source, device, **options)
     if not isinstance(predictor, Predictor):
         raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
     predictor.source = source
-    predictor.settings = Options(options)
+    if declaration:
+        predictor.option_values = Options(options)
+    return predictor
+
+
+def _derived_export(recipe, cls, source, device) -> Predictor | None:
+    """An export made from the predictor itself (ptcli.exporting.derived), loaded back: the
+    predictor from the file's state, the file as its forward. None for anything else."""
+    from ptcli.models import embedded
+
+    checkpoint = source.checkpoint
+    if checkpoint is None or not embedded.looks_like_export(checkpoint):
+        return None
+    from ptcli.models.exported import load
+    from ptcli.models.sidecars import read_sidecar_for
+
+    meta = read_sidecar_for(checkpoint, recipe.name)
+    if meta.get("derived") != "predictor":
+        return None
+    model = load(checkpoint, meta, recipe).to(device)
+    predictor = cls.from_export(dict(meta.get("predictor_state") or {}), device)
+    predictor.device = device
+    predictor.forward = lambda batch: model(batch)
     return predictor
 
 

@@ -9,9 +9,15 @@
 5. Every declared predictor (``Recipe.predictor``, the inference contract) is a Predictor
    subclass that writes the steps the core calls (load, decode, forward, postprocess) and
    declares an input kind serve knows.
-6. Every declared export resolves to a function, and the recipe serves (through its predictor,
-   or a ``Recipe.serve`` function); a recipe without one is reported as skipped (`ptcli export`
-   and `ptcli serve` then say so).
+6. Every predictor runs for real, on the CPU, in a process of its own: its options' defaults
+   pass their own checks; it loads its default model (skipped when its weights are not on this
+   machine); it decodes a file, the file's bytes and (an image recipe) a video's frame; one
+   batch goes through preprocess, forward and postprocess; an in-process server answers one
+   /predict and one /v2 request; and the recipe exports (its own Exportable, or the one derived
+   from its predictor) to ONNX, checked against the eager model. Each step is one check, and a
+   failure is one line naming it.
+7. A recipe without a predictor: its export resolves to a function, and it serves through a
+   ``Recipe.serve`` function, or is reported as skipped.
 
 Commands run in fresh processes (``python -m ptcli``), as a user would run them.
 """
@@ -131,7 +137,11 @@ def check_plugin(name: str) -> list[dict]:
     for recipe in recipes:
         if recipe.predictor is not None:
             checks.append(_check_predictor(recipe))
+            if checks[-1]["status"] == "ok":
+                checks += _run_predictor(recipe)
     for recipe in recipes:
+        if recipe.predictor is not None:
+            continue
         for what, ref, command in (("export", recipe.export, "ptcli export"),
                                    ("serve", recipe.predictor or recipe.serve, "ptcli serve")):
             if ref is None:
@@ -168,6 +178,155 @@ def _check_predictor(recipe) -> dict:
     if cls.kind not in (IMAGE, TEXT, AUDIO, PROMPT):
         return _check(name, "failed", f"{cls.__name__}.kind is {cls.kind!r}; one of image, text, audio, prompt")
     return _check(name, "ok", f"{cls.__name__} ({cls.kind} inputs)")
+
+
+def _run_predictor(recipe) -> list[dict]:
+    """The predictor's steps (``predictor_steps``) in a fresh process, offline."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = f"from ptcli.plugins.check import predictor_steps; predictor_steps({recipe.name!r}, {tmp!r})"
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "PTCLI_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    checks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        checks.append(_check(f"{recipe.name} run", "failed", f"the process ended with exit {done.returncode}: {said[:300]}"))
+    return checks
+
+
+def predictor_steps(recipe_name: str, folder: str) -> None:
+    """Each step of a recipe's Predictor run for real, one JSON check a line on stdout; the
+    first that fails stops the steps that need it."""
+    from ptcli.plugins import get_plugins
+
+    recipe = get_plugins().recipe(recipe_name)
+    for check in _steps(recipe, Path(folder)):
+        print(json.dumps(check), flush=True)
+
+
+def _steps(recipe, folder: Path):
+    import asyncio
+
+    import torch
+
+    from ptcli.errors import flatten
+    from ptcli.inference.contract import AUDIO, IMAGE, PROMPT, Source
+    from ptcli.inference.options import OptionError, declared
+    from ptcli.inference.runner import load_predictor
+    from ptcli.refs import load_ref
+
+    name = recipe.name
+    cls = load_ref(recipe.predictor)
+    for option in declared(cls):
+        try:
+            option.check(option.default)
+        except OptionError as exc:
+            yield _check(f"{name} options", "failed", f"the default of {option.name} fails its own check: {exc}")
+            return
+    yield _check(f"{name} options", "ok", ", ".join(o.name for o in declared(cls)) or "none declared")
+    try:
+        predictor = load_predictor(recipe, Source(), torch.device("cpu"))
+    except Exception as exc:  # a plugin's load may fail in any way
+        said = flatten(exc, 300)
+        offline = "not on this machine" in said or "offline" in said
+        yield _check(f"{name} load", "skipped" if offline else "failed",
+                     f"its default model's weights are not on this machine: {said}" if offline else said)
+        return
+    yield _check(f"{name} load", "ok", predictor.title or type(predictor).__name__)
+    inputs = _tiny_inputs(folder)
+    item = {IMAGE: inputs["image"], AUDIO: inputs["clip"]}.get(cls.kind, inputs["text"])
+    if cls.kind == PROMPT:
+        item = {"prompt": inputs["text"], "max_new_tokens": 4}
+    ways = [("a file", item)]
+    if cls.kind in (IMAGE, AUDIO):
+        ways.append(("bytes", Path(item).read_bytes()))
+    if cls.kind == IMAGE:
+        from PIL import Image
+
+        from ptcli.video.frames import Frame
+
+        ways.append(("a video frame", Frame("tiny.mp4", 0, 0.0, Image.open(item).convert("RGB"))))
+    samples = []
+    for what, value in ways:
+        try:
+            samples.append(predictor.decode(value))
+        except Exception as exc:  # noqa: BLE001
+            yield _check(f"{name} decode {what}", "failed", flatten(exc, 300))
+            return
+        yield _check(f"{name} decode {what}", "ok")
+    try:
+        results = predictor.predict(samples)
+        if len(results) != len(samples) or not all(isinstance(r, dict) for r in results):
+            raise TypeError(f"predict gave {len(results)} results for {len(samples)} inputs, or not dicts")
+        json.dumps(results, default=lambda value: "<bytes>" if isinstance(value, bytes) else repr(value))
+    except Exception as exc:  # noqa: BLE001
+        yield _check(f"{name} batch", "failed", flatten(exc, 300))
+        return
+    yield _check(f"{name} batch", "ok", f"{len(samples)} inputs: {', '.join(results[0])}")
+    yield from asyncio.run(_serve_once(name, predictor, item, cls.kind))
+    yield _export_once(recipe, folder, item if cls.kind in (IMAGE, AUDIO) else None)
+
+
+async def _serve_once(name: str, predictor, item, kind: str) -> list[dict]:
+    """One /predict and one /v2 request to an in-process server of the loaded predictor."""
+    import asyncio
+    import base64
+
+    import httpx
+
+    from ptcli.inference.contract import AUDIO, IMAGE, PROMPT
+    from ptcli.serving.app import create_app
+    from ptcli.serving.spec import servable_from
+
+    app = create_app(lambda: servable_from(predictor))
+    checks = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://check") as client:
+            for _ in range(3000):
+                if app.state.ptcli.servable is not None or app.state.ptcli.load_error is not None:
+                    break
+                await asyncio.sleep(0.01)
+            if app.state.ptcli.load_error is not None:
+                return [_check(f"{name} serve", "failed", f"loading to serve: {app.state.ptcli.load_error}")]
+            if kind in (IMAGE, AUDIO):
+                body = {kind: base64.b64encode(Path(item).read_bytes()).decode()}
+                v2_data = [body[kind]]
+            elif kind == PROMPT:
+                body, v2_data = item, [item["prompt"]]
+            else:
+                body, v2_data = {"text": item}, [item]
+            for route, request in (("/predict", body), ("/v2/models/model/infer", {
+                    "inputs": [{"name": kind, "datatype": "BYTES", "shape": [1], "data": v2_data}]})):
+                answer = await client.post(route, json=request)
+                ok = answer.status_code == 200
+                checks.append(_check(f"{name} {route.split('/models')[0] if 'v2' in route else route}",
+                                     "ok" if ok else "failed", "" if ok else f"{answer.status_code}: {answer.text[:300]}"))
+    return checks
+
+
+def _export_once(recipe, folder: Path, sample) -> dict:
+    """`ptcli export` to ONNX, checked against the eager model, in a process of its own."""
+    from ptcli.refs import load_ref
+
+    if recipe.export is None:
+        cls = load_ref(recipe.predictor)
+        if cls.collate != "stack" or cls.streams:
+            return _check(f"{recipe.name} export", "skipped", "its inputs do not stack and it declares no export")
+    args = ["export", "--recipe", recipe.name, "-o", str(folder / "check.onnx"), "--json"]
+    if sample is not None:
+        args += ["--sample", str(sample)]
+    done = _run(*args, env={"PTCLI_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}, timeout=900)
+    said = (done.stdout.strip() or done.stderr.strip()).splitlines()[-1:] or [""]
+    if done.returncode == 0:
+        report = json.loads(said[0])
+        return _check(f"{recipe.name} export", "ok", f"onnx via {report['exporter']}, checked")
+    if "not on this machine" in said[0] or "offline" in said[0]:
+        return _check(f"{recipe.name} export", "skipped", f"its weights are not on this machine: {said[0][:200]}")
+    try:
+        said = [json.loads(said[0])["error"]]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return _check(f"{recipe.name} export", "failed", said[0][:300])
 
 
 def format_checks(name: str, checks: list[dict]) -> str:

@@ -38,7 +38,7 @@ class ModelInfo:
     #: Its predictor's declared options (ptcli.inference.options.Option), those a request may set among them.
     options: tuple = ()
     #: The values it was loaded with (models.yaml's ``options:``, the defaults filled in).
-    settings: dict = field(default_factory=dict)
+    option_values: dict = field(default_factory=dict)
     #: One answer of the warm-up, for the types of /v2's outputs.
     example: dict | None = None
 
@@ -118,7 +118,7 @@ class LocalModel:
         return ModelInfo(servable.kind, servable.title, bool(predictor is not None and predictor.streams),
                          getattr(predictor, "media_type", None), self._result_keys,
                          tuple(getattr(predictor, "options", ()) or ()),
-                         predictor.settings.as_dict() if predictor is not None and predictor.settings is not None else {},
+                         getattr(predictor, "option_values", None).as_dict() if getattr(predictor, "option_values", None) is not None else {},
                          self._example)
 
     def queue_depth(self) -> int:

@@ -57,9 +57,9 @@ def _recipe(checkpoint: Path | None, recipe_name: str | None, model: str | None,
     if checkpoint is not None and looks_like_export(checkpoint) and checkpoint.is_file():
         raise UsageError(f"{checkpoint} is already an export; export the checkpoint it came from")
     recipe = requested_recipe(checkpoint, recipe_name, model, weights)
-    if recipe.export is None:
-        raise UsageError(f"recipe {recipe.name} does not export its models (it declares no export); "
-                         "see `ptcli plugins` for the recipes that do")
+    if recipe.export is None and recipe.predictor is None:
+        raise UsageError(f"recipe {recipe.name} does not export its models (it declares neither an export nor a "
+                         "predictor); see `ptcli plugins` for the recipes that do")
     return recipe
 
 
@@ -94,7 +94,14 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
         raise UsageError(f"--dtype must be fp32 or bf16, not {dtype!r} (--half makes fp16 exports)")
     if dtype == "bf16" and (half or int8):
         raise UsageError("--dtype bf16, --half and --int8 are precisions; pick one")
-    make = load_ref(recipe.export)
+    if recipe.export is not None:
+        make = load_ref(recipe.export)
+    else:  # the recipe's Predictor exports its own forward
+        import functools
+
+        from ptcli.exporting.derived import exportable_from_predictor
+
+        make = functools.partial(exportable_from_predictor, recipe)
     exportable = make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
     rows = None
     if int8:
