@@ -42,10 +42,10 @@ def train(recipe: str, data: Path, runs: str, device: str) -> str:
 
 
 def ours(name, model, x, y, norm, eps):
-    from ptcli.vision.attacks import apgd
-    from ptcli.vision.autoattack import _apgd_targeted, autoattack
-    from ptcli.vision.fab import fab_targeted
-    from ptcli.vision.square import square
+    from ptcli.attacks import apgd
+    from ptcli.attacks.autoattack import _apgd_targeted, autoattack
+    from ptcli.attacks.fab import fab_targeted
+    from ptcli.attacks.square import square
 
     common = dict(eps=eps, norm=norm, seed=0, on_step=None)
     classes = int(model(x[:1]).shape[1])

@@ -1,4 +1,4 @@
-"""Modules that moved in ptcli 0.2's layout (Core v3), still importable under their old names
+"""Modules that moved in ptcli 0.2's layout (Core v3) and since, still importable under their old names
 for a release: ``import ptcli.recipe`` gives ``ptcli.plugins.recipe`` itself (the same module
 object, so its state is shared) with a DeprecationWarning naming the new place. Nothing in ptcli
 imports an old name; this serves third-party plugins written against the flat layout.
@@ -15,7 +15,6 @@ import warnings
 
 #: Old name -> new name, or the new modules whose public names the old one gathered.
 MOVED: dict[str, str | tuple[str, ...]] = {
-    "ptcli.attacks": "ptcli.vision.attacks",
     "ptcli.batching": "ptcli.inference.batching",
     "ptcli.capabilities": "ptcli.plugins.capabilities",
     "ptcli.checkpointing": "ptcli.training.gradient_checkpointing",
@@ -48,6 +47,12 @@ MOVED: dict[str, str | tuple[str, ...]] = {
     "ptcli.testing": "ptcli.plugins.testing",
     "ptcli.tiny_inputs": "ptcli.plugins.tiny_inputs",
     "ptcli.weights": "ptcli.models.weights",
+    # Core v4: attacks are a package of their own beside vision/.
+    "ptcli.vision.attacks": "ptcli.attacks",
+    "ptcli.vision.autoattack": "ptcli.attacks.autoattack",
+    "ptcli.vision.fab": "ptcli.attacks.fab",
+    "ptcli.vision.minimal": "ptcli.attacks.minimal",
+    "ptcli.vision.square": "ptcli.attacks.square",
 }
 
 

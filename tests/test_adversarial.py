@@ -9,7 +9,7 @@ import torch
 
 from conftest import colour_simplenet_config, make_imagefolder, train_json, train_once, write_yaml
 
-from ptcli.vision.attacks import apgd, fgsm, parse_eps, pgd, quantize, straight_through
+from ptcli.attacks import apgd, fgsm, parse_eps, pgd, quantize, straight_through
 
 
 # --- the attacks ------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def _trained_net(x, y, seed=0):
 
 
 def test_apgd_checkpoints_are_the_published_schedule():
-    from ptcli.vision.attacks import apgd_checkpoints
+    from ptcli.attacks import apgd_checkpoints
 
     # Croce & Hein's code at 100 iterations: checks after 22, then 19, 16, 13, 10, 7, 6, 6, ...
     assert apgd_checkpoints(100) == [21, 40, 56, 69, 79, 86, 92, 98]
@@ -120,7 +120,7 @@ def test_apgd_follows_the_reference_step_for_step(norm, eps):
     same best loss for every input after 100 steps: the same step sizes, halved at the same
     checkpoints, on the same condition."""
     torchattacks = pytest.importorskip("torchattacks", reason="torchattacks (the reference APGD) is not installed")
-    from ptcli.vision.attacks import apgd_start
+    from ptcli.attacks import apgd_start
 
     x = _images(64, seed=3)
     y = (x.mean((1, 2, 3)) * 3 > 1.5).long() + (x[:, 0].mean((1, 2)) > 0.5).long()

@@ -15,7 +15,7 @@ from conftest import REPO
 FLOORS = {
     "ptcli.errors": 1, "ptcli.output": 1, "ptcli.files": 1, "ptcli.distributed": 1, "ptcli.devices": 1, "ptcli.refs": 1,
     "ptcli.models": 2,
-    "ptcli.vision": 3, "ptcli.plugins": 3, "ptcli.plugins.recipe": 3, "ptcli.plugins.hookspecs": 3,
+    "ptcli.vision": 3, "ptcli.attacks": 3, "ptcli.plugins": 3, "ptcli.plugins.recipe": 3, "ptcli.plugins.hookspecs": 3,
     "ptcli.inference": 4,
     "ptcli.training": 5, "ptcli.exporting": 5, "ptcli.serving": 5, "ptcli.video": 5,
     # A video's frame is a plain value that image reading (floor 3) accepts.
@@ -82,6 +82,50 @@ def _defined(path: Path) -> set[str]:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names |= {t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name)}
     return names
+
+
+def _all_modules():
+    """Every module of the core and of the built-in recipes, by name."""
+    yield from core_modules()
+    for root in sorted((REPO / "plugins").glob("ptcli_*")):
+        for path in sorted(root.rglob("*.py")):
+            parts = path.relative_to(root.parent).with_suffix("").parts
+            yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def test_no_circle_of_imports():
+    """No module imports one that imports it back, however many steps away and whether at the
+    top or inside a function: what two modules both need lives below both."""
+    modules = dict(_all_modules())
+    graph = {name: {target for target in imported(name, path) if target in modules and target != name
+                    and not name.startswith(target + ".")} for name, path in modules.items()}
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node):  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    assert len(graph) > 200 and not circles, circles
 
 
 def test_every_name_imported_from_the_core_is_there():

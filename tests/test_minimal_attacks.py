@@ -1,4 +1,4 @@
-"""DeepFool and Carlini-Wagner L2 (ptcli.vision.minimal) against torchattacks' implementations on
+"""DeepFool and Carlini-Wagner L2 (ptcli.attacks.minimal) against torchattacks' implementations on
 the same small trained network: they fool as often, with changes no larger; held to eps like
 ptcli's other attacks; and through `ptcli attack`."""
 
@@ -41,7 +41,7 @@ def _norms_and_success(model, x, y, adversarial):
 
 
 def test_deepfool_finds_changes_no_larger_than_torchattacks(trained):
-    from ptcli.vision.attacks import ATTACKS
+    from ptcli.attacks import ATTACKS
 
     model, x, y = trained
     ours = ATTACKS["deepfool"](model, x, y, eps=100.0, steps=50, norm="l2")
@@ -54,7 +54,7 @@ def test_deepfool_finds_changes_no_larger_than_torchattacks(trained):
 
 
 def test_carlini_wagner_fools_with_changes_no_larger_than_torchattacks(trained):
-    from ptcli.vision.attacks import ATTACKS
+    from ptcli.attacks import ATTACKS
 
     model, x, y = trained
     ours = ATTACKS["cw"](model, x, y, eps=100.0, steps=100, norm="l2")
@@ -68,7 +68,7 @@ def test_carlini_wagner_fools_with_changes_no_larger_than_torchattacks(trained):
 
 @pytest.mark.parametrize("method", ["deepfool", "cw"])
 def test_minimal_attacks_are_held_to_eps_and_weaken_with_it(trained, method):
-    from ptcli.vision.attacks import ATTACKS
+    from ptcli.attacks import ATTACKS
 
     model, x, y = trained
     rates = []
@@ -81,7 +81,7 @@ def test_minimal_attacks_are_held_to_eps_and_weaken_with_it(trained, method):
 
 
 def test_a_targeted_carlini_wagner_reaches_its_target(trained):
-    from ptcli.vision.attacks import ATTACKS
+    from ptcli.attacks import ATTACKS
 
     model, x, y = trained
     target = (y + 1) % 3

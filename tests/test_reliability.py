@@ -370,12 +370,12 @@ def test_super_resolve_output_options(cli, tmp_path):
 
 
 def test_super_resolve_refuses_a_result_too_big_for_memory_and_goes_on(cli, tmp_path, monkeypatch):
-    import ptcli_super_resolve.command as command
+    import ptcli_super_resolve.outputs as outputs
 
     Image.new("RGB", (64, 64), (10, 200, 30)).save(tmp_path / "big.png")
     Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "small.png")
     # 20 KB free: the 32x32 result (24 KB) fits nowhere, the 256x256 one neither; the test shrinks memory, not the image
-    monkeypatch.setattr(command, "available_memory", lambda: 40 * 32 * 32)
+    monkeypatch.setattr(outputs, "available_memory", lambda: 40 * 32 * 32)
     result = cli("super-resolve", tmp_path / "big.png", tmp_path / "small.png", "-m", "bicubic", "-o", tmp_path / "out",
                  "--json")
     assert result.exit_code == 1

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from ptcli.vision.attacks import apgd, dlr, dlr_targeted, pgd
-from ptcli.vision.autoattack import autoattack
-from ptcli.vision.fab import box_projection, fab_targeted
-from ptcli.vision.square import square, square_fraction
+from ptcli.attacks import apgd, dlr, dlr_targeted, pgd
+from ptcli.attacks.autoattack import autoattack
+from ptcli.attacks.fab import box_projection, fab_targeted
+from ptcli.attacks.square import square, square_fraction
 
 pyautoattack = pytest.importorskip("pyautoattack", reason="pyautoattack is the reference (pip install pyautoattack)")
 

@@ -26,8 +26,8 @@ DEFAULT_STEPS = {"fab": 100, "autoattack": 100}
 
 def _settings(method: str, norm: str, eps: str, steps: int | None, step_size: str | None, random_start: bool, seed: int,
               queries: int = 5000, eot: int | None = None, version: str = "standard"):
-    from ptcli.vision.attacks import ATTACKS, BLACK_BOX, L2_ONLY, NORMS, parse_eps
-    from ptcli.vision.autoattack import VERSIONS
+    from ptcli.attacks import ATTACKS, BLACK_BOX, L2_ONLY, NORMS, parse_eps
+    from ptcli.attacks.autoattack import VERSIONS
 
     from .robustness import AttackSettings
 

@@ -28,7 +28,7 @@ class AttackSettings:
     def run(self, model, x, y, *, targeted: bool = False, quantize: bool = False, on_step=None, record: dict | None = None):
         """Adversarial ``x``. ``record`` gets what the method reports beyond the images: Square's
         queries per input, AutoAttack's robust count after each of its attacks."""
-        from ptcli.vision.attacks import ATTACKS
+        from ptcli.attacks import ATTACKS
 
         kwargs = dict(eps=self.eps, norm=self.norm, targeted=targeted, quantize_result=quantize)
         if self.eot is not None:
@@ -111,7 +111,7 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
     and wrongly, evaluated)."""
     import torch
 
-    from ptcli.vision.attacks import straight_through
+    from ptcli.attacks import straight_through
 
     network = classifier.network()
     defended = network if defense is None else (lambda x: network(defense(x)))

@@ -224,7 +224,7 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         """Adversarial versions of normalised ``inputs``, crafted in pixel space (the
         normalisation undone and redone around the attack) against the model in eval mode,
         so that the attack's forward passes leave BatchNorm's statistics alone."""
-        from ptcli.vision.attacks import fgsm, pgd
+        from ptcli.attacks import fgsm, pgd
 
         adv = self.config.adversarial
         eps = self._eps(ctx) if eps is None else eps

@@ -51,7 +51,7 @@ class Upscaler(Predictor):
         from ptcli.inference.inputs import refuse_existing
         from ptcli.video.frames import Frame
 
-        from .command import check_output_fits, output_path
+        from .outputs import check_output_fits, output_path
         from .images import SRImages
 
         meta = {"start": time.perf_counter()}

@@ -30,9 +30,8 @@ from ptcli.errors import InputError
 from ptcli.inference.results import Failed
 
 
-#: What ``load`` returns when ``postprocess`` needs more than the model's output (the
-#: inference contract's own Sample).
-from ptcli.inference.contract import Sample  # noqa: E402
+from ptcli.inference.contract import Sample
+from ptcli.inference.steps import gradient_mode, to_device
 
 
 class _LoadedInputs:
@@ -77,15 +76,6 @@ class _Collate:
         metas = [(True, x.meta) if isinstance(x, Sample) else (False, None) for _, x in good]
         batch = self.combine([x.data if isinstance(x, Sample) else x for _, x in good]) if good else None
         return [i for i, _ in good], batch, failed, metas
-
-
-def to_device(batch: Any, device: Any) -> Any:
-    """A tensor, or a dict, list or tuple of them, on ``device``."""
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(value, device) for value in batch)
-    return batch.to(device, non_blocking=True) if hasattr(batch, "to") else batch
 
 
 def ignore_sigint(_worker_id: int) -> None:
@@ -138,7 +128,6 @@ def run_batched(
 def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device, batch_size, workers, collate,
              gradients=False):
     """Per batch of ``indices`` (in order), the list of (index, result or Failed)."""
-    import torch
     from torch.utils.data import DataLoader, Subset
 
     if workers is None:
@@ -155,7 +144,7 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_sigint,
     )
-    with torch.enable_grad() if gradients else torch.inference_mode():
+    with gradient_mode(gradients):
         for batch_indices, batch, failed, metas in loader:
             results: dict[int, Any] = dict(failed)
             if batch is not None:

@@ -227,19 +227,9 @@ class Predictor:
         copy of the predictor that has them (samples with the same values together)."""
         if any(isinstance(s, Requested) for s in samples):
             return _predict_requested(self, samples, chunk_batch)
-        import contextlib
+        from ptcli.inference.steps import predict_step
 
-        import torch
-
-        from ptcli.inference.batching import to_device
-        from ptcli.inference.precision import in_precision
-        from ptcli.inference.runner import chunked_forward
-
-        forward = in_precision(self, chunked_forward(self, chunk_batch or self.chunk_batch or max(1, len(samples)))
-                               if self.chunked else self.forward)
-        with contextlib.nullcontext() if self.needs_gradients else torch.inference_mode():
-            outputs = forward(to_device(self.preprocess([s.data for s in samples]), self.device))
-            return [self.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
+        return predict_step(self, samples, chunk_batch)
 
 
 @dataclass(frozen=True)

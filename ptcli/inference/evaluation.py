@@ -14,13 +14,17 @@ from .contract import Predictor
 def output_rows(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
                 description: str = "evaluating") -> Iterator[tuple[Any, Any]]:
     """(input, its forward row or Failed) for every input, in order: the command's loop without
-    postprocess, in this process alone (a score is computed where every row is)."""
+    postprocess, in this process alone (a score is computed where every row is); at the
+    predictor's precision, a chunked one's pieces batched and merged, as the command runs it."""
     from .batching import run_batched_with_progress
     from .runner import _Decode, _Preprocess
+    from .steps import forward_step
 
-    return run_batched_with_progress(description, inputs, load=_Decode(predictor), forward=predictor.forward,
+    forward, batch_size = forward_step(predictor, batch_size)
+    return run_batched_with_progress(description, inputs, load=_Decode(predictor), forward=forward,
                                      postprocess=lambda row, meta: row, device=predictor.device, batch_size=batch_size,
-                                     workers=workers, collate=_Preprocess(predictor), distributed=False)
+                                     workers=workers, collate=_Preprocess(predictor), distributed=False,
+                                     gradients=predictor.needs_gradients)
 
 
 def score_classifier(predictor: Predictor, samples: Sequence[tuple[Any, int]], classes: Sequence[str], *,

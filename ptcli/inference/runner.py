@@ -11,7 +11,7 @@ the workers and shared out under torchrun like any other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .contract import Predictor
@@ -37,34 +37,6 @@ class _Preprocess:
         return self.predictor.preprocess(datas)
 
 
-def chunked_forward(predictor: Predictor, chunk_batch: int) -> Callable[[Any], list]:
-    """forward over each input's chunks, ``chunk_batch`` chunks a pass, merged per input. merge
-    gets the outputs lazily, computed as it takes them, so that it can fold them in one by one
-    (a large image's tiles) and memory holds one pass's outputs, not all of them."""
-
-    def outputs(chunks: list) -> Iterator:
-        for part in _same_shape_runs(chunks, chunk_batch):
-            yield from predictor.forward(part)
-
-    def forward(batch) -> list:  # chunks before merge: merge may need what chunks worked out
-        return [predictor.merge(data, outputs(predictor.chunks(data))) for data in batch]
-
-    return forward
-
-
-def _same_shape_runs(chunks: list, most: int) -> Iterator[list]:
-    """Consecutive chunks of one shape, at most ``most`` at a time: chunks of other sizes (a
-    whole image after its tiles) never share a pass, where padding would change the result."""
-    run: list = []
-    for chunk in chunks:
-        if run and (len(run) == most or getattr(chunk, "shape", None) != getattr(run[0], "shape", None)):
-            yield run
-            run = []
-        run.append(chunk)
-    if run:
-        yield run
-
-
 def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
         description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
     """(input, result fields or ptcli.inference.results.Failed) for every input, in input order,
@@ -72,13 +44,9 @@ def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers
     loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). decode's InputError
     (an unreadable input, an output file that exists) fails that input alone."""
     from ptcli.inference.batching import run_batched_with_progress
-    from ptcli.inference.precision import in_precision
+    from ptcli.inference.steps import forward_step
 
-    forward: Callable = predictor.forward
-    if predictor.chunked:
-        forward = chunked_forward(predictor, chunk_batch or predictor.chunk_batch or batch_size)
-        batch_size = 1
-    forward = in_precision(predictor, forward)
+    forward, batch_size = forward_step(predictor, batch_size, chunk_batch)
     return run_batched_with_progress(
         description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
         device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor),

@@ -43,10 +43,10 @@ class _Replica:
 
 
 class ReplicaPool:
-    def __init__(self, spec, devices: list[str]) -> None:
+    def __init__(self, spec, devices: list[str], *, max_queue: int = 256, timeout_s: float = 30.0) -> None:
         self.name, self.spec = spec.name, spec
         self.max_batch, self.max_wait_ms = spec.max_batch, spec.max_wait_ms
-        self.max_queue, self.timeout_s = 256, 30.0
+        self.max_queue, self.timeout_s = max_queue, timeout_s
         self.hooks = Hooks()
         self.on_load_error = lambda message: None
         self.load_error: str | None = None

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from . import schema
 from .requests import RequestError, b64decode, check_count, loads_json, read_body
 from .spec import IMAGE, PROMPT
+from .state import jsonable, server_version
 
 ROUTES = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}", "/v2/models/{name}/ready",
           "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}", "/v2/models/{name}/versions/{version}/ready",
@@ -275,7 +276,6 @@ def _wanted(request: dict, available: list[str]) -> list[tuple[str, bool]]:
 
 
 def add_routes(app, state) -> None:
-    from ptcli.serving.app import _version
 
     def model_metadata(name: str) -> dict:
         model = state.ready_model(name)
@@ -294,7 +294,7 @@ def add_routes(app, state) -> None:
 
     @app.get("/v2", tags=tags, summary="Server metadata", responses=answers(200, body={"type": "object"}))
     async def server_metadata():
-        return {"name": "ptcli", "version": _version(), "extensions": ["binary_tensor_data"]}
+        return {"name": "ptcli", "version": server_version(), "extensions": ["binary_tensor_data"]}
 
     @app.get("/v2/health/live", tags=tags, summary="Alive", responses=answers(200, body={"type": "object"}))
     async def live():
@@ -367,7 +367,6 @@ def add_routes(app, state) -> None:
 def _answer(name: str, ident, wanted: list[tuple[str, bool]], results: list[dict], typed: dict):
     import numpy as np
 
-    from ptcli.serving.app import jsonable
 
     outputs, blobs = [], []
     for output, binary in wanted:

@@ -1,7 +1,7 @@
 """Input filters that pre-process an image before a classifier sees it (book ch. 9), as
 defences: JPEG re-compression, a median filter, bit-depth reduction. They work on pixel
 batches in [0, 1] (B, 3, H, W). They mostly hide the gradient rather than remove the
-adversarial signal, which is why attacks through them use BPDA (ptcli.vision.attacks.straight_through).
+adversarial signal, which is why attacks through them use BPDA (ptcli.attacks.straight_through).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def serve(
     environment = os.environ.get(_env("API_KEYS"))
     from_environment = environment is not None and (not api_keys or list(api_keys) == environment.split())
     keys = parse_keys(None, environment) if from_environment else parse_keys(api_keys, None)
-    workers = [_worker(spec, source) for spec in specs]
+    workers = [_worker(spec, max_queue=max_queue, timeout_s=timeout_s) for spec in specs]
     _port_free(host, port)
 
     import uvicorn
@@ -131,8 +131,8 @@ def serve(
         raise PtcliError(f"the model failed to load: {failure[0]}")
 
 
-def _worker(spec, source):
-    """What runs ``spec``'s model: in this process, or in replica processes."""
+def _worker(spec, *, max_queue: int, timeout_s: float):
+    """What runs ``spec``'s model, with its settings: in this process, or in replica processes."""
     from ptcli.devices import resolve_device
     from ptcli.plugins import get_plugins
     from ptcli.serving.workers import LocalModel
@@ -145,7 +145,7 @@ def _worker(spec, source):
         target = devices[0]
         return LocalModel(spec.name, lambda: load_servable(recipe, checkpoint=spec.checkpoint, model=spec.model,
                                                            weights=spec.weights, device=target, options=spec.options),
-                          max_batch=spec.max_batch, max_wait_ms=spec.max_wait_ms)
+                          max_batch=spec.max_batch, max_wait_ms=spec.max_wait_ms, max_queue=max_queue, timeout_s=timeout_s)
     from ptcli.serving.replicas import ReplicaPool
 
-    return ReplicaPool(spec, [str(d) for d in devices])
+    return ReplicaPool(spec, [str(d) for d in devices], max_queue=max_queue, timeout_s=timeout_s)

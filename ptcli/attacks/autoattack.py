@@ -32,7 +32,8 @@ def autoattack(model, x, y, *, eps: float, norm: str = "linf", version: str = "s
     sample; 0 where it did not run)."""
     import torch
 
-    from .attacks import _keep_successes, apgd, quantize
+    from .gradient import apgd
+    from .toolkit import keep_successes, quantize
     from .fab import fab_targeted
     from .square import square
 
@@ -78,7 +79,7 @@ def autoattack(model, x, y, *, eps: float, norm: str = "linf", version: str = "s
         record["robust_after"], record["seconds"] = after, seconds
         record["queries"] = spent
     if quantize_result:
-        result = _keep_successes(model, x, y, False, quantize(x, result, eps, norm), result, eps, norm)
+        result = keep_successes(model, x, y, False, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
 
 
@@ -87,7 +88,7 @@ def _apgd_targeted(model, x, y, steps, draws, classes, common):
     turn, only on the samples not fooled yet."""
     import torch
 
-    from .attacks import apgd
+    from .gradient import apgd
 
     with torch.no_grad():
         ranked = model(x).argsort(dim=1, descending=True)

@@ -66,7 +66,7 @@ def square(model, x, y, *, eps: float, norm: str = "linf", queries: int = 5000, 
     sample used: the number of calls until it was fooled, or the whole budget."""
     import torch
 
-    from .attacks import NORMS, _keep_successes, quantize
+    from .toolkit import NORMS, keep_successes, quantize
 
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}")
@@ -144,7 +144,7 @@ def square(model, x, y, *, eps: float, norm: str = "linf", queries: int = 5000, 
         record["queries"] = used.cpu()
     result = best
     if quantize_result:
-        result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
+        result = keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
 
 

@@ -60,7 +60,7 @@ def fab_targeted(model, x, y, *, eps: float, norm: str = "linf", steps: int = 10
     input), ``steps`` steps each, for the samples still classified correctly."""
     import torch
 
-    from .attacks import NORMS, _keep_successes, quantize
+    from .toolkit import NORMS, keep_successes, quantize
 
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}")
@@ -82,7 +82,7 @@ def fab_targeted(model, x, y, *, eps: float, norm: str = "linf", steps: int = 10
         result[todo[fooled]] = found[fooled]
         robust[todo[fooled]] = False
     if quantize_result:
-        result = _keep_successes(model, x, y, False, quantize(x, result, eps, norm), result, eps, norm)
+        result = keep_successes(model, x, y, False, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
 
 

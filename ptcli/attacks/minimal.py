@@ -3,7 +3,7 @@ Carlini-Wagner L2 (Carlini & Wagner, S&P 2017). Each looks for the smallest chan
 the prediction, rather than the strongest within a budget; as ptcli's other attacks, the result
 is then held to ``eps`` (a change larger than the budget is scaled back onto it, and then may
 not fool the model), so that robust accuracy at eps means the same for every method. The
-model takes pixels in [0, 1], as for ptcli.vision.attacks."""
+model takes pixels in [0, 1], as for ptcli.attacks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ OVERSHOOT, CANDIDATES = 0.02, 10
 
 
 def _within(x, x_adv, eps: float):
-    from .attacks import project
+    from .toolkit import project
 
     return (x + project(x_adv - x, eps, "l2")).clamp(0, 1)
 
@@ -27,7 +27,7 @@ def deepfool(model, x, y, *, eps: float, steps: int = 50, norm: str = "l2", targ
     a 2% overshoot; then held to eps."""
     import torch
 
-    from .attacks import _keep_successes, quantize
+    from .toolkit import keep_successes, quantize
 
     if norm != "l2":
         raise ValueError("DeepFool finds the smallest L2 change: use --norm l2")
@@ -68,7 +68,7 @@ def deepfool(model, x, y, *, eps: float, steps: int = 50, norm: str = "l2", targ
             on_step()
     result = _within(x, (x + (1 + OVERSHOOT) * total).clamp(0, 1), eps).detach()
     if quantize_result:
-        result = _keep_successes(model, x, y, False, quantize(x, result, eps, "l2"), result, eps, "l2")
+        result = keep_successes(model, x, y, False, quantize(x, result, eps, "l2"), result, eps, "l2")
     return result
 
 
@@ -81,7 +81,7 @@ def carlini_wagner(model, x, y, *, eps: float, steps: int = 100, norm: str = "l2
     ``targeted``: ``y`` are the targets."""
     import torch
 
-    from .attacks import _keep_successes, quantize
+    from .toolkit import keep_successes, quantize
 
     if norm != "l2":
         raise ValueError("Carlini-Wagner here is the L2 attack: use --norm l2")
@@ -123,5 +123,5 @@ def carlini_wagner(model, x, y, *, eps: float, steps: int = 100, norm: str = "l2
         c = torch.where(torch.isinf(high), c * 10, (low + high) / 2)
     result = _within(x, best, eps).detach()
     if quantize_result:
-        result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, "l2"), result, eps, "l2")
+        result = keep_successes(model, x, y, targeted, quantize(x, result, eps, "l2"), result, eps, "l2")
     return result

@@ -1,109 +1,10 @@
-"""Adversarial examples (book ch. 9), small and in plain PyTorch: FGSM, PGD (L-inf or L2, with
-a random start) and APGD-CE (Croce & Hein, 2020), the step-size-free attack that "AutoAttack"
-starts with, as the strong one.
-
-Every attack takes ``model``: a module from pixel images in [0, 1] (B, 3, H, W) to logits, with
-any resizing and normalisation inside it, so that a perturbation bounded by ``eps`` is bounded
-in the pixels a file holds. It returns adversarial pixels within ``eps`` of ``x`` and in [0, 1].
-``quantize`` rounds the result to 8-bit values (what a PNG stores) inside the budget, so that
-saving it does not undo the attack. Each sample keeps the latest point that succeeded (later
-ones push the loss further), so more steps never lose a success.
-"""
+"""The gradient attacks: FGSM, PGD (L-inf or L2, with a random start) and APGD-CE (Croce &
+Hein, 2020), the step-size-free attack that AutoAttack starts with."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-NORMS = ("linf", "l2")
-
-
-def _flat_norm(t):
-    return t.flatten(1).norm(dim=1).view(-1, *([1] * (t.dim() - 1)))
-
-
-def project(delta, eps: float, norm: str):
-    """``delta`` moved into the ``eps`` ball of ``norm``."""
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    return delta * (eps / _flat_norm(delta).clamp(min=1e-12)).clamp(max=1.0)
-
-
-def _ascent(grad, norm: str):
-    if norm == "linf":
-        return grad.sign()
-    return grad / _flat_norm(grad).clamp(min=1e-12)
-
-
-def _objective(logits, y, targeted: bool):
-    """What each step increases: the loss of the true label, or minus that of the target."""
-    import torch.nn.functional as F
-
-    loss = F.cross_entropy(logits, y, reduction="none")
-    return -loss if targeted else loss
-
-
-def dlr(logits, y):
-    """Croce & Hein's difference of logits ratio: the true logit's margin over the best other,
-    divided by the spread of the top three, so that rescaling the logits changes nothing."""
-    ranked = logits.sort(dim=1).values
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    top_is_true = (logits.argmax(dim=1) == y).float()
-    best_other = ranked[:, -2] * top_is_true + ranked[:, -1] * (1 - top_is_true)
-    return -(true - best_other) / (ranked[:, -1] - ranked[:, -3] + 1e-12)
-
-
-def dlr_targeted(logits, y, target):
-    """DLR towards ``target``: the true logit's margin over the target's, scaled by the spread
-    between the top logit and the mean of the third and fourth (APGD-T's loss)."""
-    ranked = logits.sort(dim=1).values
-    true, wanted = logits.gather(1, y[:, None]).squeeze(1), logits.gather(1, target[:, None]).squeeze(1)
-    return -(true - wanted) / (ranked[:, -1] - 0.5 * (ranked[:, -3] + ranked[:, -4]) + 1e-12)
-
-
-def _loss_and_grad(model, point, loss_of, draws: int = 1):
-    """Each sample's loss and its gradient at ``point``, averaged over ``draws`` forward passes
-    (EOT: expectation over transformation, for a model or filter that is random), and the
-    last draw's logits."""
-    import torch
-
-    total_loss, total_grad = 0.0, 0.0
-    for _ in range(draws):
-        point = point.detach().requires_grad_(True)
-        logits = model(point)
-        loss = loss_of(logits)
-        grad, = torch.autograd.grad(loss.sum(), point)
-        total_loss, total_grad = total_loss + loss.detach(), total_grad + grad.detach()
-    return total_loss / draws, total_grad / draws, logits.detach()
-
-
-def succeeded(logits, y, targeted: bool):
-    predicted = logits.argmax(dim=1)
-    return predicted == y if targeted else predicted != y
-
-
-def quantize(x, x_adv, eps: float, norm: str):
-    """``x_adv`` rounded to the 8-bit grid, still within ``eps`` of ``x`` (itself on the grid,
-    as pixels read from a file are)."""
-    import torch
-
-    if norm == "linf":  # in integer levels, so that every value is exactly k / 255
-        levels, budget = torch.round(x * 255), float(int(eps * 255 + 1e-6))
-        return (levels + (torch.round(x_adv * 255) - levels).clamp(-budget, budget)).clamp(0, 255) / 255
-    # L2: each pixel's change truncated towards zero, so that no change grows and the norm stays within eps
-    levels = torch.round(x * 255)
-    return (levels + torch.trunc((x_adv - x) * 255)).clamp(0, 255) / 255
-
-
-def _random_start(x, eps: float, norm: str, generator):
-    import torch
-
-    if norm == "linf":
-        noise = torch.rand(x.shape, generator=generator, device="cpu").to(x) * 2 - 1
-        return noise * eps
-    direction = torch.randn(x.shape, generator=generator, device="cpu").to(x)
-    radius = torch.rand((x.shape[0],) + (1,) * (x.dim() - 1), generator=generator, device="cpu").to(x)
-    return direction / _flat_norm(direction).clamp(min=1e-12) * eps * radius
-
+from .toolkit import (_ascent, _loss_and_grad, _objective, _random_start, dlr, dlr_targeted, keep_successes,  # noqa: F401
+                      project, quantize, succeeded)
 
 def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = None, norm: str = "linf",
         random_start: bool = True, targeted: bool = False, quantize_result: bool = False, seed: int = 0,
@@ -141,23 +42,8 @@ def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = N
             on_step()
     result = torch.where(done.view(shape), best, x + delta)
     if quantize_result:
-        result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
+        result = keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
-
-
-def _keep_successes(model, x, y, targeted, rounded, unrounded, eps, norm):
-    """Rounding can undo a success found at the budget's edge: where it does, try the point
-    moved a little inside the budget, rounded again, and keep whichever succeeds."""
-    import torch
-
-    with torch.no_grad():
-        ok = succeeded(model(rounded), y, targeted)
-        if ok.all():
-            return rounded
-        alternative = quantize(x, x + project(unrounded - x, eps, norm) * 0.999, eps, norm)
-        alt_ok = succeeded(model(alternative), y, targeted)
-    use = (~ok & alt_ok).view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(use, alternative, rounded)
 
 
 def fgsm(model, x, y, *, eps: float, norm: str = "linf", targeted: bool = False, quantize_result: bool = False,
@@ -299,77 +185,5 @@ def apgd(model, x, y, *, eps: float, steps: int = 100, norm: str = "linf", targe
     result[live] = torch.where(done.view(shape), found, best_x)
     if quantize_result:
         x, y = x_all, y_all
-        result = _keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
+        result = keep_successes(model, x, y, targeted, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()
-
-
-def deepfool(model, x, y, **kwargs):
-    """DeepFool, minimal L2 (ptcli.vision.minimal)."""
-    from .minimal import deepfool as run
-
-    return run(model, x, y, **kwargs)
-
-
-def cw(model, x, y, **kwargs):
-    """Carlini-Wagner L2 with a binary search over c (ptcli.vision.minimal)."""
-    from .minimal import carlini_wagner
-
-    return carlini_wagner(model, x, y, **kwargs)
-
-
-def square(model, x, y, **kwargs):
-    """The Square attack, black-box: outputs only (ptcli.vision.square)."""
-    from .square import square as run
-
-    return run(model, x, y, **kwargs)
-
-
-def fab(model, x, y, **kwargs):
-    """FAB-T, minimal change towards the likeliest other classes (ptcli.vision.fab)."""
-    from .fab import fab_targeted
-
-    return fab_targeted(model, x, y, **kwargs)
-
-
-def autoattack(model, x, y, **kwargs):
-    """AutoAttack's standard or rand set (ptcli.vision.autoattack)."""
-    from .autoattack import autoattack as run
-
-    return run(model, x, y, **kwargs)
-
-
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "apgd": apgd, "deepfool": deepfool, "cw": cw, "square": square, "fab": fab,
-           "autoattack": autoattack}
-#: Attacks that look for the smallest change, in L2 only.
-L2_ONLY = ("deepfool", "cw")
-#: Attacks that use no gradient.
-BLACK_BOX = ("square",)
-
-
-def parse_eps(text: str) -> float:
-    """``4/255`` or ``0.0157``."""
-    try:
-        if "/" in text:
-            top, bottom = text.split("/", 1)
-            value = float(top) / float(bottom)
-        else:
-            value = float(text)
-    except (ValueError, ZeroDivisionError):
-        from ptcli.errors import UsageError
-
-        raise UsageError(f"--eps must be a number or a fraction such as 4/255 (got {text!r})") from None
-    if value < 0:
-        from ptcli.errors import UsageError
-
-        raise UsageError(f"--eps must be at least 0 (got {text})")
-    return value
-
-
-def straight_through(transform: Callable):
-    """BPDA (Athalye et al., 2018): ``transform`` forward, the identity backward, so that an
-    attack sees through a filter that has no useful gradient (JPEG, rounding, a median)."""
-
-    def through(x):
-        return x + (transform(x) - x).detach()
-
-    return through
