@@ -191,6 +191,8 @@ def test_openai_clients_complete_and_chat_as_generate_text_does(cli, three_model
         client.completions.create(model="nope", prompt="x", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="not a language model"):
         client.completions.create(model="cat", prompt="x", max_tokens=2)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):  # refused even beside the newer name
+        client.completions.create(model="gpt", prompt="x", max_tokens=0, extra_body={"max_completion_tokens": 2})
     with pytest.raises(openai.BadRequestError, match="logprobs is not supported"):
         client.completions.create(model="gpt", prompt="x", max_tokens=2, logprobs=2)
     with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):

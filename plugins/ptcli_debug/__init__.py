@@ -13,7 +13,18 @@ RECIPE = Recipe(
         Command(
             name="explain",
             help="Show where an image classifier looks: CAM / Grad-CAM / Grad-CAM++ heat maps on the image.",
-            target="ptcli_debug.command:explain",
+            doc="""Class activation maps as the book draws them: where in each image the classifier's
+    evidence for a class lies, as a heat map over the original image (red: strong). The map
+    covers the part of the image the model sees (its centre crop). With --json, one object
+    per image: {"input", "output", "label", "score", "layer"}.""",
+            help_for={
+                "inputs": "Images or videos: files, folders, globs, image sequences (frames/%05d.png), stream URLs or a webcam's number.",
+                "model": "An image classifier by name (default: efficientnet_lite0, offline).",
+                "weights": "Local weights for --model.",
+                "checkpoint": "A classify-image checkpoint.",
+                "batch_size": "Images per pass (each is explained on its own).",
+                "output": "Where DIR/<name>_cam.png goes: the image with the map over it and its colour scale; a video's maps go to DIR/<name>_cam.mp4.",
+            },
             example=("{image}", "-o", "{tmp}", "--device", "cpu"),
         ),
     ),

@@ -6,11 +6,22 @@ the image. `ptcli serve --recipe debug` answers with the overlay PNG (``encode``
 from __future__ import annotations
 
 from ptcli.inference.contract import Sample
+from ptcli.inference.options import Option
 from ptcli.plugins.capabilities import ImageClassifierPredictor
 
 
 class Explainer(ImageClassifierPredictor):
     verb = "explain"
+    options = (
+        Option("method", str, "gradcam", "cam (networks ending in global pooling and one Linear), gradcam (any CNN), "
+               "gradcam++.", choices=("cam", "gradcam", "gradcam++"), metavar="cam|gradcam|gradcam++"),
+        Option("class_name", str, None, "Explain this class [default: the top prediction].", flag="--class",
+               metavar="LABEL", optional=True),
+        Option("layer", str, None, "The layer whose activations are mapped [default: the last convolution].",
+               metavar="NAME", optional=True),
+    )
+    writes, default_output, written = "_cam", ".", "the maps"
+    progress, failed = "explaining", "could not be explained"
 
     def __init__(self, classifier, device, *, method: str = "gradcam", class_name: str | None = None,
                  layer: str | None = None, title: str = "") -> None:
@@ -36,7 +47,12 @@ class Explainer(ImageClassifierPredictor):
     def postprocess(self, row, meta) -> dict:
         import io
 
+        from ptcli.inference.results import Artifact
+
         picture, fields = row
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
-        return {**fields, "png": buffer.getvalue()}
+        return {**fields, "png": Artifact(buffer.getvalue(), "image/png")}
+
+    def describe(self, path, r: dict) -> str:
+        return f"{path} -> {r['output']}: {r['label']} ({r['score']:.3f}), layer {r['layer']}"

@@ -137,6 +137,19 @@ def png_bytes(rgb, alpha, *, grey: bool, bits: int) -> bytes:
     return data.tobytes()
 
 
+def encoded(rgb, alpha, ending: str, *, grey: bool, bits: int) -> bytes:
+    """The result as a file's bytes in the format of ``ending`` (.png, .jpg, .webp, .tif...):
+    the same pixels ``write`` puts in such a file, 16 bits where the format holds them."""
+    import cv2
+
+    if bits == 16 and ending.lower() not in (".png", ".tif", ".tiff"):
+        bits = 8  # other formats hold 8 bits
+    ok, data = cv2.imencode(ending, to_array(rgb, alpha, grey=grey, bits=bits))
+    if not ok:
+        raise InputError(f"cannot encode the result as {ending}: OpenCV has no encoder for it")
+    return data.tobytes()
+
+
 def write(path: Path, rgb, alpha, *, grey: bool, bits: int) -> None:
     import cv2
 

@@ -49,3 +49,19 @@ def check_output_fits(size: tuple[int, int]) -> None:
     if available is not None and needed > available:
         raise InputError(f"the {size[0]}x{size[1]} result needs about {needed / 2**30:.1f} GB of memory and "
                          f"{available / 2**30:.1f} GB is available; use a smaller --scale or a smaller image")
+
+
+def tile_setting(value) -> int | None | str:
+    """--tile: a number of pixels (at least 16), auto or none."""
+    if value is None or value in ("auto", "none", "0"):
+        return {"auto": "auto", "none": None, "0": None, None: None}[value]
+    if isinstance(value, int):
+        tile = value
+    else:
+        try:
+            tile = int(value)
+        except ValueError:
+            raise UsageError(f"--tile must be a number of pixels, auto or none (got {value!r})") from None
+    if tile < 16:
+        raise UsageError("--tile must be at least 16 pixels")
+    return tile

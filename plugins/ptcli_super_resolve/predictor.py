@@ -1,24 +1,45 @@
 """super-resolve's inference contract: an image (a file or an upload) upscaled tile by tile,
 its tiles the contract's chunks (each kept to its own cell by merge; sized from free device memory and halved
 on out-of-memory with ``tile "auto"``), resized to ``scale`` when it differs from the model's,
-greyscale, alpha and 16 bits kept. Loaded with an ``output`` folder (the command), each result
-is written to a file there; without (`ptcli serve`), the result carries the PNG (``encode``),
-the same pixels."""
+greyscale, alpha and 16 bits kept. Each result carries its image file (a PNG, or the format
+``ext`` names), which the core writes to -o DIR (the command) or sends (`ptcli serve`)."""
 
 from __future__ import annotations
 
 from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from ptcli.inference.options import Option
+
+#: Media types of the formats super-resolve writes, by file ending.
+MEDIA_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+               ".tif": "image/tiff", ".tiff": "image/tiff", ".bmp": "image/bmp"}
 
 
 class Upscaler(Predictor):
     kind = IMAGE
     collate = "list"
     media_type = "image/png"
+    options = (
+        Option("scale", float, None, "Output scale, when it differs from the model's (resized after) [default: the "
+               "model's].", min=0.1, optional=True, metavar="S"),
+        Option("tile", str, "auto", "Tile size in input pixels; auto: from free device memory, halved on "
+               "out-of-memory.", metavar="N|auto|none"),
+        Option("tile_overlap", int, 16, "Overlap between tiles, in input pixels (blended).", min=0, metavar="N"),
+        Option("bf16", bool, False, "Compute in bfloat16 (fast on GPUs with bf16 units and on CPUs with AMX; fp32 "
+               "range, so no overflow)."),
+        Option("half", bool, False, "fp16 on CUDA (about twice as fast; not on the CPU)."),
+        Option("ext", str, None, "Output format by file ending: png (default), jpg, webp, tif.", optional=True,
+               metavar="EXT"),
+        Option("suffix", str, None, "Added to each output name [default: _x<scale>].", optional=True, metavar="TEXT"),
+    )
+    # One image at a time, read in this process: a large image's result needs the memory.
+    writes, default_output, default_batch_size, default_workers = "_x4", ".", 1, 0
+    progress = "upscaling"
 
     def __init__(self, net, native: int, device, *, scale: float | None = None, tile="auto", tile_overlap: int = 16,
-                 dtype=None, output=None, suffix: str | None = None, ext: str | None = None, overwrite: bool = False,
-                 title: str = "") -> None:
+                 dtype=None, ext: str | None = None, suffix: str | None = None, title: str = "") -> None:
         import torch
+
+        from .outputs import output_extension
 
         # channels_last: RRDBNet runs 1.5-1.9x faster on 2 CPU cores so (bench/sr_tiling.py), and
         # it is the layout cuDNN's fp16/bf16 convolutions prefer.
@@ -27,36 +48,58 @@ class Upscaler(Predictor):
         self.native, self.device, self.dtype, self.title = native, device, dtype, title
         self.factor = scale or native
         self.tile, self.tile_overlap = tile, tile_overlap
-        self.output, self.ext, self.overwrite = output, ext, overwrite
+        self.file_ending = output_extension(ext)
         self.suffix = suffix if suffix is not None else f"_x{self.factor:g}"
 
     @classmethod
-    def load(cls, source: Source, device, **options) -> Upscaler:
-        from .models import DEFAULT_MODEL, load_upscaler
+    def check_options(cls, options: dict) -> None:
+        from ptcli.errors import UsageError
 
+        from .outputs import output_extension, tile_setting
+
+        tile_setting(options.get("tile", "auto"))
+        output_extension(options.get("ext"))
+        if options.get("half") and options.get("bf16"):
+            raise UsageError("--half and --bf16 are two precisions; pick one")
+
+    @classmethod
+    def load(cls, source: Source, device, *, scale=None, tile="auto", tile_overlap=16, bf16=False, half=False, ext=None,
+             suffix=None, dtype=None) -> Upscaler:
+        import torch
+
+        from ptcli.errors import UsageError
+
+        from .models import DEFAULT_MODEL, load_upscaler
+        from .outputs import tile_setting
+
+        if half and device.type != "cuda":
+            raise UsageError(f"--half needs a CUDA device; {device} computes in fp32")
+        if dtype is None and (half or bf16):
+            dtype = torch.float16 if half else torch.bfloat16
         net, native, name = load_upscaler(source.model, source.weights, source.checkpoint)
-        upscaler = cls(net, native, device, title=f"super-resolve ({source.describe(DEFAULT_MODEL)})", **options)
+        upscaler = cls(net, native, device, scale=scale, tile=tile_setting(tile), tile_overlap=tile_overlap, dtype=dtype,
+                       ext=ext, suffix=suffix, title=f"super-resolve ({source.describe(DEFAULT_MODEL)})")
         upscaler.name = name  # what the model was loaded from: a name, a weights file or a checkpoint
         return upscaler
+
+    def file_suffix(self) -> str:
+        return self.suffix
+
+    def describe(self, item, result: dict) -> str:
+        size = f"{result['size'][0]}x{result['size'][1]}"
+        return f"{item} -> {result['output']} ({size}" + (f", {result['seconds']:.1f} s)" if "seconds" in result else ")")
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return round(width * self.factor), round(height * self.factor)
 
     def decode(self, item) -> Sample:
-        """The image, refused before any work when its result's file exists (without
-        ``overwrite``) or its result would not fit in memory."""
+        """The image, refused before any work when its result would not fit in memory."""
         import time
-        from pathlib import Path
 
-        from ptcli.inference.inputs import refuse_existing
-        from ptcli.video.frames import Frame
-
-        from .outputs import check_output_fits, output_path
         from .images import SRImages
+        from .outputs import check_output_fits
 
         meta = {"start": time.perf_counter()}
-        if self.output is not None and not isinstance(item, Frame):  # a video's frames go into its video
-            meta["destination"] = refuse_existing(output_path(Path(item), self.output, self.suffix, self.ext), self.overwrite)
         image = SRImages().read(item)
         image.name = "the upload" if isinstance(item, (bytes, bytearray)) else str(item)
         width, height = image.size
@@ -131,18 +174,22 @@ class Upscaler(Predictor):
         return resize(image.alpha, self.output_size(*image.size)) if image.alpha is not None else None
 
     def postprocess(self, row, meta) -> dict:
-        """With an output folder, the written file; else the PNG itself."""
+        """The upscaled image as a file in the format asked for (PNG when serving), and, when
+        the core writes it (the command), how long it took."""
         import time
 
-        from .images import png_bytes, write
+        from ptcli.inference.results import Artifact
+
+        from .images import encoded
 
         rgb, image = row
         size = [int(rgb.shape[2]), int(rgb.shape[1])]
-        if "destination" in meta:
-            write(meta["destination"], rgb, self.alpha(image), grey=image.grey, bits=image.bits)
-            return {"output": str(meta["destination"]), "size": size, "scale": self.factor,
-                    "seconds": round(time.perf_counter() - meta["start"], 3)}
-        return {"size": size, "scale": self.factor, "png": png_bytes(rgb, self.alpha(image), grey=image.grey, bits=image.bits)}
+        ending = self.file_ending if self.writing else ".png"
+        data = Artifact(encoded(rgb, self.alpha(image), ending, grey=image.grey, bits=image.bits), MEDIA_TYPES[ending])
+        fields = {"size": size, "scale": self.factor}
+        if self.writing:
+            fields["seconds"] = round(time.perf_counter() - meta["start"], 3)
+        return {**fields, "png": data}
 
     def encode(self, result: dict) -> bytes:
         return result["png"]

@@ -3,7 +3,9 @@ Hein, 2020), the step-size-free attack that AutoAttack starts with."""
 
 from __future__ import annotations
 
-from .toolkit import (_ascent, _loss_and_grad, _objective, _random_start, dlr, dlr_targeted, keep_successes,  # noqa: F401
+from collections.abc import Callable
+
+from .toolkit import (NORMS, _ascent, _loss_and_grad, _objective, _random_start, dlr, dlr_targeted, keep_successes,  # noqa: F401
                       project, quantize, succeeded)
 
 def pgd(model, x, y, *, eps: float, steps: int = 10, step_size: float | None = None, norm: str = "linf",

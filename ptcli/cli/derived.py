@@ -41,9 +41,7 @@ def option_parameter(option) -> inspect.Parameter:
     extra: dict[str, Any] = {}
     if option.type in (int, float):
         extra = {"min": option.min, "max": option.max}
-    help_text = option.help
-    if option.choices:
-        help_text += f" One of: {', '.join(map(str, option.choices))}."
+    help_text = option.help  # choices show as the metavar
     metavar = option.metavar or ("|".join(map(str, option.choices)) if option.choices else None)
     if metavar is None and option.type is not bool:
         metavar = option.name.upper()
@@ -74,11 +72,19 @@ def predictor_command(recipe, spec):
     parameters += [
         _parameter("batch_size", Annotated[int, typer.Option(min=1, metavar="N", help=helps["batch_size"])],
                    cls.default_batch_size),
-        _parameter("workers", WorkersOption, None),
+        _parameter("workers", WorkersOption, cls.default_workers),
     ]
     if cls.kind == IMAGE:
         parameters += [_parameter("vid_stride", VidStrideOption, 1), _parameter("start", StartOption, None),
                        _parameter("end", EndOption, None)]
+    if cls.writes is not None:
+        default = None if cls.default_output is None else Path(cls.default_output)
+        parameters += [
+            _parameter("output", Annotated[Path | None, typer.Option(
+                "--output", "-o", metavar="DIR", help=helps.get("output", f"Write DIR/<name>{cls.writes}.png per image and "
+                f"DIR/<name>{cls.writes}.mp4 per video (created if needed).") , show_default=default is not None)], default),
+            _parameter("overwrite", Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")],
+                       False)]
     if cls.remote_code:
         parameters.append(_parameter("trust_remote_code", TrustRemoteCodeOption, False))
     parameters += [_parameter("dtype", DtypeOption, "fp32"), _parameter("device", DeviceOption, "auto"),
@@ -96,7 +102,8 @@ def predictor_command(recipe, spec):
             set_trust_remote_code(True)
         video = VideoOptions(given.pop("vid_stride", 1), given.pop("start", None), given.pop("end", None))
         source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
-        run_command(recipe, given.pop("inputs"), source, video=video, options=options, **given)
+        files = (given.pop("output", None), given.pop("overwrite", False))
+        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, **given)
 
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -107,11 +114,22 @@ def predictor_command(recipe, spec):
     return command
 
 
+def check_flags(declaration, values: dict) -> None:
+    """Choices as every ptcli command words them: "--method must be one of cam, gradcam (got 'x')"
+    (Typer checks types and ranges itself)."""
+    from ptcli.errors import UsageError
+
+    for option in declaration:
+        value = values.get(option.name)
+        if option.choices and value is not None and value not in option.choices:
+            raise UsageError(f"{option.cli_flag} must be one of {', '.join(map(str, option.choices))} (got {value!r})")
+
+
 def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int, workers: int | None, device: str,
                 json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
-                options: dict | None = None) -> None:
+                options: dict | None = None, files: tuple = (None, False)) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
-    same predictor (ptcli.video.runner)."""
+    same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite)."""
     from itertools import chain
 
     from ptcli.cli.options import list_models as print_models
@@ -123,7 +141,6 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     from ptcli.inference.precision import check_dtype
     from ptcli.inference.results import ResultFormat, emit_results
     from ptcli.inference.runner import load_predictor, run
-    from ptcli.models.loading import check_request
     from ptcli.refs import load_ref
     from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
@@ -136,6 +153,7 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         raise UsageError(f"give at least one {what} (see `ptcli {recipe.name} --help`)")
     options = options or {}
     if declared(cls):
+        check_flags(declared(cls), options)
         try:  # before anything is read or loaded
             settle(declared(cls), options)
         except OptionError as exc:
@@ -149,17 +167,31 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         inputs, videos = split_inputs(inputs, extensions)
     elif cls.kind == AUDIO:
         inputs = expand_inputs(inputs, extensions)
-    check_request(recipe, checkpoint=source.checkpoint, model=source.model, weights=source.weights, device=device)
+    output, overwrite = files
+    if output is not None:
+        from ptcli.inference.inputs import output_folder
+
+        output_folder(output, cls.written)
+    cls.check_source(recipe, source, device)
     target = resolve_device(device, recipe.devices.devices)
     precision = check_dtype(recipe, dtype, target)
     predictor = load_predictor(recipe, source, target, **options)
-    predictor.precision = precision
-    results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=cls.progress or recipe.name) \
-        if inputs else ()
+    predictor.precision, predictor.writing = precision, output is not None
+    words = cls.progress or recipe.name
+    if not inputs:
+        results = ()
+    elif output is not None:
+        from ptcli.inference.runner import run_to_files
+
+        results = run_to_files(predictor, inputs, output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
+                               description=words, batch_size=batch_size, workers=workers)
+    else:
+        results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
     if videos:
         from ptcli.video.runner import VideoOptions, video_results
 
         results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
-                                               description=cls.progress or recipe.name))
+                                               output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
+                                               description=words))
     fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
     emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output)

@@ -96,11 +96,24 @@ class Predictor:
     #: The derived command's: --batch-size's default, the progress bar's words, what befell
     #: the inputs that failed ("2 of 9 inputs could not be read").
     default_batch_size: ClassVar[int] = 16
+    #: --workers' default (None: none for one batch, else up to 4).
+    default_workers: ClassVar[int | None] = None
     progress: ClassVar[str | None] = None
     failed: ClassVar[str] = "failed"
     #: What ``forward`` gives, for the check of a derived export (ptcli.exporting.derived):
     #: "classes" (scores per class: top-1 agreement), "numbers" or "image" (largest difference).
     output_kind: ClassVar[str] = "numbers"
+    #: A predictor whose results carry a file (ptcli.inference.results.Artifact: a heat map, an
+    #: upscaled image, a drawing): the file-name suffix ("_cam"). The derived command then takes
+    #: -o DIR (default ``default_output``; None: no files unless asked) and --overwrite, and
+    #: the core writes DIR/<name><suffix><file_ending>, a video's frames (``render``) to
+    #: DIR/<name><suffix>.mp4; ``writing`` is True while it does (a drawing costs only then).
+    writes: ClassVar[str | None] = None
+    default_output: ClassVar[str | None] = None
+    #: What the files are, in -o's messages ("the maps").
+    written: ClassVar[str] = "the results"
+    file_ending: str = ".png"
+    writing: bool = False
     #: Whether ``load`` may run a hub model's own code, if the user lets it (--trust-remote-code).
     remote_code: ClassVar[bool] = False
 
@@ -148,6 +161,14 @@ class Predictor:
     # --- optional ---------------------------------------------------------------------------
 
     @classmethod
+    def check_source(cls, recipe, source: Source, device: str) -> None:
+        """The mistakes in where the model comes from that need no model (a missing file,
+        another recipe's checkpoint, an unknown name, a malformed --device), before torch."""
+        from ptcli.models.loading import check_request
+
+        check_request(recipe, checkpoint=source.checkpoint, model=source.model, weights=source.weights, device=device)
+
+    @classmethod
     def check_options(cls, options: dict) -> None:
         """Checks across options, or a value's syntax, before anything loads (UsageError):
         each value is already typed and within its declared range."""
@@ -167,6 +188,10 @@ class Predictor:
         """The pieces' outputs, in ``chunks`` order, back into the input's one output row.
         ``outputs`` is lazy: each pass runs as merge takes its outputs."""
         raise NotImplementedError
+
+    def file_suffix(self) -> str:
+        """The suffix of the files this predictor's results are written to (default ``writes``)."""
+        return self.writes or ""
 
     @classmethod
     def from_export(cls, state: dict, device) -> Predictor:

@@ -90,6 +90,8 @@ class Option:
             value = float(value)
             if value != value:
                 raise refuse("NaN is not a value")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # YAML's 256 for a text option ("N|auto")
         elif not isinstance(value, str):
             raise refuse(f"{value!r} is not a string")
         if self.min is not None and value < self.min or self.max is not None and value > self.max:

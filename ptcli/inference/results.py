@@ -19,6 +19,43 @@ class Failed:
     message: str
 
 
+#: File endings by media type, for the files results carry.
+ENDINGS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/tiff": ".tif", "image/bmp": ".bmp",
+           "audio/wav": ".wav", "text/plain": ".txt", "application/json": ".json"}
+
+
+class Artifact(bytes):
+    """A file a result carries (an image's PNG, a heat map, a drawing): its bytes, and its
+    media type. The core writes it where the user asked (a command's -o DIR, as
+    DIR/<name><suffix><ending>), sends it as the body to a client that accepts its type, or
+    base64 in JSON; a predictor never writes files. It is bytes, so code that reads a result's
+    "png" as bytes reads it still."""
+
+    media_type: str
+
+    def __new__(cls, data: bytes, media_type: str = "image/png") -> Artifact:
+        artifact = super().__new__(cls, data)
+        artifact.media_type = media_type
+        return artifact
+
+    def __reduce__(self):  # across processes (decode workers, replicas) with its type
+        return (Artifact, (bytes(self), self.media_type))
+
+    @property
+    def ending(self) -> str:
+        return ENDINGS.get(self.media_type, ".bin")
+
+
+def artifact_of(result: dict) -> tuple[str, bytes] | None:
+    """(key, file) of the file a result carries: an Artifact, else (as before Core v4) the
+    bytes of its "png"."""
+    for key, value in result.items():
+        if isinstance(value, Artifact):
+            return key, value
+    png = result.get("png")
+    return ("png", png) if isinstance(png, bytes) else None
+
+
 def top_predictions(probabilities, labels: list[str], k: int, *, with_index: bool = True) -> list[dict]:
     """A classifier's k best for one input (a 1-D tensor of probabilities), as every
     classification command and server prints them: label, index (unless not wanted), score."""

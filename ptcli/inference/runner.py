@@ -12,6 +12,7 @@ the workers and shared out under torchrun like any other.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .contract import Predictor
@@ -111,25 +112,25 @@ def evaluates(recipe) -> bool:
 
 
 def run_to_files(predictor: Predictor, inputs: Sequence[Any], *, output, suffix: str, overwrite: bool,
-                 description: str) -> Iterator[tuple[Any, Any]]:
-    """``run`` for a predictor whose result carries a file (its "png"): each is written to
-    ``output/<name><suffix>.png`` (atomically) and the result says where, as "output". An
-    input whose file exists is refused without running it, unless ``overwrite``."""
-    from pathlib import Path
-
+                 description: str, batch_size: int = 1, workers: int | None = 0) -> Iterator[tuple[Any, Any]]:
+    """``run`` for a predictor whose results carry a file (ptcli.inference.results.Artifact, or
+    bytes under "png"): each is written to ``output/<name><suffix><ending>`` (atomically; the
+    ending the predictor's ``file_ending``) and the result says where, as "output". An input
+    whose file exists is refused without running it, unless ``overwrite``."""
     from ptcli.errors import InputError
     from ptcli.files import atomic_write
     from ptcli.inference.inputs import refuse_existing
-    from ptcli.inference.results import Failed
+    from ptcli.inference.results import Failed, artifact_of
 
-    destinations, refused = [Path(output) / f"{Path(item).stem}{suffix}.png" for item in inputs], {}
+    ending = getattr(predictor, "file_ending", ".png")
+    destinations, refused = [Path(output) / f"{Path(str(item)).stem}{suffix}{ending}" for item in inputs], {}
     for index, destination in enumerate(destinations):
         try:
             refuse_existing(destination, overwrite)
         except InputError as exc:
             refused[index] = Failed(str(exc))
-    done = run(predictor, [item for index, item in enumerate(inputs) if index not in refused], batch_size=1,
-               workers=0, description=description)
+    done = run(predictor, [item for index, item in enumerate(inputs) if index not in refused], batch_size=batch_size,
+               workers=workers, description=description)
     for index, (item, destination) in enumerate(zip(inputs, destinations)):
         if index in refused:
             yield item, refused[index]
@@ -138,6 +139,10 @@ def run_to_files(predictor: Predictor, inputs: Sequence[Any], *, output, suffix:
         if isinstance(result, Failed):
             yield item, result
             continue
-        png = result.pop("png")
-        atomic_write(destination, lambda tmp: Path(tmp).write_bytes(png))
-        yield item, {"output": str(destination), **result}
+        found = artifact_of(result)
+        if found is None:
+            yield item, Failed("the model gave no file to write")
+            continue
+        key, data = found
+        atomic_write(destination, lambda tmp: Path(tmp).write_bytes(data))
+        yield item, {"output": str(destination), **{k: v for k, v in result.items() if k != key}}

@@ -119,11 +119,22 @@ class ImageClassifierPredictor(Predictor):
     device, keeps images as a list, and serves the result's "png" as the file."""
 
     kind, collate, media_type, needs_gradients = IMAGE, "list", "image/png", True
+    default_batch_size = 1  # one image a forward: each differentiates on its own
     #: What the predictor does, for its title: "explain", "attack".
     verb: ClassVar[str] = ""
 
     def __init__(self, classifier, device, *, title: str = "") -> None:
         self.classifier, self.device, self.title = classifier, device, title
+
+    @classmethod
+    def check_source(cls, recipe, source, device: str) -> None:
+        """The classifier is another recipe's (a classify-image checkpoint): only the rules every
+        source follows are checked here, the provider's loader checks the rest."""
+        from ptcli.devices import check_device_syntax
+        from ptcli.models.loading import exclusive_sources
+
+        check_device_syntax(device)
+        exclusive_sources(source.checkpoint, source.model, source.weights)
 
     @classmethod
     def load(cls, source, device, **options):

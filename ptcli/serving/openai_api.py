@@ -76,7 +76,8 @@ def _settings(body: dict, allowed: set[str]) -> dict:
         raise RequestError(400, f"unknown field {key!r}")
     if not isinstance(body.get("model"), str):
         raise RequestError(400, "model must be the name of a model (see /v1/models)")
-    max_tokens = _int(body, "max_completion_tokens", None, 1) or _int(body, "max_tokens", 16, 1)
+    legacy = _int(body, "max_tokens", 16, 1)  # checked even beside max_completion_tokens: a bad value is a 400
+    max_tokens = _int(body, "max_completion_tokens", None, 1) or legacy
     settings = {"max_new_tokens": max_tokens, "temperature": _number(body, "temperature", 1.0, 0, 2),
                 "top_p": _number(body, "top_p", 1.0, 0, 1), "top_k": 0,
                 "num_return_sequences": _int(body, "n", 1, 1, MAX_GENERATIONS)}

@@ -345,13 +345,20 @@ def add_routes(app, state) -> None:
         payload, binary = _read_request(body, request.headers.get(HEADER_LENGTH))
         if not isinstance(payload, dict):
             raise RequestError(400, "send a JSON object {\"inputs\": [...]}")
-        typed = {output["name"]: output["datatype"] for output in typed_outputs(info.result_keys, info.example)}
-        wanted = _wanted(payload, ["result", *typed])
+        def typed_by(example) -> dict:
+            return {output["name"]: output["datatype"] for output in typed_outputs(info.result_keys, example)}
+
+        # A model without a warm-up answer has its outputs typed from this request's answer.
+        typed = typed_by(info.example)
+        wanted = _wanted(payload, ["result", *typed]) if info.example is not None else None
         items = _inputs(payload, binary, info.kind, state.settings.max_queue)
         outcomes = await model.predict(items, deadline=deadline, options=_parameters(payload, info))
         for outcome in outcomes:
             if outcome.error is not None:
                 raise RequestError(outcome.status, outcome.error)
+        if wanted is None:
+            typed = typed_by(outcomes[0].result)
+            wanted = _wanted(payload, ["result", *typed])
         sizes = [o.batch_size for o in outcomes if o.batch_size]
         request.state.batch_size = max(sizes) if sizes else None
         results = [o.result for o in outcomes]
