@@ -9,7 +9,7 @@ from conftest import make_text_rows, write_text_csv
 from ptcli.errors import CheckpointError, UsageError
 from ptcli_classify_text.augment import Augmenter, read_synonyms
 from ptcli_classify_text.nets import RecurrentClassifier
-from ptcli_classify_text.textfiles import read_labelled, read_texts
+from ptcli.inference.textfiles import read_labelled, read_texts
 from ptcli_classify_text.tokenization import TextEncoder, train_tokenizer
 from ptcli_classify_text.training import stratified_split
 

@@ -14,7 +14,18 @@ RECIPE = Recipe(
         Command(
             name="classify-text",
             help="Classify texts (arguments, standard input or a file) with a sentiment model or a fine-tuned checkpoint.",
-            target="ptcli_classify_text.command:classify_text",
+            doc="""Classify texts with a sentiment model (the default, from the Hugging Face Hub) or a
+    trained checkpoint. Prints the top-k labels per text; with --json, one
+    {"text", "predictions": [{"label", "score"}]} object per text per line. Empty texts are
+    reported and skipped (exit code 1); texts longer than the model's limit are cut, with a
+    warning.""",
+            help_for={
+                "inputs": "Texts to classify; - reads standard input, one text per line.",
+                "model": "A Hugging Face sequence-classification model (org/name, downloaded once) or a local model folder [default: distilbert/distilbert-base-uncased-finetuned-sst-2-english].",
+                "model_metavar": "NAME|PATH",
+                "checkpoint": "A checkpoint from `ptcli train` (NAME.safetensors with its NAME.json sidecar).",
+                "batch_size": "Texts per forward pass.",
+            },
             example=("{text}", "--device", "cpu"),
         ),
     ),

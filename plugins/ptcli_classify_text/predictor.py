@@ -10,6 +10,10 @@ from ptcli.inference.options import Option, Options
 
 class TextClassifierPredictor(Predictor):
     kind = TEXT
+    # Texts are tokenised in this process: Rust tokenizers are fast and threaded, so worker
+    # processes would only add start-up time.
+    default_batch_size, default_workers = 32, 0
+    progress, failed, remote_code = "classifying", "could not be classified", True
     options = (
         Option("top_k", int, 2, "Predictions per text.", min=1, request=True, short="-k", metavar="K"),
         Option("max_length", int, None, "Cut texts to N tokens [default: the model's limit].", min=2, optional=True,
@@ -57,6 +61,18 @@ class TextClassifierPredictor(Predictor):
         return {"text": text, "predictions": top_predictions(probabilities, self.labels, min(self.option_values.top_k, len(self.labels)), with_index=False),
                 "truncated": cut}
 
+    def describe(self, text, result: dict) -> str:
+        from ptcli.inference.inputs import preview
+        from ptcli.output import format_predictions
+
+        return format_predictions(preview(text), result["predictions"])
+
+    def summary(self, count: int) -> str | None:
+        if not self.encode.truncated:
+            return None
+        return (f"{self.encode.truncated} of {count} texts were longer than {self.classifier.encoder.max_length} tokens "
+                "and were cut to fit the model")
+
     def evaluate(self, data, *, batch_size: int) -> dict:
         """Accuracy, top-5, per-class precision and recall and the confusion matrix on a labelled
         file (or a folder's test file, else its val file), read as the checkpoint's data was."""
@@ -69,7 +85,7 @@ class TextClassifierPredictor(Predictor):
         from ptcli.output import warn
 
         from .evaluation import labelled_file
-        from .textfiles import read_labelled
+        from ptcli.inference.textfiles import read_labelled
 
         if self.source.checkpoint is None:
             raise UsageError("`ptcli eval` scores a checkpoint")

@@ -138,7 +138,7 @@ class ClassifyTextTask(ClassifierSteps, TrainingTask):
 
     # --- data ------------------------------------------------------------------------------
     def _read(self, name: str):
-        from .textfiles import read_labelled
+        from ptcli.inference.textfiles import read_labelled
 
         d = self.config.data
         texts, labels, empty = read_labelled(Path(d.root) / name, fmt=d.format, text_column=d.text_column,

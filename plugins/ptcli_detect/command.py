@@ -51,7 +51,7 @@ def detect(
     from ptcli.devices import resolve_device
     from ptcli.inference.precision import check_dtype
     from ptcli.inference.contract import Source
-    from ptcli.inference.runner import load_predictor, run
+    from ptcli.inference.runner import load_predictor, run, run_to_files
     from ptcli.inference.inputs import output_folder
     from ptcli.models.loading import check_request
     from ptcli.cli.options import list_models as print_models
@@ -95,10 +95,16 @@ def detect(
                                threshold=threshold if track is None else detector_threshold(threshold, track),
                                classes=classes, max_detections=max_detections, masks=masks, slice_size=slice_size,
                                slice_overlap=slice_overlap, slice_merge=slice_merge)
-    predictor.output, predictor.overwrite = output, overwrite
+    predictor.writing = output is not None
     predictor.precision = precision
     # With --slice, --batch-size counts tiles: the core batches each image's tiles.
-    image_results = run(predictor, images, batch_size=batch_size, workers=workers, description="detecting") if images else ()
+    if not images:
+        image_results = ()
+    elif output is not None:  # the drawings the results carry, written by the core
+        image_results = run_to_files(predictor, images, output=output, suffix="_detect", overwrite=overwrite,
+                                     description="detecting", batch_size=batch_size, workers=workers)
+    else:
+        image_results = run(predictor, images, batch_size=batch_size, workers=workers, description="detecting")
     tracking = Tracking(track) if track is not None else None
     frame_results = video_results(predictor, videos, video, batch_size=batch_size, output=output, suffix="_detect",
                                   overwrite=overwrite, annotate=tracking, render=VideoDrawing(), description="detecting")

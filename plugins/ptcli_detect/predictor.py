@@ -1,12 +1,10 @@
 """detect's inference contract: an image (a file or an upload) through the detector; each
-result is its size and detections (COCO boxes, and masks as RLE), optionally drawn into
-``output``. With ``slice_size`` an image is chunked into overlapping tiles plus the whole
+result is its size and detections (COCO boxes, and masks as RLE), and, when the core writes
+them (-o), the drawing as a PNG. With ``slice_size`` an image is chunked into overlapping tiles plus the whole
 image, which the core batches through ``forward`` and ``merge`` joins again. The command and
 `ptcli serve` both run this."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
 from ptcli.inference.options import Option, Options
@@ -43,8 +41,7 @@ class Detector(Predictor):
     )
 
     def __init__(self, loaded, device, *, threshold: float = 0.5, classes: list[str] | str | None = None,
-                 max_detections: int = 100, masks: bool | None = None, output: Path | None = None,
-                 overwrite: bool = False, slice_size: int | None = None, slice_overlap: float = 0.2,
+                 max_detections: int = 100, masks: bool | None = None, slice_size: int | None = None, slice_overlap: float = 0.2,
                  slice_merge: str = "greedy", title: str = "") -> None:
         from ptcli.errors import UsageError
 
@@ -59,7 +56,6 @@ class Detector(Predictor):
             classes = parse_classes(classes)
         self.selected = self.categories.labels_for(classes) if classes else None
         self.threshold, self.max_detections = threshold, max_detections
-        self.output, self.overwrite = output, overwrite
         self.slice_size, self.slice_overlap, self.slice_merge = slice_size, slice_overlap, slice_merge
         self.chunked = slice_size is not None
         configure_inference(net, threshold, max_detections)
@@ -76,17 +72,14 @@ class Detector(Predictor):
         return cls(loaded, device, title=f"detect ({source.describe(DEFAULT_MODEL)})", **options)
 
     def decode(self, item) -> Sample:
-        """The image; with an output folder, one whose drawing is there already (without
-        ``overwrite``) is refused here, before the model runs."""
-        from ptcli.inference.inputs import refuse_existing
+        """The image; kept for postprocess to draw on when the core writes the drawings (-o)."""
         from ptcli.video.frames import Frame
         from ptcli.vision.imaging import read_image
 
         image = read_image(item)
         meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
-        if self.output is not None and not isinstance(item, Frame):  # a video's frames are drawn by render
-            meta["destination"] = refuse_existing(self.output / f"{Path(item).stem}_detect.png", self.overwrite)
-            meta["image"] = image  # drawn on in postprocess
+        if self.writing and not isinstance(item, Frame):  # a video's frames are drawn by render
+            meta["image"] = image
         return Sample(image, meta)
 
     def preprocess(self, images: list) -> list:
@@ -141,22 +134,27 @@ class Detector(Predictor):
         found = found.filtered(self.option_values.threshold, self.selected, self.option_values.max_detections)
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
-        if "destination" in meta:
-            fields["output"] = str(self._draw(meta, found))
+        if "image" in meta:
+            fields["png"] = self._drawing(meta["image"], found)
         return fields
 
-    def _draw(self, meta, found) -> Path:
+    def _drawing(self, image, found):
+        """The image with its detections drawn, as the PNG the core writes (-o)."""
+        import io
+
         import numpy as np
         import torch
+        from PIL import Image
 
-        from ptcli.vision.imaging import save_png
+        from ptcli.inference.results import Artifact
 
         from .rendering import draw
 
-        destination = meta["destination"]
-        pixels = torch.from_numpy(np.array(meta["image"], dtype=np.uint8, copy=True)).permute(2, 0, 1)
-        save_png(draw(pixels, found, self.categories), destination)
-        return destination
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+        drawn = draw(pixels, found, self.categories)
+        buffer = io.BytesIO()
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+        return Artifact(buffer.getvalue(), "image/png")
 
     def render(self, image, result: dict):
         from .rendering import VideoDrawing

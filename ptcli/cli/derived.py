@@ -62,8 +62,18 @@ def predictor_command(recipe, spec):
     parameters = [
         _parameter("inputs", Annotated[list[str] | None, typer.Argument(
             help=helps["inputs"], show_default=False, metavar="TEXT" if is_text else "PATH")], None),
-        _parameter("model", Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", help=helps["model"],
-                                                               show_default=False)], None),
+    ]
+    if cls.kind == TEXT:  # texts from a file, or standard input's lines, as well as arguments
+        parameters += [
+            _parameter("file", Annotated[Path | None, typer.Option("--file", "-f", metavar="FILE", help=helps.get(
+                "file", "Texts from a file: one per line (.txt), or a column of a CSV, TSV or JSONL file."))], None),
+            _parameter("column", Annotated[str | None, typer.Option(metavar="NAME", help=helps.get(
+                "column", "The text column of a CSV/TSV/JSONL --file [default: text]."))], None),
+            _parameter("encoding", Annotated[str, typer.Option(metavar="ENC", help=helps.get(
+                "encoding", "Encoding of --file and standard input."))], "utf-8")]
+    parameters += [
+        _parameter("model", Annotated[str | None, typer.Option("--model", "-m", metavar=helps.get("model_metavar", "NAME"),
+                                                               help=helps["model"], show_default=False)], None),
         _parameter("weights", Annotated[Path | None, typer.Option(metavar="FILE", help=helps["weights"])], None),
         _parameter("checkpoint", Annotated[Path | None, typer.Option(metavar="CKPT", help=helps["checkpoint"])], None),
     ]
@@ -103,7 +113,8 @@ def predictor_command(recipe, spec):
         video = VideoOptions(given.pop("vid_stride", 1), given.pop("start", None), given.pop("end", None))
         source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
         files = (given.pop("output", None), given.pop("overwrite", False))
-        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, **given)
+        texts = (given.pop("file", None), given.pop("column", None), given.pop("encoding", "utf-8"))
+        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, texts=texts, **given)
 
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -127,15 +138,16 @@ def check_flags(declaration, values: dict) -> None:
 
 def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int, workers: int | None, device: str,
                 json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
-                options: dict | None = None, files: tuple = (None, False)) -> None:
+                options: dict | None = None, files: tuple = (None, False), texts: tuple = (None, None, "utf-8")) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
-    same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite)."""
+    same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite); ``texts``
+    (a text recipe's): (--file, --column, --encoding)."""
     from itertools import chain
 
     from ptcli.cli.options import list_models as print_models
     from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
-    from ptcli.inference.contract import AUDIO, IMAGE
+    from ptcli.inference.contract import AUDIO, IMAGE, TEXT
     from ptcli.inference.inputs import expand_inputs
     from ptcli.inference.options import OptionError, declared, settle
     from ptcli.inference.precision import check_dtype
@@ -148,6 +160,13 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         print_models(recipe, json_output)
         return
     cls = load_ref(recipe.predictor)
+    if cls.kind == TEXT:
+        from ptcli.inference.inputs import gather_texts, read_stdin_as
+
+        file, column, encoding = texts
+        if file is None and inputs and "-" in inputs:
+            read_stdin_as(encoding)
+        inputs = gather_texts(inputs, file, column, encoding, recipe.name)
     if not inputs:
         what = {IMAGE: "image file, folder or glob", AUDIO: "sound file, folder or glob"}.get(cls.kind, "input")
         raise UsageError(f"give at least one {what} (see `ptcli {recipe.name} --help`)")
@@ -193,5 +212,17 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                                description=words))
-    fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
-    emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output)
+    if cls.kind == TEXT:  # a text is its own key: {"text": ..., fields}
+        fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, key=lambda text: {"text": text},
+                           label=lambda number, text: f"text {number}", noun="texts", failed=cls.failed)
+    else:
+        fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
+
+    def summary() -> None:
+        from ptcli.output import warn
+
+        said = predictor.summary(len(inputs) + len(videos))
+        if said:
+            warn(said)
+
+    emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output, before_exit=summary)

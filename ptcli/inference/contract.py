@@ -201,6 +201,11 @@ class Predictor:
         predictor.__dict__.update(state)
         return predictor
 
+    def summary(self, count: int) -> str | None:
+        """A closing warning for the command's run of ``count`` inputs (how many texts were cut
+        to the model's limit), or None."""
+        return None
+
     def describe(self, item: Any, result: dict) -> str:
         """One result as the command prints it without --json (default: its fields, one a line)."""
         import json

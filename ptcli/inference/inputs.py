@@ -74,3 +74,63 @@ def output_folder(output: Path, what: str = "the results") -> Path:
         reason = error.strerror or str(error)
         raise UsageError(f"-o {output} cannot be written ({reason}); choose a folder you can write to for {what}") from None
     return output
+
+
+#: How long a text is shown in a line of human output.
+PREVIEW = 70
+
+
+def preview(text: str) -> str:
+    """A text on one line, cut to PREVIEW characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW else flat[: PREVIEW - 3] + "..."
+
+
+def read_stdin_as(encoding: str) -> None:
+    """Standard input decoded as ``encoding`` (--encoding), where it is not UTF-8."""
+    import sys
+
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        sys.stdin.reconfigure(encoding=encoding)
+
+
+def gather_texts(texts: list[str] | None, file: Path | None, column: str | None, encoding: str,
+                 command: str = "") -> list[str]:
+    """Texts from the arguments (``-`` reads standard input, one text per line) or a file."""
+    import sys
+
+    from ptcli.inference.textfiles import read_texts
+
+    texts = list(texts or [])
+    if file is not None:
+        if texts:
+            raise UsageError("give texts as arguments or with --file, not both")
+        found = read_texts(file, column=column, encoding=encoding)
+        if not found:
+            raise UsageError(f"{file} holds no texts; give a file with one text per line (or a --column of a table)")
+        return found
+    if column is not None:
+        raise UsageError("--column needs --file")
+    gathered: list[str] = []
+    for text in texts:
+        if text == "-":
+            try:
+                gathered += [check_decoded(line.rstrip("\r\n"), encoding) for line in sys.stdin]
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"standard input is not {encoding} text; give its encoding with --encoding") from exc
+        else:
+            gathered.append(text)
+    if not gathered:
+        raise UsageError(f"give at least one text, - for standard input, or --file FILE (see `ptcli {command} --help`)")
+    return gathered
+
+
+def check_decoded(text: str, encoding: str) -> str:
+    """Standard input decoded with surrogateescape (Python's choice under a C or POSIX locale)
+    turns bytes that are not text into lone surrogates, which tokenizers reject with a
+    TypeError: say what is wrong instead."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UnicodeDecodeError(encoding, b"", 0, 1, "not text") from exc
+    return text
