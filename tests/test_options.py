@@ -146,3 +146,70 @@ def test_a_wrong_option_in_models_yaml_stops_the_server_before_it_loads(cli, tmp
         result = cli("serve", "--config", config, "--json")
         assert result.exit_code == 2, result.stdout
         assert words in json.loads(result.stdout)["error"]
+
+
+def test_one_model_takes_its_options_on_the_command_line(cli):
+    from conftest import REPO
+
+    for args, words in ((("--option", "top_k"), "--option 'top_k': give NAME=VALUE"),
+                        (("--option", "top_k=many"), "option 'top_k': 'many' is not a whole number"),
+                        (("--option", "tops=1"), "'tops' is not an option of this model; the options are top_k, defense")):
+        result = cli("serve", "--recipe", "classify-image", *args)
+        assert result.exit_code == 2 and words in result.stderr, result.stderr
+    server = Server("--recipe", "classify-image", "--option", "top_k=1", "--device", "cpu")
+    try:
+        server.wait_ready()
+        cat = (REPO / "examples" / "cat.jpg").read_bytes()
+        answer = httpx.post(f"{server.url}/predict", content=cat, headers={"Content-Type": "image/jpeg"}, timeout=30).json()
+        assert [p["label"] for p in answer["predictions"]] == ["tabby"]
+    finally:
+        code, _, err = server.stop()
+    assert code == 0, err[-2000:]
+
+
+def test_an_option_named_like_a_shared_one_is_the_plugins_error():
+    from ptcli.cli.derived import predictor_command
+    from ptcli.errors import PluginError
+    from ptcli.inference.contract import TEXT, Predictor
+    from ptcli.plugins.recipe import Command, Recipe
+
+    class Clashing(Predictor):
+        kind = TEXT
+        options = (Option("device", str, "x", "A device of its own."),)
+
+    recipe = Recipe(name="clashing", help="", predictor=Clashing, commands=(Command(name="clashing", help="x"),))
+    with pytest.raises(PluginError, match="recipe clashing: option device is one every command has; rename it"):
+        predictor_command(recipe, recipe.commands[0])
+
+
+def test_a_batch_with_requests_of_other_options_runs_each_with_its_own():
+    """The server's batches mix requests: each runs on a copy of the predictor holding its own
+    values (grouped, one forward a group), and the loaded predictor keeps its own."""
+    import torch
+
+    from ptcli.inference.contract import TEXT, Predictor, Requested, Sample
+    from ptcli.inference.options import Options
+
+    class Repeat(Predictor):
+        kind = TEXT
+        options = (Option("times", int, 1, "Repeat the text.", min=1, request=True),)
+        forwards: list = []
+
+        def decode(self, item):
+            return Sample(torch.tensor(float(len(item))), item)
+
+        def forward(self, batch):
+            self.forwards.append((self.option_values.times, len(batch)))
+            return batch
+
+        def postprocess(self, row, meta):
+            return {"text": meta * self.option_values.times, "length": int(row)}
+
+    loaded = Repeat()
+    loaded.device, loaded.option_values = torch.device("cpu"), Options({"times": 2})
+    items = [Requested(loaded.decode("ab"), (("times", 3),)), loaded.decode("c"), Requested(loaded.decode("de"), (("times", 3),)),
+             Requested(loaded.decode("f"), (("times", 2),))]
+    assert loaded.predict(items) == [{"text": "ababab", "length": 2}, {"text": "cc", "length": 1},
+                                     {"text": "dedede", "length": 2}, {"text": "ff", "length": 1}]
+    assert sorted(Repeat.forwards) == [(2, 2), (3, 2)]  # its own values (and the same as its own) share a pass
+    assert loaded.option_values.times == 2

@@ -131,9 +131,12 @@ def test_queued_work_past_its_deadline_never_runs():
 
         answers = await asyncio.gather(*(one(f"r{i}") for i in range(96)))
         statuses = dict(answers)
-        timed_out = [ident for ident, status in statuses.items() if status == 504]
+        # 504: its deadline passed in the queue; 408: before its body was even read (a loaded
+        # machine's event loop reaches some bodies after the second). Neither may run.
+        timed_out = [ident for ident, status in statuses.items() if status in (504, 408)]
         ok = [ident for ident, status in statuses.items() if status == 200]
-        assert len(timed_out) > 20 and len(ok) >= 1 and len(ok) + len(timed_out) == 96
+        counts = {status: list(statuses.values()).count(status) for status in set(statuses.values())}
+        assert len(timed_out) > 20 and len(ok) >= 1 and len(ok) + len(timed_out) == 96, counts
         started = {item: at for at, items in runs for item in items}
         # No forward pass began for a request after its 504 was answered.
         late = [ident for ident in timed_out if ident in started and started[ident] >= answered[ident]]
@@ -146,7 +149,8 @@ def test_queued_work_past_its_deadline_never_runs():
                 break
             await asyncio.sleep(0.01)
         dropped = [line for line in (await client.get("/metrics")).text.splitlines() if line.startswith("ptcli_dropped_inputs_total")]
-        assert float(dropped[0].split()[-1]) >= len(timed_out) - len(runs)
+        queued_out = [ident for ident in timed_out if statuses[ident] == 504]  # a 408's input never queued
+        assert float(dropped[0].split()[-1]) >= len(queued_out) - len(runs)
 
     run_app(_toy(predict=predict), checks, max_batch=1, max_wait_ms=0, timeout_s=timeout, max_queue=1000)
 

@@ -13,7 +13,7 @@ class TextClassifierPredictor(Predictor):
     # Texts are tokenised in this process: Rust tokenizers are fast and threaded, so worker
     # processes would only add start-up time.
     default_batch_size, default_workers = 32, 0
-    progress, failed, remote_code = "classifying", "could not be classified", True
+    progress, failed, remote_code, input_key = "classifying", "could not be classified", True, "text"
     options = (
         Option("top_k", int, 2, "Predictions per text.", min=1, request=True, short="-k", metavar="K"),
         Option("max_length", int, None, "Cut texts to N tokens [default: the model's limit].", min=2, optional=True,

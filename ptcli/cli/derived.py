@@ -92,7 +92,7 @@ def predictor_command(recipe, spec):
         parameters += [
             _parameter("output", Annotated[Path | None, typer.Option(
                 "--output", "-o", metavar="DIR", help=helps.get("output", f"Write DIR/<name>{cls.writes}.png per image and "
-                f"DIR/<name>{cls.writes}.mp4 per video (created if needed).") , show_default=default is not None)], default),
+                f"DIR/<name>{cls.writes}.mp4 per video (created if needed)."), show_default=default is not None)], default),
             _parameter("overwrite", Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")],
                        False)]
     if cls.remote_code:
@@ -106,22 +106,25 @@ def predictor_command(recipe, spec):
         from ptcli.video.runner import VideoOptions
 
         options = {option.name: given.pop(option.name) for option in own}
-        if given.pop("trust_remote_code", False):
+        if cls.remote_code:  # set either way: a process that ran another command keeps no trust
             from ptcli.models.hub import set_trust_remote_code
 
-            set_trust_remote_code(True)
+            set_trust_remote_code(given.pop("trust_remote_code"))
         video = VideoOptions(given.pop("vid_stride", 1), given.pop("start", None), given.pop("end", None))
         source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
         files = (given.pop("output", None), given.pop("overwrite", False))
         texts = (given.pop("file", None), given.pop("column", None), given.pop("encoding", "utf-8"))
         run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, texts=texts, **given)
 
+    names = [p.name for p in parameters]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        from ptcli.errors import PluginError
+
+        raise PluginError(f"recipe {recipe.name}: option {', '.join(clashes)} is one every command has; rename it")
     command.__signature__ = inspect.Signature(parameters)
     command.__annotations__ = {p.name: p.annotation for p in parameters}
-    command.__doc__ = spec.help if isinstance(spec.help, str) else str(spec)
-    doc = getattr(spec, "doc", None)
-    if doc:
-        command.__doc__ = doc
+    command.__doc__ = getattr(spec, "doc", None) or spec.help
     return command
 
 
@@ -212,7 +215,7 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                                description=words))
-    if cls.kind == TEXT:  # a text is its own key: {"text": ..., fields}
+    if cls.input_key == "text":  # a text is its own key: {"text": ..., fields}
         fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, key=lambda text: {"text": text},
                            label=lambda number, text: f"text {number}", noun="texts", failed=cls.failed)
     else:

@@ -18,16 +18,19 @@ decode/predict/encode in one class:
 - ``postprocess(row, meta)``: one row to the command's ``--json`` object (without its "input").
 
 Optional hooks: ``chunks(data)`` and ``merge(data, outputs)`` for an input that goes through
-the model in pieces (a large image's tiles; see ptcli.inference.runner); ``stream(sample,
-emit)`` for outputs that come a piece at a time (a language model's tokens); ``encode(result)``
-for a result that is a file (an upscaled image's PNG bytes) when a client asks for the file
-rather than JSON; ``render(image, result)`` for the picture a video's frame becomes
-(-o on a video); ``evaluate(data)`` for `ptcli eval` on labelled data; ``describe`` for the
-derived command's human output.
+the model in pieces (a large image's tiles; see ptcli.inference.steps); ``stream(sample,
+emit)`` for outputs that come a piece at a time (a language model's tokens); a result that
+carries a file (ptcli.inference.results.Artifact) with ``writes``, which the core writes
+(-o DIR) or sends (``encode``, ``media_type``); ``render(image, result)`` for the picture a
+video's frame becomes (-o on a video); ``evaluate(data)`` for `ptcli eval` on labelled data;
+``describe`` and ``summary`` for the command's human output; ``check_source`` and
+``check_options`` for mistakes caught before anything loads; ``from_export`` for a derived
+export loaded back.
 
-From this the core derives the command's loop (``ptcli.inference.runner``: batching, decode
-workers, torchrun sharing, progress, per-input errors), a whole command for a recipe with no
-options of its own (``ptcli.cli.derived``), the server (``ptcli.serving``) and `ptcli eval`
+This module is the interface only: the steps' one composition is ptcli.inference.steps; from
+it the core derives the command's loop (``ptcli.inference.runner``: batching, decode workers,
+torchrun sharing, progress, per-input errors), the whole command (``ptcli.cli.derived``), the
+server (``ptcli.serving``), the export (``ptcli.exporting.derived``) and `ptcli eval`
 (``ptcli.inference.evaluation``).
 """
 
@@ -100,6 +103,9 @@ class Predictor:
     default_workers: ClassVar[int | None] = None
     progress: ClassVar[str | None] = None
     failed: ClassVar[str] = "failed"
+    #: The key that names an input in --json: "input" (its path, or the text given), or "text"
+    #: for a text recipe whose lines read {"text": ..., ...} and whose failures say "text N".
+    input_key: ClassVar[str] = "input"
     #: What ``forward`` gives, for the check of a derived export (ptcli.exporting.derived):
     #: "classes" (scores per class: top-1 agreement), "numbers" or "image" (largest difference).
     output_kind: ClassVar[str] = "numbers"
@@ -271,14 +277,18 @@ class Requested:
 
 
 def _predict_requested(predictor: Predictor, items: list, chunk_batch: int | None) -> list[dict]:
+    """Each item on the predictor with its request's option values (a copy, where they change
+    any), items whose values come to the same in one pass, results in the items' order."""
     from ptcli.inference.options import with_values
 
+    current = predictor.option_values.as_dict()
     groups: dict[tuple, list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(item.options if isinstance(item, Requested) else (), []).append(index)
+        asked = dict(item.options) if isinstance(item, Requested) else {}
+        groups.setdefault(tuple(sorted({**current, **asked}.items(), key=lambda pair: pair[0])), []).append(index)
     results: list = [None] * len(items)
-    for options, indices in groups.items():
-        view = with_values(predictor, dict(options))
+    for values, indices in groups.items():
+        view = with_values(predictor, dict(values))
         samples = [items[i].sample if isinstance(items[i], Requested) else items[i] for i in indices]
         for index, result in zip(indices, view.predict(samples, chunk_batch=chunk_batch)):
             results[index] = result

@@ -165,15 +165,16 @@ def settle(declaration: tuple[Option, ...], values: Mapping[str, Any] | None, *,
     ``requested``, a request's own few) the defaults filled in. An unknown name, or (for a
     request) one a request may not set, is an OptionError naming the options there are."""
     by_name = {option.name: option for option in declaration}
-    values = dict(values or {})
-    if not isinstance(values, dict):
+    if values is not None and not isinstance(values, Mapping):
         raise OptionError("", f"{where}options must be a mapping of names to values")
+    values = dict(values or {})
     settled: dict[str, Any] = {}
     for name, value in values.items():
         option = by_name.get(name)
         if option is None or requested and not option.request:
             allowed = [o.name for o in declaration if o.request or not requested]
-            known = f"the options are {', '.join(allowed)}" if allowed else "it has no options"
+            known = f"the options are {', '.join(allowed)}" if allowed else \
+                "a request may set none of its options" if declaration else "it has no options"
             what = "may not be set by a request" if option is not None else "is not an option of this model"
             raise OptionError(str(name), f"{where}{str(name)[:60]!r} {what}; {known}")
         settled[name] = option.check(value, where)
@@ -195,7 +196,3 @@ def with_values(predictor, values: Mapping[str, Any] | None):
     view = copy.copy(predictor)
     view.option_values = Options(merged)
     return view
-
-
-def request_options(declaration: tuple[Option, ...]) -> tuple[Option, ...]:
-    return tuple(option for option in declaration if option.request)

@@ -39,8 +39,10 @@ def serve(
     model: Annotated[str | None, typer.Option("--model", "-m", metavar="NAME", envvar=_env("MODEL"), show_default=False,
                      help="A model of --recipe [default: the recipe's default].")] = None,
     weights: Annotated[Path | None, typer.Option(metavar="FILE", envvar=_env("WEIGHTS"), help="Local weights for --model.")] = None,
+    options: Annotated[list[str] | None, typer.Option("--option", "-O", metavar="NAME=VALUE", envvar=_env("OPTIONS"),
+                       show_default=False, help="One of the recipe's options for the model, as its command's flag would set it (--option threshold=0.6; repeatable); with --config, each model's options: instead.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE.yaml", envvar=_env("CONFIG"), show_default=False,
-                      help="Several models in one server: models: [{name, recipe, model | weights | checkpoint, max_batch, max_wait_ms, device, replicas}, ...].")] = None,
+                      help="Several models in one server: models: [{name, recipe, model | weights | checkpoint, max_batch, max_wait_ms, device, replicas, options}, ...].")] = None,
     host: Annotated[str, typer.Option(envvar=_env("HOST"), help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, envvar=_env("PORT"), help="Port to listen on.")] = 8000,
     max_batch: Annotated[int, typer.Option(min=1, metavar="N", envvar=_env("MAX_BATCH"), help="Most inputs per forward pass.")] = 16,
@@ -77,11 +79,12 @@ def serve(
     from ptcli.serving.config import ModelConfig, read_config, settle
 
     if config is not None:
-        if checkpoint is not None or recipe is not None or model is not None or weights is not None:
-            raise UsageError("--config names the models; drop CKPT, --recipe, --model and --weights")
+        if checkpoint is not None or recipe is not None or model is not None or weights is not None or options:
+            raise UsageError("--config names the models and their options; drop CKPT, --recipe, --model, --weights and --option")
         entries, source = read_config(config).models, str(config)
     else:
-        entries, source = [ModelConfig(recipe=recipe, model=model, weights=weights, checkpoint=checkpoint)], None
+        entries, source = [ModelConfig(recipe=recipe, model=model, weights=weights, checkpoint=checkpoint,
+                                       options=_options(options))], None
     specs = settle(entries, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device, replicas=replicas, source=source)
     # Typer splits PTCLI_SERVE_API_KEYS on spaces into --api-key, and drops it when it is blank:
     # the variable is read here as written, so that an empty entry is refused, never ignored.
@@ -129,6 +132,19 @@ def serve(
     server.run()
     if failure:
         raise PtcliError(f"the model failed to load: {failure[0]}")
+
+
+def _options(pairs: list[str] | None) -> dict | None:
+    """--option NAME=VALUE... as a mapping (each value checked later against the recipe's option)."""
+    if not pairs:
+        return None
+    found = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.strip():
+            raise UsageError(f"--option {pair!r}: give NAME=VALUE (--option threshold=0.6)")
+        found[name.strip()] = value
+    return found
 
 
 def _worker(spec, *, max_queue: int, timeout_s: float):
