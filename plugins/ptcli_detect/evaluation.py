@@ -25,6 +25,16 @@ def annotation_file(data: Path) -> Path:
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
+    from .models import load_detector
+
+    loaded = load_detector(None, None, checkpoint)
+    return evaluate_detector(loaded.model, loaded.categories, data, device=device, batch_size=batch_size,
+                             checkpoint=checkpoint)
+
+
+def evaluate_detector(model, categories, data: Path, *, device, batch_size: int, checkpoint) -> dict:
+    """COCO mAP of ``model`` (its classes ``categories``) on ``data``, as loaded: the scores its
+    builder keeps (torchvision's 0.05), not a command's --threshold."""
     import torch
 
     from ptcli.inference.batching import as_list, run_batched_with_progress
@@ -32,20 +42,19 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     from .coco import read_coco
     from .cocodata import CocoDetectionSet
     from .metrics import DetectionMAP, metric_inputs
-    from .models import detect_by_size, has_masks, load_detector
+    from .models import detect_by_size, has_masks
 
     source = annotation_file(data)
     coco = read_coco(source)
-    loaded = load_detector(None, None, checkpoint)
-    names = loaded.categories.names[1:]
-    label_of = {cid: label for label, cid in enumerate(loaded.categories.ids) if label > 0}
-    unknown = [name for cid, name in coco.categories if cid not in label_of or loaded.categories.names[label_of[cid]] != name]
+    names = categories.names[1:]
+    label_of = {cid: label for label, cid in enumerate(categories.ids) if label > 0}
+    unknown = [name for cid, name in coco.categories if cid not in label_of or categories.names[label_of[cid]] != name]
     if unknown:
         raise UsageError(f"{source}: category {unknown[0]!r} is not one of the checkpoint's "
-                         f"({', '.join(f'{i} {n}' for i, n in zip(loaded.categories.ids[1:], names))})")
-    masks = has_masks(loaded.model)
+                         f"({', '.join(f'{i} {n}' for i, n in zip(categories.ids[1:], names))})")
+    masks = has_masks(model)
     dataset = CocoDetectionSet(coco, label_of, masks=masks)
-    net = loaded.model.to(device).eval()
+    net = model.to(device).eval()
     metric = DetectionMAP(names, masks=masks)
 
     def forward(batch):

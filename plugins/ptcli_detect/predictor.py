@@ -58,6 +58,7 @@ class Detector(Predictor):
         self.threshold, self.max_detections = threshold, max_detections
         self.slice_size, self.slice_overlap, self.slice_merge = slice_size, slice_overlap, slice_merge
         self.chunked = slice_size is not None
+        self.as_built = _inference_settings(net)  # what `ptcli eval` scores with (torchvision's builders: 0.05, 100)
         configure_inference(net, threshold, max_detections)
         self.net, self.device, self.title = net.to(device).eval(), device, title
         self.option_values = Options({"threshold": threshold, "classes": classes, "max_detections": max_detections,
@@ -156,6 +157,24 @@ class Detector(Predictor):
         Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
         return Artifact(buffer.getvalue(), "image/png")
 
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """COCO mAP on a folder with images/ and val.json (else annotations.json), or a COCO
+        file, by the model as loaded, with the scores its builder keeps (not --threshold)."""
+        from .evaluation import evaluate_detector
+        from .models import configure_inference
+
+        configure_inference(self.net, *self.as_built)
+        try:
+            return evaluate_detector(self.net, self.categories, data, device=self.device, batch_size=batch_size,
+                                     checkpoint=self.source.describe())
+        finally:
+            configure_inference(self.net, self.option_values.threshold, self.option_values.max_detections)
+
+    def format_evaluation(self, report: dict) -> str:
+        from .evaluation import format_report
+
+        return format_report(report)
+
     def render(self, image, result: dict):
         from .rendering import VideoDrawing
 
@@ -163,3 +182,9 @@ class Detector(Predictor):
 
     def warmup(self):
         return sample_image_bytes()
+
+
+def _inference_settings(net) -> tuple[float, int]:
+    """The score threshold and detections per image a detector was built with."""
+    owner = getattr(net, "roi_heads", None) or net
+    return float(getattr(owner, "score_thresh", 0.05)), int(getattr(owner, "detections_per_img", 100))

@@ -7,17 +7,21 @@ from pathlib import Path
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int) -> dict:
+    from .models import load_checkpoint_model
+
+    return evaluate_lm(load_checkpoint_model(checkpoint), data, device=device, batch_size=batch_size, checkpoint=checkpoint)
+
+
+def evaluate_lm(lm, data: Path, *, device, batch_size: int, checkpoint) -> dict:
+    """Loss and perplexity of language model ``lm`` on ``data`` (a text file or folder), in
+    blocks of its context (at most 1024 tokens)."""
     import torch
 
     from ptcli.errors import UsageError
 
-    from .models import load_checkpoint_model
     from .textdata import blocks, read_corpus, token_stream
 
-    lm = load_checkpoint_model(checkpoint)
     if not hasattr(lm.model, "forward"):
-        from ptcli.errors import UsageError
-
         raise UsageError(f"{checkpoint} is an export of the decoding step; score the checkpoint it came from")
     block_size = min(int(lm.context), 1024)
     ids = token_stream(read_corpus(data), lm.tokenizer)
@@ -35,3 +39,8 @@ def evaluate_checkpoint(checkpoint: Path, data: Path, *, device, batch_size: int
     loss = total / count
     return {"checkpoint": str(checkpoint), "data": str(data), "blocks": len(rows), "block_size": len(rows[0]),
             "loss": round(loss, 6), "perplexity": round(math.exp(loss), 4)}
+
+
+def format_report(report: dict) -> str:
+    return (f"blocks      {report['blocks']} of {report['block_size']} tokens\nloss        {report['loss']:.4f}\n"
+            f"perplexity  {report['perplexity']:.2f}")

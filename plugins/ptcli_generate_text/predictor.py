@@ -35,6 +35,17 @@ class TextGenerator(Predictor):
         lm = load_language_model(source.model, source.checkpoint, dtype=dtype)
         return cls(lm, device, settings or Settings(), title=f"generate-text ({source.describe(DEFAULT_MODEL)})")
 
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """Loss and perplexity on a text file or folder, by the model as loaded."""
+        from .evaluation import evaluate_lm
+
+        return evaluate_lm(self.lm, data, device=self.device, batch_size=batch_size, checkpoint=self.source.describe())
+
+    def format_evaluation(self, report: dict) -> str:
+        from .evaluation import format_report
+
+        return format_report(report)
+
     def decode(self, item) -> Sample:
         """A prompt (a text, or a request's JSON object: {"prompt", and any of REQUEST_SETTINGS}),
         or a conversation ({"messages": [...], ...}, through the chat template), checked against

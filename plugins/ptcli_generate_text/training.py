@@ -190,7 +190,9 @@ class GenerateTextTask(TrainingTask):
 
     @classmethod
     def format_evaluation(cls, report) -> str:
-        return f"blocks      {report['blocks']} of {report['block_size']} tokens\nloss        {report['loss']:.4f}\nperplexity  {report['perplexity']:.2f}"
+        from .evaluation import format_report
+
+        return format_report(report)
 
 
 class PrintSamples:

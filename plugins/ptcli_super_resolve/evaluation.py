@@ -29,15 +29,20 @@ def score(sr, hr) -> tuple[float, float]:
 
 
 def evaluate_checkpoint(checkpoint: Path, data: Path, *, device) -> dict:
+    from .models import load_upscaler
+
+    net, scale, _ = load_upscaler(None, None, checkpoint)
+    return evaluate_upscaler(net.to(device).eval(), scale, data, device=device, checkpoint=checkpoint)
+
+
+def evaluate_upscaler(net, scale: int, data: Path, *, device, checkpoint) -> dict:
+    """The scores of ``net`` (x``scale``, on ``device``), beside bicubic's, on ``data``."""
     from ptcli.output import progress
 
-    from .models import load_upscaler
     from .models import Bicubic
     from .srdata import _load, pairs
     from .tiling import auto_tile, upscale
 
-    net, scale, _ = load_upscaler(None, None, checkpoint)
-    net = net.to(device).eval()
     hr_dir, lr_dir = _layout(data, scale)
     rows = []
     with progress() as bar:

@@ -85,6 +85,18 @@ class Upscaler(Predictor):
     def file_suffix(self) -> str:
         return self.suffix
 
+    def evaluate(self, data, *, batch_size: int) -> dict:
+        """PSNR and SSIM (Y channel) on an HR folder (with its paired LR, else bicubic-downscaled),
+        beside bicubic upscaling's, by the model as loaded."""
+        from .evaluation import evaluate_upscaler
+
+        return evaluate_upscaler(self.net, self.native, data, device=self.device, checkpoint=self.source.describe())
+
+    def format_evaluation(self, report: dict) -> str:
+        from .evaluation import format_report
+
+        return format_report(report)
+
     def describe(self, item, result: dict) -> str:
         size = f"{result['size'][0]}x{result['size'][1]}"
         return f"{item} -> {result['output']} ({size}" + (f", {result['seconds']:.1f} s)" if "seconds" in result else ")")
