@@ -131,6 +131,7 @@ def test_served_options_answer_as_the_commands_flags(cli, tmp_path, random_detec
         schema = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
         query = {p["name"]: p["schema"] for p in schema["paths"]["/predict/det"]["post"]["parameters"] if p["in"] == "query"}
         assert query["threshold"]["minimum"] == 0 and query["threshold"]["maximum"] == 1 and "classes" not in query
+        assert query["threshold"]["default"] == low  # what this model is served with
     finally:
         code, _, err = server.stop()
     assert code == 0, err[-3000:]

@@ -71,8 +71,12 @@ def result_schema(result_keys) -> dict:
 def request_options_schema(info) -> dict:
     """The options a request to this model may set (its predictor's declaration), as a JSON
     object schema: unknown names are refused (400), so none other is allowed."""
+    properties = {}
+    for option in info.options:
+        if option.request:  # its default is what this model was served with (models.yaml's options:)
+            properties[option.name] = {**option.json_schema(), "default": info.option_values.get(option.name, option.default)}
     return {"type": "object", "additionalProperties": False, "description": "Options for this request.",
-            "properties": {option.name: option.json_schema() for option in info.options if option.request}}
+            "properties": properties}
 
 
 def _per_model(paths: dict, template: str, models: dict, build) -> None:

@@ -115,10 +115,10 @@ class LocalModel:
         if servable is None:
             return None
         predictor = servable.predictor
+        values = getattr(predictor, "option_values", None)
         return ModelInfo(servable.kind, servable.title, bool(predictor is not None and predictor.streams),
                          getattr(predictor, "media_type", None), self._result_keys,
-                         tuple(getattr(predictor, "options", ()) or ()),
-                         getattr(predictor, "option_values", None).as_dict() if getattr(predictor, "option_values", None) is not None else {},
+                         tuple(getattr(predictor, "options", ()) or ()), values.as_dict() if values is not None else {},
                          self._example)
 
     def queue_depth(self) -> int:
