@@ -129,3 +129,6 @@ def test_the_documented_plugin_works_everywhere(glow, tmp_path):
     statuses = {c["check"]: c["status"] for c in report["checks"]}
     for step in ("options", "load", "decode a file", "decode bytes", "decode a video frame", "batch", "/predict", "/v2", "export"):
         assert statuses[f"glow {step}"] == "ok", (step, report)
+    options = next(c for c in report["checks"] if c["check"] == "glow options")["options"]
+    assert options == [{"name": "gamma", "type": "float", "default": 1.0, "help": options[0]["help"], "request": True,
+                        "min": 0.1, "max": 10.0}]

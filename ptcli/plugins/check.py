@@ -222,7 +222,10 @@ def _steps(recipe, folder: Path):
         except OptionError as exc:
             yield _check(f"{name} options", "failed", f"the default of {option.name} fails its own check: {exc}")
             return
-    yield _check(f"{name} options", "ok", ", ".join(o.name for o in declared(cls)) or "none declared")
+    described = ", ".join(f"{o.name} ({o.type.__name__}, default {o.default!r}{', per request' if o.request else ''})"
+                          for o in declared(cls))
+    yield {**_check(f"{name} options", "ok", described or "none declared"),
+           "options": [o.describe() for o in declared(cls)]}
     try:
         predictor = load_predictor(recipe, Source(), torch.device("cpu"))
     except Exception as exc:  # a plugin's load may fail in any way
