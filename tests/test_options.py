@@ -214,3 +214,21 @@ def test_a_batch_with_requests_of_other_options_runs_each_with_its_own():
                                      {"text": "dedede", "length": 2}, {"text": "ff", "length": 1}]
     assert sorted(Repeat.forwards) == [(2, 2), (3, 2)]  # its own values (and the same as its own) share a pass
     assert loaded.option_values.times == 2
+
+
+def test_a_derived_exports_state_cannot_reach_the_predictors_own_settings():
+    """The state is read from an untrusted file: it sets plain attributes only, never the
+    contract's (where files go, chunking, the device) or the class's methods."""
+    import torch
+
+    from ptcli.inference.contract import IMAGE, Predictor
+
+    class Sized(Predictor):
+        kind = IMAGE
+        size = 32
+
+    crafted = {"labels": ["a", "b"], "file_ending": "/../../escaped", "chunked": True, "decode": "x", "size": 10**9,
+               "_option_values": {"x": 1}, "device": "cuda:7", "not an identifier": 1}
+    predictor = Sized.from_export(crafted, torch.device("cpu"))
+    assert vars(predictor) == {"labels": ["a", "b"]}
+    assert predictor.file_ending == ".png" and predictor.chunked is False and predictor.size == 32

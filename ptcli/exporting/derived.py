@@ -61,7 +61,7 @@ def export_state(predictor) -> dict:
         return dict(own())
     state = {}
     for name, value in vars(predictor).items():
-        if name.startswith("_") or name in ("device", "title", "source", "precision"):
+        if name.startswith("_") or hasattr(type(predictor), name):  # what from_export would not take back
             continue
         try:
             json.dumps(value)

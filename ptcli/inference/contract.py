@@ -202,9 +202,14 @@ class Predictor:
     @classmethod
     def from_export(cls, state: dict, device) -> Predictor:
         """A predictor without its model, from the state a derived export carries (by default
-        the JSON-able attributes it had: labels, sizes); the core makes the export its forward."""
+        the JSON-able attributes it had: labels, sizes); the core makes the export its forward.
+        The file is untrusted: only names that are neither private nor the class's own (its
+        methods, the contract's settings such as ``file_ending``) are taken. A predictor whose
+        state sizes its work (an image size) checks it here."""
         predictor = cls.__new__(cls)
-        predictor.__dict__.update(state)
+        predictor.__dict__.update({name: value for name, value in state.items()
+                                   if isinstance(name, str) and name.isidentifier() and not name.startswith("_")
+                                   and not hasattr(cls, name)})
         return predictor
 
     def summary(self, count: int) -> str | None:
