@@ -43,16 +43,11 @@ def run_app(load, checks, **settings):
     app = create_app(load, Settings(**settings))
 
     async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                for _ in range(200):
-                    if app.state.ptcli.servable is not None or app.state.ptcli.load_error is not None:
-                        break
-                    if (await client.get("/health")).status_code == 200 and getattr(checks, "before_ready", False):
-                        break
-                    await asyncio.sleep(0.01)
-                await checks(client, app)
+        from ptcli.serving.inprocess import in_process
+
+        # before_ready: the checks begin at once, while the model loads
+        async with in_process(app, wait_s=0 if getattr(checks, "before_ready", False) else 2, base_url="http://test") as client:
+            await checks(client, app)
 
     asyncio.run(main())
 

@@ -22,7 +22,6 @@ RECIPE = Recipe(
             help_for={
                 "inputs": "Texts to classify; - reads standard input, one text per line.",
                 "model": "A Hugging Face sequence-classification model (org/name, downloaded once) or a local model folder [default: distilbert/distilbert-base-uncased-finetuned-sst-2-english].",
-                "model_metavar": "NAME|PATH",
                 "checkpoint": "A checkpoint from `ptcli train` (NAME.safetensors with its NAME.json sidecar).",
                 "batch_size": "Texts per forward pass.",
             },

@@ -53,15 +53,14 @@ def check_output_fits(size: tuple[int, int]) -> None:
 
 def tile_setting(value) -> int | None | str:
     """--tile: a number of pixels (at least 16), auto or none."""
-    if value is None or value in ("auto", "none", "0"):
-        return {"auto": "auto", "none": None, "0": None, None: None}[value]
-    if isinstance(value, int):
-        tile = value
-    else:
-        try:
-            tile = int(value)
-        except ValueError:
-            raise UsageError(f"--tile must be a number of pixels, auto or none (got {value!r})") from None
+    if value == "auto":
+        return "auto"
+    if value in (None, "none", "0", 0):
+        return None
+    try:
+        tile = int(value)
+    except ValueError:
+        raise UsageError(f"--tile must be a number of pixels, auto or none (got {value!r})") from None
     if tile < 16:
         raise UsageError("--tile must be at least 16 pixels")
     return tile

@@ -72,7 +72,7 @@ def predictor_command(recipe, spec):
             _parameter("encoding", Annotated[str, typer.Option(metavar="ENC", help=helps.get(
                 "encoding", "Encoding of --file and standard input."))], "utf-8")]
     parameters += [
-        _parameter("model", Annotated[str | None, typer.Option("--model", "-m", metavar=helps.get("model_metavar", "NAME"),
+        _parameter("model", Annotated[str | None, typer.Option("--model", "-m", metavar="NAME|PATH" if cls.remote_code else "NAME",
                                                                help=helps["model"], show_default=False)], None),
         _parameter("weights", Annotated[Path | None, typer.Option(metavar="FILE", help=helps["weights"])], None),
         _parameter("checkpoint", Annotated[Path | None, typer.Option(metavar="CKPT", help=helps["checkpoint"])], None),

@@ -79,14 +79,22 @@ def load(capability: str, *, checkpoint: Path | None = None, **kwargs) -> Any:
     return load_ref(recipe.provides[capability])(checkpoint=checkpoint, **kwargs)
 
 
-def image_classifier(*, model: str | None, weights: Path | None, checkpoint: Path | None, device: str, devices) -> tuple[Any, Any]:
-    """(classifier, torch device) for a command that drives any image classifier: the usual
-    --model/--weights/--checkpoint rules, then the provider's loader, moved to the device."""
-    from ptcli.devices import check_device_syntax, resolve_device
+def check_classifier_source(checkpoint, model, weights, device: str) -> None:
+    """The rules every source of another recipe's classifier follows (a well-formed --device, one
+    of --checkpoint or --model/--weights); the provider's loader checks the rest."""
+    from ptcli.devices import check_device_syntax
     from ptcli.models.loading import exclusive_sources
 
     check_device_syntax(device)
     exclusive_sources(checkpoint, model, weights)
+
+
+def image_classifier(*, model: str | None, weights: Path | None, checkpoint: Path | None, device: str, devices) -> tuple[Any, Any]:
+    """(classifier, torch device) for a command that drives any image classifier: the usual
+    --model/--weights/--checkpoint rules, then the provider's loader, moved to the device."""
+    from ptcli.devices import resolve_device
+
+    check_classifier_source(checkpoint, model, weights, device)
     target = resolve_device(device, devices)
     classifier = load(IMAGE_CLASSIFIER, checkpoint=checkpoint, model=model, weights=weights)
     return classifier.to(target), target
@@ -128,13 +136,8 @@ class ImageClassifierPredictor(Predictor):
 
     @classmethod
     def check_source(cls, recipe, source, device: str) -> None:
-        """The classifier is another recipe's (a classify-image checkpoint): only the rules every
-        source follows are checked here, the provider's loader checks the rest."""
-        from ptcli.devices import check_device_syntax
-        from ptcli.models.loading import exclusive_sources
-
-        check_device_syntax(device)
-        exclusive_sources(source.checkpoint, source.model, source.weights)
+        """The classifier is another recipe's (a classify-image checkpoint)."""
+        check_classifier_source(source.checkpoint, source.model, source.weights, device)
 
     @classmethod
     def load(cls, source, device, **options):

@@ -271,39 +271,31 @@ def _steps(recipe, folder: Path):
 
 async def _serve_once(name: str, predictor, item, kind: str) -> list[dict]:
     """One /predict and one /v2 request to an in-process server of the loaded predictor."""
-    import asyncio
     import base64
-
-    import httpx
 
     from ptcli.inference.contract import AUDIO, IMAGE, PROMPT
     from ptcli.serving.app import create_app
+    from ptcli.serving.inprocess import in_process
     from ptcli.serving.spec import servable_from
 
     app = create_app(lambda: servable_from(predictor))
     checks = []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://check") as client:
-            for _ in range(3000):
-                if app.state.ptcli.servable is not None or app.state.ptcli.load_error is not None:
-                    break
-                await asyncio.sleep(0.01)
-            if app.state.ptcli.load_error is not None:
-                return [_check(f"{name} serve", "failed", f"loading to serve: {app.state.ptcli.load_error}")]
-            if kind in (IMAGE, AUDIO):
-                body = {kind: base64.b64encode(Path(item).read_bytes()).decode()}
-                v2_data = [body[kind]]
-            elif kind == PROMPT:
-                body, v2_data = item, [item["prompt"]]
-            else:
-                body, v2_data = {"text": item}, [item]
-            for route, request in (("/predict", body), ("/v2/models/model/infer", {
-                    "inputs": [{"name": kind, "datatype": "BYTES", "shape": [1], "data": v2_data}]})):
-                answer = await client.post(route, json=request)
-                ok = answer.status_code == 200
-                checks.append(_check(f"{name} {route.split('/models')[0] if 'v2' in route else route}",
-                                     "ok" if ok else "failed", "" if ok else f"{answer.status_code}: {answer.text[:300]}"))
+    async with in_process(app) as client:
+        if app.state.ptcli.load_error is not None:
+            return [_check(f"{name} serve", "failed", f"loading to serve: {app.state.ptcli.load_error}")]
+        if kind in (IMAGE, AUDIO):
+            body = {kind: base64.b64encode(Path(item).read_bytes()).decode()}
+            v2_data = [body[kind]]
+        elif kind == PROMPT:
+            body, v2_data = item, [item["prompt"]]
+        else:
+            body, v2_data = {"text": item}, [item]
+        for route, request in (("/predict", body), ("/v2/models/model/infer", {
+                "inputs": [{"name": kind, "datatype": "BYTES", "shape": [1], "data": v2_data}]})):
+            answer = await client.post(route, json=request)
+            ok = answer.status_code == 200
+            checks.append(_check(f"{name} {route.split('/models')[0] if 'v2' in route else route}",
+                                 "ok" if ok else "failed", "" if ok else f"{answer.status_code}: {answer.text[:300]}"))
     return checks
 
 
