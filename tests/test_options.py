@@ -5,10 +5,15 @@ naming it."""
 
 import base64
 import json
+from pathlib import Path
 
 import httpx
 import pytest
+import typer.testing
+from PIL import Image
 
+from ptcli.errors import UsageError
+from ptcli.inference.contract import TEXT, Predictor, Sample
 from ptcli.inference.options import Option, OptionError, settle
 from test_serve import Server
 
@@ -232,3 +237,124 @@ def test_a_derived_exports_state_cannot_reach_the_predictors_own_settings():
     predictor = Sized.from_export(crafted, torch.device("cpu"))
     assert vars(predictor) == {"labels": ["a", "b"]}
     assert predictor.file_ending == ".png" and predictor.chunked is False and predictor.size == 32
+
+
+def test_a_command_only_option_stays_with_the_command(cli, tmp_path):
+    """detect's --track and --mot are the command's: a served detector has neither (models.yaml,
+    --option, its listed options), and --mot without --track, or --track on images, is refused
+    before anything loads."""
+    from conftest import write_yaml
+
+    from ptcli.inference.options import declared
+    from ptcli.refs import load_ref
+    from ptcli_detect import RECIPE
+
+    served = [o.name for o in declared(load_ref(RECIPE.predictor), served=True)]
+    assert "threshold" in served and "track" not in served and "mot" not in served
+    config = write_yaml(tmp_path / "models.yaml", {"models": [{"recipe": "detect", "options": {"track": "bytetrack"}}]})
+    result = cli("serve", "--config", config, "--json")
+    assert result.exit_code == 2 and "'track' is not an option of this model; the options are threshold" in result.stdout
+    result = cli("serve", "--recipe", "detect", "--option", "mot=x.txt")
+    assert result.exit_code == 2 and "'mot' is not an option of this model" in result.stderr
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert "--mot writes tracks: add --track" in cli("detect", image, "--mot", tmp_path / "t.txt").stderr
+    assert "give only videos (1 image given)" in cli("detect", image, "--track", "botsort").stderr
+
+
+class _Count(Predictor):
+    """A text recipe using the derived command's hooks: a batch size chosen per run, a side
+    file written as results pass, a check of the run, and --data."""
+
+    kind = TEXT
+    collate = "list"
+    default_batch_size = None
+    options = (Option("times", int, 1, "Count each character this often.", min=1),
+               Option("log", str, None, "Also write each text to FILE.", optional=True, command_only=True, metavar="FILE"))
+    batches: list = []
+
+    @classmethod
+    def load(cls, source, device, **options):
+        return cls()
+
+    @classmethod
+    def batch_size_for(cls, device, run):
+        return 7 if run.data is not None else 3
+
+    @classmethod
+    def check_run(cls, run):
+        if run.options["log"] is not None and run.data is not None:
+            raise UsageError("--log goes with texts")
+
+    def decode(self, item):
+        return Sample(item)
+
+    def forward(self, batch):
+        type(self).batches.append(len(batch))
+        return batch
+
+    def postprocess(self, row, meta):
+        return {"length": len(row) * self.option_values.times}
+
+    def command_results(self, results, run):
+        if run.options["log"] is None:
+            return results
+
+        def logged():
+            with open(run.options["log"], "w") as handle:
+                for item, result in results:
+                    handle.write(f"{item}\n")
+                    yield item, result
+
+        return logged()
+
+    def evaluate(self, data, *, batch_size):
+        return {"files": len(list(Path(data).iterdir())), "batch_size": batch_size}
+
+    def format_evaluation(self, report):
+        return f"{report['files']} files"
+
+    def summary(self, count):
+        return "a data set was counted" if count == 0 else None
+
+
+def test_the_derived_commands_hooks_and_data_set_runs(tmp_path, capsys):
+    import typer
+
+    from ptcli.cli.derived import predictor_command
+    from ptcli.plugins.recipe import Command, Recipe
+
+    recipe = Recipe(name="count", help="", predictor=_Count,
+                    commands=(Command(name="count", help="Count characters.", data="Count the files of DIR instead."),))
+    app = typer.Typer()
+    app.command("count")(predictor_command(recipe, recipe.commands[0]))
+    app.command("other")(lambda: None)
+
+    def run(*args):
+        _Count.batches.clear()
+        try:
+            app(["count", *map(str, args)], standalone_mode=False)
+        except SystemExit:
+            pass
+        return capsys.readouterr()
+
+    out = run("a", "bb", "ccc", "d", "--times", "2", "--json", "--device", "cpu")
+    assert [json.loads(line)["length"] for line in out.out.splitlines()] == [2, 4, 6, 2]
+    assert _Count.batches == [3, 1]  # batch_size_for, where --batch-size is not given
+    run("a", "bb", "--batch-size", "1", "--log", tmp_path / "log.txt", "--device", "cpu")
+    assert _Count.batches == [1, 1] and (tmp_path / "log.txt").read_text() == "a\nbb\n"
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("x", "y"):
+        (data / name).write_text(name)
+    out = run("--data", data, "--json", "--device", "cpu")
+    assert json.loads(out.out) == {"files": 2, "batch_size": 7} and "warning: a data set was counted" in out.err
+    assert run("--data", data, "--device", "cpu").out.strip() == "2 files"
+    for args, words in ((("--data", data, "a"), "give inputs or --data DIR, not both"),
+                        (("--data", data, "--log", "x"), "--log goes with texts"),
+                        (("--data", tmp_path / "nowhere"), "data folder not found"),
+                        ((), "give at least one text")):
+        with pytest.raises(UsageError, match=words):
+            app(["count", *map(str, args)], standalone_mode=False)
+    help_text = typer.testing.CliRunner().invoke(app, ["count", "--help"]).output
+    assert "--data" in help_text and "Count the files of DIR instead." in help_text and "--log" in help_text

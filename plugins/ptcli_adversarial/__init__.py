@@ -15,8 +15,21 @@ RECIPE = Recipe(
         Command(
             name="attack",
             help="Perturb images within --eps so a classifier gets them wrong; --data: robust accuracy.",
-            target="ptcli_adversarial.command:attack",
             example=("{image}", "-o", "{tmp}", "--steps", "1", "--device", "cpu"),
+            doc="Craft adversarial images against an image classifier (EfficientNet-Lite0 by default, offline). The "
+                "perturbation lives in the original image's pixels: resizing, cropping and normalising happen inside "
+                "the attacked model, and each result is saved as a lossless PNG at the original size whose change is "
+                "within --eps. Each saved file is classified again the way `ptcli classify-image` does; \"success\" is "
+                "what that gives. With --data, prints clean and robust accuracy instead.",
+            help_for={
+                "inputs": "Image files, folders or globs to perturb.",
+                "model": "An image classifier by name (default: efficientnet_lite0, offline).",
+                "weights": "Local weights for --model.",
+                "checkpoint": "A classify-image checkpoint.",
+                "batch_size": "Images per attack batch with --data [default: 32; files one at a time].",
+                "output": "Where DIR/<name>_adv.png goes (lossless, original size).",
+            },
+            data="Robust accuracy over a labelled ImageFolder (DIR/<class>/*, or its val/) instead of perturbing files.",
         ),
         Command(
             name="certify",

@@ -36,7 +36,9 @@ def certify(
     the network sees (after resizing and cropping), values in [0, 1]."""
     from ptcli.output import emit, emit_json, progress
 
-    from .command import _classifier
+    from ptcli.plugins.capabilities import image_classifier
+
+    from . import RECIPE
 
     from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
@@ -61,7 +63,7 @@ def certify(
         raise UsageError(f"--radii must be numbers of at least 0 (got {radii!r})")
     if checkpoint is not None and model is not None:
         raise UsageError("give CKPT or --model, not both")
-    classifier, target_device = _classifier(model, None, checkpoint, device)
+    classifier, target_device = image_classifier(model=model, weights=None, checkpoint=checkpoint, device=device, devices=RECIPE.devices.devices)
     if data is not None:
         pairs = classifier.labelled(data)
         inputs, labels = [path for path, _ in pairs], [label for _, label in pairs]

@@ -17,9 +17,26 @@ RECIPE = Recipe(
         Command(
             name="detect",
             help="Find objects in images and videos: boxes, labels, scores (and masks); --track; --slice for large images.",
-            target="ptcli_detect.command:detect",
             example=("{image}", "--device", "cpu"),
             optional_values={"--track": TRACKERS},
+            doc="Detect objects in images and videos with a torchvision detector (Faster R-CNN v2 on COCO by default) "
+                "or a fine-tuned checkpoint. Prints each image's (or video frame's) objects: label, score and box in "
+                "pixels; --json gives one object per image or frame (\"frame\" and \"time\" for videos), boxes as COCO "
+                "[x, y, w, h], masks as COCO RLE. --track follows objects through a video. Unreadable inputs are "
+                "reported and skipped; the exit code is then 1.",
+            help_for={
+                "inputs": "Images or videos: files, folders (searched recursively), glob patterns, image sequences "
+                          "(frames/%05d.png), stream URLs (rtsp://, http://) or a webcam's number.",
+                "model": "fasterrcnn_resnet50_fpn_v2 (default), maskrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, "
+                         "fasterrcnn_mobilenet_v3_large_fpn, ... (--list-models); COCO weights are downloaded once.",
+                "weights": "A state dict for --model (.pth/.safetensors); its number of classes is read from it.",
+                "checkpoint": "A checkpoint from `ptcli train recipes/coco-fasterrcnn.yaml` (runs offline).",
+                "batch_size": "Images (or, with --slice, tiles) per forward pass [default: 4 on CUDA, 1 on the CPU, "
+                              "where batches make a detector slower per image].",
+                "output": "Write DIR/<name>_detect.png per image, with boxes, labels, scores (and masks) drawn; "
+                          "DIR/<name>_detect.mp4 (or the source's container) per video, with track ids and trails, "
+                          "and the source's audio.",
+            },
         ),
     ),
     models="ptcli_detect.models:make_registry",

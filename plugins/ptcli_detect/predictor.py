@@ -1,13 +1,18 @@
 """detect's inference contract: an image (a file or an upload) through the detector; each
 result is its size and detections (COCO boxes, and masks as RLE), and, when the core writes
 them (-o), the drawing as a PNG. With ``slice_size`` an image is chunked into overlapping tiles plus the whole
-image, which the core batches through ``forward`` and ``merge`` joins again. The command and
-`ptcli serve` both run this."""
+image, which the core batches through ``forward`` and ``merge`` joins again. The command (derived
+by the core: ptcli.cli.derived) and `ptcli serve` both run this; the command's own options
+follow a video's objects (``track``, ptcli_detect.tracking) and write their tracks (``mot``)."""
 
 from __future__ import annotations
 
-from ptcli.inference.contract import IMAGE, Predictor, Sample, Source, sample_image_bytes
+from pathlib import Path
+
+from ptcli.inference.contract import IMAGE, CommandRun, Predictor, Sample, Source, sample_image_bytes
 from ptcli.inference.options import Option, Options
+
+from .tracking import TRACKERS, detector_threshold
 
 
 def parse_classes(value: str | None) -> list[str] | None:
@@ -24,6 +29,11 @@ def parse_classes(value: str | None) -> list[str] | None:
 class Detector(Predictor):
     kind = IMAGE
     collate = "list"
+    default_batch_size = None  # batch_size_for the device
+    progress = "detecting"
+    failed = "could not be read"
+    writes = "_detect"
+    written = "the drawn images and videos"
     options = (
         Option("threshold", float, 0.5, "Lowest score reported.", min=0.0, max=1.0, request=True, metavar="P"),
         Option("classes", str, None, "Report only these classes (names, comma-separated).", optional=True,
@@ -38,11 +48,17 @@ class Detector(Predictor):
         Option("slice_merge", str, "greedy", "How tiles' boxes merge: greedy (boxes overlapping by intersection over "
                "the smaller join the best one, which grows only where a tile edge cut it) or nms (IoU).",
                choices=("greedy", "nms"), metavar="greedy|nms"),
+        Option("track", str, None, "Videos: follow objects from frame to frame; each detection gets a track_id (bare "
+               "--track: bytetrack). The detector then keeps the lower scores the tracker uses (down to 0.5 for "
+               "bytetrack, 0.3 for botsort), and a frame reports the objects the tracker follows, whatever their "
+               "score.", choices=TRACKERS, optional=True, command_only=True, metavar="[bytetrack|botsort|ocsort]"),
+        Option("mot", str, None, "With --track: also write the tracks as MOTChallenge text (frame from 1, id, x, y, "
+               "w, h, score, class), for `ptcli eval FILE gt.txt`.", optional=True, command_only=True, metavar="FILE"),
     )
 
     def __init__(self, loaded, device, *, threshold: float = 0.5, classes: list[str] | str | None = None,
                  max_detections: int = 100, masks: bool | None = None, slice_size: int | None = None, slice_overlap: float = 0.2,
-                 slice_merge: str = "greedy", title: str = "") -> None:
+                 slice_merge: str = "greedy", track: str | None = None, mot: str | None = None, title: str = "") -> None:
         from ptcli.errors import UsageError
 
         from .models import configure_inference, has_masks
@@ -59,11 +75,11 @@ class Detector(Predictor):
         self.slice_size, self.slice_overlap, self.slice_merge = slice_size, slice_overlap, slice_merge
         self.chunked = slice_size is not None
         self.as_built = _inference_settings(net)  # what `ptcli eval` scores with (torchvision's builders: 0.05, 100)
-        configure_inference(net, threshold, max_detections)
         self.net, self.device, self.title = net.to(device).eval(), device, title
         self.option_values = Options({"threshold": threshold, "classes": classes, "max_detections": max_detections,
-                                 "masks": masks, "slice_size": slice_size, "slice_overlap": slice_overlap,
-                                 "slice_merge": slice_merge})
+                                      "masks": masks, "slice_size": slice_size, "slice_overlap": slice_overlap,
+                                      "slice_merge": slice_merge, "track": track, "mot": mot})
+        configure_inference(net, self.score_floor(), max_detections)
 
     @classmethod
     def load(cls, source: Source, device, **options) -> Detector:
@@ -71,6 +87,63 @@ class Detector(Predictor):
 
         loaded = load_detector(source.model, source.weights, source.checkpoint)
         return cls(loaded, device, title=f"detect ({source.describe(DEFAULT_MODEL)})", **options)
+
+    @classmethod
+    def batch_size_for(cls, device, run: CommandRun) -> int:
+        """4 on a GPU. On the CPU a batch is slower per image than one image at a time (measured
+        on 2 cores: 1.59 images/s one by one, 1.02 in batches of 4; the backbone's convolutions
+        take twice as long per image in a batch of 8), so 1. With --slice it counts tiles."""
+        return 4 if device.type == "cuda" else 1
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        from ptcli.errors import UsageError
+
+        parse_classes(options.get("classes"))
+        if options.get("mot") is not None and options.get("track") is None:
+            raise UsageError("--mot writes tracks: add --track")
+
+    @classmethod
+    def check_run(cls, run: CommandRun) -> None:
+        from ptcli.errors import UsageError
+
+        if run.options.get("track") is not None and (run.inputs or not run.videos):
+            count = len(run.inputs)
+            raise UsageError("--track follows objects through videos; give only videos "
+                             f"({count} image{'s' if count != 1 else ''} given)")
+        if run.options.get("mot") is not None:
+            from .motfile import refuse_existing
+
+            refuse_existing(Path(run.options["mot"]), run.overwrite)
+
+    def score_floor(self) -> float:
+        """The lowest score the model keeps: --threshold, or lower where a tracker uses lower."""
+        values = self.option_values
+        track = getattr(values, "track", None)
+        return values.threshold if track is None else detector_threshold(values.threshold, track)
+
+    def video_annotation(self):
+        from .tracking import Tracking
+
+        track = getattr(self.option_values, "track", None)
+        return Tracking(track) if track is not None else None
+
+    def video_drawing(self):
+        from .rendering import VideoDrawing
+
+        return VideoDrawing()  # a track's trail, over a video's frames
+
+    def command_results(self, results, run: CommandRun):
+        if run.options.get("mot") is None:
+            return results
+        from .motfile import write_mot
+
+        return write_mot(results, Path(run.options["mot"]))
+
+    def describe(self, item, result: dict) -> str:
+        from .rendering import human_lines
+
+        return human_lines(item, result)
 
     def decode(self, item) -> Sample:
         """The image; kept for postprocess to draw on when the core writes the drawings (-o)."""
@@ -94,9 +167,9 @@ class Detector(Predictor):
 
         # A request may lower or raise the threshold: the model itself drops what is below it
         # (forward passes run one at a time, on the model's thread).
-        configure_inference(self.net, self.option_values.threshold, self.option_values.max_detections)
+        configure_inference(self.net, self.score_floor(), self.option_values.max_detections)
         # On the CPU one image a pass: a batch is slower per image there on few cores (see
-        # command.default_batch_size). Elsewhere batches of one size: padding to the batch's
+        # batch_size_for). Elsewhere batches of one size: padding to the batch's
         # largest image moves the others' boxes and scores.
         outputs = [self.net([image])[0] for image in images] if self.device.type == "cpu" else detect_by_size(self.net, images)
         found = []
@@ -132,7 +205,7 @@ class Detector(Predictor):
         from .rendering import detection_fields
 
         width, height = meta["width"], meta["height"]
-        found = found.filtered(self.option_values.threshold, self.selected, self.option_values.max_detections)
+        found = found.filtered(self.score_floor(), self.selected, self.option_values.max_detections)
         fields = {"width": width, "height": height,
                   "detections": detection_fields(found, self.categories, width, height)}
         if "image" in meta:
@@ -168,7 +241,7 @@ class Detector(Predictor):
             return evaluate_detector(self.net, self.categories, data, device=self.device, batch_size=batch_size,
                                      checkpoint=self.source.describe())
         finally:
-            configure_inference(self.net, self.option_values.threshold, self.option_values.max_detections)
+            configure_inference(self.net, self.score_floor(), self.option_values.max_detections)
 
     def format_evaluation(self, report: dict) -> str:
         from .evaluation import format_report

@@ -4,7 +4,9 @@ every recipe shares (PATH... or TEXT..., --model, --weights, --checkpoint, --bat
 --vid-stride/--start/--end; --trust-remote-code for a predictor that loads hub code) around
 the recipe's own, declared once on its Predictor (ptcli.inference.options), all of it run
 through the core's loop, each result printed by the predictor's ``describe`` or as its JSON
-fields. The ``Command`` may reword the shared options' help (``help_for``).
+fields. The ``Command`` may reword the shared options' help (``help_for``), and with ``data``
+give the command --data DIR: a run over a labelled data set (the predictor's ``evaluate``) in
+place of inputs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def _parameter(name: str, annotation, default) -> inspect.Parameter:
 
 def option_parameter(option) -> inspect.Parameter:
     """A declared option as a Typer parameter: its flag, type, range or choices, help."""
-    names = [option.cli_flag] + ([option.short] if option.short else [])
+    flag = option.cli_flag
+    if option.type is bool and option.default is not False:  # on by default, or the recipe's choice: both ways
+        flag = f"{flag}/--no-{flag[2:]}"
+    names = [flag] + ([option.short] if option.short else [])
     kind: Any = option.type | None if option.optional or option.default is None else option.type
     extra: dict[str, Any] = {}
     if option.type in (int, float):
@@ -79,8 +84,11 @@ def predictor_command(recipe, spec):
     ]
     own = declared(cls)
     parameters += [option_parameter(option) for option in own]
+    if getattr(spec, "data", None):
+        parameters.append(_parameter("data", Annotated[Path | None, typer.Option(metavar="DIR", help=spec.data)], None))
     parameters += [
-        _parameter("batch_size", Annotated[int, typer.Option(min=1, metavar="N", help=helps["batch_size"])],
+        _parameter("batch_size", Annotated[int | None, typer.Option(
+            min=1, metavar="N", help=helps["batch_size"], show_default=cls.default_batch_size is not None)],
                    cls.default_batch_size),
         _parameter("workers", WorkersOption, cls.default_workers),
     ]
@@ -114,9 +122,10 @@ def predictor_command(recipe, spec):
         source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
         files = (given.pop("output", None), given.pop("overwrite", False))
         texts = (given.pop("file", None), given.pop("column", None), given.pop("encoding", "utf-8"))
-        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, texts=texts, **given)
+        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, texts=texts,
+                    data=given.pop("data", None), **given)
 
-    names = [p.name for p in parameters]
+    names = [p.name for p in parameters] + ["source", "where"]  # load_predictor's own arguments too
     clashes = sorted({name for name in names if names.count(name) > 1})
     if clashes:
         from ptcli.errors import PluginError
@@ -139,18 +148,19 @@ def check_flags(declaration, values: dict) -> None:
             raise UsageError(f"{option.cli_flag} must be one of {', '.join(map(str, option.choices))} (got {value!r})")
 
 
-def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int, workers: int | None, device: str,
-                json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
-                options: dict | None = None, files: tuple = (None, False), texts: tuple = (None, None, "utf-8")) -> None:
+def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int | None, workers: int | None,
+                device: str, json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
+                options: dict | None = None, files: tuple = (None, False), texts: tuple = (None, None, "utf-8"),
+                data: Path | None = None) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
     same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite); ``texts``
-    (a text recipe's): (--file, --column, --encoding)."""
+    (a text recipe's): (--file, --column, --encoding); ``data``: --data DIR."""
     from itertools import chain
 
     from ptcli.cli.options import list_models as print_models
     from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
-    from ptcli.inference.contract import AUDIO, IMAGE, TEXT
+    from ptcli.inference.contract import AUDIO, IMAGE, TEXT, CommandRun
     from ptcli.inference.inputs import expand_inputs
     from ptcli.inference.options import OptionError, declared, settle
     from ptcli.inference.precision import check_dtype
@@ -163,16 +173,19 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         print_models(recipe, json_output)
         return
     cls = load_ref(recipe.predictor)
-    if cls.kind == TEXT:
+    if cls.kind == TEXT and (data is None or inputs or texts[0] is not None):
         from ptcli.inference.inputs import gather_texts, read_stdin_as
 
         file, column, encoding = texts
         if file is None and inputs and "-" in inputs:
             read_stdin_as(encoding)
         inputs = gather_texts(inputs, file, column, encoding, recipe.name)
-    if not inputs:
-        what = {IMAGE: "image file, folder or glob", AUDIO: "sound file, folder or glob"}.get(cls.kind, "input")
-        raise UsageError(f"give at least one {what} (see `ptcli {recipe.name} --help`)")
+    what = {IMAGE: "image file, folder or glob", AUDIO: "sound file, folder or glob"}.get(cls.kind, "input")
+    if data is not None and inputs:
+        raise UsageError("give inputs or --data DIR, not both")
+    if not inputs and data is None:
+        raise UsageError(f"give at least one {what}{', or --data DIR' if _takes_data(recipe) else ''} "
+                         f"(see `ptcli {recipe.name} --help`)")
     options = options or {}
     if declared(cls):
         check_flags(declared(cls), options)
@@ -183,22 +196,34 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
         cls.check_options(options)
     videos: list = []
     extensions = cls.extensions or (recipe.data_adapter.extensions if recipe.data else IMAGE_EXTENSIONS)
-    if cls.kind == IMAGE:
+    output, overwrite = files
+    if data is not None:
+        inputs = []
+        if not Path(data).is_dir():
+            raise UsageError(f"data folder not found: {data}")
+    elif cls.kind == IMAGE:
         from ptcli.video.sources import split_inputs
 
         inputs, videos = split_inputs(inputs, extensions)
     elif cls.kind == AUDIO:
         inputs = expand_inputs(inputs, extensions)
-    output, overwrite = files
-    if output is not None:
+    given = CommandRun(settle(declared(cls), options) if declared(cls) else options, inputs, videos, data, output,
+                       overwrite)
+    cls.check_run(given)
+    if output is not None and data is None:
         from ptcli.inference.inputs import output_folder
 
         output_folder(output, cls.written)
     cls.check_source(recipe, source, device)
     target = resolve_device(device, recipe.devices.devices)
     precision = check_dtype(recipe, dtype, target)
+    if batch_size is None:
+        batch_size = cls.batch_size_for(target, given)
     predictor = load_predictor(recipe, source, target, **options)
-    predictor.precision, predictor.writing = precision, output is not None
+    predictor.precision, predictor.writing = precision, output is not None and data is None
+    if data is not None:
+        _report(predictor, data, batch_size, json_output)
+        return
     words = cls.progress or recipe.name
     if not inputs:
         results = ()
@@ -214,7 +239,9 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
 
         results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
-                                               description=words))
+                                               annotate=predictor.video_annotation(),
+                                               render=predictor.video_drawing(), description=words))
+    results = predictor.command_results(results, given)
     if cls.input_key == "text":  # a text is its own key: {"text": ..., fields}
         fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, key=lambda text: {"text": text},
                            label=lambda number, text: f"text {number}", noun="texts", failed=cls.failed)
@@ -229,3 +256,18 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
             warn(said)
 
     emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output, before_exit=summary)
+
+
+def _takes_data(recipe) -> bool:
+    return any(getattr(command, "data", None) for command in recipe.commands if command.target is None)
+
+
+def _report(predictor, data: Path, batch_size: int, json_output: bool) -> None:
+    """--data DIR: the predictor's report on the labelled data set, then its closing warning."""
+    from ptcli.output import emit, emit_json, warn
+
+    report = predictor.evaluate(data, batch_size=batch_size)
+    emit_json(report) if json_output else emit(predictor.format_evaluation(report))
+    said = predictor.summary(0)
+    if said:
+        warn(said)

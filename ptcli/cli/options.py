@@ -42,15 +42,16 @@ ListModelsOption = Annotated[bool, typer.Option("--list-models", help="List mode
 
 
 def list_models(recipe, as_json: bool, describe: bool = False) -> None:
-    """``--list-models``: the recipe's model names, one a line (or a JSON object each)."""
+    """``--list-models``: the recipe's model names, one a line (``describe``: with what each
+    is), or a JSON object each with its description."""
     from ptcli.output import emit, emit_json
 
     for name in recipe.model_registry.names():
-        if describe:
-            spec = recipe.model_registry.get(name)
-            emit_json({"name": name, "description": spec.description}) if as_json else emit(f"{name:<36} {spec.description}")
+        spec = recipe.model_registry.get(name)
+        if as_json:
+            emit_json({"name": name, "description": spec.description})
         else:
-            emit_json({"name": name}) if as_json else emit(name)
+            emit(f"{name:<36} {spec.description}" if describe else name)
 
 
 VidStrideOption = Annotated[int, typer.Option(

@@ -23,9 +23,13 @@ emit)`` for outputs that come a piece at a time (a language model's tokens); a r
 carries a file (ptcli.inference.results.Artifact) with ``writes``, which the core writes
 (-o DIR) or sends (``encode``, ``media_type``); ``render(image, result)`` for the picture a
 video's frame becomes (-o on a video); ``evaluate(data)`` for `ptcli eval` on labelled data;
-``describe`` and ``summary`` for the command's human output; ``check_source`` and
-``check_options`` for mistakes caught before anything loads; ``from_export`` for a derived
-export loaded back.
+``describe`` and ``summary`` for the command's human output; ``check_source``,
+``check_options`` and ``check_run`` for mistakes caught before anything loads; ``from_export``
+for a derived export loaded back. The derived command's own: ``batch_size_for`` (a default
+that depends on the device), ``video_annotation`` and ``video_drawing`` (what follows a
+video's results in order: a tracker, and its drawing with trails), ``command_results`` (the
+results passed through on their way out: a side file), and with ``Command.data`` a run over a
+labelled data set (``evaluate``) instead of inputs.
 
 This module is the interface only: the steps' one composition is ptcli.inference.steps; from
 it the core derives the command's loop (``ptcli.inference.runner``: batching, decode workers,
@@ -56,6 +60,20 @@ class Source:
 
     def describe(self, default: str | None = None) -> str:
         return str(self.checkpoint or self.model or default or "")
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """What a derived command was given, for ``check_run`` and ``command_results``: the option
+    values (settled), the inputs (paths or texts; an image recipe's videos apart), --data,
+    -o and --overwrite."""
+
+    options: dict
+    inputs: list
+    videos: list = ()
+    data: Path | None = None
+    output: Path | None = None
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,9 +114,10 @@ class Predictor:
     #: The recipe's options (ptcli.inference.options.Option), declared once: from them come the
     #: command's flags, models.yaml's ``options:`` and what a request may set.
     options: ClassVar[tuple] = ()
-    #: The derived command's: --batch-size's default, the progress bar's words, what befell
-    #: the inputs that failed ("2 of 9 inputs could not be read").
-    default_batch_size: ClassVar[int] = 16
+    #: The derived command's: --batch-size's default (None: ``batch_size_for`` the device),
+    #: the progress bar's words, what befell the inputs that failed ("2 of 9 inputs could not
+    #: be read").
+    default_batch_size: ClassVar[int | None] = 16
     #: --workers' default (None: none for one batch, else up to 4).
     default_workers: ClassVar[int | None] = None
     progress: ClassVar[str | None] = None
@@ -178,6 +197,32 @@ class Predictor:
     def check_options(cls, options: dict) -> None:
         """Checks across options, or a value's syntax, before anything loads (UsageError):
         each value is already typed and within its declared range."""
+
+    @classmethod
+    def check_run(cls, run: CommandRun) -> None:
+        """The command's checks of its options against its inputs (an option only for videos,
+        a side file that exists), before anything loads (UsageError)."""
+
+    @classmethod
+    def batch_size_for(cls, device, run: CommandRun) -> int:
+        """--batch-size when not given, on ``device`` (a torch.device) for ``run`` (a --data run
+        may batch otherwise): ``default_batch_size``."""
+        return cls.default_batch_size or 1
+
+    def video_annotation(self) -> Callable[[Any, Iterator], Iterator] | None:
+        """What changes one video's (frame, fields) results in order, as ``annotation(info,
+        results)`` (a tracker giving each detection its id), or None."""
+        return None
+
+    def video_drawing(self) -> Callable[[Any, dict], Any]:
+        """The picture of a written video's frame (default ``render``); one with a ``start()``
+        is started afresh for every video (a drawing that keeps trails)."""
+        return self.render
+
+    def command_results(self, results: Iterator, run: CommandRun) -> Iterator:
+        """The command's (input, result) pairs on their way to the output, passed through (a
+        side file written as they come, complete when the run ends)."""
+        return results
 
     #: Whether this predictor, as loaded, sends each input through ``forward`` in pieces
     #: (``chunks`` and ``merge``); the command's loop and the server both honour it.

@@ -53,6 +53,9 @@ class Option:
     metavar: str | None = None
     #: None allowed (an option whose default is "the recipe decides").
     optional: bool = False
+    #: An option of the command alone (a video's tracker, a side file, a data-set run's
+    #: settings): never in models.yaml, a request or the served model's schema.
+    command_only: bool = False
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -120,6 +123,8 @@ class Option:
         """The declaration as JSON (`ptcli plugins check --json`, the OpenAPI schema)."""
         out: dict[str, Any] = {"name": self.name, "type": self.type.__name__, "default": self.default,
                                "help": self.help, "request": self.request}
+        if self.command_only:
+            out["command_only"] = True
         for key in ("min", "max", "choices"):
             if getattr(self, key) is not None:
                 out[key] = list(getattr(self, key)) if key == "choices" else getattr(self, key)
@@ -155,8 +160,10 @@ class Options:
         return isinstance(other, Options) and self.__dict__ == other.__dict__
 
 
-def declared(predictor_class) -> tuple[Option, ...]:
-    return tuple(getattr(predictor_class, "options", ()) or ())
+def declared(predictor_class, *, served: bool = False) -> tuple[Option, ...]:
+    """The predictor's options; ``served``: those a served model has (not the command's own)."""
+    options = tuple(getattr(predictor_class, "options", ()) or ())
+    return tuple(o for o in options if not o.command_only) if served else options
 
 
 def settle(declaration: tuple[Option, ...], values: Mapping[str, Any] | None, *, where: str = "",

@@ -78,6 +78,8 @@ def load_predictor(recipe, source, device, *, where: str = "", **options) -> Pre
     if not isinstance(predictor, Predictor):
         raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
     predictor.source = source
+    if predictor.device is None:  # a load that kept no device: where its model was asked for
+        predictor.device = device
     if declaration:
         predictor.option_values = Options(options)
     return predictor

@@ -222,7 +222,8 @@ def _steps(recipe, folder: Path):
         except OptionError as exc:
             yield _check(f"{name} options", "failed", f"the default of {option.name} fails its own check: {exc}")
             return
-    described = ", ".join(f"{o.name} ({o.type.__name__}, default {o.default!r}{', per request' if o.request else ''})"
+    described = ", ".join(f"{o.name} ({o.type.__name__}, default {o.default!r}{', per request' if o.request else ''}"
+                          f"{', command only' if o.command_only else ''})"
                           for o in declared(cls))
     yield {**_check(f"{name} options", "ok", described or "none declared"),
            "options": [o.describe() for o in declared(cls)]}

@@ -37,9 +37,12 @@ class Command:
     optional_values: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: A derived command's (no ``target``) own words: its --help text (default: ``help``), and
     #: the shared options' help reworded for the recipe, by parameter name ("inputs", "model",
-    #: "weights", "checkpoint", "batch_size").
+    #: "weights", "checkpoint", "batch_size", "output").
     doc: str | None = None
     help_for: Mapping[str, str] = field(default_factory=dict)
+    #: A derived command's --data DIR, with this help: a run over a labelled data set (the
+    #: predictor's ``evaluate``, printed by ``format_evaluation``) instead of inputs.
+    data: str | None = None
 
 
 @dataclass(frozen=True)

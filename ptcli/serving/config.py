@@ -131,10 +131,10 @@ def _settled_options(recipe, values: dict | None, where: str) -> dict:
     if recipe.predictor is None:
         raise UsageError(f"{where}recipe {recipe.name} takes no options")
     cls = load_ref(recipe.predictor)
-    if not declared(cls):
+    if not declared(cls, served=True):
         raise UsageError(f"{where}options: recipe {recipe.name} declares no options")
     try:
-        settle(declared(cls), values, where=where)
+        settle(declared(cls, served=True), values, where=where)
     except OptionError as exc:
         raise UsageError(str(exc)) from None
     cls.check_options(values)

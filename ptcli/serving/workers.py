@@ -115,10 +115,14 @@ class LocalModel:
         if servable is None:
             return None
         predictor = servable.predictor
+        from ptcli.inference.options import declared
+
         values = getattr(predictor, "option_values", None)
+        options = declared(type(predictor), served=True) if predictor is not None else ()
+        served = {o.name for o in options}
         return ModelInfo(servable.kind, servable.title, bool(predictor is not None and predictor.streams),
-                         getattr(predictor, "media_type", None), self._result_keys,
-                         tuple(getattr(predictor, "options", ()) or ()), values.as_dict() if values is not None else {},
+                         getattr(predictor, "media_type", None), self._result_keys, options,
+                         {k: v for k, v in values.as_dict().items() if k in served} if values is not None else {},
                          self._example)
 
     def queue_depth(self) -> int:
@@ -189,11 +193,11 @@ class LocalModel:
     def _requested(servable: Servable, options: dict | None) -> tuple:
         """A request's option values, checked against what its model declares a request may
         set (a 400 naming the option), as the sorted pairs its inputs carry to the model."""
-        from ptcli.inference.options import OptionError, settle
+        from ptcli.inference.options import OptionError, declared, settle
 
         if not options:
             return ()
-        declaration = tuple(getattr(servable.predictor, "options", ()) or ())
+        declaration = declared(type(servable.predictor), served=True)
         try:
             values = settle(declaration, options, requested=True)
         except OptionError as exc:
