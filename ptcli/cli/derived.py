@@ -23,6 +23,9 @@ from ptcli.inference.contract import Source
 
 _INPUTS = ("Input files, folders (searched recursively) or glob patterns; texts for a text recipe; for an image "
            "recipe videos too (files, image sequences, stream URLs, a webcam's number).")
+_RESULTS_HELP = ("Write the results (the --json rows) to a .jsonl or .parquet file, or a folder (or s3://, gs:// prefix; "
+                 "DIR.parquet/ for Parquet) of parts, committed as they are done: the same command run again after a "
+                 "kill or Ctrl-C goes on where it stopped (--overwrite starts over). Prints a summary instead of rows.")
 _HELP = {
     "inputs": _INPUTS,
     "model": "A model of the recipe (--list-models) [default: the recipe's default].",
@@ -91,6 +94,13 @@ def predictor_command(recipe, spec):
             min=1, metavar="N", help=helps["batch_size"], show_default=cls.default_batch_size is not None)],
                    cls.default_batch_size),
         _parameter("workers", WorkersOption, cls.default_workers),
+        _parameter("engine", Annotated[str, typer.Option(metavar="local|ray", help=(
+            "Where the inputs run: here, or on a Ray cluster (Ray Data; --replicas actors each load the model once)."))],
+                   "local"),
+        _parameter("replicas", Annotated[int, typer.Option(min=1, metavar="N", help=(
+            "--engine ray: actors running the predictor (a GPU each with --device cuda)."))], 1),
+        _parameter("address", Annotated[str | None, typer.Option(metavar="HOST:PORT", help=(
+            "--engine ray: the cluster to join [default: RAY_ADDRESS, else a new local one]."), show_default=False)], None),
     ]
     if cls.kind == IMAGE:
         parameters += [_parameter("vid_stride", VidStrideOption, 1), _parameter("start", StartOption, None),
@@ -101,8 +111,16 @@ def predictor_command(recipe, spec):
             _parameter("output", Annotated[Path | None, typer.Option(
                 "--output", "-o", metavar="DIR", help=helps.get("output", f"Write DIR/<name>{cls.writes}.png per image and "
                 f"DIR/<name>{cls.writes}.mp4 per video (created if needed)."), show_default=default is not None)], default),
-            _parameter("overwrite", Annotated[bool, typer.Option("--overwrite", help="Replace existing files in DIR.")],
-                       False)]
+        ]
+    if cls.kind != TEXT and cls.kind != PROMPT:
+        parameters.append(_parameter("inputs_from", Annotated[Path | None, typer.Option(
+            metavar="FILE", help="Inputs listed in FILE, one path or URL a line (taken as written: for lists too long for "
+            "a shell).")], None))
+    parameters += [
+        _parameter("results", Annotated[str | None, typer.Option(metavar="PATH|URL", help=_RESULTS_HELP)], None),
+        _parameter("overwrite", Annotated[bool, typer.Option("--overwrite", help=(
+            "Replace existing files in DIR, and start --results over." if cls.writes is not None else
+            "Start --results over."))], False)]
     if cls.remote_code:
         parameters.append(_parameter("trust_remote_code", TrustRemoteCodeOption, False))
     parameters += [_parameter("dtype", DtypeOption, "fp32"), _parameter("device", DeviceOption, "auto"),
@@ -122,7 +140,13 @@ def predictor_command(recipe, spec):
         source = Source(given.pop("checkpoint"), given.pop("model"), given.pop("weights"))
         files = (given.pop("output", None), given.pop("overwrite", False))
         texts = (given.pop("file", None), given.pop("column", None), given.pop("encoding", "utf-8"))
-        run_command(recipe, given.pop("inputs"), source, video=video, options=options, files=files, texts=texts,
+        inputs = given.pop("inputs")
+        listed = given.pop("inputs_from", None)
+        if listed is not None:
+            from ptcli.inference.inputs import read_input_list
+
+            inputs = [*(inputs or []), *read_input_list(listed)]
+        run_command(recipe, inputs, source, video=video, options=options, files=files, texts=texts,
                     data=given.pop("data", None), **given)
 
     names = [p.name for p in parameters] + ["source", "where"]  # load_predictor's own arguments too
@@ -151,10 +175,12 @@ def check_flags(declaration, values: dict) -> None:
 def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size: int | None, workers: int | None,
                 device: str, json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
                 options: dict | None = None, files: tuple = (None, False), texts: tuple = (None, None, "utf-8"),
-                data: Path | None = None) -> None:
+                data: Path | None = None, results: str | None = None, engine: str = "local", replicas: int = 1,
+                address: str | None = None) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
     same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite); ``texts``
-    (a text recipe's): (--file, --column, --encoding); ``data``: --data DIR."""
+    (a text recipe's): (--file, --column, --encoding); ``data``: --data DIR; ``results``: --results
+    (ptcli.inference.resumable)."""
     from itertools import chain
 
     from ptcli.cli.options import list_models as print_models
@@ -164,7 +190,6 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     from ptcli.inference.inputs import expand_inputs
     from ptcli.inference.options import OptionError, declared, settle
     from ptcli.inference.precision import check_dtype
-    from ptcli.inference.results import ResultFormat, emit_results
     from ptcli.inference.runner import load_predictor, run
     from ptcli.refs import load_ref
     from ptcli.vision.imaging import IMAGE_EXTENSIONS
@@ -210,52 +235,114 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     given = CommandRun(settle(declared(cls), options) if declared(cls) else options, inputs, videos, data, output,
                        overwrite)
     cls.check_run(given)
+    _check_engine(cls, engine, given, replicas, address)
+    store = plan = None
+    if results is not None:
+        if data is not None:
+            raise UsageError("--results holds per-input results; --data prints one report")
+        store, plan = _results_plan(recipe, cls, results, given, source, dtype, video, overwrite)
+        inputs, videos = _split_units(plan.pending())
+        overwrite = overwrite or bool(plan.committed)  # the interrupted run's own files
     if output is not None and data is None:
         from ptcli.inference.inputs import output_folder
 
         output_folder(output, cls.written)
     cls.check_source(recipe, source, device)
-    target = resolve_device(device, recipe.devices.devices)
-    precision = check_dtype(recipe, dtype, target)
+    if engine == "ray":  # the model loads on the cluster's nodes, for their devices
+        import torch
+
+        from ptcli.inference.options import Options
+
+        target = torch.device("cuda" if device.startswith("cuda") else "cpu")
+        predictor = cls.__new__(cls)  # to print results with: describe, command_results
+        predictor.option_values = Options(given.options)
+    else:
+        target = resolve_device(device, recipe.devices.devices)
     if batch_size is None:
         batch_size = cls.batch_size_for(target, given)
+    if engine == "ray":
+        from ptcli.inference.ray_engine import ray_results
+
+        found = ray_results(recipe, source, device=device, options=given.options, dtype=dtype, kind=cls.kind,
+                            inputs=inputs, replicas=replicas, batch_size=batch_size, workers=workers, address=address)
+        _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs), local=False)
+        return
+    precision = check_dtype(recipe, dtype, target)
     predictor = load_predictor(recipe, source, target, **options)
     predictor.precision, predictor.writing = precision, output is not None and data is None
     if data is not None:
         _report(predictor, data, batch_size, json_output)
         return
     words = cls.progress or recipe.name
+    if plan is not None and plan.resumed:  # the bar counts what is left
+        words = f"{words} (resumed after {plan.resumed} of {len(plan.units)})"
     if not inputs:
-        results = ()
+        found = ()
     elif output is not None:
         from ptcli.inference.runner import run_to_files
 
-        results = run_to_files(predictor, inputs, output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
+        found = run_to_files(predictor, inputs, output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                description=words, batch_size=batch_size, workers=workers)
     else:
-        results = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
+        found = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
     if videos:
         from ptcli.video.runner import VideoOptions, video_results
 
-        results = chain(results, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
+        found = chain(found, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                                annotate=predictor.video_annotation(),
                                                render=predictor.video_drawing(), description=words))
-    results = predictor.command_results(results, given)
+    _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs) + len(videos))
+
+
+def fmt_for(predictor, cls):
+    """How the command prints a result: the predictor's ``describe``, or its fields as JSON."""
+    from ptcli.inference.results import ResultFormat
+
     if cls.input_key == "text":  # a text is its own key: {"text": ..., fields}
-        fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, key=lambda text: {"text": text},
-                           label=lambda number, text: f"text {number}", noun="texts", failed=cls.failed)
-    else:
-        fmt = ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
+        return ResultFormat(human=predictor.describe, fields=lambda item, result: result, key=lambda text: {"text": text},
+                            label=lambda number, text: f"text {number}", noun="texts", failed=cls.failed)
+    return ResultFormat(human=predictor.describe, fields=lambda item, result: result, failed=cls.failed)
+
+
+def _finish(predictor, found, fmt, given, store, plan, json_output: bool, total: int, *, local: bool = True) -> None:
+    """The results through the predictor's ``command_results``, printed or written to --results,
+    then its closing ``summary`` (the local engine's: a cluster's predictors keep their own)."""
+    from ptcli.inference.results import emit_results
+
+    found = predictor.command_results(found, given)
 
     def summary() -> None:
         from ptcli.output import warn
 
-        said = predictor.summary(len(inputs) + len(videos))
+        said = predictor.summary(total) if local else None
         if said:
             warn(said)
 
-    emit_results(results, fmt, total=len(inputs) + len(videos), json_output=json_output, before_exit=summary)
+    if store is not None:
+        _write_results(store, plan, found, fmt, json_output, fmt.failed, summary)
+        return
+    emit_results(found, fmt, total=total, json_output=json_output, before_exit=summary)
+
+
+def _check_engine(cls, engine: str, run, replicas: int, address: str | None) -> None:
+    """--engine, --replicas and --address, before anything loads: what a Ray run cannot do yet."""
+    from ptcli.errors import UsageError
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be one of local, ray (got {engine!r})")
+    if engine == "local":
+        if replicas != 1 or address is not None:
+            raise UsageError("--replicas and --address go with --engine ray")
+        return
+    if run.videos:
+        raise UsageError("--engine ray runs files and texts; videos run with the local engine")
+    if run.data is not None:
+        raise UsageError("--engine ray runs inputs; --data runs with the local engine")
+    if cls.writes is not None and run.output is not None:
+        raise UsageError(f"--engine ray returns results, not files: drop -o (the results' files are {cls.written})"
+                         if cls.default_output is None else
+                         f"--engine ray returns results, not files, and {cls.written} are files: run it locally")
 
 
 def _takes_data(recipe) -> bool:
@@ -271,3 +358,73 @@ def _report(predictor, data: Path, batch_size: int, json_output: bool) -> None:
     said = predictor.summary(0)
     if said:
         warn(said)
+
+
+def _results_plan(recipe, cls, results: str, run, source: Source, dtype: str, video, overwrite: bool):
+    """--results: the store, checked against what an earlier run left there, and what is left
+    to do (ptcli.inference.resumable), before any model loads."""
+    import hashlib
+
+    from ptcli import distributed
+    from ptcli.errors import UsageError
+    from ptcli.inference.resumable import Plan, ResultsStore, part_size_for
+    from ptcli.video.sources import FILE, VideoSource
+
+    if distributed.world_size() > 1:
+        raise UsageError("--results is written by one process; under torchrun print --json instead")
+    if any(isinstance(v, VideoSource) and v.kind != FILE for v in run.videos):
+        raise UsageError("--results needs inputs that end: a stream or webcam never does; print --json instead")
+    units, seen = [], set()
+    for unit in [*run.inputs, *run.videos]:  # each input once
+        if str(unit) not in seen:
+            seen.add(str(unit))
+            units.append(unit)
+    listing = "\n".join(map(str, units)).encode()
+    checkpoint = source.checkpoint
+    identity = {
+        "ptcli_results": 1, "command": recipe.name,
+        "model": {"checkpoint": None if checkpoint is None else str(checkpoint), "model": source.model,
+                  "weights": None if source.weights is None else str(source.weights),
+                  "checkpoint_bytes": Path(checkpoint).stat().st_size if checkpoint and Path(checkpoint).is_file() else None},
+        "options": dict(run.options), "dtype": dtype, "output": None if run.output is None else str(run.output),
+        "inputs": len(units), "inputs_sha256": hashlib.sha256(listing).hexdigest(),
+        "part_size": part_size_for(len(units)),
+    }
+    if run.videos:
+        identity["video"] = [video.stride, video.start, video.end] if video is not None else None
+    store = ResultsStore(results, overwrite=overwrite)
+    identity["format"] = store.format
+    committed = store.open(identity)
+    return store, Plan(units, identity["part_size"], committed)
+
+
+def _split_units(units: list) -> tuple[list, list]:
+    from ptcli.video.sources import VideoSource
+
+    return [u for u in units if not isinstance(u, VideoSource)], [u for u in units if isinstance(u, VideoSource)]
+
+
+def _write_results(store, plan, found, fmt, json_output: bool, failed_words: str, summary) -> None:
+    """The run's results into --results, then its counts on stdout (exit 1 if any input failed)."""
+    import typer
+
+    from ptcli.inference.resumable import write_results
+    from ptcli.inference.results import Failed
+    from ptcli.output import emit, emit_json, error_line
+
+    def row_of(item, result):
+        key = fmt.key(item)
+        fields = {"error": result.message} if isinstance(result, Failed) else fmt.fields(item, result)
+        return str(next(iter(key.values()))), {**key, **fields}
+
+    counts = write_results(store, plan, found, row_of)
+    if json_output:
+        emit_json(counts)
+    else:
+        emit(f"{counts['rows']} results of {counts['inputs']} inputs in {counts['results']} "
+             f"({counts['resumed']} resumed, {counts['failed']} failed)")
+    summary()
+    if counts["failed"]:
+        if not json_output:
+            error_line(f"{counts['failed']} of {counts['inputs']} inputs {failed_words}; their rows in --results say why")
+        raise typer.Exit(1)

@@ -46,12 +46,18 @@ def list_models(recipe, as_json: bool, describe: bool = False) -> None:
     is), or a JSON object each with its description."""
     from ptcli.output import emit, emit_json
 
-    for name in recipe.model_registry.names():
-        spec = recipe.model_registry.get(name)
+    from ptcli.errors import UsageError
+
+    registry = recipe.model_registry
+    for name in registry.names():
+        try:
+            description = registry.get(name).description
+        except UsageError:  # a family's placeholder ("timm/<name>")
+            description = ""
         if as_json:
-            emit_json({"name": name, "description": spec.description})
+            emit_json({"name": name, "description": description})
         else:
-            emit(f"{name:<36} {spec.description}" if describe else name)
+            emit(f"{name:<36} {description}" if describe else name)
 
 
 VidStrideOption = Annotated[int, typer.Option(

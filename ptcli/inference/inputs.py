@@ -21,13 +21,23 @@ def _files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
         raise UsageError(f"cannot list {exc.filename or folder}: {exc.strerror or exc}") from exc
 
 
-def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[Path]:
+def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[Path | str]:
     """Files as named (whatever their ending: a file named explicitly is read and may fail on
-    its own), folders searched recursively for ``extensions``, globs expanded. A path that
-    matches nothing is a usage error, raised before any work starts."""
+    its own), folders searched recursively for ``extensions``, globs expanded; URLs of object
+    storage (s3://, gs://, ...) likewise, as URLs (ptcli.storage). A path that matches nothing
+    is a usage error, raised before any work starts. Inputs from --inputs-from (a Listed) are
+    taken as written."""
+    from ptcli.storage import expand_url, is_url
+
     extensions = tuple(extensions)
-    found: list[Path] = []
+    found: list[Path | str] = []
     for argument in arguments:
+        if isinstance(argument, Listed):
+            found.append(argument.value)
+            continue
+        if is_url(argument):
+            found += expand_url(argument, extensions)
+            continue
         path = Path(argument).expanduser()
         if path.is_file():
             found.append(path)
@@ -45,6 +55,33 @@ def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[P
         else:
             raise UsageError(f"no such file or folder: {argument}")
     return found
+
+
+class Listed(str):
+    """An input read from --inputs-from: a path or URL taken as written (not searched, not
+    checked before the run: one that cannot be read fails on its own)."""
+
+    @property
+    def value(self) -> Path | str:
+        from ptcli.storage import is_url
+
+        return str(self) if is_url(str(self)) else Path(str(self))
+
+
+def read_input_list(path: Path) -> list[Listed]:
+    """--inputs-from FILE: one path or URL a line; blank lines and lines starting with # are
+    skipped. Read as UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.strip() for line in handle]
+    except FileNotFoundError:
+        raise UsageError(f"--inputs-from {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--inputs-from {path} cannot be read: {getattr(exc, 'strerror', None) or exc}") from None
+    listed = [Listed(line) for line in lines if line and not line.startswith("#")]
+    if not listed:
+        raise UsageError(f"--inputs-from {path} lists no inputs")
+    return listed
 
 
 def refuse_existing(destination: Path, overwrite: bool) -> Path:

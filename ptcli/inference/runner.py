@@ -25,6 +25,12 @@ class _Decode:
         self.predictor = predictor
 
     def __call__(self, item):
+        from ptcli.storage import is_url
+
+        if is_url(item) and self.predictor.kind not in ("text", "prompt"):  # object storage: its bytes, here in the worker
+            from ptcli.storage import read_bytes
+
+            return self.predictor.decode(read_bytes(item))
         return self.predictor.decode(item)
 
 

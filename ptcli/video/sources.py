@@ -61,9 +61,21 @@ def split_inputs(arguments: list[str], image_extensions) -> tuple[list[Path], li
     from ptcli.errors import UsageError
     from ptcli.inference.inputs import expand_inputs
 
+    from ptcli.inference.inputs import Listed
+    from ptcli.storage import is_url
+
     images: list[Path] = []
     videos: list[VideoSource] = []
     for argument in arguments:
+        if is_url(str(argument)):
+            for found in expand_inputs([argument], tuple(image_extensions) + VIDEO_EXTENSIONS):
+                if Path(str(found)).suffix.lower() in VIDEO_EXTENSIONS:
+                    raise UsageError(f"videos are read from files and streams, not from object storage: {found}")
+                images.append(found)
+            continue
+        if isinstance(argument, Listed) and video_source(str(argument)) is None:
+            images.append(argument.value)
+            continue
         source = video_source(argument)
         if source is not None and source.kind != FILE:
             if source.kind == SEQUENCE and not _sequence_exists(argument):

@@ -1,0 +1,177 @@
+"""--engine ray: a derived command's inputs through its Predictor on a Ray cluster, with Ray
+Data. The inputs are a dataset; inputs in object storage are read by Ray tasks (``--workers``
+of them at once, default Ray's choice); each of ``--replicas`` actors loads the predictor once
+(its options, precision and device as the command was given them: a GPU each with --device
+cuda) and runs batches through the same loop as the local engine (decode, preprocess, the one
+step composition, postprocess; an unreadable input fails alone). Results come back in input
+order, to be printed or written by the resumable writer (--results) like the local engine's.
+
+Decoding runs in the actors, beside the model: a predictor's ``decode`` may need what its
+``load`` set up (labels, sizes, a tokenizer), which only the actors hold. A cluster is joined
+with ``--address`` (or RAY_ADDRESS); without one, Ray starts a local one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ptcli.errors import PtcliError, UsageError
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at ``address`` (None: RAY_ADDRESS, else a new local one), quietly."""
+    import logging
+    import os
+
+    # Ray's C++ core logs to stderr at start (a probe of 8.8.8.8 for the host's address, actor
+    # settings); what goes wrong reaches ptcli as an exception, said in one line.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--engine ray needs Ray Data: pip install 'ptcli[ray]'") from None
+    if ray.is_initialized():
+        return
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, log_to_driver=False,
+                 logging_level=logging.WARNING, include_dashboard=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        from ptcli.errors import flatten
+
+        raise UsageError(f"cannot join the Ray cluster at {address or os.environ.get('RAY_ADDRESS') or 'a new local one'}: "
+                         f"{flatten(exc, 200)}") from None
+    context = _data_context()
+    context.execution_options.preserve_order = True  # results in input order, as the local engine gives them
+    context.enable_progress_bars = False
+
+
+def _data_context():
+    import ray.data
+
+    return ray.data.DataContext.get_current()
+
+
+class _Read:
+    """A Ray task's step: an input in object storage as its bytes (local paths and texts pass)."""
+
+    def __call__(self, row: dict) -> dict:
+        from ptcli.errors import InputError
+        from ptcli.storage import is_url, read_bytes
+
+        if row["kind"] != "text" and is_url(row["input"]):
+            try:
+                row["data"] = read_bytes(row["input"])
+            except InputError as exc:
+                row["error"] = str(exc)
+        return row
+
+
+class _Replica:
+    """One actor of the pool: the predictor, loaded once, and the local engine's loop."""
+
+    def __init__(self, recipe_name: str, source: tuple, device: str, options: dict, dtype: str) -> None:
+        import ray
+        import torch
+
+        from ptcli.devices import resolve_device
+        from ptcli.inference.contract import Source
+        from ptcli.inference.precision import check_dtype
+        from ptcli.inference.runner import load_predictor
+        from ptcli.plugins import get_plugins
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+        torch.set_num_threads(max(1, int(cpus)))  # the actor's own CPUs, not the machine's
+        recipe = get_plugins().recipe(recipe_name)
+        target = resolve_device(device, recipe.devices.devices)  # the node's devices, not the driver's
+        precision = check_dtype(recipe, dtype, target)
+        self.predictor = load_predictor(recipe, Source(*source), target, **options)
+        self.predictor.precision = precision
+
+    def __call__(self, batch: dict) -> dict:
+        from ptcli.inference.results import Failed
+        from ptcli.inference.runner import run
+
+        rows = _rows(batch)
+        readable = [row for row in rows if not row["error"]]
+        items = [bytes(row["data"]) if len(row["data"]) else _as_input(row) for row in readable]
+        answers = dict(zip((row["index"] for row in readable),
+                           (result for _, result in run(self.predictor, items, batch_size=max(1, len(items)), workers=0,
+                                                        description="")) if items else ()))
+        out = []
+        for row in rows:
+            result = answers[row["index"]] if row["index"] in answers else Failed(row["error"] or "not run")
+            out.append(json.dumps({"error": result.message} if isinstance(result, Failed) else {"result": result},
+                                  ensure_ascii=False))
+        return {"index": [row["index"] for row in rows], "answer": out}
+
+
+def _rows(batch: dict) -> list[dict]:
+    keys = list(batch)
+    return [{key: _plain(batch[key][i]) for key in keys} for i in range(len(batch[keys[0]]))]
+
+
+def _plain(value):
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
+
+
+def _as_input(row: dict):
+    from pathlib import Path
+
+    return row["input"] if row["kind"] == "text" else Path(row["input"])
+
+
+def ray_results(recipe, source, *, device: str, options: dict, dtype: str, kind: str, inputs: Sequence[Any],
+                replicas: int, batch_size: int, workers: int | None, address: str | None) -> Iterator[tuple[Any, Any]]:
+    """(input, result fields or Failed) for every input, in input order, computed on the cluster."""
+    import ray
+    import ray.data
+
+    from ptcli.inference.results import Failed
+    from ptcli.storage import is_url
+
+    if not inputs:
+        return
+    connect(address)
+    # Empty bytes and text, not None: a column of nulls reaches a batch as NaN.
+    dataset = ray.data.from_items([{"index": index, "input": _absolute(item, kind), "kind": kind, "data": b"", "error": ""}
+                                   for index, item in enumerate(inputs)])
+    if any(is_url(str(item)) for item in inputs):
+        reads = ray.data.TaskPoolStrategy(size=workers) if workers else None
+        dataset = dataset.map(_Read, compute=reads) if reads else dataset.map(_Read)
+    gpus = 1 if str(device).startswith("cuda") else 0
+    dataset = dataset.map_batches(
+        _Replica, fn_constructor_args=(recipe.name, (source.checkpoint, source.model, source.weights), str(device),
+                                       dict(options), dtype),
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=1, num_gpus=gpus,
+        batch_format="default")
+    try:
+        for row in dataset.iter_rows():
+            answer = json.loads(row["answer"])
+            item = inputs[int(row["index"])]
+            yield item, Failed(answer["error"]) if "error" in answer else answer["result"]
+    except ray.exceptions.RayError as exc:
+        raise PtcliError(f"the Ray job failed: {_cause(exc)}") from None
+
+
+def _absolute(item, kind: str) -> str:
+    """A local path as every node finds it (on a shared file system): absolute, since an actor's
+    working folder is not the command's. URLs and texts as they are."""
+    from pathlib import Path
+
+    from ptcli.storage import is_url
+
+    text = str(item)
+    return text if kind == "text" or is_url(text) else str(Path(text).absolute())
+
+
+def _cause(exc: BaseException) -> str:
+    """The first line of what went wrong inside an actor or task (a model that would not load)."""
+    from ptcli.errors import flatten
+
+    cause = getattr(exc, "cause", None) or exc
+    return flatten(cause, 300)

@@ -1,0 +1,96 @@
+"""--engine ray: a derived command on a real Ray cluster of two nodes, inside a network
+namespace that has only a loopback interface (made by the test: Ray binds the machine's own
+address otherwise, which tests must never use). Its results equal the local engine's."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_imagefolder, save_simplenet
+
+HERE = Path(__file__).parent
+
+
+def _in_namespace(*command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def namespace():
+    pytest.importorskip("ray.data", reason="Ray Data (the ray extra) is a dev dependency: --engine ray needs it")
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("unshare and ip (util-linux, iproute2) make the test's own network namespace")
+    probe = _in_namespace("ip", "-o", "link")
+    if probe.returncode != 0:
+        pytest.skip(f"no network namespace can be made here (unshare -n: {probe.stderr.strip()[:120]})")
+    links = [line.split(":")[1].strip() for line in probe.stdout.splitlines()]
+    assert links == ["lo"], links  # nothing but the loopback: Ray cannot reach this machine's address
+
+
+def test_engine_ray_on_two_nodes_answers_as_the_local_engine(namespace, cli, tmp_path):
+    images = make_imagefolder(tmp_path / "images", {"all": 10}, size=16)
+    broken = images / "all" / "red" / "broken.png"
+    broken.write_bytes(b"not a png")
+    checkpoint = save_simplenet(tmp_path / "net", image_size=32, classes=["red", "green", "blue"])
+    common = ("classify-image", images, "--checkpoint", checkpoint, "--batch-size", "4", "--device", "cpu")
+    local = cli(*common, "--json")
+    assert local.exit_code == 1  # the broken file
+    expected = [json.loads(line) for line in local.stdout.splitlines()]
+    out = tmp_path / "ray.jsonl"
+    ran = _in_namespace(sys.executable, str(HERE / "ray_cluster.py"), sys.executable, "-m", "ptcli",
+                        *map(str, common), "--engine", "ray", "--replicas", "2", "--results", str(out), "--json")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    report = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert [(n["alive"], n["cpus"], n["address"]) for n in report["nodes"]] == [(True, 1.0, "127.0.0.1")] * 2
+    # Two replicas of one CPU each on two nodes of one CPU: one on each node.
+    assert report["returncode"] == 1, report["stderr"][-3000:]
+    assert json.loads(report["stdout"]) == {"results": str(out), "inputs": 31, "rows": 31, "resumed": 0, "failed": 1}
+    assert [json.loads(line) for line in out.read_text().splitlines()] == expected
+    assert "Traceback" not in report["stderr"]
+
+
+def test_engine_ray_is_refused_where_it_cannot_run_yet(cli, tmp_path):
+    from video_files import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", frames=3)
+    for args, words in ((("classify-image", clip, "--engine", "ray"), "videos run with the local engine"),
+                        (("classify-image", REPO / "examples" / "cat.jpg", "--replicas", "2"), "go with --engine ray"),
+                        (("classify-image", REPO / "examples" / "cat.jpg", "--engine", "spark"), "--engine must be one of"),
+                        (("explain", REPO / "examples" / "cat.jpg", "--engine", "ray"), "returns results, not files")):
+        result = cli(*args)
+        assert result.exit_code == 2 and words in result.stderr, (args, result.stderr)
+
+
+def test_the_kuberay_job_runs_a_ptcli_command_that_fits_its_cluster(cli):
+    """deploy/ray/rayjob.yaml: a RayJob whose entrypoint is a ptcli command this ptcli takes
+    (every flag it gives exists), on --engine ray with --results, asking for no more replicas
+    than its workers have CPUs, from the image the Dockerfile builds with the ray extra."""
+    import shlex
+
+    import yaml
+
+    job = yaml.safe_load((REPO / "deploy" / "ray" / "rayjob.yaml").read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    words = shlex.split(job["spec"]["entrypoint"])
+    assert words[0] == "ptcli" and "--address" not in words  # KubeRay gives RAY_ADDRESS
+    assert words[2].startswith("s3://")
+    options = dict(zip(words[3::2], words[4::2]))
+    assert options["--engine"] == "ray" and options["--results"].startswith("s3://")
+    help_text = cli(words[1], "--help").stdout
+    assert all(flag in help_text for flag in words if flag.startswith("--"))
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    cpus = sum(int(group["rayStartParams"]["num-cpus"]) * group["replicas"] for group in cluster["workerGroupSpecs"])
+    assert int(options["--replicas"]) <= cpus
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        spec = group["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["containers"][0]["image"] == "ptcli-ray:latest"
+    assert options["--results"].endswith("/")  # a prefix of parts: a resubmitted job goes on
+    assert "--build-arg EXTRAS=ray,s3" in (REPO / "deploy" / "ray" / "rayjob.yaml").read_text()
+    assert "ARG EXTRAS" in (REPO / "deploy" / "Dockerfile").read_text()
