@@ -1,8 +1,9 @@
 """Run a command beside a Ray cluster of two nodes (a head and a worker, one CPU each), for the
-tests: ``python ray_cluster.py COMMAND...`` inside a loopback-only network namespace (the test
-makes it: Ray would otherwise bind this machine's own address). The command gets the cluster's
-address as RAY_ADDRESS; what it printed, its exit code and the cluster's nodes come back as
-one JSON object on stdout."""
+tests: ``python ray_cluster.py '[COMMAND, ...]'`` (a JSON list of argument lists) inside a
+loopback-only network namespace (the test makes it: Ray would otherwise bind this machine's
+own address). The commands run in turn, each with the cluster's address as RAY_ADDRESS; what
+each printed and its exit code, and the cluster's nodes, come back as one JSON object on
+stdout."""
 
 import json
 import os
@@ -22,9 +23,12 @@ def main() -> None:
         nodes = [{"alive": node["Alive"], "cpus": node["Resources"].get("CPU", 0), "address": node["NodeManagerAddress"]}
                  for node in ray.nodes()]
         ray.shutdown()
-        done = subprocess.run(sys.argv[1:], capture_output=True, text=True, timeout=240,
-                              env={**os.environ, "RAY_ADDRESS": cluster.address})
-        print(json.dumps({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr, "nodes": nodes}))
+        runs = []
+        for command in json.loads(sys.argv[1]):
+            done = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                                  env={**os.environ, "RAY_ADDRESS": cluster.address})
+            runs.append({"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr})
+        print(json.dumps({"runs": runs, "nodes": nodes}))
     finally:
         cluster.shutdown()
 

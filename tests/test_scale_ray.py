@@ -42,16 +42,55 @@ def test_engine_ray_on_two_nodes_answers_as_the_local_engine(namespace, cli, tmp
     assert local.exit_code == 1  # the broken file
     expected = [json.loads(line) for line in local.stdout.splitlines()]
     out = tmp_path / "ray.jsonl"
-    ran = _in_namespace(sys.executable, str(HERE / "ray_cluster.py"), sys.executable, "-m", "ptcli",
-                        *map(str, common), "--engine", "ray", "--replicas", "2", "--results", str(out), "--json")
+    report = _on_cluster([sys.executable, "-m", "ptcli", *map(str, common), "--engine", "ray", "--replicas", "2",
+                          "--results", str(out), "--json"])
+    run = report["runs"][0]
+    # Two replicas of one CPU each on two nodes of one CPU: one on each node.
+    assert run["returncode"] == 1, run["stderr"][-3000:]
+    assert json.loads(run["stdout"]) == {"results": str(out), "inputs": 31, "rows": 31, "resumed": 0, "failed": 1}
+    assert [json.loads(line) for line in out.read_text().splitlines()] == expected
+    assert "Traceback" not in run["stderr"]
+
+
+def _on_cluster(*commands) -> dict:
+    """The commands run in turn beside a two-node Ray cluster in the test's namespace."""
+    ran = _in_namespace(sys.executable, str(HERE / "ray_cluster.py"), json.dumps([list(map(str, c)) for c in commands]))
     assert ran.returncode == 0, ran.stderr[-3000:]
     report = json.loads(ran.stdout.strip().splitlines()[-1])
     assert [(n["alive"], n["cpus"], n["address"]) for n in report["nodes"]] == [(True, 1.0, "127.0.0.1")] * 2
-    # Two replicas of one CPU each on two nodes of one CPU: one on each node.
-    assert report["returncode"] == 1, report["stderr"][-3000:]
-    assert json.loads(report["stdout"]) == {"results": str(out), "inputs": 31, "rows": 31, "resumed": 0, "failed": 1}
-    assert [json.loads(line) for line in out.read_text().splitlines()] == expected
-    assert "Traceback" not in report["stderr"]
+    return report
+
+
+def test_train_engine_ray_trains_as_torchrun_does_and_resumes(namespace, tmp_path, simplenet_config):
+    """Two Ray Train workers (one a node) train as two torchrun processes on one node, write the
+    run folder, and resume=RUN_DIR goes on from its state."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import torchrun
+
+    alone = torchrun(simplenet_config, "run.name=torchrun")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    expected = json.loads([line for line in alone.stdout.splitlines() if line.startswith("{")][0])
+    train = [sys.executable, "-m", "ptcli", "train", simplenet_config, "trainer.device=cpu", "--engine", "ray",
+             "--replicas", "2", "--json"]
+    run_dir = tmp_path / "runs" / "classify-image" / "ray"
+    report = _on_cluster([*train, "run.name=ray"], ["cp", "-r", run_dir, f"{run_dir}-resumed"],  # resume a copy: keep the first
+                         [*train, f"resume={run_dir}-resumed", "trainer.epochs=3"])
+    first, _, resumed = report["runs"]
+    assert first["returncode"] == 0, first["stderr"][-3000:]
+    summary = json.loads(first["stdout"].strip().splitlines()[-1])
+    for key, value in expected["metrics"].items():
+        if isinstance(value, float) and "time" not in key:
+            assert summary["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    ours, theirs = load_file(summary["last_checkpoint"]), load_file(expected["last_checkpoint"])
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-6)
+    assert resumed["returncode"] == 0, resumed["stderr"][-3000:]
+    again = json.loads(resumed["stdout"].strip().splitlines()[-1])
+    assert again["run_dir"] == f"{run_dir}-resumed"
+    records = [json.loads(line) for line in open(f"{again['run_dir']}/metrics.jsonl")]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
 
 
 def test_engine_ray_is_refused_where_it_cannot_run_yet(cli, tmp_path):
@@ -64,6 +103,20 @@ def test_engine_ray_is_refused_where_it_cannot_run_yet(cli, tmp_path):
                         (("explain", REPO / "examples" / "cat.jpg", "--engine", "ray"), "returns results, not files")):
         result = cli(*args)
         assert result.exit_code == 2 and words in result.stderr, (args, result.stderr)
+    config = REPO / "recipes" / "esc50-spectrogram.yaml"
+    for args, words in ((("--replicas", "2"), "--replicas and --address go with --engine ray"),
+                        (("--engine", "slurm"), "--engine must be one of local, ray")):
+        result = cli("train", config, *args)
+        assert result.exit_code == 2 and words in result.stderr, (args, result.stderr)
+
+
+def test_without_ray_the_engine_is_one_line(monkeypatch):
+    from ptcli.errors import UsageError
+    from ptcli.inference.ray_engine import connect
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(UsageError, match=r"--engine ray needs Ray Data: pip install 'ptcli\[ray\]'"):
+        connect("127.0.0.1:1")
 
 
 def test_the_kuberay_job_runs_a_ptcli_command_that_fits_its_cluster(cli):

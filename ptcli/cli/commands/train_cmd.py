@@ -24,15 +24,24 @@ def train(
     config_file: ConfigArgument,
     overrides: OverridesArgument = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as YAML (JSON with --json) and exit.")] = False,
+    engine: Annotated[str, typer.Option(metavar="local|ray", help="Where the training runs: here (or under torchrun), or on a Ray cluster (Ray Train, --replicas DDP processes).")] = "local",
+    replicas: Annotated[int | None, typer.Option(min=1, metavar="N", help="--engine ray: DDP processes, one Ray Train worker each (a GPU each with trainer.device=cuda) [default: 2].", show_default=False)] = None,
+    address: Annotated[str | None, typer.Option(metavar="HOST:PORT", help="--engine ray: the cluster to join [default: RAY_ADDRESS, else a new local one].", show_default=False)] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Train a recipe from a YAML config. Writes runs/<recipe>/<name>/ (config.yaml,
     metrics.jsonl, TensorBoard events, checkpoints/best and last). Ctrl-C saves a resumable
-    state; continue with resume=RUN_DIR. Runs under torchrun or accelerate launch for DDP."""
+    state; continue with resume=RUN_DIR. Runs under torchrun or accelerate launch for DDP, or
+    on a Ray cluster with --engine ray."""
+    from ptcli.errors import UsageError
     from ptcli.output import emit, emit_json
     from ptcli.training.session import is_main_process, resolve_config
     from ptcli.training.session import train as run_training
 
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be one of local, ray (got {engine!r})")
+    if engine == "local" and (replicas is not None or address is not None):
+        raise UsageError("--replicas and --address go with --engine ray")
     resolved = resolve_config(config_file, overrides or [])
     if print_config:
         if json_output:
@@ -40,23 +49,30 @@ def train(
         else:
             emit(resolved.to_yaml().rstrip())
         return
-    result = run_training(resolved, config_file)
-    if not is_main_process():
-        return
-    summary = {
-        "run_dir": result.run_dir,
-        "best_checkpoint": result.best_checkpoint,
-        "last_checkpoint": result.last_checkpoint,
-        "metrics": result.metrics,
-    }
+    if engine == "ray":
+        from ptcli.training.ray_train import train_on_ray
+        from ptcli.training.session import check_data_root
+
+        check_data_root(resolved, config_file)  # the mistakes a worker would make, said here first
+        trainer = resolved.config.trainer
+        summary = train_on_ray(config_file, overrides or [], replicas=replicas or 2, address=address,
+                               gpus=str(trainer.device).startswith("cuda"), run_name=f"ptcli-{resolved.recipe.name}")
+        stop_reason = summary.pop("stop_reason", None)
+    else:
+        result = run_training(resolved, config_file)
+        if not is_main_process():
+            return
+        summary = {"run_dir": result.run_dir, "best_checkpoint": result.best_checkpoint,
+                   "last_checkpoint": result.last_checkpoint, "metrics": result.metrics}
+        stop_reason = result.stop_reason
     if json_output:
         emit_json(summary)
         return
-    if result.stop_reason:
-        emit(result.stop_reason)
-    emit(f"run:  {result.run_dir}")
-    emit(f"best: {result.best_checkpoint}")
-    emit(f"last: {result.last_checkpoint}")
+    if stop_reason:
+        emit(stop_reason)
+    emit(f"run:  {summary['run_dir']}")
+    emit(f"best: {summary['best_checkpoint']}")
+    emit(f"last: {summary['last_checkpoint']}")
 
 
 def lr_find(
