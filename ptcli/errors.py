@@ -55,6 +55,11 @@ def one_line(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+class StoreUnavailable(PtcliError):
+    """Object storage that does not answer (refused, timed out, lost credentials): not one
+    input's fault, so the run stops, with what it committed kept (--results)."""
+
+
 class Interrupted(PtcliError):
     """The user pressed Ctrl-C; whatever could be saved was saved."""
 

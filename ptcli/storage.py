@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ptcli.errors import InputError, UsageError
+from ptcli.errors import InputError, StoreUnavailable, UsageError
 
 #: The extra that brings each store's fsspec package.
 EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
@@ -80,7 +80,7 @@ def expand_url(argument: str, extensions: Iterable[str]) -> list[str]:
             found = [path]
         else:
             raise UsageError(f"no such object or prefix: {argument}")
-    except (OSError, PermissionError) as exc:
+    except store_errors() as exc:
         raise UsageError(f"cannot list {argument}: {one_line(exc)}") from None
     if not found:
         raise UsageError(f"no objects match {argument}")
@@ -100,11 +100,24 @@ def read_bytes(url: str) -> bytes:
             data = handle.read(limit + 1)
     except FileNotFoundError:
         raise InputError(f"no such object: {url}") from None
-    except OSError as exc:
+    except PermissionError as exc:
         raise InputError(f"cannot read {url}: {one_line(exc)}") from None
+    except store_errors() as exc:
+        raise StoreUnavailable(f"cannot read {url}: {one_line(exc)}; the store did not answer: run the same command "
+                               "again when it does") from None
     if len(data) > limit:
         raise InputError(f"{url} is over PTCLI_MAX_INPUT_MB ({limit / 2**20:.0f} MiB)")
     return data
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store raises when it fails: OSError (fsspec's translation of most errors), and the
+    errors botocore raises untranslated (a refused connection, a timeout) when it is there."""
+    try:
+        from botocore.exceptions import BotoCoreError
+    except ImportError:
+        return (OSError,)
+    return (OSError, BotoCoreError)
 
 
 def one_line(exc: BaseException) -> str:

@@ -124,6 +124,39 @@ def torchrun(*args):
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
+@pytest.fixture(scope="session")
+def two_process_training(tmp_path_factory) -> tuple[Path, dict]:
+    """A SimpleNet config (as simplenet_config's) and the summary of its training by two
+    torchrun processes on one node: what training across nodes or on Ray must match."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("two_processes")
+    folder = make_imagefolder(tmp / "colours", {"train": 12, "val": 4})
+    config = write_yaml(tmp / "tiny.yaml", {
+        "recipe": "classify-image", "data": {"root": str(folder), "image_size": 16, "augment": "none"},
+        "model": {"name": "simplenet"}, "trainer": {"epochs": 2, "batch_size": 8, "lr": 0.003, "optimizer": "adam"},
+        "run": {"dir": str(tmp / "runs")}})
+    done = torchrun(config, "run.name=torchrun")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return config, json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][0])
+
+
+def assert_trains_alike(summary: dict, expected: dict) -> None:
+    """The same metrics (rel 1e-4) and last weights (rtol 1e-4) as ``expected``'s run: DDP's
+    tolerance, its all-reduce order aside."""
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    for key, value in expected["metrics"].items():
+        if isinstance(value, float) and "time" not in key:
+            assert summary["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    ours, theirs = load_file(summary["last_checkpoint"]), load_file(expected["last_checkpoint"])
+    assert ours.keys() == theirs.keys()
+    for name in theirs:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-6)
+
+
 def fit_full_batch(model, x, y, steps: int, lr: float = 0.01):
     """``model`` trained by Adam on all of (x, y) at once for ``steps`` steps, then in eval mode:
     a small network ready for attacks in seconds."""

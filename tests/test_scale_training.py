@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from conftest import REPO, torchrun
+from conftest import REPO, assert_trains_alike
 
 pytestmark = pytest.mark.slow
 
@@ -25,26 +24,17 @@ def _namespace_or_skip():
         pytest.skip(f"no network namespace can be made here (unshare -n: {probe.stderr.strip()[:120]})")
 
 
-def test_two_nodes_train_as_two_processes_on_one_and_resume(tmp_path, simplenet_config):
+def test_two_nodes_train_as_two_processes_on_one_and_resume(tmp_path, two_process_training):
     _namespace_or_skip()
     from ptcli.models.checkpoints import load_checkpoint
-    from safetensors.torch import load_file
 
-    one_node = torchrun(simplenet_config, "run.name=one-node")
-    assert one_node.returncode == 0, one_node.stderr[-3000:]
-    expected = json.loads([line for line in one_node.stdout.splitlines() if line.startswith("{")][0])
-    outputs = _launch(tmp_path, simplenet_config, "run.name=two-nodes")
+    config, expected = two_process_training
+    outputs = _launch(tmp_path, config, f"run.dir={tmp_path / 'runs'}", "run.name=two-nodes")
     summaries = [json.loads(line) for out in outputs for line in out.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, outputs  # only the first rank reports
     summary = summaries[0]
-    for key, value in expected["metrics"].items():
-        if isinstance(value, float) and key != "epoch_time":
-            assert summary["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
-    ours, theirs = load_file(summary["last_checkpoint"]), load_file(expected["last_checkpoint"])
-    assert ours.keys() == theirs.keys()
-    for name in ours:
-        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-4, atol=1e-6)
-    resumed_out = _launch(tmp_path, simplenet_config, f"resume={summary['run_dir']}", "trainer.epochs=3")
+    assert_trains_alike(summary, expected)
+    resumed_out = _launch(tmp_path, config, f"resume={summary['run_dir']}", "trainer.epochs=3")
     resumed = [json.loads(line) for out in resumed_out for line in out.splitlines() if line.startswith("{")][0]
     records = [json.loads(line) for line in open(f"{resumed['run_dir']}/metrics.jsonl")]
     assert [r["epoch"] for r in records] == [1, 2, 3] and resumed["run_dir"] == summary["run_dir"]

@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ptcli.errors import InputError
+from ptcli.errors import InputError, StoreUnavailable
 from ptcli.inference.results import Failed
 
 
@@ -47,6 +47,8 @@ class _LoadedInputs:
     def __getitem__(self, index: int):
         try:
             return index, self.load(self.inputs[index])
+        except StoreUnavailable as exc:  # raised here it would reach the command as a worker's crash
+            return index, Failed(str(exc), abort=True)
         except InputError as exc:
             return index, Failed(str(exc))
 
@@ -146,6 +148,9 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
     )
     with gradient_mode(gradients):
         for batch_indices, batch, failed, metas in loader:
+            stopped = next((f for _, f in failed if f.abort), None)
+            if stopped is not None:
+                raise StoreUnavailable(stopped.message)
             results: dict[int, Any] = dict(failed)
             if batch is not None:
                 outputs = forward(to_device(batch, device))

@@ -14,9 +14,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Failed:
-    """An input that could not be processed, with a one-line reason."""
+    """An input that could not be processed, with a one-line reason. ``abort``: what failed
+    was not the input but the storage it is in (the run stops: ptcli.errors.StoreUnavailable)."""
 
     message: str
+    abort: bool = False
 
 
 #: File endings by media type, for the files results carry.

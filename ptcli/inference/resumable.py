@@ -50,9 +50,10 @@ class ResultsStore:
     """Where one command's results go (``target``: a path or URL), and what is there already."""
 
     target: str
-    format: str | None = None
     overwrite: bool = False
+    #: One file (joined at the end) rather than a folder of parts; jsonl or parquet.
     single: bool = field(init=False)
+    format: str = field(init=False)
 
     def __post_init__(self) -> None:
         from ptcli.storage import filesystem
@@ -60,10 +61,7 @@ class ResultsStore:
         text = str(self.target)
         ending = Path(text.rstrip("/")).suffix.lower().lstrip(".")
         self.single = not text.endswith("/") and ending in FORMATS
-        if self.format is None:
-            self.format = ending if ending in FORMATS else "jsonl"
-        elif self.single and ending != self.format:
-            raise UsageError(f"--results {text} ends in .{ending}, not .{self.format}")
+        self.format = ending if ending in FORMATS else "jsonl"  # a folder named x.parquet/ holds Parquet parts
         if self.format == "parquet":
             from importlib.util import find_spec
 
@@ -85,9 +83,11 @@ class ResultsStore:
         """The parts committed by an earlier run of this same command (none on a fresh start
         or with --overwrite). Results of another command there are a usage error saying what
         differs; a folder holding other files, or a finished single file, is refused."""
+        from ptcli.storage import store_errors
+
         try:
             return self._open(identity)
-        except OSError as exc:
+        except store_errors() as exc:
             raise UsageError(f"--results {self.target} cannot be used: {_one_line(exc)}") from None
 
     def _open(self, identity: dict) -> dict[int, Part]:
@@ -110,10 +110,6 @@ class ResultsStore:
             return self.committed()
         if not self.single and fs.exists(self.path) and fs.ls(self.path, detail=False):
             raise UsageError(f"--results {self.target} holds other files; give a new or empty folder, or a .jsonl file")
-        if not self.local and not self.single:
-            pass  # a prefix needs no folder
-        elif self.local:
-            Path(self.parts_root).mkdir(parents=True, exist_ok=True)
         self._put(manifest_path, json.dumps(identity, indent=1, sort_keys=True).encode())
         return {}
 
@@ -141,11 +137,13 @@ class ResultsStore:
     def commit(self, index: int, rows: list[dict]) -> Part:
         """One part, whole: written under a temporary name and renamed (a local file), or
         stored by one PUT (an object)."""
+        from ptcli.storage import store_errors
+
         failed = sum("error" in row for row in rows)
         name = f"part-{index:06d}-{len(rows)}-{failed}.{self.format}"
         try:
             self._put(f"{self.parts_root}/{name}", encode(rows, self.format))
-        except OSError as exc:
+        except store_errors() as exc:
             raise PtcliError(f"could not write part {index} of --results {self.target}: {_one_line(exc)}; the parts "
                              "before it are kept: run the same command again to go on") from None
         return Part(index, len(rows), failed, name)
@@ -153,6 +151,8 @@ class ResultsStore:
     def finish(self, parts: dict[int, Part]) -> None:
         """All parts are there: a folder gets _SUCCESS; a single file is joined from them (and
         its parts folder removed after)."""
+        from ptcli.storage import store_errors
+
         try:
             if not self.single:
                 self._put(f"{self.parts_root}/{SUCCESS}", b"")
@@ -163,7 +163,7 @@ class ResultsStore:
                     pieces.append(handle.read())
             self._put(self.path, join(pieces, self.format))
             self.fs.rm(self.parts_root, recursive=True)
-        except OSError as exc:
+        except store_errors() as exc:
             raise PtcliError(f"could not finish --results {self.target}: {_one_line(exc)}; run the same command again") from None
 
     def _put(self, path: str, data: bytes) -> None:
@@ -234,29 +234,6 @@ def join(pieces: list[bytes], fmt: str) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({}), buffer)
     return buffer.getvalue()
-
-
-def read_rows(target: str) -> list[dict]:
-    """The rows of finished --results (a file or a folder of parts), in input order."""
-    store = ResultsStore(target)
-    if store.single:
-        with store.fs.open(store.path, "rb") as handle:
-            return _decode(handle.read(), store.format)
-    rows: list[dict] = []
-    for index, part in sorted(store.committed().items()):
-        with store.fs.open(f"{store.parts_root}/{part.name}", "rb") as handle:
-            rows += _decode(handle.read(), store.format)
-    return rows
-
-
-def _decode(data: bytes, fmt: str) -> list[dict]:
-    if fmt == "jsonl":
-        return [json.loads(line) for line in data.decode().splitlines() if line]
-    import io
-
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(data)).to_pylist() if data else []
 
 
 # --- the run ----------------------------------------------------------------------------------
