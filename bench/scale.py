@@ -25,18 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from classify_throughput import image_paths  # the shared photos and digits, as that bench reads them
 from report import report
 
 REPO = Path(__file__).resolve().parents[1]
 GOALS = {"actors": 1.7, "hand-written": 0.9, "resumable": 0.95}
-
-
-def image_paths(data: Path) -> list[Path]:
-    folders = [data / "imagefolder_photos", data / "imagefolder_digits"]
-    missing = [f for f in folders if not f.is_dir()]
-    if missing:
-        sys.exit(f"benchmark data not found: {missing[0]} (see ../shared/data/README.md)")
-    return sorted(p for f in folders for p in f.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
 
 
 def steady_rate(command: list[str], env: dict | None = None) -> float:

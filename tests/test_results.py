@@ -123,6 +123,15 @@ def test_another_command_on_the_same_results_says_what_differs(cli, job, tmp_pat
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     busy = cli("classify-image", *few, "--checkpoint", checkpoint, "--results", tmp_path / "busy", "--device", "cpu")
     assert busy.exit_code == 2 and "holds other files" in busy.stderr
+    (tmp_path / "busy" / "notes.txt").unlink()
+    for manifest in ("[" * 100000, '{"ptcli_results": 2}', "not json"):  # whatever a stranger's folder holds
+        (tmp_path / "busy" / "_ptcli_results.json").write_text(manifest)
+        odd = cli("classify-image", *few, "--checkpoint", checkpoint, "--results", tmp_path / "busy", "--device", "cpu")
+        assert odd.exit_code == 2 and "_ptcli_results.json that is not ptcli's" in odd.stderr, odd.stderr
+    (tmp_path / "file").write_text("x")
+    unusable = cli("classify-image", *few, "--checkpoint", checkpoint, "--results", f"{tmp_path / 'file'}/out/",
+                   "--device", "cpu")
+    assert unusable.exit_code in (1, 2) and "\n" not in unusable.stderr.strip() and "file" in unusable.stderr
 
 
 def test_parquet_inputs_from_a_list_and_failed_inputs(cli, job, tmp_path):
@@ -277,15 +286,20 @@ def test_videos_frames_go_with_their_video_and_ctrl_c_keeps_what_was_committed(c
     out = tmp_path / "big"
     args = _command("classify-image", images, "--checkpoint", checkpoint, "--results", f"{out}/", "--batch-size", "1",
                     "--workers", "0", "--device", "cpu")
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _committed(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "the same command goes on from there" in err, err
-    assert _committed(out) >= 20 and not (out / "_SUCCESS").exists()
+    for moment in (-1, 5, 20):  # while it starts (nothing written yet), then between parts
+        proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        if moment < 0:
+            time.sleep(0.5)
+        while _committed(out) < moment and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and err.strip().splitlines()[-1].startswith(("results: interrupted", "interrupted",
+                                                                                   "error: interrupted")), err
+        assert _committed(out) >= max(moment, 0) and not (out / "_SUCCESS").exists()
+    assert "the same command goes on from there" in err
     finished = _ptcli(*args[3:], "--json")
     assert finished.returncode == 0 and json.loads(finished.stdout)["resumed"] >= 20 * 16, finished.stderr
     assert (out / "_SUCCESS").exists() and not list(out.glob(".*.tmp"))

@@ -102,7 +102,7 @@ class ResultsStore:
             raise UsageError(f"--results {self.target} exists; pass --overwrite to replace it")
         if fs.exists(manifest_path):
             with fs.open(manifest_path, "rb") as handle:
-                there = json.loads(handle.read(1 << 20) or b"{}")
+                there = _manifest(handle.read(1 << 20), self.target)
             differences = _differences(there, identity)
             if differences:
                 raise UsageError(f"--results {self.target} holds the results of another command ({'; '.join(differences)}); "
@@ -184,6 +184,17 @@ def _one_line(exc: BaseException) -> str:
     from ptcli.errors import flatten
 
     return flatten(exc, 200)
+
+
+def _manifest(data: bytes, target: str) -> dict:
+    """An earlier run's manifest (untrusted: whatever the folder or bucket holds), or a usage error."""
+    try:
+        there = json.loads(data)
+    except (ValueError, RecursionError):
+        there = None
+    if not isinstance(there, dict) or there.get("ptcli_results") != 1:
+        raise UsageError(f"--results {target} holds a {MANIFEST} that is not ptcli's; pass --overwrite to replace it")
+    return there
 
 
 def _differences(there: dict, here: dict) -> list[str]:
