@@ -183,6 +183,7 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     (ptcli.inference.resumable)."""
     from itertools import chain
 
+    from ptcli.cli.large_runs import check_engine, results_plan, split_units
     from ptcli.cli.options import list_models as print_models
     from ptcli.devices import resolve_device
     from ptcli.errors import UsageError
@@ -235,13 +236,13 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     given = CommandRun(settle(declared(cls), options) if declared(cls) else options, inputs, videos, data, output,
                        overwrite)
     cls.check_run(given)
-    _check_engine(cls, engine, given, replicas, address)
+    check_engine(cls, engine, given, replicas, address)
     store = plan = None
     if results is not None:
         if data is not None:
             raise UsageError("--results holds per-input results; --data prints one report")
-        store, plan = _results_plan(recipe, cls, results, given, source, dtype, video, overwrite)
-        inputs, videos = _split_units(plan.pending())
+        store, plan = results_plan(recipe, results, given, source, dtype, video, overwrite)
+        inputs, videos = split_units(plan.pending())
         overwrite = overwrite or bool(plan.committed)  # the interrupted run's own files
     if output is not None and data is None:
         from ptcli.inference.inputs import output_folder
@@ -308,6 +309,7 @@ def fmt_for(predictor, cls):
 def _finish(predictor, found, fmt, given, store, plan, json_output: bool, total: int, *, local: bool = True) -> None:
     """The results through the predictor's ``command_results``, printed or written to --results,
     then its closing ``summary`` (the local engine's: a cluster's predictors keep their own)."""
+    from ptcli.cli.large_runs import write_results_of
     from ptcli.inference.results import emit_results
 
     found = predictor.command_results(found, given)
@@ -320,29 +322,9 @@ def _finish(predictor, found, fmt, given, store, plan, json_output: bool, total:
             warn(said)
 
     if store is not None:
-        _write_results(store, plan, found, fmt, json_output, fmt.failed, summary)
+        write_results_of(store, plan, found, fmt, json_output, summary)
         return
     emit_results(found, fmt, total=total, json_output=json_output, before_exit=summary)
-
-
-def _check_engine(cls, engine: str, run, replicas: int, address: str | None) -> None:
-    """--engine, --replicas and --address, before anything loads: what a Ray run cannot do yet."""
-    from ptcli.errors import UsageError
-
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be one of local, ray (got {engine!r})")
-    if engine == "local":
-        if replicas != 1 or address is not None:
-            raise UsageError("--replicas and --address go with --engine ray")
-        return
-    if run.videos:
-        raise UsageError("--engine ray runs files and texts; videos run with the local engine")
-    if run.data is not None:
-        raise UsageError("--engine ray runs inputs; --data runs with the local engine")
-    if cls.writes is not None and run.output is not None:
-        raise UsageError(f"--engine ray returns results, not files: drop -o (the results' files are {cls.written})"
-                         if cls.default_output is None else
-                         f"--engine ray returns results, not files, and {cls.written} are files: run it locally")
 
 
 def _takes_data(recipe) -> bool:
@@ -358,73 +340,3 @@ def _report(predictor, data: Path, batch_size: int, json_output: bool) -> None:
     said = predictor.summary(0)
     if said:
         warn(said)
-
-
-def _results_plan(recipe, cls, results: str, run, source: Source, dtype: str, video, overwrite: bool):
-    """--results: the store, checked against what an earlier run left there, and what is left
-    to do (ptcli.inference.resumable), before any model loads."""
-    import hashlib
-
-    from ptcli import distributed
-    from ptcli.errors import UsageError
-    from ptcli.inference.resumable import Plan, ResultsStore, part_size_for
-    from ptcli.video.sources import FILE, VideoSource
-
-    if distributed.world_size() > 1:
-        raise UsageError("--results is written by one process; under torchrun print --json instead")
-    if any(isinstance(v, VideoSource) and v.kind != FILE for v in run.videos):
-        raise UsageError("--results needs inputs that end: a stream or webcam never does; print --json instead")
-    units, seen = [], set()
-    for unit in [*run.inputs, *run.videos]:  # each input once
-        if str(unit) not in seen:
-            seen.add(str(unit))
-            units.append(unit)
-    listing = "\n".join(map(str, units)).encode()
-    checkpoint = source.checkpoint
-    identity = {
-        "ptcli_results": 1, "command": recipe.name,
-        "model": {"checkpoint": None if checkpoint is None else str(checkpoint), "model": source.model,
-                  "weights": None if source.weights is None else str(source.weights),
-                  "checkpoint_bytes": Path(checkpoint).stat().st_size if checkpoint and Path(checkpoint).is_file() else None},
-        "options": dict(run.options), "dtype": dtype, "output": None if run.output is None else str(run.output),
-        "inputs": len(units), "inputs_sha256": hashlib.sha256(listing).hexdigest(),
-        "part_size": part_size_for(len(units)),
-    }
-    if run.videos:
-        identity["video"] = [video.stride, video.start, video.end] if video is not None else None
-    store = ResultsStore(results, overwrite=overwrite)
-    identity["format"] = store.format
-    committed = store.open(identity)
-    return store, Plan(units, identity["part_size"], committed)
-
-
-def _split_units(units: list) -> tuple[list, list]:
-    from ptcli.video.sources import VideoSource
-
-    return [u for u in units if not isinstance(u, VideoSource)], [u for u in units if isinstance(u, VideoSource)]
-
-
-def _write_results(store, plan, found, fmt, json_output: bool, failed_words: str, summary) -> None:
-    """The run's results into --results, then its counts on stdout (exit 1 if any input failed)."""
-    import typer
-
-    from ptcli.inference.resumable import write_results
-    from ptcli.inference.results import Failed
-    from ptcli.output import emit, emit_json, error_line
-
-    def row_of(item, result):
-        key = fmt.key(item)
-        fields = {"error": result.message} if isinstance(result, Failed) else fmt.fields(item, result)
-        return str(next(iter(key.values()))), {**key, **fields}
-
-    counts = write_results(store, plan, found, row_of)
-    if json_output:
-        emit_json(counts)
-    else:
-        emit(f"{counts['rows']} results of {counts['inputs']} inputs in {counts['results']} "
-             f"({counts['resumed']} resumed, {counts['failed']} failed)")
-    summary()
-    if counts["failed"]:
-        if not json_output:
-            error_line(f"{counts['failed']} of {counts['inputs']} inputs {failed_words}; their rows in --results say why")
-        raise typer.Exit(1)
