@@ -17,7 +17,8 @@ EXTRAS = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"), "
           "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure")}
 #: Schemes that are never storage here: streams a video reader opens.
 _STREAMS = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-_GLOB_CHARS = set("*?[")
+#: What makes an argument a glob (local or in a store).
+GLOB_CHARS = set("*?[")
 
 
 def scheme(text: str) -> str | None:
@@ -70,7 +71,7 @@ def expand_url(argument: str, extensions: Iterable[str]) -> list[str]:
     fs, path = filesystem(argument)
     fs.invalidate_cache()  # listings are cached per process; the store may have changed since
     try:
-        if _GLOB_CHARS & set(path):
+        if GLOB_CHARS & set(path):
             found = sorted(p for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory")
         elif fs.isdir(path):
             found = sorted(p for p in fs.find(path) if os.path.splitext(p)[1].lower() in wanted)

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ptcli.errors import InputError, UsageError
+from ptcli.storage import GLOB_CHARS
 
-_GLOB_CHARS = set("*?[")
 
 
 def _files_under(folder: Path, extensions: Iterable[str]) -> list[Path]:
@@ -46,7 +46,7 @@ def expand_inputs(arguments: Sequence[str], extensions: Iterable[str]) -> list[P
             if not under:
                 raise UsageError(f"no {'/'.join(extensions)} files under {argument}")
             found += under
-        elif _GLOB_CHARS & set(argument):
+        elif GLOB_CHARS & set(argument):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
             files = [m for m in matches if m.is_file()] + [f for m in matches if m.is_dir() for f in _files_under(m, extensions)]
             if not files:

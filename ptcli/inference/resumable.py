@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.errors import PtcliError, UsageError
+from ptcli.storage import one_line
 
 MANIFEST = "_ptcli_results.json"
 SUCCESS = "_SUCCESS"
@@ -88,7 +89,7 @@ class ResultsStore:
         try:
             return self._open(identity)
         except store_errors() as exc:
-            raise UsageError(f"--results {self.target} cannot be used: {_one_line(exc)}") from None
+            raise UsageError(f"--results {self.target} cannot be used: {one_line(exc)}") from None
 
     def _open(self, identity: dict) -> dict[int, Part]:
         fs = self.fs
@@ -144,7 +145,7 @@ class ResultsStore:
         try:
             self._put(f"{self.parts_root}/{name}", encode(rows, self.format))
         except store_errors() as exc:
-            raise PtcliError(f"could not write part {index} of --results {self.target}: {_one_line(exc)}; the parts "
+            raise PtcliError(f"could not write part {index} of --results {self.target}: {one_line(exc)}; the parts "
                              "before it are kept: run the same command again to go on") from None
         return Part(index, len(rows), failed, name)
 
@@ -164,7 +165,7 @@ class ResultsStore:
             self._put(self.path, join(pieces, self.format))
             self.fs.rm(self.parts_root, recursive=True)
         except store_errors() as exc:
-            raise PtcliError(f"could not finish --results {self.target}: {_one_line(exc)}; run the same command again") from None
+            raise PtcliError(f"could not finish --results {self.target}: {one_line(exc)}; run the same command again") from None
 
     def _put(self, path: str, data: bytes) -> None:
         if self.local:
@@ -179,11 +180,6 @@ def _is_local(fs) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
 
-
-def _one_line(exc: BaseException) -> str:
-    from ptcli.errors import flatten
-
-    return flatten(exc, 200)
 
 
 def _manifest(data: bytes, target: str) -> dict:
