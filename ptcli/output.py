@@ -25,6 +25,14 @@ def warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
+def note(message: str) -> None:
+    """A line about work under way (loading, connecting) on stderr, from the main process only,
+    so that a step of several seconds is never silent, in a terminal or in a log."""
+    if is_main_process():
+        sys.stderr.write(f"{message}\n")
+        sys.stderr.flush()
+
+
 def error_line(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
 

@@ -25,6 +25,61 @@ def isolated_environment(monkeypatch, tmp_path):
     reset_plugins()
 
 
+# --- the detector's fine-tune, in the background from the session's start ----------------------
+#
+# The real fine-tune of the offline detector (test_detect_training.py's `fine_tuned`) takes
+# two to three minutes of CPU. The suite keeps two cores busy only part of the time, so the run
+# starts, on one thread, as soon as the tests are collected, and the module waits for it when
+# it gets there: the same training, out of the way of the clock.
+
+FINE_TUNE = {}
+
+
+def fine_tune_command(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "ptcli", "train", "recipes/coco-fasterrcnn.yaml", f"data.root={SHARED / 'detection'}",
+            "trainer.epochs=10", f"run.dir={run_dir}", "run.tensorboard=false", "--json"]
+
+
+def pytest_collection_finish(session):
+    if not (SHARED / "detection" / "train.json").is_file():
+        return
+    if not any(item.path.name == "test_detect_training.py" and "fine_tuned" in getattr(item, "fixturenames", ())
+               for item in session.items):
+        return
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ptcli-fine-tune-"))
+    caches = folder / "caches"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PTCLI_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "PTCLI_CACHE": str(caches / "ptcli"), "TORCH_HOME": str(caches / "torch"), "HF_HOME": str(caches / "hf")}
+    with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+        FINE_TUNE["process"] = subprocess.Popen(fine_tune_command(folder / "runs"), cwd=REPO, env=env, stdout=out,
+                                                stderr=err, stdin=subprocess.DEVNULL)
+    FINE_TUNE["folder"] = folder
+
+
+def fine_tuned_detector(timeout: float = 1500) -> dict:
+    """The background fine-tune's summary (its --json line), waited for."""
+    process = FINE_TUNE.get("process")
+    if process is None:
+        pytest.skip(f"shared detection data not found at {SHARED / 'detection'}")
+    process.wait(timeout=timeout)
+    folder = FINE_TUNE["folder"]
+    assert process.returncode == 0, (folder / "stderr").read_text()[-3000:]
+    return __import__("json").loads((folder / "stdout").read_text().strip().splitlines()[-1])
+
+
+def pytest_sessionfinish(session):
+    process = FINE_TUNE.get("process")
+    if process is not None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        import shutil
+
+        shutil.rmtree(FINE_TUNE["folder"], ignore_errors=True)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED / "README.md").is_file():

@@ -24,24 +24,12 @@ def synthetic(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fine_tuned(tmp_path_factory):
-    """The offline recipe, shortened, on ../shared/data/detection: (summary, run folder)."""
-    from conftest import SHARED
+def fine_tuned():
+    """The offline recipe, shortened to 10 epochs, on ../shared/data/detection: (summary, data).
+    It trains in a process of its own from the session's start (conftest.fine_tuned_detector)."""
+    from conftest import SHARED, fine_tuned_detector
 
-    if not (SHARED / "detection" / "train.json").is_file():
-        pytest.skip(f"shared detection data not found at {SHARED / 'detection'}")
-    from typer.testing import CliRunner
-
-    from ptcli.cli import app
-    from ptcli.plugins import reset_plugins
-
-    tmp = tmp_path_factory.mktemp("finetune")
-    reset_plugins()
-    result = CliRunner().invoke(app, ["train", "recipes/coco-fasterrcnn.yaml", f"data.root={SHARED / 'detection'}",
-                                      "trainer.epochs=10", f"run.dir={tmp}", "run.tensorboard=false", "--json"],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.stderr + result.stdout
-    return json.loads(result.stdout.strip().splitlines()[-1]), SHARED / "detection"
+    return fine_tuned_detector(), SHARED / "detection"
 
 
 @pytest.mark.slow

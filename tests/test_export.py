@@ -536,9 +536,24 @@ def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli
     assert len(rows) == 5 and all(r["predictions"][0]["label"] in ("red", "green", "blue") for r in rows)
 
 
-def test_int8_refused_below_its_tolerance_writes_nothing(cli, simplenet, calibration_photos, tmp_path):
+def test_int8_refused_below_its_tolerance_writes_nothing(cli, calibration_photos, tmp_path):
+    """A classifier whose classes' logits differ by a hair (its last layer's rows nearly one):
+    INT8's rounding flips its top-1, and the export is refused at a full bar."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from conftest import save_simplenet
+
+    model = save_simplenet(tmp_path / "close", image_size=64, classes=["red", "green", "blue"])
+    state = load_file(model)
+    torch.manual_seed(0)
+    row = state["fc3.weight"][0]
+    state["fc3.weight"] = torch.stack([row + 1e-4 * torch.randn_like(row) for _ in range(3)])
+    state["fc3.bias"] = torch.zeros(3)
+    save_file(state, model)
+    calibration = calibration_photos
     out = tmp_path / "strict.onnx"
-    result = cli("export", simplenet, "-o", out, "--int8", "--calibration", calibration_photos, "--int8-tolerance", "1.5", "--json")
+    result = cli("export", model, "-o", out, "--int8", "--calibration", calibration, "--int8-tolerance", "1", "--json")
     assert result.exit_code == 1
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["error"].startswith("the INT8 onnx export is refused: top-1 agrees with the eager model on ")
@@ -551,6 +566,12 @@ def test_int8_usage_errors(cli, simplenet, calibration_photos, tmp_path):
         (("-o", tmp_path / "m.onnx", "--int8"), "--int8 needs --calibration DIR"),
         (("-o", tmp_path / "m.onnx", "--calibration", calibration_photos), "--calibration and --int8-tolerance go with --int8"),
         (("-o", tmp_path / "m.onnx", "--int8", "--half", "--calibration", calibration_photos), "--int8 and --half are two precisions"),
+        # Values checked before any work: an agreement is a share; a folder that is not there is named so.
+        (("-o", tmp_path / "m.onnx", "--int8", "--calibration", calibration_photos, "--int8-tolerance", "2"),
+         "--int8-tolerance 2: for a classifier it is the share of inputs whose top-1 must agree, in (0, 1]"),
+        (("-o", tmp_path / "m.onnx", "--int8", "--calibration", calibration_photos, "--int8-tolerance", "0"), "in (0, 1]"),
+        (("-o", tmp_path / "m.onnx", "--int8", "--calibration", tmp_path / "nowhere"),
+         f"--calibration {tmp_path / 'nowhere'} does not exist; name a folder of real inputs"),
     ]
     for arguments, message in cases:
         result = cli("export", simplenet, *arguments)

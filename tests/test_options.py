@@ -97,6 +97,12 @@ def test_served_options_answer_as_the_commands_flags(cli, tmp_path, random_detec
         assert _post_json(det, {**image, "options": {"threshold": high}}) == (200, {k: v for k, v in at_high.items() if k != "input"})
         upload = httpx.post(det, params={"threshold": str(high)}, files={"file": ("cat.jpg", cat.read_bytes())}, timeout=60)
         assert upload.json() == {**at_high, "input": "cat.jpg"}
+        # A form's "options" part, as the schema documents it: honoured, and checked like any other.
+        form = httpx.post(det, data={"options": json.dumps({"threshold": high})}, files={"file": ("cat.jpg", cat.read_bytes())},
+                          timeout=60)
+        assert form.json() == {**at_high, "input": "cat.jpg"}
+        wrong = httpx.post(det, data={"options": json.dumps({"threshold": "high"})}, files={"file": ("cat.jpg", b"x")}, timeout=60)
+        assert wrong.status_code == 400 and "threshold" in wrong.json()["error"], wrong.text
         assert _post_json(det, image)[1]["detections"] == at_low["detections"]  # the request's own stayed its own
 
         def same_predictions(got, want):  # replicas run on fewer threads: sums add up in another order

@@ -727,6 +727,48 @@ def test_the_page_uploads_an_image_in_headless_chromium(lite0_server, tmp_path):
     assert (artifacts / "serve-page.png").stat().st_size > 1000
 
 
+def test_docs_and_the_page_work_offline_with_a_key_asked_for_and_kept_for_the_tab():
+    """A server with an API key, in headless chromium (no network here: a CDN would leave
+    /docs blank): /docs asks for the key, then shows Swagger UI from ptcli's own files and
+    calls a route with the key; the page at / asks for it too, then lists the model and
+    classifies an upload. A wrong key is asked for again; a reload keeps the right one."""
+    server = Server("--recipe", "classify-image", "--max-wait-ms", "2", "--device", "cpu",
+                    env={"PTCLI_SERVE_API_KEYS": "right-key-1234"})
+    try:
+        server.wait_ready()
+        with chromium_page(f"{server.url}/docs") as (call, evaluate):
+            assert _until(evaluate, "!!document.getElementById('api-key')")
+            assert not evaluate("!!document.querySelector('.swagger-ui .info')")  # nothing before the key
+            evaluate("document.getElementById('api-key').value = 'wrong-key-000'; document.getElementById('use-key').click()")
+            assert "refused" in _until(evaluate, "document.getElementById('key-error') && "
+                                                 "document.getElementById('key-error').textContent")
+            evaluate("document.getElementById('api-key').value = 'right-key-1234'; document.getElementById('use-key').click()")
+            title = _until(evaluate, "document.querySelector('.swagger-ui .info .title') && "
+                                     "document.querySelector('.swagger-ui .info .title').textContent")
+            assert title and title.startswith("ptcli serve")
+            assert _until(evaluate, "document.querySelectorAll('.opblock').length") > 10  # the routes, listed
+            # The schema came from /openapi.json, which wants the key: the interceptor sent it, as it
+            # does for every "Try it out" request.
+            sent = evaluate("ui.getConfigs().requestInterceptor({url: '/models', headers: {}}).headers.Authorization")
+            assert sent == "Bearer right-key-1234"
+            listed = evaluate("fetch('/models', {headers: withKey({})}).then(r => r.json())")
+            assert list(listed) == ["classify-image"] and listed["classify-image"]["kind"] == "image"
+            evaluate("location.reload()")
+            time.sleep(1)
+            assert _until(evaluate, "document.querySelector('.swagger-ui .info .title') && "
+                                    "!document.getElementById('api-key')")
+        with chromium_page(f"{server.url}/") as (call, evaluate):
+            assert _until(evaluate, "!!document.getElementById('api-key')")
+            evaluate("document.getElementById('api-key').value = 'right-key-1234'; document.getElementById('use-key').click()")
+            assert _until(evaluate, "!!document.getElementById('file')")
+            _upload(call, evaluate, CAT)
+            assert _until(evaluate, "document.getElementById('top-label').textContent") == "tabby"
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.communicate()
+
+
 @pytest.mark.slow
 def test_the_page_streams_a_language_models_text_beside_an_image_model(tmp_path, tiny_gpt2):
     """A two-model server: the page offers both; a prompt to the language model shows its

@@ -3,6 +3,7 @@ the Open Inference Protocol v2 through the official `tritonclient[http]`, OpenAI
 the official `openai` client, API keys, and the OpenAPI schema fuzzed by schemathesis."""
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,13 +63,17 @@ def test_several_models_answer_on_their_own_routes_as_their_commands(cli, three_
         assert f'ptcli_queue_depth{{model="{name}"}} 0.0' in metrics and f'ptcli_batch_size_count{{model="{name}"}}' in metrics
 
 
-def test_api_keys_on_every_route_but_health(three_models):
+def test_api_keys_on_every_route_but_health_and_the_pages(three_models):
     url = three_models.url
     for path in ("/health", "/ready", "/v2/health/live", "/v2/health/ready"):
         assert httpx.get(url + path, timeout=30).status_code == 200, path
-    for method, path in [("GET", "/"), ("GET", "/metrics"), ("POST", "/predict/cat"), ("GET", "/v2"),
+    # The pages are code that asks for the key: open, and naming no model.
+    for path in ("/", "/docs", "/docs/assets/swagger-ui-bundle.js"):
+        page = httpx.get(url + path, timeout=30)
+        assert page.status_code == 200 and "sentiment" not in page.text, path
+    for method, path in [("GET", "/models"), ("GET", "/metrics"), ("POST", "/predict/cat"), ("GET", "/v2"),
                          ("GET", "/v2/models/cat"), ("POST", "/v2/models/cat/infer"), ("GET", "/openapi.json"),
-                         ("GET", "/docs"), ("GET", "/v1/models")]:
+                         ("GET", "/v1/models")]:
         for headers in ({}, {"Authorization": "Bearer wrong-key-000"}, {"Authorization": "key-two-5678"},
                         {"Authorization": "Basic key-two-5678"}):
             response = httpx.request(method, url + path, headers=headers, timeout=30)
@@ -78,6 +83,14 @@ def test_api_keys_on_every_route_but_health(three_models):
             message = error["message"] if path.startswith("/v1") else error
             assert message == "missing or wrong API key; send Authorization: Bearer KEY"
     assert httpx.get(f"{url}/v2", headers={"Authorization": "Bearer key-one-1234"}, timeout=30).status_code == 200
+    # Through the open prefix, as written on the wire (httpx would tidy the dots away): refused.
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(b"GET /docs/assets/../../models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert httpx.get(f"{url}/v2", headers={"Authorization": "bearer key-two-5678"}, timeout=30).status_code == 200
 
 
@@ -195,8 +208,16 @@ def test_openai_clients_complete_and_chat_as_generate_text_does(cli, three_model
         client.completions.create(model="gpt", prompt="x", max_tokens=0, extra_body={"max_completion_tokens": 2})
     with pytest.raises(openai.BadRequestError, match="logprobs is not supported"):
         client.completions.create(model="gpt", prompt="x", max_tokens=2, logprobs=2)
-    with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):
+    # In OpenAI's words: the field the body used, never ptcli's flag
+    with pytest.raises(openai.BadRequestError, match="exceeds the model's context") as too_long:
         client.completions.create(model="gpt", prompt="x", max_tokens=5000)
+    assert "max_tokens=5000" in str(too_long.value) and "set max_tokens to" in str(too_long.value)
+    assert "--max-new-tokens" not in str(too_long.value) and "max_new_tokens" not in str(too_long.value)
+    with pytest.raises(openai.BadRequestError, match="max_completion_tokens=5000"):
+        client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}], max_completion_tokens=5000)
+    native = httpx.post(f"{three_models.url}/predict/gpt", json={"prompt": "x", "max_new_tokens": 5000},
+                        headers=three_models.auth, timeout=30)
+    assert native.status_code == 400 and "max_new_tokens=5000" in native.json()["error"], native.text
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{three_models.url}/v1", api_key="wrong-key-000", max_retries=0).models.list()
 
@@ -224,7 +245,8 @@ def test_the_openapi_schema_holds_under_schemathesis(three_models, tmp_path):
                                       "response_headers_conformance,negative_data_rejection,unsupported_method,ignored_auth",
                           "--max-examples", "25", "--seed", "1", "--request-timeout", "30", "--max-response-time", "30",
                           "--report", "junit", "--report-junit-path", str(report), "--phases", "examples,fuzzing"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)  # its example database here: no crash from an earlier run replayed, none left in the repo
     summary = run.stdout[-3000:]
     (REPO / "test-artifacts").mkdir(exist_ok=True)
     (REPO / "test-artifacts" / "schemathesis.txt").write_text(run.stdout + run.stderr)

@@ -81,6 +81,9 @@ def mlflow_run(uri, run_dir):
 def test_a_run_logs_its_config_metrics_checkpoints_and_tags(cli, tmp_path, mlflow_server):
     result = cli("train", toy(tmp_path, mlflow=mlflow_server.uri, experiment="toys"), "trainer.lr=0.04", "--json", plugins=[toy_recipes])
     assert result.exit_code == 0, result.stderr
+    # stdout holds only the summary: MLflow's own "View run ... at" lines go to stderr
+    assert len(result.stdout.splitlines()) == 1 and json.loads(result.stdout)["run_dir"]
+    assert "View run toy at" in result.stderr and f"MLflow: connecting to {mlflow_server.uri}" in result.stderr
     run_dir = tmp_path / "runs" / "toy-classify" / "toy"
     client, run = mlflow_run(mlflow_server.uri, run_dir)
     assert run.info.status == "FINISHED" and run.info.run_name == "toy"
@@ -155,7 +158,36 @@ def test_without_the_client_package_it_says_what_to_install(cli, tmp_path, monke
     assert result.exit_code == 2 and "pip install 'ptcli[mlflow]'" in result.stderr and not (tmp_path / "runs").exists()
 
 
-def test_a_server_that_is_not_there_at_the_start_is_one_line(cli, tmp_path):
-    result = cli("train", toy(tmp_path, mlflow=f"http://127.0.0.1:{free_port()}"), plugins=[toy_recipes])
-    assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "the tracking server did not answer" in result.stderr and "drop run.mlflow" in result.stderr
+def test_a_server_that_is_not_there_at_the_start_is_one_line_at_once_and_leaves_no_folder(cli, tmp_path):
+    port = free_port()
+    started = time.monotonic()
+    result = cli("train", toy(tmp_path, mlflow=f"http://127.0.0.1:{port}"), plugins=[toy_recipes])
+    assert result.exit_code == 1 and time.monotonic() - started < 15
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: run.mlflow=http://127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} (Connection refused); "
+                      "start the tracking server, or drop run.mlflow"], result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("127.0.0.1:5000", "run.mlflow=127.0.0.1:5000 has no scheme; write http://127.0.0.1:5000 for a tracking server"),
+    ("localhost:5000/x", "run.mlflow=localhost:5000/x has no scheme; write http://localhost:5000/x"),
+    ("htp://127.0.0.1:5000", "run.mlflow=htp://127.0.0.1:5000: MLflow does not know the scheme 'htp'"),
+])
+def test_a_tracking_uri_without_a_known_scheme_is_a_usage_error_before_anything(cli, tmp_path, uri, message):
+    started = time.monotonic()
+    result = cli("train", toy(tmp_path, mlflow=uri), plugins=[toy_recipes])
+    assert result.exit_code == 2 and message in result.stderr and time.monotonic() - started < 15, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_failed_start_after_the_folder_was_made_removes_it(cli, tmp_path, monkeypatch):
+    """A server that takes the connection but fails MLflow's calls: the error, and no stray run
+    folder (the next run would otherwise be named toy-2)."""
+    from ptcli.training import tracking
+
+    monkeypatch.setattr(tracking.MLflowLogger, "_start", lambda self, remembered: (_ for _ in ()).throw(OSError("boom")))
+    monkeypatch.setattr(tracking, "check_reachable", lambda uri: None)
+    result = cli("train", toy(tmp_path, mlflow="http://127.0.0.1:1"), plugins=[toy_recipes])
+    assert result.exit_code == 1 and "the tracking server did not answer (boom)" in result.stderr, result.stderr
+    assert not (tmp_path / "runs" / "toy-classify" / "toy").exists()

@@ -156,6 +156,9 @@ def test_ctrl_c_while_a_trial_is_sampled(cli, tmp_path, monkeypatch):
     ((), "give at least one --param KEY=SPEC"),
     (("--param", "trainer.nothing=uniform(0.1,0.2)"), "--param trainer.nothing:"),
     (("--param", "trainer.batch_size=uniform(0.1,0.2)"), "--param trainer.batch_size:"),
+    # every choice and both bounds are checked, not one sample of them
+    (("--param", "trainer.optimizer=choice(adam,rmsprop)"), '--param trainer.optimizer: the value "rmsprop" is refused'),
+    (("--param", "trainer.lr=uniform(-0.1,0.2)"), "--param trainer.lr: the value -0.1 is refused"),
     (("--param", "trainer.lr=uniform(0.1,0.2)", "--param", "trainer.lr=uniform(0.1,0.3)"), "names trainer.lr twice"),
     (("--param", "trainer.lr=uniform(0.1,0.2)", "--pruner", "asha"), "--pruner must be one of median, hyperband, none"),
     (("--param", "trainer.lr=uniform(0.1,0.2)", "--study", "a/b"), "--study 'a/b': use letters"),

@@ -27,7 +27,7 @@ RECIPE = Recipe(
                 "weights": "Local weights for --model.",
                 "checkpoint": "A classify-image checkpoint.",
                 "batch_size": "Images per attack batch with --data [default: 32; files one at a time].",
-                "output": "Where DIR/<name>_adv.png goes (lossless, original size).",
+                "output": "Write DIR/<name>_adv.png per image (lossless, original size); needed unless --data.",
             },
             data="Robust accuracy over a labelled ImageFolder (DIR/<class>/*, or its val/) instead of perturbing files.",
         ),

@@ -48,7 +48,9 @@ class Attacker(ImageClassifierPredictor):
     verb = "attack"
     options = OPTIONS
     default_batch_size = None  # batch_size_for: one file at a time; --data in batches
-    writes, default_output, written = "_adv", ".", "the adversarial images"
+    # No default folder: an attack's images go only where the user says (-o), never into
+    # whatever folder the command was typed in.
+    writes, default_output, written = "_adv", None, "the adversarial images"
     progress, failed = "attacking", "could not be attacked"
 
     def __init__(self, classifier, device, *, settings=None, target: str | None = None, title: str = "",
@@ -86,6 +88,9 @@ class Attacker(ImageClassifierPredictor):
 
         if run.data is None and (run.options["craft_on"] is not None or run.options["defense"] is not None):
             raise UsageError("--source and --defense go with --data DIR")
+        if run.data is None and run.output is None and (run.inputs or run.videos):
+            raise UsageError("attack writes each adversarial image: give -o DIR (-o . for this folder), "
+                             "or --data DIR for a robustness report")
 
     @classmethod
     def batch_size_for(cls, device, run: CommandRun) -> int:

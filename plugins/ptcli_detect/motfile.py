@@ -8,11 +8,20 @@ from ptcli.errors import UsageError
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
+    """--mot FILE, checked before any model loads: a file (not a folder) in a folder that exists
+    and can be written; an existing one only with --overwrite. Its folder is never created: the
+    user named a file, not where folders should appear."""
     from ptcli.inference.inputs import output_folder
 
+    if path.is_dir():
+        raise UsageError(f"--mot {path} is a folder; --mot names the file the tracks are written to")
     if path.exists() and not overwrite:
         raise UsageError(f"--mot {path} exists; pass --overwrite to replace it")
-    output_folder(path.parent if str(path.parent) else Path("."), "the MOTChallenge file")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        state = "is a file" if folder.exists() else "does not exist"
+        raise UsageError(f"--mot {path}: its folder {folder} {state}; name a file in an existing folder")
+    output_folder(folder, "the MOTChallenge file", flag="--mot")
 
 
 def write_mot(results, path: Path):
@@ -29,7 +38,6 @@ def write_mot(results, path: Path):
                 handle.flush()
             yield item, result
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f".{path.name}.partial"), "w") as handle:
         try:
             yield from lines(handle)

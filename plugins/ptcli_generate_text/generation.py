@@ -59,14 +59,17 @@ def encode_prompt(lm, prompt: str, max_new_tokens: int):
     return ids
 
 
-def check_fits(lm, length: int, max_new_tokens: int) -> None:
-    """A prompt of ``length`` tokens and ``max_new_tokens`` more must fit the model's context."""
+def check_fits(lm, length: int, max_new_tokens: int, name: str = "--max-new-tokens") -> None:
+    """A prompt of ``length`` tokens and ``max_new_tokens`` more must fit the model's context;
+    ``name``: the setting as the user gave it (the flag, or a request's field)."""
     context = lm.context
     if length >= context:
         raise UsageError(f"the prompt is {length} tokens; {lm.name} reads at most {context}: shorten it")
     if length + max_new_tokens > context:
-        raise UsageError(f"the prompt ({length} tokens) plus --max-new-tokens {max_new_tokens} exceeds the model's "
-                         f"context of {context} tokens; use --max-new-tokens {context - length} or less")
+        flag = name.startswith("-")
+        said = f"{name} {max_new_tokens}" if flag else f"{name}={max_new_tokens}"
+        fix = f"use {name} {context - length} or less" if flag else f"set {name} to {context - length} or less"
+        raise UsageError(f"the prompt ({length} tokens) plus {said} exceeds the model's context of {context} tokens; {fix}")
 
 
 class _TextSink:

@@ -75,7 +75,8 @@ class TextGenerator(Predictor):
         if request.get("stream") is True and settings.num_return_sequences != 1:
             raise InputError("a stream carries one generation; drop num_return_sequences or stream")
         try:
-            check_fits(self.lm, len(self.lm.tokenizer(prompt)["input_ids"]), settings.max_new_tokens)
+            check_fits(self.lm, len(self.lm.tokenizer(prompt)["input_ids"]), settings.max_new_tokens,
+                       "max_new_tokens" if isinstance(item, dict) else "--max-new-tokens")
         except Exception as exc:  # UsageError's words, for this one input
             raise InputError(str(exc)) from exc
         return Sample((prompt, settings))

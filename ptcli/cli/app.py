@@ -79,6 +79,8 @@ class PtcliGroup(TyperGroup):
         name, command, rest = super().resolve_command(ctx, args)
         if isinstance(command, LazyCommand):
             command = command.load()
+        if command is not None:
+            refuse_options_as_values(command, rest)
         return name, command, rest
 
     def invoke(self, ctx: Context) -> Any:
@@ -103,12 +105,34 @@ class PtcliGroup(TyperGroup):
         except BrokenPipeError:
             raise  # main() ends quietly: the reader (`| head -1`) has what it wanted
         except Exception as exc:  # the net under plugin code, built-in recipes' included
+            if _CTRL_C["seen"]:
+                report_error("interrupted", 130, as_json=ctx.meta.get("ptcli.json", False))
+                ctx.exit(130)
             if os.environ.get("PTCLI_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}:
                 import traceback
 
                 traceback.print_exc()
             report_error(crash_message(exc, ctx.invoked_subcommand), 1, as_json=ctx.meta.get("ptcli.json", False))
             ctx.exit(1)
+
+
+def refuse_options_as_values(command, args: list[str]) -> None:
+    """Click gives an option the next word as its value even when that word is another of the
+    command's options (`--mot --checkpoint CK` took "--checkpoint" for the file and CK for an
+    input); here that is a usage error naming both."""
+    takes_value, names = set(), set()
+    for param in command.params:
+        opts = [*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())]
+        names.update(opts)
+        if getattr(param, "param_type_name", "") == "option" and not param.is_flag and not param.count:
+            takes_value.update(opts)
+    for word, following in zip(args, args[1:]):
+        if word == "--":
+            return
+        if word in takes_value and following.split("=", 1)[0] in names:
+            from ptcli.errors import UsageError as BadUsage
+
+            raise BadUsage(f"{word} needs a value, and the next word is the option {following.split('=', 1)[0]}")
 
 
 def crash_message(exc: BaseException, command: str | None) -> str:
@@ -215,8 +239,19 @@ def honour_ctrl_c() -> None:
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler):
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+
+
+#: Whether Ctrl-C reached this process: an exception that comes out of a step it cut short (an
+#: import interrupted halfway fails again as an ImportError) is then the interruption, not a crash.
+_CTRL_C = {"seen": False}
+
+
+def _on_ctrl_c(_signum, _frame):
+    _CTRL_C["seen"] = True
+    raise KeyboardInterrupt
 
 
 def stop_cleanly_on_sigterm() -> None:
@@ -237,8 +272,10 @@ def stop_cleanly_on_sigterm() -> None:
 
 def fill_optional_values(argv: list[str], commands: dict) -> None:
     """Click options always take their value; a recipe's ``Command.optional_values`` may be
-    given bare (`ptcli detect clip.mp4 --track`): the first choice is put in after them, unless
-    one of the choices follows already."""
+    given bare (`ptcli detect clip.mp4 --track`): the first choice is put in after them. What
+    follows is their value only when it is one of the choices, and an input or another option
+    otherwise; a bare word that is neither (`--track sort`) is a usage error listing the choices,
+    not an input that does not exist."""
     if len(argv) < 2 or argv[1] not in commands:
         return
     optional = commands[argv[1]][0].optional_values
@@ -247,9 +284,29 @@ def fill_optional_values(argv: list[str], commands: dict) -> None:
         if argv[position] == "--":
             return
         choices = optional.get(argv[position])
-        if choices and (position + 1 == len(argv) or argv[position + 1] not in choices):
-            argv.insert(position + 1, choices[0])
+        if choices:
+            following = argv[position + 1] if position + 1 < len(argv) else None
+            if following is not None and following not in choices and _looks_like_a_value(following):
+                listed = ", ".join(choices)
+                from ptcli.errors import UsageError as BadUsage
+
+                raise BadUsage(f"{argv[position]} takes one of {listed}, or nothing (then {choices[0]}): "
+                                 f"{following!r} is none of them (an input of that name: write ./{following})")
+            if following not in choices:
+                argv.insert(position + 1, choices[0])
         position += 1
+
+
+def _looks_like_a_value(word: str) -> bool:
+    """A word meant as an option's value rather than an input: empty, or a bare name (no folder,
+    no extension, no glob, no URL) that names nothing on disk."""
+    from pathlib import Path
+
+    if word == "":
+        return True
+    if word.startswith("-") or any(mark in word for mark in "/\\.*?[:%"):
+        return False
+    return not Path(word).exists()
 
 
 def main() -> None:
@@ -268,7 +325,11 @@ def main() -> None:
             warn(f"{info.error} (see `ptcli plugins`)")
         else:
             warn(f"plugin {info.name!r} failed to load and is skipped: {info.error} (see `ptcli plugins`)")
-    fill_optional_values(sys.argv, plugins.commands)
+    try:
+        fill_optional_values(sys.argv, plugins.commands)
+    except PtcliError as exc:
+        report_error(str(exc), exc.exit_code, as_json="--json" in sys.argv)
+        sys.exit(exc.exit_code)
     try:
         from ptcli.distributed import world_size
 

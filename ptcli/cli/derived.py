@@ -287,8 +287,10 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     else:
         found = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
     if videos:
-        from ptcli.video.runner import VideoOptions, video_results
+        from ptcli.video.runner import VideoOptions, refuse_existing_videos, video_results
 
+        if output is not None and not overwrite:  # a usage error before any frame, not a failed input
+            refuse_existing_videos(videos, output, predictor.file_suffix())
         found = chain(found, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                                annotate=predictor.video_annotation(),

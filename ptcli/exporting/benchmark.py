@@ -119,6 +119,9 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     scored = data is not None and (scores(recipe) if checkpoint is not None else evaluates(recipe))
     rows: list[Row] = []
     calibrated = None
+    if calibration is not None and exportable.batched and any(name.endswith("-int8") for name in formats):
+        say("reading the calibration inputs")
+        calibrated = calibration_inputs(recipe, exportable, make, calibration)  # a usage error before any row
     for name in (row for row in ROWS if row in formats):
         fmt, precision = (name[:-5], name[-4:]) if name.endswith(("-int8", "-bf16")) else (name, "fp32")
         row = Row(format="eager" if fmt == "eager" else fmt, precision=precision)
@@ -146,7 +149,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                     if calibration is None:
                         row.check = "needs --calibration DIR (or --data DIR): real inputs to calibrate on"
                         continue
-                    if calibrated is None:
+                    if calibrated is None:  # an unbatched export: the row says why it has no INT8
                         calibrated = calibration_inputs(recipe, exportable, make, calibration)
                     int8 = calibrated
                 path = folder / f"{name}{_ending(fmt)}"

@@ -53,7 +53,14 @@ def tolerance_for(exportable: Exportable, given: float | None) -> float:
     if kind not in DEFAULT_TOLERANCE:
         raise UsageError(f"{exportable.meta.get('recipe')}: INT8 exports are checked for classifiers and image models; "
                          "this model's output is compared its own way, which has no INT8 check yet")
-    return DEFAULT_TOLERANCE[kind] if given is None else given
+    if given is None:
+        return DEFAULT_TOLERANCE[kind]
+    if kind == LOGITS and not 0 < given <= 1:
+        raise UsageError(f"--int8-tolerance {given:g}: for a classifier it is the share of inputs whose top-1 must agree, "
+                         "in (0, 1] (e.g. 0.97)")
+    if kind == IMAGE and not given > 0:
+        raise UsageError(f"--int8-tolerance {given:g}: for an image model it is a PSNR in dB, above 0 (e.g. 30)")
+    return given
 
 
 def quantize(exportable: Exportable, fmt: str, path: Path, calibration: tuple, meta: dict) -> str:

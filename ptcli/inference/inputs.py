@@ -91,14 +91,14 @@ def refuse_existing(destination: Path, overwrite: bool) -> Path:
     return destination
 
 
-def output_folder(output: Path, what: str = "the results") -> Path:
+def output_folder(output: Path, what: str = "the results", *, flag: str = "-o") -> Path:
     """-o DIR: a folder (created when results are written). Its nearest existing folder is probed
     now, so that one that cannot be written is a usage error before any model loads or computes;
     an existing file is a usage error too."""
     import tempfile
 
     if output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output} is a file; -o names a folder for {what} (created if needed)")
+        raise UsageError(f"{flag} {output} is a file; {flag} names a folder for {what} (created if needed)")
     existing = output.absolute()
     while not existing.exists():
         existing = existing.parent
@@ -109,7 +109,7 @@ def output_folder(output: Path, what: str = "the results") -> Path:
             pass
     except OSError as error:
         reason = error.strerror or str(error)
-        raise UsageError(f"-o {output} cannot be written ({reason}); choose a folder you can write to for {what}") from None
+        raise UsageError(f"{flag} {output} cannot be written ({reason}); choose a folder you can write to for {what}") from None
     return output
 
 

@@ -27,7 +27,7 @@ from .workers import Hooks, LocalModel
 def create_app(models, settings: Settings | None = None):
     """The app over ``models`` (LocalModel or ReplicaPool objects, each named and built with
     its settings), or over one model that ``models()`` loads (a Servable), named "model"."""
-    from . import middleware, openai_api, routes, v2
+    from . import browser, middleware, openai_api, routes, v2
     from .openapi import openapi_schema
 
     settings = settings or Settings()
@@ -50,7 +50,7 @@ def create_app(models, settings: Settings | None = None):
         yield
         await asyncio.gather(*(model.stop() for model in models))
 
-    app = FastAPI(title="ptcli serve", version=server_version(), lifespan=lifespan, docs_url="/docs", redoc_url=None,
+    app = FastAPI(title="ptcli serve", version=server_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description=schema.DESCRIPTION, openapi_tags=schema.TAGS)
     app.state.ptcli = state
     middleware.add_middleware(app, state, keys)
@@ -58,5 +58,6 @@ def create_app(models, settings: Settings | None = None):
     routes.add_routes(app, state, keys)
     v2.add_routes(app, state)
     openai_api.add_routes(app, state)
+    browser.add_routes(app, keyed=bool(keys))
     app.openapi = lambda: openapi_schema(app, state)
     return app

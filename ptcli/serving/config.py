@@ -70,7 +70,8 @@ class ServedModelSpec(BaseModel):
 def read_config(path: Path) -> ServeConfig:
     from ptcli.training.config import read_yaml, validate
 
-    config = validate(ServeConfig, read_yaml(path), source=str(path))
+    config = validate(ServeConfig, read_yaml(path, keys="models: [{name: ..., recipe: ..., checkpoint: ...}, ...]"),
+                      source=str(path))
     for entry in config.models:
         for key in ("weights", "checkpoint"):
             value = getattr(entry, key)

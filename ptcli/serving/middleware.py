@@ -15,12 +15,17 @@ from ptcli.errors import one_line
 
 from .http import MAX_HEADERS
 from .requests import ClientGone, RequestError
-from .state import CLIENT_GONE, OPEN_ROUTES, STREAM_END, error_body, log, request_id
+from .state import CLIENT_GONE, OPEN_PREFIXES, OPEN_ROUTES, STREAM_END, error_body, log, request_id
 from .workers import Refused
 
 
 def error(request: Request, status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse(error_body(request.url.path, message), status_code=status, headers=headers)
+
+
+def _open(path: str) -> bool:
+    """A route that needs no key: the probes, the pages and Swagger UI's files (no way up and out)."""
+    return path in OPEN_ROUTES or (path.startswith(OPEN_PREFIXES) and ".." not in path.split("/"))
 
 
 def add_middleware(app, state, keys) -> None:
@@ -33,7 +38,7 @@ def add_middleware(app, state, keys) -> None:
         start = time.perf_counter()
         if len(request.headers.raw) > MAX_HEADERS:
             response = error(request, 431, f"the request has {len(request.headers.raw)} header fields; at most {MAX_HEADERS}")
-        elif keys and request.url.path not in OPEN_ROUTES and not keys.allows(request.headers.get("authorization")):
+        elif keys and not _open(request.url.path) and not keys.allows(request.headers.get("authorization")):
             response = error(request, 401, "missing or wrong API key; send Authorization: Bearer KEY",
                              {"WWW-Authenticate": "Bearer"})
         else:

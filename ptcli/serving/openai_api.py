@@ -11,6 +11,7 @@ penalties other than 0, echo, tools) are refused with a 400 rather than ignored.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
@@ -92,6 +93,12 @@ def _settings(body: dict, allowed: set[str]) -> dict:
     return settings
 
 
+def _in_openai_words(message: str, body: dict) -> str:
+    """A model's error about its settings, naming the OpenAI fields the body set them with."""
+    tokens = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    return re.sub(r"\bmax_new_tokens\b", tokens, re.sub(r"\bnum_return_sequences\b", "n", message))
+
+
 def _usage(results: list[dict]) -> dict:
     prompt = sum(r["prompt_tokens"] for r in results)
     completion = sum(sum(r["completion_tokens"]) for r in results)
@@ -148,7 +155,7 @@ def add_routes(app, state) -> None:
         outcomes = await model.predict(items, deadline=deadline)
         for outcome in outcomes:
             if outcome.error is not None:
-                raise RequestError(outcome.status, outcome.error)
+                raise RequestError(outcome.status, _in_openai_words(outcome.error, body))
         results = [outcome.result for outcome in outcomes]
         choices = []
         for result in results:

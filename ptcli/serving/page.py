@@ -28,15 +28,32 @@ _PAGE = """<!doctype html>
 <div id="stage"><img id="upload" alt="the uploaded image" hidden><canvas id="boxes" hidden></canvas></div>
 <img id="picture" alt="the result" hidden>
 <script>
-const MODELS = __MODELS__;
+__KEY_SCRIPT__
+// The models: in the page on a server without keys; on one with keys, from /models with the key.
+let MODELS = __MODELS__;
 const $ = id => document.getElementById(id);
 const select = $("model");
-for (const [name, info] of Object.entries(MODELS)) {
-  const option = document.createElement("option");
-  option.value = name; option.textContent = `${name}: ${info.title}`;
-  select.append(option);
+function setUp(models) {
+  MODELS = models;
+  select.replaceChildren();
+  for (const [name, info] of Object.entries(MODELS)) {
+    const option = document.createElement("option");
+    option.value = name; option.textContent = `${name}: ${info.title}`;
+    select.append(option);
+  }
+  select.hidden = Object.keys(MODELS).length < 2;
+  showField();
 }
-if (Object.keys(MODELS).length < 2) select.hidden = true;
+async function start() {
+  if (MODELS !== null) return setUp(MODELS);
+  try {
+    const response = await fetch("models", { headers: withKey({}) });
+    if (response.status === 401) return refused(start);
+    const body = await response.json();
+    if (!response.ok) { $("error").textContent = body.error || response.statusText; return; }
+    setUp(body);
+  } catch (error) { $("error").textContent = String(error); }
+}
 
 function current() { return MODELS[select.value]; }
 function clear() {
@@ -125,12 +142,13 @@ async function predict(event) {
   try {
     if (info.kind === "prompt") {
       const prompt = $("prompt").value;
-      response = await fetch(url, { method: "POST", headers: { "Content-Type": "application/json" },
+      response = await fetch(url, { method: "POST", headers: withKey({ "Content-Type": "application/json" }),
                                     body: JSON.stringify({ prompt, stream: true }) });
       if (response.ok) return await stream(response, prompt, ticket);
     } else {
-      response = await fetch(url, { method: "POST", body: new FormData($("form")) });
+      response = await fetch(url, { method: "POST", headers: withKey({}), body: new FormData($("form")) });
     }
+    if (response.status === 401) return refused(() => {});
     const result = await response.json();
     if (ticket !== latest) return;
     show(Array.isArray(result) ? result[0] : result);
@@ -138,14 +156,22 @@ async function predict(event) {
 }
 select.addEventListener("change", showField);
 $("form").addEventListener("submit", predict);
-showField();
+ptcliKeyed(start);
 </script>
 </body></html>
 """
 
 
-def page(models: dict) -> str:
-    """The page over ``models``: name -> ModelInfo (kind, title) of each loaded model."""
-    described = {name: {"kind": info.kind, "title": info.title} for name, info in models.items()}
+def described(models: dict) -> dict:
+    """name -> {kind, title} of each loaded model (its ModelInfo), as the page and /models give it."""
+    return {name: {"kind": info.kind, "title": info.title} for name, info in models.items()}
+
+
+def page(models: dict | None, keyed: bool = False) -> str:
+    """The page over ``models`` (name -> ModelInfo); None on a server with keys, where the page
+    asks for a key and reads them from /models with it."""
+    from .browser import key_script
+
+    listed = "null" if models is None else json.dumps(described(models))
     # In a <script>, "</" would end it: escape it inside the JSON.
-    return _PAGE.replace("__MODELS__", json.dumps(described).replace("</", "<\\/"))
+    return _PAGE.replace("__KEY_SCRIPT__", key_script(keyed)).replace("__MODELS__", listed.replace("</", "<\\/"))

@@ -165,6 +165,11 @@ async def parse(request, kind: str, *, limit: int, allow_urls: bool, deadline: f
         except Exception as exc:  # python-multipart's errors for a malformed form
             raise RequestError(400, f"malformed multipart body: {exc}") from exc
         uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
+        given = [value for key, value in form.multi_items() if key == "options"]
+        if given:  # the model's options as a JSON part, as the schema documents (else ignored unchecked)
+            if len(given) > 1 or not isinstance(given[0], str):
+                raise RequestError(400, 'send the options as one form field "options" holding a JSON object')
+            request.state.options = {**getattr(request.state, "options", {}), **_options_object(loads_json(given[0].encode()))}
         if max_items is not None:
             check_count(len(uploads) or len(form.multi_items()), max_items)
         if kind in (TEXT, PROMPT):

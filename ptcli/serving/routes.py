@@ -15,7 +15,7 @@ from .state import STREAM_END, jsonable
 from .workers import unavailable
 
 #: ptcli's own routes (the protocols' are in v2.ROUTES and openai_api.ROUTES).
-ROUTES = ("/", "/health", "/ready", "/metrics", "/predict", "/predict/{name}", "/openapi.json", "/docs")
+ROUTES = ("/", "/health", "/ready", "/metrics", "/models", "/predict", "/predict/{name}", "/openapi.json", "/docs")
 
 
 def add_routes(app, state, keys) -> None:
@@ -54,10 +54,25 @@ def add_routes(app, state, keys) -> None:
     async def index():
         from .page import page
 
-        loaded = {name: model.info for name, model in state.models.items() if model.info is not None}
+        if keys:  # open to a browser, which asks for the key and then reads /models with it
+            return HTMLResponse(page(None, keyed=True))
+        loaded = _loaded()
         if not loaded:
             return JSONResponse({"error": "the model is loading"}, status_code=503, headers={"Retry-After": "1"})
         return HTMLResponse(page(loaded))
+
+    def _loaded() -> dict:
+        return {name: model.info for name, model in state.models.items() if model.info is not None}
+
+    @app.get("/models", tags=["ptcli"], summary="The models served: name, kind and title of each loaded one",
+             responses=schema.responses(200, 401, 503, body={"type": "object"}))
+    async def models():
+        from .page import described
+
+        loaded = _loaded()
+        if not loaded:
+            return JSONResponse({"error": "the model is loading"}, status_code=503, headers={"Retry-After": "1"})
+        return described(loaded)
 
     async def predict_with(name: str, request: Request):
         request.state.model = name if name in state.models else ""

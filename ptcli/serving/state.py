@@ -17,7 +17,10 @@ from .requests import RequestError
 from .workers import unavailable
 
 #: Routes open without an API key: what a load balancer or Kubernetes probes.
-OPEN_ROUTES = ("/health", "/ready", "/v2/health/live", "/v2/health/ready")
+OPEN_ROUTES = ("/health", "/ready", "/v2/health/live", "/v2/health/ready",
+               "/", "/docs")  # the pages: code only; they ask for the key and send it (ptcli.serving.browser)
+#: Open too: Swagger UI's own files (ptcli.serving.browser.ASSETS).
+OPEN_PREFIXES = ("/docs/assets/",)
 #: 499 (nginx's "client closed request"): counted and logged, never sent.
 CLIENT_GONE = 499
 #: The last event of every stream (ptcli's and OpenAI's).

@@ -232,7 +232,9 @@ def default_callbacks(is_main_process: bool, run, recipe: str, tensorboard: bool
         # The epoch's record is appended before the state that counts the epoch is saved: a
         # process killed between the two resumes from the previous state, and resuming drops
         # records past it; the other order would lose the record for good.
-        callbacks += [MetricsFile(run), Checkpoints(run, recipe)]
+        from ptcli.training.pictures import Curves
+
+        callbacks += [MetricsFile(run), Checkpoints(run, recipe), Curves(run)]
         if tensorboard:
             callbacks.append(TensorBoard(run))
     return callbacks

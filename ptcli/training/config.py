@@ -18,7 +18,8 @@ from typing import Any, get_args, get_origin
 from ptcli.errors import UsageError, flatten
 
 
-def read_yaml(path: str | os.PathLike) -> dict:
+def read_yaml(path: str | os.PathLike, keys: str = "recipe: ..., data: ..., trainer: ...") -> dict:
+    """A YAML file holding a mapping; ``keys``: the top-level keys it should have, for the error."""
     import yaml
 
     path = Path(path)
@@ -35,7 +36,7 @@ def read_yaml(path: str | os.PathLike) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a mapping of keys (recipe: ..., data: ..., trainer: ...), not a {type(data).__name__}")
+        raise UsageError(f"{path} must hold a mapping of keys ({keys}), not a {type(data).__name__}")
     return data
 
 

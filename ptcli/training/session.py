@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ptcli.training.config import apply_overrides, parse_overrides, read_yaml, to_yaml, validate
-from ptcli.errors import Interrupted, UsageError
+from ptcli.errors import Interrupted, PtcliError, UsageError
 from ptcli.plugins.recipe import Recipe
 from ptcli.training.run import RunDir, default_run_name
 
@@ -91,9 +91,15 @@ def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | 
 
     config = resolved.config
     check_data_root(resolved, config_file)
-    tracking_uri(config.run.mlflow)  # a setting that cannot work is a usage error before anything runs
+    uri = tracking_uri(config.run.mlflow)  # a setting that cannot work is a usage error before anything runs
     main = is_main_process()
-    run, resume_state = None, None
+    if uri is not None and main:
+        from ptcli.output import note
+        from ptcli.training.tracking import check_reachable
+
+        note(f"MLflow: connecting to {uri}")
+        check_reachable(uri)
+    run, resume_state, new_run = None, None, False
     if config.resume is not None:
         run = RunDir.existing(config.resume)
         resume_state = run.load_state()
@@ -125,6 +131,12 @@ def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | 
     except Interrupted as exc:
         where = f"; resume with: ptcli train {config_file} resume={run.path}" if run is not None else ""
         raise Interrupted(f"{exc}{where}") from None
+    except PtcliError:
+        if new_run and not run.read_metrics():  # failed to start (a tracker that refused): no stray folder
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
     trainer.close()
     if run is None:  # a process other than rank 0 of a new run: it wrote nothing
         return FitResult(None, None, None, trainer.last_record)

@@ -36,9 +36,13 @@ class Param:
             return trial.suggest_int(self.key, *self.args)
         return trial.suggest_categorical(self.key, list(self.args))
 
-    def example(self) -> Any:
-        """A value inside the space, to check the key and its type before any trial runs."""
-        return math.sqrt(self.args[0] * self.args[1]) if self.kind == "loguniform" else self.args[0]
+    def examples(self) -> tuple:
+        """Values a trial may be given, to check against the recipe's schema before any trial
+        runs: every choice, or a range's bounds and a value inside it."""
+        if self.kind == "choice":
+            return self.args
+        middle = math.sqrt(self.args[0] * self.args[1]) if self.kind == "loguniform" else sum(self.args) / 2
+        return (self.args[0], int(middle) if self.kind == "int" else middle, self.args[1])
 
 
 def parse_param(text: str) -> Param:
@@ -145,10 +149,12 @@ def prepare(config_file: Path, overrides: list[str], specs: list[str], study_nam
         raise UsageError("tune starts a new run per trial; resume= does not go with it")
     resolved = resolve_config(config_file, overrides)
     for param in params:
-        try:
-            resolve_config(config_file, [*overrides, override(param.key, param.example())])
-        except UsageError as exc:
-            raise UsageError(f"--param {param.key}: {str(exc).split(': ', 1)[-1]}") from None
+        for value in param.examples():
+            try:
+                resolve_config(config_file, [*overrides, override(param.key, value)])
+            except UsageError as exc:
+                raise UsageError(f"--param {param.key}: the value {json.dumps(value)} is refused: "
+                                 f"{str(exc).split(': ', 1)[-1]}") from None
     task = resolved.task_class(resolved.config)
     name = study_name or f"{Path(config_file).stem}-tune"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):

@@ -38,6 +38,14 @@ def destination_for(source: VideoSource, output: Path, suffix: str) -> Path:
     return Path(output) / f"{source.stem}{suffix}{output_ending(ending)}"
 
 
+def refuse_existing_videos(sources: list[VideoSource], output: Path, suffix: str) -> None:
+    """-o DIR already holding the video a source would be written to: a usage error naming it."""
+    there = [path for path in (destination_for(source, output, suffix) for source in sources) if path.exists()]
+    if there:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise UsageError(f"-o {output}: {there[0]} exists{more}; pass --overwrite to replace it")
+
+
 def video_results(predictor: Predictor, sources: list[VideoSource], options: VideoOptions, *, batch_size: int,
                   output: Path | None = None, suffix: str = "", overwrite: bool = False,
                   annotate: Callable[[Any, Iterator], Iterator] | None = None,

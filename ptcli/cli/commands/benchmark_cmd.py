@@ -54,6 +54,8 @@ def benchmark(
         if path is not None and not path.exists():
             raise UsageError(f"{option} {path}: no such file or folder")
     chosen = requested_recipe(checkpoint, recipe, model, weights)
+    refuse_empty(data, "--data", chosen)
+    refuse_empty(calibration, "--calibration", chosen)
     if chosen.export is None:
         raise UsageError(f"recipe {chosen.name} does not export its models; it has nothing to benchmark beyond eager")
     make = load_ref(chosen.export)
@@ -74,3 +76,14 @@ def benchmark(
     best, eager = fastest(rows), next((row for row in rows if row.format == "eager" and row.precision == "fp32" and row.throughput), None)
     if best is not None and eager is not None:
         emit(f"fastest checked: {best.format} {best.precision}, {best.throughput / eager.throughput:.2f}x eager fp32's throughput")
+
+
+def refuse_empty(folder: Path | None, option: str, recipe) -> None:
+    """A folder without one input of the recipe: a usage error now, not an error in every row."""
+    from ptcli.vision.imaging import IMAGE_EXTENSIONS
+
+    if folder is None or not folder.is_dir():
+        return
+    endings = recipe.data_adapter.extensions if recipe.data else IMAGE_EXTENSIONS
+    if not any(path.suffix.lower() in endings for path in folder.rglob("*") if path.is_file()):
+        raise UsageError(f"{option} {folder} holds no {'/'.join(endings)} files: give real inputs of recipe {recipe.name}")

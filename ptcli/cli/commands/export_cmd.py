@@ -84,8 +84,11 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
 
         if fmt not in INT8_FORMATS:
             raise UsageError(f"--int8 quantizes ONNX and OpenVINO exports, not {fmt}")
-        if calibration is None or not calibration.is_dir():
+        if calibration is None:
             raise UsageError("--int8 needs --calibration DIR: a folder of real inputs of the recipe (a few hundred)")
+        if not calibration.is_dir():
+            state = "is a file" if calibration.exists() else "does not exist"
+            raise UsageError(f"--calibration {calibration} {state}; name a folder of real inputs of the recipe")
         if half:
             raise UsageError("--int8 and --half are two precisions; pick one")
     elif calibration is not None or int8_tolerance is not None:

@@ -133,6 +133,9 @@ def evaluate(
     data: Annotated[Path, typer.Argument(metavar="DATA", help="Labelled data in the recipe's training layout; for tracks, the MOTChallenge ground truth (gt.txt, or a sequence folder holding gt/gt.txt).", show_default=False)],
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Inputs per forward pass.")] = 32,
     device: DeviceOption = "auto",
+    plots: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help=(
+        "Also draw the report into DIR (created if needed): a classifier's confusion_matrix.png; --json then "
+        "holds what was drawn under \"plots\"."))] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Score a trained checkpoint on labelled data: for classifiers accuracy, top-5,
@@ -150,13 +153,29 @@ def evaluate(
         report = evaluate_mot(checkpoint, ground_truth_file(data))
         emit_json(report) if json_output else emit(format_mot_report(report))
         return
+    if plots is not None:
+        from ptcli.inference.inputs import output_folder
+
+        output_folder(plots, "the pictures", flag="--plots")
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
     report, describe = score(recipe, Path(checkpoint), Path(data), device=resolve_device(device, recipe.devices.devices),
                              batch_size=batch_size)
+    drawn = None
+    if plots is not None:
+        from ptcli.training.pictures import report_pictures
+
+        plots.mkdir(parents=True, exist_ok=True)
+        drawn = report_pictures(report, plots)
+        if not drawn:
+            from ptcli.output import warn
+
+            warn(f"--plots: a {recipe.name} report has nothing to draw yet (classifiers' confusion matrices are drawn)")
     if json_output:
-        emit_json(report)
+        emit_json(report if drawn is None else {**report, "plots": drawn})
     else:
         emit(describe(report))
+        for data_drawn in (drawn or {}).values():
+            emit(f"plot: {data_drawn['file']}")
     if report.get("failed"):  # as the classify commands: the report stands, the exit code says
         raise typer.Exit(1)
