@@ -4,7 +4,6 @@ PNG of the expected size, not blank) and checked against the numbers they draw."
 import json
 
 import numpy as np
-import pytest
 import toy_recipes
 from conftest import write_yaml
 from PIL import Image
