@@ -40,31 +40,35 @@ def fine_tune_command(run_dir: Path) -> list[str]:
             "trainer.epochs=10", f"run.dir={run_dir}", "run.tensorboard=false", "--json"]
 
 
-def pytest_collection_finish(session):
-    if not (SHARED / "detection" / "train.json").is_file():
-        return
-    if not any(item.path.name == "test_detect_training.py" and "fine_tuned" in getattr(item, "fixturenames", ())
-               for item in session.items):
-        return
+def _start_fine_tune(**env) -> None:
     import tempfile
 
     folder = Path(tempfile.mkdtemp(prefix="ptcli-fine-tune-"))
     caches = folder / "caches"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PTCLI_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-           "PTCLI_CACHE": str(caches / "ptcli"), "TORCH_HOME": str(caches / "torch"), "HF_HOME": str(caches / "hf")}
+    env = {**os.environ, "PTCLI_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "PTCLI_CACHE": str(caches / "ptcli"),
+           "TORCH_HOME": str(caches / "torch"), "HF_HOME": str(caches / "hf"), **env}
     with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
         FINE_TUNE["process"] = subprocess.Popen(fine_tune_command(folder / "runs"), cwd=REPO, env=env, stdout=out,
                                                 stderr=err, stdin=subprocess.DEVNULL)
     FINE_TUNE["folder"] = folder
 
 
+def pytest_collection_finish(session):
+    if not (SHARED / "detection" / "train.json").is_file() or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # (under xdist a worker cannot know the file will be its own: the fixture trains it then)
+    if any(item.path.name == "test_detect_training.py" and "fine_tuned" in getattr(item, "fixturenames", ())
+           for item in session.items):
+        _start_fine_tune(OMP_NUM_THREADS="1")  # one core: the other stays the tests'
+
+
 def fine_tuned_detector(timeout: float = 1500) -> dict:
-    """The background fine-tune's summary (its --json line), waited for."""
-    process = FINE_TUNE.get("process")
-    if process is None:
+    """The fine-tune's summary (its --json line): the background run's, waited for, or one run now."""
+    if not (SHARED / "detection" / "train.json").is_file():
         pytest.skip(f"shared detection data not found at {SHARED / 'detection'}")
+    if FINE_TUNE.get("process") is None:
+        _start_fine_tune()
+    process, folder = FINE_TUNE["process"], FINE_TUNE["folder"]
     process.wait(timeout=timeout)
-    folder = FINE_TUNE["folder"]
     assert process.returncode == 0, (folder / "stderr").read_text()[-3000:]
     return __import__("json").loads((folder / "stdout").read_text().strip().splitlines()[-1])
 

@@ -389,7 +389,8 @@ def test_a_named_model_with_local_weights_is_attacked_too(cli, shared_data, tmp_
     assert result.exit_code == 0, result.stderr
     r = json.loads(result.stdout)
     assert r["clean"]["label"] == "tabby" and r["success"]
-    both = cli("attack", shared_data / "images" / "cat.jpg", "--checkpoint", tmp_path / "x.safetensors", "--model", "resnet18")
+    both = cli("attack", shared_data / "images" / "cat.jpg", "--checkpoint", tmp_path / "x.safetensors", "--model", "resnet18",
+               "-o", tmp_path)
     assert both.exit_code == 2 and "--checkpoint already names its model" in both.stderr
 
 

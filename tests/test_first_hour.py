@@ -48,10 +48,11 @@ def test_mot_names_its_own_mistakes_and_makes_no_folders(cli, tmp_path, clip):
     afile = tmp_path / "afile"
     afile.write_text("x")
     cases = [
-        (afile / "tracks.txt", f"--mot {afile / 'tracks.txt'}: its folder {afile} is a file; name a file in an existing folder"),
+        (afile / "tracks.txt", f"--mot {afile / 'tracks.txt'}: its folder {afile} is a file; name a file in a folder"),
         (tmp_path, f"--mot {tmp_path} is a folder; --mot names the file the tracks are written to"),
         (tmp_path / "no" / "such" / "t.txt",
-         f"--mot {tmp_path / 'no' / 'such' / 't.txt'}: its folder {tmp_path / 'no' / 'such'} does not exist"),
+         f"--mot {tmp_path / 'no' / 'such' / 't.txt'}: its folder {tmp_path / 'no' / 'such'} is not in an existing folder "
+         f"({tmp_path / 'no'} does not exist)"),
         (afile, f"--mot {afile} exists; pass --overwrite to replace it"),
     ]
     for mot, message in cases:

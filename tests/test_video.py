@@ -253,7 +253,9 @@ def test_detect_writes_the_drawn_video_at_the_source_rate_with_its_audio(cli, cl
     drawn, plain = np.asarray(_decoded_frames(out / "clip_detect.mp4")[0], dtype=int), np.asarray(_decoded_frames(clip)[0], dtype=int)
     assert np.abs(drawn - plain).max() > 100
     again = cli("detect", clip, "-m", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector, "-o", out, "--json")
-    assert again.exit_code == 1 and _lines(again) == [{"input": str(clip), "error": f"{out / 'clip_detect.mp4'} exists; pass --overwrite to replace it"}]
+    # before any frame: a usage error naming the file, not an input that "could not be read"
+    assert again.exit_code == 2 and _lines(again) == [
+        {"error": f"-o {out}: {out / 'clip_detect.mp4'} exists; pass --overwrite to replace it", "exit_code": 2}]
 
 
 def test_a_cut_keeps_its_audio_in_step_and_stride_keeps_time(cli, clip, random_detector, tmp_path):

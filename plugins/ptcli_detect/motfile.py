@@ -8,9 +8,9 @@ from ptcli.errors import UsageError
 
 
 def refuse_existing(path: Path, overwrite: bool) -> None:
-    """--mot FILE, checked before any model loads: a file (not a folder) in a folder that exists
-    and can be written; an existing one only with --overwrite. Its folder is never created: the
-    user named a file, not where folders should appear."""
+    """--mot FILE, checked before any model loads: a file (not a folder), an existing one only
+    with --overwrite, in a folder that can be written. That folder may be made, but only in one
+    that exists: a mistyped path never grows a chain of folders (as root, anywhere)."""
     from ptcli.inference.inputs import output_folder
 
     if path.is_dir():
@@ -18,9 +18,11 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise UsageError(f"--mot {path} exists; pass --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        state = "is a file" if folder.exists() else "does not exist"
-        raise UsageError(f"--mot {path}: its folder {folder} {state}; name a file in an existing folder")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--mot {path}: its folder {folder} is a file; name a file in a folder")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise UsageError(f"--mot {path}: its folder {folder} is not in an existing folder ({folder.parent} does not "
+                         "exist); make it first, or name a file elsewhere")
     output_folder(folder, "the MOTChallenge file", flag="--mot")
 
 
@@ -38,6 +40,7 @@ def write_mot(results, path: Path):
                 handle.flush()
             yield item, result
 
+    path.parent.mkdir(exist_ok=True)  # one level, in a folder that exists (refuse_existing)
     with open(path.with_name(f".{path.name}.partial"), "w") as handle:
         try:
             yield from lines(handle)
