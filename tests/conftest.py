@@ -18,6 +18,7 @@ def isolated_environment(monkeypatch, tmp_path):
     offline_environment(monkeypatch, tmp_path / "caches")
     for name in ("PTCLI_PLUGINS", "PTCLI_STRICT_PLUGINS", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PTCLI_PROGRESS_SECONDS", "0")  # no lines that depend on the clock (tests that want them set it)
     from ptcli.plugins import reset_plugins
 
     reset_plugins()
@@ -82,6 +83,58 @@ def pytest_sessionfinish(session):
         import shutil
 
         shutil.rmtree(FINE_TUNE["folder"], ignore_errors=True)
+
+
+# --- Ctrl-C stops the suite ----------------------------------------------------------------------
+#
+# ptcli turns Ctrl-C into a clean stop and exit 130, so a command run in this process (the `cli`
+# fixture) takes the user's Ctrl-C for its own, and the suite would go on to the next test.
+# Python writes each signal's number to its wakeup file descriptor whatever handler a command has
+# installed: a SIGINT there that no test sent itself (interrupts.ctrl_c_to_self) is the user's,
+# and the session stops after the test it landed in.
+
+WAKEUP = {}
+
+
+def pytest_sessionstart(session):
+    import socket
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        WAKEUP.update(reader=reader, writer=writer)
+
+
+def _ctrl_c_received() -> int:
+    import signal
+
+    count = 0
+    while True:
+        try:
+            count += WAKEUP["reader"].recv(4096).count(signal.SIGINT)
+        except BlockingIOError:
+            return count
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not WAKEUP:
+        return (yield)
+    import signal
+
+    from interrupts import SENT_TO_SELF
+
+    # Armed before each test: an event loop that a test closed may have taken it away.
+    signal.set_wakeup_fd(WAKEUP["writer"].fileno(), warn_on_full_buffer=False)
+    _ctrl_c_received()
+    sent = SENT_TO_SELF[0]
+    try:
+        return (yield)
+    finally:
+        if _ctrl_c_received() > SENT_TO_SELF[0] - sent:
+            item.session.shouldstop = f"Ctrl-C during {item.nodeid}"
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_without_data_rows_agree_with_eager_and_int8_says_what_it_needs(cli, sim
     human = cli("benchmark", simplenet, "--formats", "eager,onnx", "--repeats", "1")
     assert human.exit_code == 0 and human.stdout.splitlines()[0].split()[:3] == ["format", "precision", "size"]
     assert "fastest checked: " in human.stdout and "x eager fp32's throughput" in human.stdout
-    assert "benchmark: onnx: exporting and checking" in human.stderr
+    assert "benchmark: row 2/2, onnx: exporting and checking" in human.stderr
 
 
 def test_a_format_that_fails_is_a_row_and_the_others_go_on(cli, simplenet, monkeypatch):

@@ -76,6 +76,35 @@ def test_eval_reports_coco_map_of_a_folder_and_of_a_file(cli, fine_tuned):
 
 
 @pytest.mark.slow
+def test_eval_plots_and_the_run_folder_hold_the_pr_curve_and_the_predictions(cli, fine_tuned, tmp_path):
+    """`eval --plots DIR` of a detector: pr_curve.png (its curves average to the report's AP@.5)
+    and predictions.png (the first validation images with their boxes); the finished training
+    run drew the same two from the same checkpoint and data into its folder."""
+    import numpy as np
+    from PIL import Image
+
+    summary, data = fine_tuned
+    plain = json.loads(cli("eval", summary["best_checkpoint"], data, "--json").stdout)
+    result = cli("eval", summary["best_checkpoint"], data, "--plots", tmp_path / "plots", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    drawn = report.pop("plots")
+    assert report == plain and set(drawn) == {"pr_curve", "predictions"}
+    curve = drawn["pr_curve"]
+    assert curve["iou"] == 0.5 and len(curve["recall"]) == 101 and set(curve["precision"]) == set(plain["per_class"])
+    ap_50 = [sum(points) / 101 for points in curve["precision"].values()]
+    assert sum(ap_50) / len(ap_50) == pytest.approx(plain["map_50"], abs=2e-3)  # COCO's AP@.5: the curve's mean
+    shown = drawn["predictions"]["images"]
+    assert len(shown) == 6 and all(image["truth"] for image in shown)  # the 6 validation images, all with objects
+    assert all(box["score"] >= 0.5 for image in shown for box in image["predicted"])
+    assert sum(len(image["predicted"]) for image in shown) > 0
+    for name in ("pr_curve.png", "predictions.png"):
+        pixels = np.asarray(Image.open(tmp_path / "plots" / name).convert("L"), dtype=float)
+        assert pixels.std() > 5, f"{name} is blank"
+        assert np.array_equal(np.asarray(Image.open(Path(summary["run_dir"]) / name)), np.asarray(Image.open(tmp_path / "plots" / name)))
+
+
+@pytest.mark.slow
 def test_eval_does_not_depend_on_the_batch_and_agrees_with_cocoeval(cli, fine_tuned):
     """All 30 images (several sizes, so a batch of them pads): `ptcli eval` at batch 1 and 32
     gives the same figures, and the official COCO API (pycocotools' COCOeval) on the command's

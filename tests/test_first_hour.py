@@ -102,3 +102,137 @@ def test_attack_writes_only_where_o_says(cli, tmp_path, monkeypatch):
     assert result.exit_code == 2 and result.stderr.strip() == (
         "error: attack writes each adversarial image: give -o DIR (-o . for this folder), or --data DIR for a robustness report")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- Ctrl-C stops the test suite -----------------------------------------------------------------
+
+INNER_SUITE = '''
+import os
+from pathlib import Path
+
+import toy_recipes
+from conftest import write_yaml
+
+
+def test_trains_for_long(cli, tmp_path):
+    config = write_yaml(tmp_path / "toy.yaml", {"recipe": "toy-classify", "trainer": {"epochs": 100000, "batch_size": 8},
+                                                "run": {"dir": os.environ["RUNS"]}})
+    cli("train", config, plugins=[toy_recipes])
+
+
+def test_after_it():
+    Path(os.environ["RUNS"], "the next test ran").touch()
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after_s", [0.0, 0.6, 1.5])
+def test_ctrl_c_stops_the_suite_during_a_training_test(tmp_path, after_s):
+    """ptcli's trainer turns the first Ctrl-C into a clean stop, so a command run in the test's own
+    process used to end with 130 and the suite went on; the user's Ctrl-C (to the whole process
+    group, as a terminal sends it) must stop it, at any moment of the training."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "test_inner.py").write_text(INNER_SUITE)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "RUNS": str(runs), "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    inner = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-p", "no:cacheprovider", "test_inner.py"],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(runs.glob("*/*/metrics.jsonl")):  # an epoch done: the trainer's handler is in place
+            assert inner.poll() is None and time.monotonic() < deadline, inner.communicate(timeout=5)[0]
+            time.sleep(0.05)
+        time.sleep(after_s)
+        os.killpg(inner.pid, signal.SIGINT)
+        output = inner.communicate(timeout=60)[0]
+    finally:
+        if inner.poll() is None:
+            os.killpg(inner.pid, signal.SIGKILL)
+    assert inner.returncode == 2, output
+    assert "Ctrl-C during test_inner.py::test_trains_for_long" in output, output
+    assert not (runs / "the next test ran").exists()
+
+
+# --- long work is never silent ---------------------------------------------------------------------
+
+SLOW_RUNNER = """
+import importlib, sys, time
+for spec in filter(None, sys.argv[1].split(",")):  # module:Attribute.path=seconds, slept before each call
+    target, seconds = spec.rsplit("=", 1)
+    module, path = target.split(":")
+    owner = importlib.import_module(module)
+    *parents, name = path.split(".")
+    for part in parents:
+        owner = getattr(owner, part)
+    def slow(*args, _real=getattr(owner, name), _seconds=float(seconds), **kwargs):
+        time.sleep(_seconds)
+        return _real(*args, **kwargs)
+    setattr(owner, name, slow)
+from ptcli.cli import main
+sys.stderr.write("runner: started\\n")
+sys.stderr.flush()
+sys.argv = ["ptcli", *sys.argv[2:]]
+main()
+"""
+
+#: A slow model: each of its layers (SimpleNet: three Linear) and each load of a checkpoint takes long.
+SLOW_MODEL = "torch.nn:Linear.forward=0.15,ptcli.models.checkpoints:load_checkpoint=2.5"
+
+
+def _stderr_gaps(command: list[str], slow: str, every: float, cwd) -> tuple[list[float], list[str], int]:
+    """Runs ``ptcli *command`` with ``slow`` slowing it, and returns its silences (seconds from
+    the runner's start mark to the first line on stderr or stdout, between lines, and from the
+    last line to the process's end), the lines, and the exit code."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PTCLI_PROGRESS_SECONDS": str(every)}
+    process = subprocess.Popen([sys.executable, "-c", SLOW_RUNNER, slow, *map(str, command)], cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, times = [], []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        times.append(time.monotonic())
+    process.wait(timeout=300)
+    times.append(time.monotonic())
+    start = next(i for i, line in enumerate(lines) if line == "runner: started")
+    return [b - a for a, b in zip(times[start:], times[start + 1:])], lines[start + 1:], process.returncode
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "classify-image", "attack", "export", "benchmark"])
+def test_long_work_is_never_silent_for_long(tmp_path, command):
+    """Each command, driven with a slow model (2.5 s to load, 0.15 s a layer), says something
+    on stderr at least every PTCLI_PROGRESS_SECONDS (here 1 s, as 5 s is by default) while it
+    works: loading, each export step, each benchmark row, each image attacked, each epoch."""
+    from conftest import make_imagefolder, save_simplenet, write_yaml
+
+    folder = make_imagefolder(tmp_path / "colours", {"train": 4, "val": 2})
+    checkpoint = save_simplenet(tmp_path / "simplenet", image_size=16, classes=["blue", "green", "red"])
+    images = sorted((folder / "val").rglob("*.png"))
+    config = write_yaml(tmp_path / "tiny.yaml", {
+        "recipe": "classify-image", "data": {"root": str(folder), "image_size": 16, "augment": "none"},
+        "model": {"name": "simplenet"}, "trainer": {"epochs": 2, "batch_size": 4}, "run": {"dir": str(tmp_path / "runs")}})
+    slow = SLOW_MODEL
+    if command == "train":
+        args, slow = ["train", config], f"{slow},ptcli.training.trainer:Trainer.prepare=2.5"
+    elif command == "classify-image":
+        args = ["classify-image", *images[:4], "--checkpoint", checkpoint, "--batch-size", "1"]
+    elif command == "attack":
+        args = ["attack", images[0], "--checkpoint", checkpoint, "--steps", "6", "-o", tmp_path / "adv"]
+    elif command == "export":
+        args, slow = ["export", checkpoint, "-o", tmp_path / "m.onnx"], f"{slow},torch.onnx:export=2.5"
+    else:
+        args, slow = ["benchmark", checkpoint, "--formats", "eager,onnx", "--repeats", "2", "--json"], f"{slow},torch.onnx:export=2.5"
+    gaps, lines, code = _stderr_gaps(args, slow, 1.0, tmp_path)
+    assert code == 0, lines
+    assert sum(gaps) > 3, (gaps, lines)  # slow enough that a silent command would show
+    assert max(gaps) < 2.0, [(round(gap, 1), line) for gap, line in zip(gaps, [*lines, "(the end)"]) if gap > 1.5]

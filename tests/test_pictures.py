@@ -50,6 +50,9 @@ def test_eval_plots_a_classifiers_confusion_matrix(cli, tmp_path, simplenet_conf
     _looked_at(drawn["file"], (400, 500))
     human = cli("eval", checkpoint, tiny_imagefolder / "val", "--plots", tmp_path / "plots")
     assert f"plot: {tmp_path / 'plots' / 'confusion_matrix.png'}" in human.stdout
+    # The finished run drew the same confusion matrix into its folder.
+    run = json.loads(trained.stdout.splitlines()[-1])["run_dir"]
+    assert np.array_equal(np.asarray(Image.open(f"{run}/confusion_matrix.png")), np.asarray(Image.open(drawn["file"])))
 
 
 def test_plots_that_cannot_be_written_is_refused_before_the_model_loads(cli, tmp_path):

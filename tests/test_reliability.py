@@ -600,15 +600,15 @@ def test_ctrl_c_during_inference_keeps_the_printed_lines_whole(cli, shared_data,
 
 
 def test_inference_workers_ignore_sigint():
-    import os
     import signal
 
+    from interrupts import ctrl_c_to_self
     from ptcli.inference.batching import ignore_sigint
 
     previous = signal.getsignal(signal.SIGINT)
     try:
         ignore_sigint(0)
-        os.kill(os.getpid(), signal.SIGINT)  # ignored: nothing is raised
+        ctrl_c_to_self()  # ignored: nothing is raised
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -54,6 +54,15 @@ def _committed(parts: Path) -> int:
         return 0
 
 
+def _rss_mb(pid: int) -> float:
+    """A running process's resident memory (Linux's /proc); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -289,8 +298,8 @@ def test_videos_frames_go_with_their_video_and_ctrl_c_keeps_what_was_committed(c
     for moment in (-1, 5, 20):  # while it starts (nothing written yet), then between parts
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        if moment < 0:
-            time.sleep(0.5)
+        while moment < 0 and _rss_mb(proc.pid) < 150 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)  # its start-up is past the command line (torch loads), and nothing is written yet
         while _committed(out) < moment and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         assert proc.poll() is None

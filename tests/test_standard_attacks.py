@@ -346,3 +346,38 @@ def test_eot_reaches_the_attacks_that_follow_logits():
         averaged = AttackSettings(method=method, norm=norm, eps=0.5, steps=2, eot=3).run(counted, x, y)
         assert len(calls) == 3 * single, method
         assert torch.allclose(plain, averaged, atol=1e-5), method  # no noise here: the mean is the model
+
+
+@pytest.mark.parametrize("ctrl_c_at_batch", [1, 2, 5])
+def test_ctrl_c_during_attack_data_reports_the_images_done_and_exits_130(cli, colour_model, monkeypatch, ctrl_c_at_batch):
+    """Ctrl-C in the k-th batch: the report of the k-1 batches attacked (none: no report), marked
+    partial, then exit 130; nothing of the unfinished batch counts."""
+    from interrupts import ctrl_c_to_self
+    from ptcli_adversarial.robustness import AttackSettings
+
+    data, checkpoint = colour_model
+    real, calls = AttackSettings.run, []
+
+    def run(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == ctrl_c_at_batch:
+            ctrl_c_to_self()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AttackSettings, "run", run)
+    result = cli("attack", "--data", data / "val", "--checkpoint", checkpoint, "--eps", "0.1", "--steps", "3",
+                 "--batch-size", "4", "--json")
+    assert result.exit_code == 130
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1] == {"error": "interrupted", "exit_code": 130}
+    if ctrl_c_at_batch == 1:
+        assert len(lines) == 1
+        return
+    report = lines[0]
+    done = 4 * (ctrl_c_at_batch - 1)
+    assert report["samples"] == done and report["interrupted"] == f"Ctrl-C after {done} of 18 images: the figures are theirs"
+    assert "checks" not in report  # no further runs after Ctrl-C
+    calls.clear()
+    human = cli("attack", "--data", data / "val", "--checkpoint", checkpoint, "--eps", "0.1", "--steps", "3", "--batch-size", "4")
+    assert human.exit_code == 130 and human.stderr.strip().splitlines()[-1] == "error: interrupted"
+    assert human.stdout.splitlines()[0] == f"partial report: Ctrl-C after {done} of 18 images: the figures are theirs"

@@ -375,6 +375,54 @@ def _colour_detector(monkeypatch, dips: bool = True):
     monkeypatch.setattr(Detector, "forward", forward)
 
 
+HEAD_RUNNER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import pytest
+import test_video
+from ptcli_detect.predictor import Detector
+test_video._colour_detector(pytest.MonkeyPatch())
+by_colour = Detector.forward
+def slowly(self, images):  # frames still to come when the reader goes
+    time.sleep(0.05)
+    return by_colour(self, images)
+Detector.forward = slowly
+sys.argv = ["ptcli", *sys.argv[2:]]
+from ptcli.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lines_read", [1, 7])
+def test_a_reader_that_stops_early_leaves_the_mot_file_whole(cli, clip, random_detector, tmp_path, monkeypatch, lines_read):
+    """`--json | head -1` used to leave the --mot file cut short: the printing ends with the pipe,
+    the file the user asked for is written to the end, and no .partial stays."""
+    import subprocess
+    import sys
+
+    _colour_detector(monkeypatch)
+    model = ("-m", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector, "--track", "bytetrack")
+    whole = tmp_path / "whole.txt"
+    assert cli("detect", clip, *model, "--mot", whole, "--json").exit_code == 0
+    cut = tmp_path / "cut" / "clip.txt"
+    process = subprocess.Popen([sys.executable, "-c", HEAD_RUNNER, str(Path(__file__).parent), "detect", str(clip),
+                                *map(str, model), "--mot", str(cut), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        read = [json.loads(process.stdout.readline()) for _ in range(lines_read)]
+        process.stdout.close()  # as `head` does when it has its lines
+        err = process.stderr.read()
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert [row["frame"] for row in read] == list(range(lines_read))
+    assert process.returncode == 0, err
+    assert "note: stdout was closed by its reader; the files go on being written" in err and "Traceback" not in err
+    assert whole.read_text() and cut.read_text() == whole.read_text()
+    assert sorted(p.name for p in cut.parent.iterdir()) == ["clip.txt"]
+
+
 @pytest.mark.parametrize("tracker", ["bytetrack", "botsort", "ocsort"])
 def test_detect_track_writes_json_track_ids_and_the_same_tracks_as_mot(cli, clip, random_detector, tmp_path, monkeypatch, tracker):
     _colour_detector(monkeypatch)

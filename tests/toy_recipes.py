@@ -8,7 +8,6 @@ toy-gan: a generator and a discriminator with two optimizers stepping in turn, n
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pydantic import Field
 from torch import nn
 from torchmetrics import Metric
 
+from interrupts import ctrl_c_to_self
 from ptcli import hookimpl
 from ptcli.plugins.recipe import DeviceSupport, Recipe
 from ptcli.training.classification import classification_metrics
@@ -114,7 +114,7 @@ class SignalAt:
             self.seen += 1
             if self.seen == self.at:
                 for _ in range(self.times):
-                    os.kill(os.getpid(), self.signum)
+                    ctrl_c_to_self(self.signum)
 
         return count
 
@@ -187,7 +187,7 @@ class ToyClassify(TrainingTask):
         ctx.optimize(loss)
         self.batches += 1
         if self.batches == self.config.data.interrupt_at:
-            os.kill(os.getpid(), signal.SIGINT)
+            ctrl_c_to_self()
         return {"loss": loss.detach()}
 
     def validation_step(self, batch, ctx):
@@ -195,7 +195,7 @@ class ToyClassify(TrainingTask):
         x, y = batch
         if self.config.data.interrupt_in_validation and not getattr(self, "interrupted", False):
             self.interrupted = True  # once: a second Ctrl-C stops at once, by design
-            os.kill(os.getpid(), signal.SIGINT)
+            ctrl_c_to_self()
         logits = ctx.model(x)
         if self.config.data.ragged_metric:
             # Sample i "detects" y_i + 1 boxes: the whole validation set holds sum(y + 1) of them.

@@ -43,6 +43,9 @@ def robustness_report(classifier, target_device, data: Path, settings, *, source
         report = {"data": str(data), "model": classifier.source, "method": settings.method, "norm": settings.norm,
                   "eps": round(settings.eps, 6), "steps": settings.steps, **main.as_dict(), "failed": main.extra["failed"]}
         report.update(method_details(settings, main))
+        if main.extra.get("interrupted"):  # Ctrl-C: the images attacked so far, and no further runs
+            report["interrupted"] = f"Ctrl-C after {main.samples} of {total} images: the figures are theirs"
+            return report, []
         if in_filter is not None:
             naive = run(settings, adaptive=False)
             report.update(defense=in_filter.name, robust_accuracy_non_adaptive=naive.as_dict()["robust_accuracy"])
@@ -88,6 +91,8 @@ def human_report(r: dict) -> str:
              f"robust accuracy      {r['robust_accuracy']:.4f}" + (" (adaptive: BPDA through the filter)" if "defense" in r else ""),
              f"attack success rate  {r['attack_success_rate']:.4f}",
              f"mean L-inf / L2      {r['mean_linf']:.4f} / {r['mean_l2']:.4f}"]
+    if "interrupted" in r:
+        lines.insert(0, f"partial report: {r['interrupted']}")
     if "attacks" in r:
         lines.append("robust accuracy after each attack, in turn:")
         lines.append(f"  {'clean':<10} {r['clean_accuracy']:.4f}")

@@ -129,10 +129,16 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
         if pixels is None:
             continue
         x, y = pixels.to(device), labels.to(device)
-        with torch.no_grad():
-            clean_ok = defended(x).argmax(1) == y
-        details: dict = {}
-        adversarial = settings.run(attacked, x, y, record=details)
+        try:
+            with torch.no_grad():
+                clean_ok = defended(x).argmax(1) == y
+            details: dict = {}
+            adversarial = settings.run(attacked, x, y, record=details)
+        except KeyboardInterrupt:
+            if not scores.samples:  # nothing attacked yet: nothing to report
+                raise
+            scores.extra["interrupted"] = True  # a report of the images done, then exit 130
+            break
         for name, count in details.get("robust_after", {}).items():
             scores.extra.setdefault("robust_after", {}).setdefault(name, 0)
             scores.extra["robust_after"][name] += count

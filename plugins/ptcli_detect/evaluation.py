@@ -55,13 +55,14 @@ def evaluate_detector(model, categories, data: Path, *, device, batch_size: int,
     masks = has_masks(model)
     dataset = CocoDetectionSet(coco, label_of, masks=masks)
     net = model.to(device).eval()
-    metric = DetectionMAP(names, masks=masks)
+    metric = DetectionMAP(names, masks=masks, curves=True)
+    shown = []  # the first images' boxes, for the grid of `eval --plots` and of a training run
 
     def forward(batch):
         return [{k: v.cpu() for k, v in out.items()} for out in detect_by_size(net, batch)]
 
     failed = 0
-    for _index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=LoadTarget(dataset), forward=forward,
+    for index, result in run_batched_with_progress("evaluating", list(range(len(dataset))), load=LoadTarget(dataset), forward=forward,
                                                      postprocess=lambda out, target: (out, target), device=device,
                                                      batch_size=batch_size, collate=as_list):
         if not isinstance(result, tuple):
@@ -69,8 +70,12 @@ def evaluate_detector(model, categories, data: Path, *, device, batch_size: int,
             continue
         pred, truth = metric_inputs(*result, masks)
         metric.update([pred], [truth])
+        if len(shown) < GRID_IMAGES:
+            shown.append(_shown(dataset.coco.images[index].path, pred, truth, categories.names))
     with torch.no_grad():
-        scores = {key: float(value) for key, value in metric.compute().items()}
+        computed = metric.compute()
+        curve = computed.pop("pr_curve")
+        scores = {key: float(value) for key, value in computed.items()}
     report = {"checkpoint": str(checkpoint), "data": str(source), "images": len(dataset) - failed,
               "map": round(scores["map"], 4), "map_50": round(scores["map_50"], 4), "map_75": round(scores["map_75"], 4),
               "per_class": {key.removeprefix("ap/"): round(value, 4) for key, value in scores.items() if key.startswith("ap/")}}
@@ -78,7 +83,22 @@ def evaluate_detector(model, categories, data: Path, *, device, batch_size: int,
         if key in scores:
             report[key] = round(scores[key], 4)
     report["failed"] = failed
+    report["_pictures"] = {"pr_curve": curve, "predictions": {"score_floor": SHOWN_SCORE, "images": shown}}
     return report
+
+
+#: How many validation images the grid shows, and the score a shown prediction reaches.
+GRID_IMAGES, SHOWN_SCORE = 8, 0.5
+
+
+def _shown(path, pred: dict, truth: dict, names: list[str]) -> dict:
+    """One image of the grid: its file, its true boxes and its confident predicted ones (xyxy)."""
+    keep = pred["scores"] >= SHOWN_SCORE
+    return {"file": str(path),
+            "truth": [{"label": names[int(label)], "box": [round(float(v), 1) for v in box]}
+                      for box, label in zip(truth["boxes"], truth["labels"])],
+            "predicted": [{"label": names[int(label)], "score": round(float(score), 3), "box": [round(float(v), 1) for v in box]}
+                          for box, label, score in zip(pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep])]}
 
 
 class LoadTarget:

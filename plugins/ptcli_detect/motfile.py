@@ -40,8 +40,10 @@ def write_mot(results, path: Path):
                 handle.flush()
             yield item, result
 
+    from ptcli.output import files_under_way
+
     path.parent.mkdir(exist_ok=True)  # one level, in a folder that exists (refuse_existing)
-    with open(path.with_name(f".{path.name}.partial"), "w") as handle:
+    with files_under_way(), open(path.with_name(f".{path.name}.partial"), "w") as handle:
         try:
             yield from lines(handle)
         finally:

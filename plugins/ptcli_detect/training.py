@@ -102,6 +102,7 @@ class DetectTask(TrainingTask):
     config_schema = DetectConfig
     monitor = "val/map"
     monitor_mode = "max"
+    draws_pictures = True  # the precision-recall curve and validation images with their boxes
 
     def setup(self) -> None:
         from .cocodata import coco_split, load_split

@@ -12,6 +12,7 @@ place of inputs.
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -295,7 +296,10 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
                                                output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
                                                annotate=predictor.video_annotation(),
                                                render=predictor.video_drawing(), description=words))
-    _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs) + len(videos))
+    from ptcli.output import files_under_way
+
+    with files_under_way() if output is not None else nullcontext():
+        _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs) + len(videos))
 
 
 def fmt_for(predictor, cls):
@@ -334,11 +338,16 @@ def _takes_data(recipe) -> bool:
 
 
 def _report(predictor, data: Path, batch_size: int, json_output: bool) -> None:
-    """--data DIR: the predictor's report on the labelled data set, then its closing warning."""
+    """--data DIR: the predictor's report on the labelled data set, then its closing warning.
+    A report that holds "interrupted" (Ctrl-C: the inputs done so far) is printed, and the
+    command then ends as interrupted (exit 130)."""
     from ptcli.output import emit, emit_json, warn
 
     report = predictor.evaluate(data, batch_size=batch_size)
+    report.pop("_pictures", None)  # what only `ptcli eval --plots` draws
     emit_json(report) if json_output else emit(predictor.format_evaluation(report))
     said = predictor.summary(0)
     if said:
         warn(said)
+    if report.get("interrupted"):
+        raise KeyboardInterrupt

@@ -101,8 +101,6 @@ def evaluated(recipe, source, data: Path, batch: int) -> tuple[str, float]:
 def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path | None, calibration: Path | None, formats: tuple[str, ...],
              batch: int, repeats: int, folder: Path, say: Callable[[str], None]) -> list[Row]:
     """Every requested row, in ``ROWS`` order; ``make(samples)`` is the recipe's exportable."""
-    import torch
-
     from ptcli.errors import PtcliError, flatten
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import evaluates
@@ -112,6 +110,7 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     from .export import export
     from .quantize import calibration_inputs
 
+    say("loading the model")
     exportable = make([])
     reference = exportable.reference or exportable.module
     reference.eval()
@@ -122,11 +121,13 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
     if calibration is not None and exportable.batched and any(name.endswith("-int8") for name in formats):
         say("reading the calibration inputs")
         calibrated = calibration_inputs(recipe, exportable, make, calibration)  # a usage error before any row
-    for name in (row for row in ROWS if row in formats):
+    wanted = [row for row in ROWS if row in formats]
+    for number, name in enumerate(wanted, start=1):
         fmt, precision = (name[:-5], name[-4:]) if name.endswith(("-int8", "-bf16")) else (name, "fp32")
         row = Row(format="eager" if fmt == "eager" else fmt, precision=precision)
         rows.append(row)
-        say(f"{name}: {'timing' if fmt == 'eager' else 'exporting and checking'}")
+        prefix = f"row {number}/{len(wanted)}, {name}"
+        say(f"{prefix}: {'scoring and timing' if fmt == 'eager' else 'exporting and checking'}")
         try:
             if fmt == "eager":
                 run = _as_the_command_runs(exportable, reference)
@@ -154,13 +155,16 @@ def run_rows(recipe, make: Callable, *, checkpoint, model, weights, data: Path |
                     int8 = calibrated
                 path = folder / f"{name}{_ending(fmt)}"
                 report = export(exportable, fmt, path, batch=None, half=False, opset=None,
-                                method=exportable.torchscript_methods[0], int8=int8, bf16=precision == "bf16")
+                                method=exportable.torchscript_methods[0], int8=int8, bf16=precision == "bf16",
+                                say=lambda text, prefix=prefix: say(f"{prefix}: {text}"))
                 row.size_mb = round(report["size_bytes"] / 1e6, 3)
                 run = exported.ExportedModel(path, ops=exportable.imports).to("cpu")
+                say(f"{prefix}: {'scoring' if scored else 'comparing with eager'}")
                 if scored:
                     row.metric, row.value = evaluated(recipe, path, data, batch)
                 else:
                     row.metric, row.value = agreement(exportable, run, reference)
+            say(f"{prefix}: timing {repeats} runs of batch {batch}")
             row.latency_ms, row.throughput = speed(exportable, run, batch, repeats)
         except PtcliError as error:
             row.check = str(error)

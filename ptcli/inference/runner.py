@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .contract import Predictor
+from .contract import Predictor, Source
 
 
 class _Decode:
@@ -78,9 +78,13 @@ def load_predictor(recipe, source, device, *, where: str = "", **options) -> Pre
             options = settle(declaration, options, where=where)
         except OptionError as exc:
             raise UsageError(str(exc)) from None
-    predictor = _derived_export(recipe, cls, source, device)
-    if predictor is None:
-        predictor = cls.load(source, device, **options)
+    from ptcli.output import working
+
+    named = source.describe(recipe.name) if isinstance(source, Source) else str(source)
+    with working(f"loading {named}"):
+        predictor = _derived_export(recipe, cls, source, device)
+        if predictor is None:
+            predictor = cls.load(source, device, **options)
     if not isinstance(predictor, Predictor):
         raise PluginError(f"recipe {recipe.name}: {cls.__name__}.load returned {type(predictor).__name__}, not a Predictor")
     predictor.source = source

@@ -92,6 +92,7 @@ def ptcli_offline(monkeypatch, tmp_path):
     """Offline, with empty caches: what a user without network sees."""
     offline_environment(monkeypatch, tmp_path / "ptcli-caches")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PTCLI_PROGRESS_SECONDS", "0")  # stderr that does not depend on the clock
     return tmp_path / "ptcli-caches"
 
 

@@ -149,16 +149,16 @@ class ProgressDisplay:
     """A live bar per epoch with the epoch's running mean loss on stderr (refreshed at most
     twice a second, since reading a loss waits for the GPU), and one summary line per epoch.
     Where stderr is not a terminal (a log file, CI, `2>&1 | tee`), a plain line every
-    ``LOG_EVERY_S`` inside an epoch instead of the bar: its batches, rate and time left."""
+    PTCLI_PROGRESS_SECONDS instead of the bar (ptcli.output.progress): the epoch's batches,
+    rate, time left and running losses."""
 
     REFRESH_S = 0.5
-    LOG_EVERY_S = 30.0
 
     def __init__(self) -> None:
         self.bar = None
         self.task = None
         self.shown_at = 0.0
-        self.epoch_started = self.logged_at = 0.0
+        self.epoch_started = 0.0
         self.first_batch = 0
 
     def on_fit_start(self, trainer) -> None:
@@ -168,28 +168,22 @@ class ProgressDisplay:
     def on_epoch_start(self, trainer) -> None:
         total = len(trainer.train_loader)
         self.task = self.bar.add_task(f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}", total=total,
-                                      completed=trainer.position.batch)
-        self.epoch_started = self.logged_at = time.monotonic()
+                                      completed=trainer.position.batch, line=lambda _task: self._log_line(trainer))
+        self.epoch_started = time.monotonic()
         self.first_batch = trainer.position.batch
 
-    def _log_line(self, trainer) -> None:
+    def _log_line(self, trainer) -> str:
         pos, total = trainer.position, len(trainer.train_loader)
         done = pos.batch - self.first_batch
         rate = done / max(time.monotonic() - self.epoch_started, 1e-9)
         left = (total - pos.batch) / rate if rate > 0 else float("nan")
-        losses = "  ".join(f"{name} {float(value) / pos.batch:.4f}" for name, value in pos.loss_sums.items())
-        self.bar.console.print(f"epoch {pos.epoch + 1}/{trainer.cfg.epochs}: batch {pos.batch}/{total}, "
-                               f"{rate:.2f} batches/s, about {_duration(left)} left  {losses}".rstrip(),
-                               highlight=False, soft_wrap=True)
+        losses = "  ".join(f"{name} {float(value) / max(pos.batch, 1):.4f}" for name, value in list(pos.loss_sums.items()))
+        return (f"epoch {pos.epoch + 1}/{trainer.cfg.epochs}: batch {pos.batch}/{total}, "
+                f"{rate:.2f} batches/s, about {_duration(left)} left  {losses}").rstrip()
 
     def on_batch_end(self, trainer, losses) -> None:
         self.bar.advance(self.task)
-        if self.bar.disable:
-            if time.monotonic() - self.logged_at >= self.LOG_EVERY_S:
-                self.logged_at = time.monotonic()
-                self._log_line(trainer)
-            return
-        if time.monotonic() - self.shown_at < self.REFRESH_S:
+        if self.bar.disable or time.monotonic() - self.shown_at < self.REFRESH_S:
             return
         self.shown_at = time.monotonic()
         pos = trainer.position
@@ -198,7 +192,8 @@ class ProgressDisplay:
 
     def on_validation_start(self, trainer, batches) -> None:
         self.bar.remove_task(self.task)
-        self.task = self.bar.add_task("validating", total=batches)
+        self.task = self.bar.add_task(f"epoch {trainer.position.epoch + 1}/{trainer.cfg.epochs}: validating",
+                                      total=batches)
 
     def on_validation_batch_end(self, trainer) -> None:
         self.bar.advance(self.task)
@@ -232,9 +227,9 @@ def default_callbacks(is_main_process: bool, run, recipe: str, tensorboard: bool
         # The epoch's record is appended before the state that counts the epoch is saved: a
         # process killed between the two resumes from the previous state, and resuming drops
         # records past it; the other order would lose the record for good.
-        from ptcli.training.pictures import Curves
+        from ptcli.training.pictures import Curves, EvaluationPictures
 
-        callbacks += [MetricsFile(run), Checkpoints(run, recipe), Curves(run)]
+        callbacks += [MetricsFile(run), Checkpoints(run, recipe), Curves(run), EvaluationPictures(run, recipe)]
         if tensorboard:
             callbacks.append(TensorBoard(run))
     return callbacks

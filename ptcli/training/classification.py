@@ -50,6 +50,8 @@ class ClassifierSteps:
     ClassificationLoss) and ``self.classes`` in setup, and overrides ``logits`` when its model
     is not called as ``model(inputs)``."""
 
+    draws_pictures = True  # the confusion matrix
+
     def logits(self, model, inputs):
         return model(inputs)
 

@@ -1,7 +1,11 @@
 """Pictures a person would rather look at than numbers: the training curves of a run
 (curves.png: losses, and the monitored metric, per epoch) and, from an evaluation report, a
-classifier's confusion matrix (confusion_matrix.png). matplotlib is imported here only, and
-only when a picture is drawn. Each function returns the data it drew, for --json."""
+classifier's confusion matrix (confusion_matrix.png) or a detector's precision-recall curve
+(pr_curve.png) and validation images with their boxes (predictions.png). matplotlib is imported
+here only, and only when a picture is drawn. Each function returns the data it drew, for --json.
+
+A report carries what only a picture needs (101 points per class, boxes per image) under
+"_pictures", which ``report_pictures`` takes out: the printed report stays as it was."""
 
 from __future__ import annotations
 
@@ -71,12 +75,74 @@ def confusion_matrix(classes: list[str], matrix: list[list[int]], path: Path) ->
     return {"file": str(path), "classes": list(classes), "matrix": counts.tolist()}
 
 
+def pr_curve(data: dict, path: Path) -> dict[str, Any]:
+    """Precision against recall at IoU ``data["iou"]``, a line per class, its AP in the legend."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
+    try:
+        for name, precision in data["precision"].items():
+            ap = sum(precision) / len(precision)
+            axes.plot(data["recall"], precision, label=f"{name} (AP@{data['iou']} {ap:.3f})")
+        axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+                 title=f"precision-recall at IoU {data['iou']}")
+        axes.grid(alpha=0.3)
+        if data["precision"]:
+            axes.legend(loc="lower left")
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return {"file": str(path), **data}
+
+
+def prediction_grid(data: dict, path: Path) -> dict[str, Any]:
+    """The first validation images, each with its true boxes (dashed, white) and the boxes
+    predicted with a score of at least ``data["score_floor"]`` (solid, a colour per class)."""
+    from PIL import Image
+
+    images = data["images"]
+    plt = _pyplot()
+    columns = min(4, max(1, len(images)))
+    rows = max(1, -(-len(images) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), dpi=100, squeeze=False)
+    colours = plt.get_cmap("tab10")
+    names = sorted({box["label"] for image in images for box in image["truth"] + image["predicted"]})
+    try:
+        for axes in grid.flat:
+            axes.axis("off")
+        for axes, image in zip(grid.flat, images):
+            with Image.open(image["file"]) as picture:
+                axes.imshow(picture.convert("RGB"))
+            for box in image["truth"]:
+                x0, y0, x1, y1 = box["box"]
+                axes.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", linestyle="--"))
+            for box in image["predicted"]:
+                x0, y0, x1, y1 = box["box"]
+                colour = colours(names.index(box["label"]) % 10)
+                axes.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
+                axes.text(x0, y0, f"{box['label']} {box['score']:.2f}", color="white", fontsize=7, va="bottom",
+                          bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
+            axes.set_title(Path(image["file"]).name, fontsize=8)
+        figure.suptitle(f"predictions (score >= {data['score_floor']}) and truth (dashed)", fontsize=10)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return {"file": str(path), **data}
+
+
 def report_pictures(report: dict, folder: Path) -> dict[str, Any]:
-    """What an evaluation report can be drawn as, into ``folder``: {name: data}."""
+    """What an evaluation report can be drawn as, into ``folder``: {name: data}. Takes the
+    report's "_pictures" out of it."""
+    extra = report.pop("_pictures", None) or {}
     drawn: dict[str, Any] = {}
     if report.get("confusion_matrix") and report.get("classes"):
         drawn["confusion_matrix"] = confusion_matrix(report["classes"], report["confusion_matrix"],
                                                      folder / "confusion_matrix.png")
+    if extra.get("pr_curve"):
+        drawn["pr_curve"] = pr_curve(extra["pr_curve"], folder / "pr_curve.png")
+    if extra.get("predictions", {}).get("images"):
+        drawn["predictions"] = prediction_grid(extra["predictions"], folder / "predictions.png")
     return drawn
 
 
@@ -104,3 +170,33 @@ class Curves:
 
     def on_interrupt(self, trainer) -> None:
         self._draw(trainer)
+
+
+class EvaluationPictures:
+    """A trainer callback, for recipes whose report has pictures (TrainingTask.draws_pictures):
+    at the end of a finished run, the best checkpoint scored as `ptcli eval` scores it on the
+    run's data root, and its pictures drawn into the run folder (as `eval --plots`)."""
+
+    def __init__(self, run, recipe: str) -> None:
+        self.run, self.recipe = run, recipe
+
+    def on_fit_end(self, trainer) -> None:
+        from ptcli.output import working
+
+        root = getattr(getattr(trainer.task.config, "data", None), "root", None)
+        checkpoint = self.run.checkpoint("best")
+        if not type(trainer.task).draws_pictures or root is None or not checkpoint.is_file():
+            return
+        try:
+            from ptcli.plugins import get_plugins
+            from ptcli.training.scoring import score
+
+            with working("scoring the best checkpoint for its pictures"):
+                report, _ = score(get_plugins().recipe(self.recipe), checkpoint, Path(root), device=trainer.accelerator.device,
+                                  batch_size=trainer.cfg.batch_size, pictures=True)
+                report_pictures(report, self.run.path)
+        except Exception as exc:  # noqa: BLE001 - a picture that cannot be drawn never costs the run
+            from ptcli.errors import one_line
+            from ptcli.output import warn
+
+            warn(f"the evaluation pictures were not drawn: {one_line(exc)}")

@@ -10,19 +10,27 @@ from pathlib import Path
 from ptcli.errors import UsageError
 
 
-def score(recipe, checkpoint: Path, data: Path, *, device, batch_size: int) -> tuple[dict, Callable[[dict], str]]:
-    """(report, how it reads) for ``checkpoint`` (a checkpoint or an export) on ``data``."""
+def score(recipe, checkpoint: Path, data: Path, *, device, batch_size: int,
+          pictures: bool = False) -> tuple[dict, Callable[[dict], str]]:
+    """(report, how it reads) for ``checkpoint`` (a checkpoint or an export) on ``data``; with
+    ``pictures``, the report keeps what only its pictures need ("_pictures": see
+    ptcli.training.pictures)."""
     from ptcli.inference.contract import Source
     from ptcli.inference.runner import evaluates, load_predictor
     from ptcli.training.task import TrainingTask
 
     if evaluates(recipe):
         predictor = load_predictor(recipe, Source(checkpoint=Path(checkpoint)), device)
-        return predictor.evaluate(Path(data), batch_size=batch_size), predictor.format_evaluation
-    task_class = recipe.training_task if recipe.training is not None else None
-    if task_class is None or task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
-        raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
-    return task_class.evaluate(Path(checkpoint), Path(data), device=device, batch_size=batch_size), task_class.format_evaluation
+        report, describe = predictor.evaluate(Path(data), batch_size=batch_size), predictor.format_evaluation
+    else:
+        task_class = recipe.training_task if recipe.training is not None else None
+        if task_class is None or task_class.evaluate.__func__ is TrainingTask.evaluate.__func__:
+            raise UsageError(f"recipe {recipe.name} does not support `ptcli eval`")
+        report = task_class.evaluate(Path(checkpoint), Path(data), device=device, batch_size=batch_size)
+        describe = task_class.format_evaluation
+    if not pictures:
+        report.pop("_pictures", None)
+    return report, describe
 
 
 def scores(recipe) -> bool:

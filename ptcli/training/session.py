@@ -103,8 +103,12 @@ def train(resolved: ResolvedConfig, config_file: Path, extra_callbacks: tuple | 
     if config.resume is not None:
         run = RunDir.existing(config.resume)
         resume_state = run.load_state()
+    from ptcli.output import working
+
     trainer = Trainer(resolved.task_class(config), support=resolved.recipe.devices)
-    trainer.prepare(resume_state)  # data, model and setting errors surface before any folder is made
+    model = getattr(getattr(config, "model", None), "name", None)
+    with working(f"loading {model + ' and ' if model else ''}the data"):
+        trainer.prepare(resume_state)  # data, model and setting errors surface before any folder is made
     if main:
         new_run = run is None
         if new_run:

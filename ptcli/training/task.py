@@ -53,6 +53,10 @@ class TrainingTask:
     #: each forward of a BatchNorm model would otherwise overwrite running statistics that a
     #: pending backward still needs.
     ddp_options: ClassVar[dict[str, Any]] = {}
+    #: Whether the recipe's `ptcli eval` report has pictures (a confusion matrix, a PR curve):
+    #: then a finished run scores its best checkpoint on the data root and draws them into the
+    #: run folder (ptcli.training.pictures.EvaluationPictures).
+    draws_pictures: ClassVar[bool] = False
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

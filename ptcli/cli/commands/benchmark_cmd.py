@@ -3,7 +3,6 @@ timed (see ptcli.exporting.benchmark)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -63,8 +62,9 @@ def benchmark(
     def exportable(samples):
         return make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples))
 
-    say = (lambda text: None) if json_output else (lambda text: print(f"benchmark: {text}", file=sys.stderr, flush=True))
-    with tempfile.TemporaryDirectory(prefix="ptcli-benchmark-") as folder:
+    from ptcli.output import Stages
+
+    with Stages("benchmark", quiet=json_output) as say, tempfile.TemporaryDirectory(prefix="ptcli-benchmark-") as folder:
         rows = run_rows(chosen, exportable, checkpoint=checkpoint, model=model, weights=weights, data=data,
                         calibration=calibration or data, formats=wanted,
                         batch=batch, repeats=repeats, folder=Path(folder), say=say)

@@ -3,7 +3,6 @@ eager PyTorch, checked against it before it is kept (see ptcli.exporting)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -105,21 +104,25 @@ def run_export(checkpoint, recipe_name, model, weights, output: Path, fmt: str, 
         from ptcli.exporting.derived import exportable_from_predictor
 
         make = functools.partial(exportable_from_predictor, recipe)
-    exportable = make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
+    from ptcli.output import Stages, working
+
+    with working(f"loading {checkpoint or model or recipe.name}"):
+        exportable = make(checkpoint=checkpoint, model=model, weights=weights, samples=list(samples or []))
     rows = None
     if int8:
         from ptcli.exporting.quantize import calibration_inputs, tolerance_for
 
         tolerance_for(exportable, int8_tolerance)  # a model without an INT8 check is refused before any work
-        rows = calibration_inputs(recipe, exportable, lambda files: make(checkpoint=checkpoint, model=model,
-                                                                         weights=weights, samples=files), calibration)
+        with working(f"reading the calibration inputs in {calibration}"):
+            rows = calibration_inputs(recipe, exportable, lambda files: make(checkpoint=checkpoint, model=model,
+                                                                             weights=weights, samples=files), calibration)
     if not exportable.batched and batch != "dynamic":
         warn(f"{recipe.name} exports take one input per call; --batch {batch} is ignored")
     method = method or exportable.torchscript_methods[0]
     try:
-        say = (lambda text: None) if json_output else (lambda text: print(f"export: {text}", file=sys.stderr, flush=True))
-        report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method,
-                        run_check=not no_check, say=say, int8=rows, int8_tolerance=int8_tolerance, bf16=dtype == "bf16")
+        with Stages("export", quiet=json_output) as say:
+            report = export(exportable, fmt, output, batch=batch_size, half=half, opset=opset, method=method,
+                            run_check=not no_check, say=say, int8=rows, int8_tolerance=int8_tolerance, bf16=dtype == "bf16")
     except ExportCheckFailed as exc:
         if json_output:
             emit_json({"error": str(exc), "exit_code": 1, **exc.report})

@@ -134,7 +134,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Inputs per forward pass.")] = 32,
     device: DeviceOption = "auto",
     plots: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help=(
-        "Also draw the report into DIR (created if needed): a classifier's confusion_matrix.png; --json then "
+        "Also draw the report into DIR (created if needed): a classifier's confusion_matrix.png, a detector's "
+        "pr_curve.png and predictions.png (validation images with their boxes); --json then "
         "holds what was drawn under \"plots\"."))] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -160,7 +161,7 @@ def evaluate(
     meta = read_sidecar(checkpoint)
     recipe = get_plugins().recipe(meta.get("recipe") or "?")
     report, describe = score(recipe, Path(checkpoint), Path(data), device=resolve_device(device, recipe.devices.devices),
-                             batch_size=batch_size)
+                             batch_size=batch_size, pictures=plots is not None)
     drawn = None
     if plots is not None:
         from ptcli.training.pictures import report_pictures
@@ -170,7 +171,8 @@ def evaluate(
         if not drawn:
             from ptcli.output import warn
 
-            warn(f"--plots: a {recipe.name} report has nothing to draw yet (classifiers' confusion matrices are drawn)")
+            warn(f"--plots: a {recipe.name} report has nothing to draw yet (classifiers' confusion matrices, "
+                 "detectors' precision-recall curves and predictions are drawn)")
     if json_output:
         emit_json(report if drawn is None else {**report, "plots": drawn})
     else:

@@ -1,0 +1,51 @@
+"""The documentation site (docs/, mkdocs.yml) builds strictly, and every example marked to run
+(`<!-- run: EXPECTED -->` above a ```sh block, in the docs or the README) runs offline and
+prints what the page says, so that the docs cannot drift from the commands."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
+MARKED = re.compile(r"^[ \t]*<!-- run: (?P<expect>.+?) -->\n[ \t]*```sh\n(?P<commands>.*?)\n[ \t]*```", re.S | re.M)
+
+
+def _examples():
+    for page in PAGES:
+        for match in MARKED.finditer(page.read_text()):
+            for command in match["commands"].splitlines():
+                yield pytest.param(command.strip(), match["expect"], id=f"{page.relative_to(REPO)}: {command.strip()}")
+
+
+def test_the_site_builds_strictly_with_every_page_in_its_navigation(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is a dev dependency")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not included in the \"nav\"" not in done.stderr, done.stderr  # every page reachable
+    built = {path.relative_to(tmp_path / "site").as_posix() for path in (tmp_path / "site").rglob("index.html")}
+    assert {"index.html", "commands/serve/index.html", "plugins/index.html", "security/index.html"} <= built
+
+
+def test_the_readme_is_a_newcomers_page_whose_links_all_lead_somewhere():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) < 150
+    targets = re.findall(r"\]\((docs/[^)#\s]+)", readme)
+    assert len(targets) >= 15 and all((REPO / target).is_file() for target in targets), targets
+    assert len(list(MARKED.finditer(readme))) >= 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("command", "expect"), list(_examples()))
+def test_a_documented_example_runs_and_prints_what_the_page_says(command, expect):
+    assert command.startswith("ptcli "), command
+    import shlex
+
+    done = subprocess.run([sys.executable, "-m", "ptcli", *shlex.split(command)[1:]], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expect in done.stdout, done.stdout[-2000:]
