@@ -180,6 +180,11 @@ def progress_line(task) -> str:
     its ``line`` field, a function of the task, says)."""
     if callable(task.fields.get("line")):
         return task.fields["line"](task)
+    return counted_line(task)
+
+
+def counted_line(task) -> str:
+    """A rich progress task's count, rate and time left, as ``progress_line`` says them."""
     count = f"{task.completed:g}/{task.total:g}" if task.total is not None else f"{task.completed:g}"
     rate = f", {task.speed:.2f}/s, about {_duration(task.time_remaining)} left" if task.speed else ""
     return f"{task.description}: {count}{rate} ({_duration(task.elapsed)} so far)"

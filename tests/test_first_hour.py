@@ -208,7 +208,7 @@ def _stderr_gaps(command: list[str], slow: str, every: float, cwd) -> tuple[list
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", ["train", "classify-image", "attack", "export", "benchmark"])
+@pytest.mark.parametrize("command", ["train", "classify-image", "attack", "attack-data", "export", "benchmark"])
 def test_long_work_is_never_silent_for_long(tmp_path, command):
     """Each command, driven with a slow model (2.5 s to load, 0.15 s a layer), says something
     on stderr at least every PTCLI_PROGRESS_SECONDS (here 1 s, as 5 s is by default) while it
@@ -228,6 +228,10 @@ def test_long_work_is_never_silent_for_long(tmp_path, command):
         args = ["classify-image", *images[:4], "--checkpoint", checkpoint, "--batch-size", "1"]
     elif command == "attack":
         args = ["attack", images[0], "--checkpoint", checkpoint, "--steps", "6", "-o", tmp_path / "adv"]
+    elif command == "attack-data":  # AutoAttack over a labelled folder: each of its attacks named as it runs
+        args = ["attack", "--data", folder / "val", "--checkpoint", checkpoint, "--method", "autoattack", "--steps", "2",
+                "--queries", "10", "--no-checks", "--json"]
+        slow = "torch.nn:Linear.forward=0.02,ptcli.models.checkpoints:load_checkpoint=2.5"
     elif command == "export":
         args, slow = ["export", checkpoint, "-o", tmp_path / "m.onnx"], f"{slow},torch.onnx:export=2.5"
     else:
@@ -236,3 +240,5 @@ def test_long_work_is_never_silent_for_long(tmp_path, command):
     assert code == 0, lines
     assert sum(gaps) > 3, (gaps, lines)  # slow enough that a silent command would show
     assert max(gaps) < 2.0, [(round(gap, 1), line) for gap, line in zip(gaps, [*lines, "(the end)"]) if gap > 1.5]
+    if command == "attack-data":
+        assert any("; running apgd-ce" in line or "; running fab-t" in line for line in lines), lines

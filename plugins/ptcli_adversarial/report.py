@@ -32,10 +32,11 @@ def robustness_report(classifier, target_device, data: Path, settings, *, source
     total = sum(len(labels) for _, labels, _, _ in batches)
     with progress() as bar:
         def run(s, **kwargs):
-            task = bar.add_task(f"{s.method} eps {s.eps:.4g}", total=total)
+            live: dict = {}
+            task = bar.add_task(f"{s.method} eps {s.eps:.4g}", total=total, line=lambda task: _line(task, live))
             try:
                 return robust_accuracy(classifier, batches, s, device=target_device, craft_on=craft_on,
-                                       defense=in_filter, on_batch=lambda n: bar.advance(task, n), **kwargs)
+                                       defense=in_filter, on_batch=lambda n: bar.advance(task, n), live=live, **kwargs)
             finally:
                 bar.remove_task(task)
 
@@ -79,6 +80,15 @@ def method_details(settings, main) -> dict:
     if settings.eot is not None or (settings.method == "autoattack" and settings.version == "rand"):
         details["eot"] = settings.eot or 20
     return details
+
+
+def _line(task, live: dict) -> str:
+    """A progress line of `attack --data`: images done, rate, time left, and AutoAttack's attack
+    under way (its batch's images go through each attack in turn)."""
+    from ptcli.output import counted_line
+
+    running = (live.get("record") or {}).get("running")
+    return counted_line(task) + (f"; running {running}" if running else "")
 
 
 def human_report(r: dict) -> str:

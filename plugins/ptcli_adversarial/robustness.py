@@ -103,12 +103,13 @@ def _batches(classifier, data: Path, batch_size: int):
 
 def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, device,
                     craft_on: Callable | None = None, defense: Callable | None = None, adaptive: bool = True,
-                    on_batch: Callable[[int], None] | None = None) -> Scores:
+                    on_batch: Callable[[int], None] | None = None, live: dict | None = None) -> Scores:
     """Score ``classifier`` on ``batches`` (load_batches) under ``settings``. ``craft_on``: the model the attack
     sees (default: the classifier; another one for a transfer attack). ``defense``: an input
     filter before the network; the attack goes through it by BPDA when ``adaptive``, else it
     attacks the bare network and the filter is applied after (how such filters are usually,
-    and wrongly, evaluated)."""
+    and wrongly, evaluated). ``live["record"]`` is the running batch's record (AutoAttack's
+    attack under way), for progress lines."""
     import torch
 
     from ptcli.attacks import straight_through
@@ -133,6 +134,8 @@ def robust_accuracy(classifier, batches: list, settings: AttackSettings, *, devi
             with torch.no_grad():
                 clean_ok = defended(x).argmax(1) == y
             details: dict = {}
+            if live is not None:
+                live["record"] = details
             adversarial = settings.run(attacked, x, y, record=details)
         except KeyboardInterrupt:
             if not scores.samples:  # nothing attacked yet: nothing to report

@@ -52,6 +52,8 @@ def autoattack(model, x, y, *, eps: float, norm: str = "linf", version: str = "s
     common = dict(eps=eps, norm=norm, seed=seed, on_step=on_step)
     seconds: dict[str, float] = {}
     for name in VERSIONS[version]:
+        if record is not None:
+            record["running"] = name  # for progress lines, while it runs
         todo = robust.nonzero().flatten()
         started = time.perf_counter()
         if todo.numel() == 0:
@@ -78,6 +80,7 @@ def autoattack(model, x, y, *, eps: float, norm: str = "linf", version: str = "s
     if record is not None:
         record["robust_after"], record["seconds"] = after, seconds
         record["queries"] = spent
+        record.pop("running", None)
     if quantize_result:
         result = keep_successes(model, x, y, False, quantize(x, result, eps, norm), result, eps, norm)
     return result.detach()

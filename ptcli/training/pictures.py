@@ -9,17 +9,27 @@ A report carries what only a picture needs (101 points per class, boxes per imag
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
+@contextmanager
+def _drawing(path: Path, *grid, **figure_options):
+    """(pyplot, figure, axes) of ``plt.subplots(*grid, **figure_options)``: laid out and saved
+    to ``path`` when the block ends, and closed whatever happens."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display, whatever the environment says
     import matplotlib.pyplot as plt
 
-    return plt
+    figure, axes = plt.subplots(*grid, **figure_options)
+    try:
+        yield plt, figure, axes
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
 
 
 def curves(records: list[dict], monitor: str, path: Path) -> dict[str, Any]:
@@ -27,9 +37,7 @@ def curves(records: list[dict], monitor: str, path: Path) -> dict[str, Any]:
     epochs = [int(record["epoch"]) for record in records]
     losses = sorted({key for record in records for key in record if key.endswith("/loss")})
     series = {key: [record.get(key) for record in records] for key in [*losses, monitor]}
-    plt = _pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    try:
+    with _drawing(path, 1, 2, figsize=(10, 4), dpi=100) as (_plt, _figure, (left, right)):
         for key in losses:
             left.plot(epochs, series[key], marker="o", label=key)
         left.set(title="loss", xlabel="epoch")
@@ -41,10 +49,6 @@ def curves(records: list[dict], monitor: str, path: Path) -> dict[str, Any]:
         for axes in (left, right):
             axes.grid(alpha=0.3)
             axes.xaxis.get_major_locator().set_params(integer=True)
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
     return {"file": str(path), "epochs": epochs, "series": series}
 
 
@@ -53,10 +57,8 @@ def confusion_matrix(classes: list[str], matrix: list[list[int]], path: Path) ->
     import numpy as np
 
     counts = np.asarray(matrix)
-    plt = _pyplot()
     size = max(4.0, 0.5 * len(classes) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1, size), dpi=100)
-    try:
+    with _drawing(path, figsize=(size + 1, size), dpi=100) as (_plt, figure, axes):
         shown = axes.imshow(counts, cmap="Blues")
         figure.colorbar(shown, ax=axes)
         axes.set(xticks=range(len(classes)), yticks=range(len(classes)), xlabel="predicted", ylabel="true",
@@ -68,18 +70,12 @@ def confusion_matrix(classes: list[str], matrix: list[list[int]], path: Path) ->
             for (row, column), count in np.ndenumerate(counts):
                 axes.text(column, row, str(count), ha="center", va="center",
                           color="white" if count > middle else "black", fontsize=8)
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
     return {"file": str(path), "classes": list(classes), "matrix": counts.tolist()}
 
 
 def pr_curve(data: dict, path: Path) -> dict[str, Any]:
     """Precision against recall at IoU ``data["iou"]``, a line per class, its AP in the legend."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
-    try:
+    with _drawing(path, figsize=(6, 5), dpi=100) as (_plt, _figure, axes):
         for name, precision in data["precision"].items():
             ap = sum(precision) / len(precision)
             axes.plot(data["recall"], precision, label=f"{name} (AP@{data['iou']} {ap:.3f})")
@@ -88,10 +84,6 @@ def pr_curve(data: dict, path: Path) -> dict[str, Any]:
         axes.grid(alpha=0.3)
         if data["precision"]:
             axes.legend(loc="lower left")
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
     return {"file": str(path), **data}
 
 
@@ -101,13 +93,11 @@ def prediction_grid(data: dict, path: Path) -> dict[str, Any]:
     from PIL import Image
 
     images = data["images"]
-    plt = _pyplot()
     columns = min(4, max(1, len(images)))
     rows = max(1, -(-len(images) // columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), dpi=100, squeeze=False)
-    colours = plt.get_cmap("tab10")
     names = sorted({box["label"] for image in images for box in image["truth"] + image["predicted"]})
-    try:
+    with _drawing(path, rows, columns, figsize=(3.2 * columns, 3.2 * rows), dpi=100, squeeze=False) as (plt, figure, grid):
+        colours = plt.get_cmap("tab10")
         for axes in grid.flat:
             axes.axis("off")
         for axes, image in zip(grid.flat, images):
@@ -124,10 +114,6 @@ def prediction_grid(data: dict, path: Path) -> dict[str, Any]:
                           bbox={"facecolor": colour, "pad": 1, "linewidth": 0})
             axes.set_title(Path(image["file"]).name, fontsize=8)
         figure.suptitle(f"predictions (score >= {data['score_floor']}) and truth (dashed)", fontsize=10)
-        figure.tight_layout()
-        figure.savefig(path)
-    finally:
-        plt.close(figure)
     return {"file": str(path), **data}
 
 
@@ -175,7 +161,9 @@ class Curves:
 class EvaluationPictures:
     """A trainer callback, for recipes whose report has pictures (TrainingTask.draws_pictures):
     at the end of a finished run, the best checkpoint scored as `ptcli eval` scores it on the
-    run's data root, and its pictures drawn into the run folder (as `eval --plots`)."""
+    run's data root, and its pictures drawn into the run folder (as `eval --plots`). Not under
+    torchrun: the scoring would share its inputs with processes that are not scoring (then
+    `ptcli eval --plots` draws them)."""
 
     def __init__(self, run, recipe: str) -> None:
         self.run, self.recipe = run, recipe
@@ -183,9 +171,11 @@ class EvaluationPictures:
     def on_fit_end(self, trainer) -> None:
         from ptcli.output import working
 
+        from ptcli.distributed import world_size
+
         root = getattr(getattr(trainer.task.config, "data", None), "root", None)
         checkpoint = self.run.checkpoint("best")
-        if not type(trainer.task).draws_pictures or root is None or not checkpoint.is_file():
+        if not type(trainer.task).draws_pictures or root is None or not checkpoint.is_file() or world_size() > 1:
             return
         try:
             from ptcli.plugins import get_plugins

