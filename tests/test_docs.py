@@ -1,6 +1,8 @@
 """The documentation site (docs/, mkdocs.yml) builds strictly, and every example marked to run
-(`<!-- run: EXPECTED -->` above a ```sh block, in the docs or the README) runs offline and
-prints what the page says, so that the docs cannot drift from the commands."""
+runs offline and prints what the page says, so that the docs cannot drift from the commands:
+`<!-- run: EXPECTED -->` above a ```sh block (each command's stdout holds EXPECTED), and
+`<!-- run -->` above a ```console transcript (each `$ ptcli ...` prints exactly the lines
+under it), in the docs or the README."""
 
 import os
 import re
@@ -12,6 +14,15 @@ from conftest import REPO
 
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
 MARKED = re.compile(r"^[ \t]*<!-- run: (?P<expect>.+?) -->\n[ \t]*```sh\n(?P<commands>.*?)\n[ \t]*```", re.S | re.M)
+
+
+TRANSCRIPT = re.compile(r"^<!-- run -->\n```console\n(?P<lines>.*?)\n```", re.S | re.M)
+
+
+def _transcripts():
+    for page in PAGES:
+        for number, match in enumerate(TRANSCRIPT.finditer(page.read_text()), start=1):
+            yield pytest.param(match["lines"], id=f"{page.relative_to(REPO)}: transcript {number}")
 
 
 def _examples():
@@ -49,3 +60,21 @@ def test_a_documented_example_runs_and_prints_what_the_page_says(command, expect
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert expect in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transcript", list(_transcripts()))
+def test_a_documented_transcript_prints_exactly_what_the_page_shows(transcript, tmp_path):
+    """Run in a folder of its own (what the commands write stays there), with the repository's
+    examples/ beside them as in a clone."""
+    import shlex
+
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    steps = [block.split("\n", 1) for block in transcript.split("$ ")[1:]]
+    assert steps, transcript
+    for command, *shown in steps:
+        assert command.startswith("ptcli "), command
+        done = subprocess.run([sys.executable, "-m", "ptcli", *shlex.split(command)[1:]], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.rstrip("\n") == (shown[0] if shown else "").rstrip("\n"), (command, done.stdout)
