@@ -428,28 +428,17 @@ def test_a_reader_that_stops_early_leaves_the_mot_file_whole(cli, clip, random_d
 def test_sigterm_during_tracking_leaves_the_mot_file_and_no_partial(random_detector, tmp_path, after):
     """SIGTERM (a `kill`, a container's stop) mid-video: exit 143, and the --mot file holds the
     frames tracked so far under its own name; no hidden .partial is left beside it."""
-    import signal
     import subprocess
     import sys
-    import time
+
+    from interrupts import sigterm_when
 
     clip = make_video(tmp_path / "long.mp4", frames=300, width=160, height=120, fps=25)
     mot = tmp_path / "tracks" / "long.txt"
     process = subprocess.Popen([sys.executable, "-m", "ptcli", "detect", str(clip), "-m", "fasterrcnn_mobilenet_v3_large_fpn",
                                 "--weights", str(random_detector), "--track", "bytetrack", "--mot", str(mot)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (mot.parent / ".long.txt.partial").exists():
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.02)
-        time.sleep(after)
-        assert process.poll() is None, "the run ended before SIGTERM: make the clip longer"
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    err = sigterm_when(process, (mot.parent / ".long.txt.partial").exists, after)
     assert process.returncode == 143 and err.strip().splitlines()[-1].endswith("terminated"), err[-2000:]
     assert sorted(path.name for path in mot.parent.iterdir()) == ["long.txt"]
 

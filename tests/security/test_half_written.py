@@ -2,14 +2,13 @@
 or when SIGTERM arrives at any moment of the run (a container stopping, a `kill`); SIGTERM is
 exit 143 with one line, as Ctrl-C is 130."""
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from interrupts import sigterm_when
 from video_files import make_video, truncate
 
 
@@ -35,19 +34,7 @@ def test_sigterm_during_a_video_output_leaves_no_file(long_clip, tmp_path, after
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "ptcli", "super-resolve", str(long_clip), "-m", "bicubic",
                                 "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (out.exists() and any(out.glob(".*.partial"))):
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.02)
-        assert any(out.glob(".*.partial")), "the output never started"
-        time.sleep(after)
-        assert process.poll() is None, "the run ended before SIGTERM: make the clip longer"
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    err = sigterm_when(process, lambda: out.exists() and any(out.glob(".*.partial")), after)
     assert process.returncode == 143, err[-2000:]
     assert err.strip().splitlines()[-1].endswith("terminated"), err[-2000:]
     assert list(out.iterdir()) == [], list(out.iterdir())
