@@ -242,3 +242,10 @@ def test_long_work_is_never_silent_for_long(tmp_path, command):
     assert max(gaps) < 2.0, [(round(gap, 1), line) for gap, line in zip(gaps, [*lines, "(the end)"]) if gap > 1.5]
     if command == "attack-data":
         assert any("; running apgd-ce" in line or "; running fab-t" in line for line in lines), lines
+
+
+def test_a_progress_interval_that_is_not_a_number_is_a_usage_error_before_the_model_loads(cli, monkeypatch):
+    monkeypatch.setenv("PTCLI_PROGRESS_SECONDS", "5s")
+    result = cli("classify-image", CAT)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: PTCLI_PROGRESS_SECONDS='5s' is not a number of seconds (0 turns progress lines off)"
