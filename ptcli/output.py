@@ -44,10 +44,15 @@ def _print(text: str) -> None:
     except BrokenPipeError:
         if not _FILES_UNDER_WAY[0]:
             raise
-        # What is still buffered goes nowhere, as everything printed from now on.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_nowhere()
         if is_main_process():
             sys.stderr.write("note: stdout was closed by its reader; the files go on being written\n")
+
+
+def stdout_to_nowhere() -> None:
+    """After the reader closed stdout (`| head -1`): what is still buffered and everything
+    printed from now on goes to /dev/null, so that no later flush fails again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def warn(message: str) -> None:
@@ -87,15 +92,15 @@ def progress_seconds() -> float:
 
 
 class _Heartbeat:
-    """Calls ``lines(elapsed seconds)`` and writes what it returns to stderr, first after
-    ``first`` seconds and then every ``every``, from a thread, until the block ends; in the
-    main process only (one voice under torchrun)."""
+    """Calls ``lines(elapsed seconds)`` and writes what it returns to stderr, first after two
+    fifths of ``every`` seconds (a quick step says nothing) and then every ``every``, from a
+    thread, until the block ends; in the main process only (one voice under torchrun)."""
 
-    def __init__(self, lines, *, every: float, first: float | None = None) -> None:
+    def __init__(self, lines, *, every: float) -> None:
         import threading
 
         self.lines, self.every = lines, every
-        self.first = 0.4 * every if first is None else first
+        self.first = 0.4 * every
         self.stopped = threading.Event()
         self.thread = None
 

@@ -19,7 +19,7 @@ from typer.core import TyperCommand, TyperGroup
 from ptcli import __version__
 from ptcli.cli._click import Abort, ClickException, Context, Exit, HelpFormatter, UsageError
 from ptcli.errors import PtcliError, without_worker_traceback
-from ptcli.output import emit_json, error_line, warn
+from ptcli.output import emit_json, error_line, stdout_to_nowhere, warn
 from ptcli.plugins.recipe import Command, load_ref
 
 RECIPES_PANEL = "Recipes"
@@ -220,16 +220,21 @@ def _exit_without_teardown() -> None:
     joinable, which aborts about one process in eight ("terminate called without an active
     exception", exit -6) after the work has succeeded; the command has flushed and closed
     everything it wrote by then."""
-    try:
-        app(prog_name="ptcli")
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if isinstance(exc.code, str):
-            sys.stderr.write(exc.code + "\n")
+    code = _run_for_exit_code(lambda: app(prog_name="ptcli"))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _run_for_exit_code(work) -> int:
+    """``work()``'s exit code: 0, or its SystemExit's (a message given as the code is printed)."""
+    try:
+        work()
+        return 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            sys.stderr.write(exc.code + "\n")
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 def honour_ctrl_c() -> None:
@@ -311,14 +316,7 @@ def _looks_like_a_value(word: str) -> bool:
 
 def main() -> None:
     """The `ptcli` command: the work, then an exit without the interpreter's teardown."""
-    try:
-        _main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if isinstance(exc.code, str):
-            sys.stderr.write(exc.code + "\n")
-    _leave(code)
+    _leave(_run_for_exit_code(_main))
 
 
 def _leave(code: int) -> None:
@@ -331,7 +329,7 @@ def _leave(code: int) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away after the last result: nothing is lost
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_nowhere()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -369,7 +367,5 @@ def _main() -> None:
             _exit_without_teardown()
         app(prog_name="ptcli")
     except BrokenPipeError:
-        # The reader closed the pipe (`ptcli ... --json | head -1`): stop quietly. stdout is
-        # pointed at /dev/null so that the interpreter's final flush cannot fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        stdout_to_nowhere()  # the reader closed the pipe (`ptcli ... --json | head -1`): stop quietly
         sys.exit(141 if os.name == "posix" else 1)
