@@ -77,4 +77,27 @@ def test_a_documented_transcript_prints_exactly_what_the_page_shows(transcript, 
         done = subprocess.run([sys.executable, "-m", "ptcli", *shlex.split(command)[1:]], cwd=tmp_path,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.rstrip("\n") == (shown[0] if shown else "").rstrip("\n"), (command, done.stdout)
+        assert _same_output(done.stdout.rstrip("\n"), (shown[0] if shown else "").rstrip("\n")), (command, done.stdout)
+
+
+DECIMAL = re.compile(r"-?\d+\.\d+")
+
+
+def _same_output(printed: str, shown: str) -> bool:
+    """The same text, its decimals to within 1%: a sum over many pixels (an attack's L2, a
+    score) rounds differently with the machine's number of threads (6.322 with two, 6.305 with
+    one, for the attack page's example)."""
+    import math
+
+    if DECIMAL.split(printed) != DECIMAL.split(shown):
+        return False
+    pairs = zip(DECIMAL.findall(printed), DECIMAL.findall(shown), strict=True)
+    return all(math.isclose(float(a), float(b), rel_tol=0.01, abs_tol=0.005) for a, b in pairs)
+
+
+def test_a_transcript_may_differ_only_in_the_last_digits_of_its_decimals():
+    assert _same_output("cat.jpg: tabby (0.426), L2 6.305", "cat.jpg: tabby (0.426), L2 6.322")
+    assert not _same_output("cat.jpg: tabby (0.426), L2 7.305", "cat.jpg: tabby (0.426), L2 6.322")  # beyond 1%
+    assert not _same_output("cat.jpg: tabby (0.426), L2 6.305", "cat.jpg: tabby (0.426), L-inf 6.305")  # the words
+    assert not _same_output("top 5", "top 3")  # whole numbers exactly
+    assert not _same_output("0.5 0.6", "0.5")

@@ -4,6 +4,7 @@ replica that dies answers its requests 503 and comes back; --json start-up error
 
 import asyncio
 import base64
+import gc
 import json
 import os
 import signal
@@ -117,13 +118,20 @@ def test_queued_work_past_its_deadline_never_runs():
     def predict(items):
         with lock:
             runs.append((time.monotonic(), [item for item in items]))
-        time.sleep(0.05)
+        time.sleep(0.1)
         return [{"echo": item} for item in items]
 
-    timeout = 1.0
+    # 96 inputs take 9.6 s to run, 4.8 times the deadline. The deadline leaves room for a
+    # stalled event loop: on a loaded CI machine (a collection of a test process's large heap)
+    # the loop once reached none of the 96 bodies within 1 s, and all of them were 408.
+    timeout = 2.0
     answered = {}
 
     async def checks(client, app):
+        assert (await client.post("/predict", json={"text": "warm"})).status_code == 200  # first-request costs paid
+        runs.clear()
+        gc.collect()
+
         async def one(ident):
             response = await client.post("/predict", json={"text": ident})
             answered[ident] = time.monotonic()
