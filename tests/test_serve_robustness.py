@@ -216,7 +216,7 @@ def test_malformed_http_gets_json_errors(text_server):
 @pytest.mark.parametrize("sent", [0, 10, 500])
 def test_a_short_body_is_a_408_at_the_timeout(text_server, sent):
     body = json.dumps({"text": "x" * 600}).encode()[:sent]
-    head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999\r\n\r\n".encode()
+    head = "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 999999\r\n\r\n".encode()
     seconds, answer = _raw(text_server, head + body)
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert 1.4 < seconds < 5, seconds
