@@ -39,12 +39,10 @@ class AudioClassifier(Predictor):
                    title=f"classify-audio ({source.describe()})")
 
     def decode(self, item) -> Sample:
-        """The samples (numpy) and their rate only: resampling (torch) happens in preprocess."""
-        import io
+        return decode_audio(item)
 
-        from .audio import AudioFiles
-
-        return Sample(AudioFiles().read_array(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item))
+    def decoder(self):
+        return decode_audio
 
     def preprocess(self, decoded: list):
         import torch
@@ -108,3 +106,13 @@ class AudioClassifier(Predictor):
         buffer = io.BytesIO()
         soundfile.write(buffer, np.zeros(self.clip.clip_samples, dtype=np.float32), self.clip.sample_rate, format="WAV")
         return buffer.getvalue()
+
+
+def decode_audio(item) -> Sample:
+    """The samples (numpy) and their rate only: resampling (torch) happens in preprocess. It
+    needs nothing of the model."""
+    import io
+
+    from .audio import AudioFiles
+
+    return Sample(AudioFiles().read_array(io.BytesIO(item) if isinstance(item, (bytes, bytearray)) else item))

@@ -53,9 +53,10 @@ class ImageClassifier(Predictor):
                    title=f"classify-image ({source.describe(DEFAULT_MODEL)})")
 
     def decode(self, item) -> Sample:
-        from ptcli.vision.imaging import read_image
+        return DecodeImage(self.pre)(item)
 
-        return Sample(self.pre.cropped(self.pre.resized(read_image(item))))
+    def decoder(self) -> DecodeImage:
+        return DecodeImage(self.pre)
 
     def preprocess(self, crops: list):
         import torch
@@ -98,3 +99,16 @@ class ImageClassifier(Predictor):
 
     def warmup(self):
         return sample_image_bytes()
+
+
+class DecodeImage:
+    """An image file or upload, resized and cropped as the model takes it: all that decoding
+    needs is the preprocessing (it pickles without the model)."""
+
+    def __init__(self, pre) -> None:
+        self.pre = pre
+
+    def __call__(self, item) -> Sample:
+        from ptcli.vision.imaging import read_image
+
+        return Sample(self.pre.cropped(self.pre.resized(read_image(item))))

@@ -146,15 +146,10 @@ class Detector(Predictor):
         return human_lines(item, result)
 
     def decode(self, item) -> Sample:
-        """The image; kept for postprocess to draw on when the core writes the drawings (-o)."""
-        from ptcli.video.frames import Frame
-        from ptcli.vision.imaging import read_image
+        return DecodeImageAndSize(self.writing)(item)
 
-        image = read_image(item)
-        meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
-        if self.writing and not isinstance(item, Frame):  # a video's frames are drawn by render
-            meta["image"] = image
-        return Sample(image, meta)
+    def decoder(self) -> DecodeImageAndSize:
+        return DecodeImageAndSize(self.writing)
 
     def preprocess(self, images: list) -> list:
         from ptcli.vision.imaging import to_pixels
@@ -261,3 +256,21 @@ def _inference_settings(net) -> tuple[float, int]:
     """The score threshold and detections per image a detector was built with."""
     owner = getattr(net, "roi_heads", None) or net
     return float(getattr(owner, "score_thresh", 0.05)), int(getattr(owner, "detections_per_img", 100))
+
+
+class DecodeImageAndSize:
+    """The image, and its size for postprocess; the image kept for postprocess to draw on when
+    the core writes the drawings (-o). It needs nothing of the model."""
+
+    def __init__(self, writing: bool) -> None:
+        self.writing = writing
+
+    def __call__(self, item) -> Sample:
+        from ptcli.video.frames import Frame
+        from ptcli.vision.imaging import read_image
+
+        image = read_image(item)
+        meta = {"width": image.width, "height": image.height, "path": None if isinstance(item, bytes) else item}
+        if self.writing and not isinstance(item, Frame):  # a video's frames are drawn by render
+            meta["image"] = image
+        return Sample(image, meta)

@@ -37,7 +37,8 @@ def batch_size_option(what: str = "Inputs per forward pass."):
 
 
 WorkersOption = Annotated[int | None, typer.Option(
-    min=0, metavar="N", help="Decoding processes [default: 0 for one batch, else up to 4].")]
+    min=0, metavar="N", help="Decoding processes [default: 0 for one batch, else up to 4]; with --engine ray, "
+    "Ray tasks that read and decode the inputs apart from the model.")]
 ListModelsOption = Annotated[bool, typer.Option("--list-models", help="List model names and exit.")]
 
 

@@ -285,6 +285,13 @@ class Predictor:
         is ready (None: no warm-up)."""
         return None
 
+    def decoder(self) -> Callable[[Any], Sample] | None:
+        """``decode`` as a small callable that pickles without the model, holding only what
+        decoding needs of ``load`` (a size, a tokenizer): processes that hold no model decode
+        with it (--engine ray's decode tasks). None, the default: inputs decode beside the
+        model, in the processes that hold it."""
+        return None
+
     def stream(self, sample: Sample, emit: Callable[[str], None]) -> dict:
         """Run one input, passing pieces of its result to ``emit`` as they are made (a language
         model's text); returns the result's fields as ``postprocess`` would. Only for

@@ -1,19 +1,29 @@
 """--engine ray: a derived command's inputs through its Predictor on a Ray cluster, with Ray
-Data. The inputs are a dataset; inputs in object storage are read by Ray tasks (``--workers``
-of them at once, default Ray's choice); each of ``--replicas`` actors loads the predictor once
-(its options, precision and device as the command was given them: a GPU each with --device
-cuda) and runs batches through the same loop as the local engine (decode, preprocess, the one
-step composition, postprocess; an unreadable input fails alone). Results come back in input
+Data. The inputs are a dataset; Ray tasks read those in object storage (``--workers`` of them
+at once, default as many as the cluster has CPUs); each of ``--replicas`` actors loads the
+predictor once (its options, precision and device as the command was given them: a GPU each
+with --device cuda) and runs batches through the same loop as the local engine (preprocess, the
+one step composition, postprocess; an unreadable input fails alone). Results come back in input
 order, to be printed or written by the resumable writer (--results) like the local engine's.
 
-Decoding runs in the actors, beside the model: a predictor's ``decode`` may need what its
-``load`` set up (labels, sizes, a tokenizer), which only the actors hold. A cluster is joined
-with ``--address`` (or RAY_ADDRESS); without one, Ray starts a local one.
+Where inputs decode: in Ray tasks apart from the model when the predictor gives a decoder
+(``Predictor.decoder``: one that ships without the model) and either the actors hold GPUs or
+``--workers N`` asks for N decode tasks; else beside the model, in the actors. On CPU actors
+decoding apart costs more than it frees: the tasks and the actors share the same CPUs, and the
+decoded pixels cross processes (2 actors on a node of 2 CPUs: 76-93 images/s decoding in tasks,
+110-116 beside the model; bench/scale.py). A predictor whose decode needs its model (a text
+recipe's tokenizer, a third party's) always decodes in the actors. The decoder comes from one
+task that loads the predictor on the cluster, before the actors start. Decode tasks reserve no
+CPU of their own, as the local engine's decode workers share the machine with the model: an
+actor pool that held every CPU would otherwise leave them none, and the job would wait for
+ever. A cluster is joined with ``--address`` (or RAY_ADDRESS); without one, Ray starts a local
+one.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -55,25 +65,49 @@ def _data_context():
     return ray.data.DataContext.get_current()
 
 
-class _Read:
-    """A Ray task's step: an input in object storage as its bytes (local paths and texts pass)."""
+class _Prepare:
+    """A Ray task's step: an input in object storage read to its bytes, then decoded where the
+    recipe has a decoder: the Sample, pickled for the actor (local paths and texts as given)."""
 
-    def __call__(self, row: dict) -> dict:
+    def __init__(self, decoder) -> None:
+        self.decoder = decoder
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [self.prepared(row) for row in _rows(batch)]
+        return {key: [row[key] for row in rows] for key in batch}
+
+    def prepared(self, row: dict) -> dict:
         from ptcli.errors import InputError
         from ptcli.storage import is_url, read_bytes
 
-        if row["kind"] != "text" and is_url(row["input"]):
-            try:
+        try:
+            if row["kind"] != "text" and is_url(row["input"]):
                 row["data"] = read_bytes(row["input"])
-            except InputError as exc:
-                row["error"] = str(exc)
+            if self.decoder is not None:
+                row["sample"] = pickle.dumps(self.decoder(bytes(row["data"]) if len(row["data"]) else _as_input(row)))
+                row["data"] = b""  # decoded: the file's bytes need not travel on
+        except InputError as exc:
+            row["error"] = str(exc)
         return row
+
+
+def _load_decoder(recipe_name: str, source: tuple, options: dict):
+    """The predictor's decoder (or None), from a predictor loaded on the CPU for it alone."""
+    import torch
+
+    from ptcli.inference.contract import Source
+    from ptcli.inference.runner import load_predictor
+    from ptcli.plugins import get_plugins
+
+    torch.set_num_threads(1)
+    predictor = load_predictor(get_plugins().recipe(recipe_name), Source(*source), torch.device("cpu"), **options)
+    return predictor.decoder()
 
 
 class _Replica:
     """One actor of the pool: the predictor, loaded once, and the local engine's loop."""
 
-    def __init__(self, recipe_name: str, source: tuple, device: str, options: dict, dtype: str) -> None:
+    def __init__(self, recipe_name: str, source: tuple, device: str, options: dict, dtype: str, decoded: bool) -> None:
         import ray
         import torch
 
@@ -90,6 +124,7 @@ class _Replica:
         precision = check_dtype(recipe, dtype, target)
         self.predictor = load_predictor(recipe, Source(*source), target, **options)
         self.predictor.precision = precision
+        self.decoded = decoded
 
     def __call__(self, batch: dict) -> dict:
         from ptcli.inference.results import Failed
@@ -97,10 +132,13 @@ class _Replica:
 
         rows = _rows(batch)
         readable = [row for row in rows if not row["error"]]
-        items = [bytes(row["data"]) if len(row["data"]) else _as_input(row) for row in readable]
+        if self.decoded:  # by the tasks: the pickled Samples
+            items, load = [bytes(row["sample"]) for row in readable], pickle.loads
+        else:
+            items, load = [bytes(row["data"]) if len(row["data"]) else _as_input(row) for row in readable], None
         answers = dict(zip((row["index"] for row in readable),
                            (result for _, result in run(self.predictor, items, batch_size=max(1, len(items)), workers=0,
-                                                        description="")) if items else ()))
+                                                        description="", load=load)) if items else ()))
         out = []
         for row in rows:
             result = answers[row["index"]] if row["index"] in answers else Failed(row["error"] or "not run")
@@ -125,6 +163,17 @@ def _as_input(row: dict):
     return row["input"] if row["kind"] == "text" else Path(row["input"])
 
 
+def decodes_in_tasks(recipe, *, workers: int | None, gpus: int) -> bool:
+    """Whether inputs decode in Ray tasks (see the module's docstring). The predictor's class
+    is asked whether it has a decoder: no model is loaded only to learn that it has none."""
+    from ptcli.inference.contract import Predictor
+    from ptcli.refs import load_ref
+
+    if load_ref(recipe.predictor).decoder is Predictor.decoder:
+        return False
+    return workers > 0 if workers is not None else gpus > 0
+
+
 def ray_results(recipe, source, *, device: str, options: dict, dtype: str, kind: str, inputs: Sequence[Any],
                 replicas: int, batch_size: int, workers: int | None, address: str | None) -> Iterator[tuple[Any, Any]]:
     """(input, result fields or Failed) for every input, in input order, computed on the cluster."""
@@ -137,16 +186,23 @@ def ray_results(recipe, source, *, device: str, options: dict, dtype: str, kind:
     if not inputs:
         return
     connect(address)
-    # Empty bytes and text, not None: a column of nulls reaches a batch as NaN.
-    dataset = ray.data.from_items([{"index": index, "input": _absolute(item, kind), "kind": kind, "data": b"", "error": ""}
-                                   for index, item in enumerate(inputs)])
-    if any(is_url(str(item)) for item in inputs):
-        reads = ray.data.TaskPoolStrategy(size=workers) if workers else None
-        dataset = dataset.map(_Read, compute=reads) if reads else dataset.map(_Read)
+    source_args = (source.checkpoint, source.model, source.weights)
     gpus = 1 if str(device).startswith("cuda") else 0
+    decoder = None
+    if decodes_in_tasks(recipe, workers=workers, gpus=gpus):
+        try:
+            decoder = ray.get(ray.remote(num_cpus=1)(_load_decoder).remote(recipe.name, source_args, dict(options)))
+        except ray.exceptions.RayError as exc:
+            raise PtcliError(f"the Ray job failed: {_cause(exc)}") from None
+    # Empty bytes and text, not None: a column of nulls reaches a batch as NaN.
+    dataset = ray.data.from_items([{"index": index, "input": _absolute(item, kind), "kind": kind, "data": b"",
+                                    "sample": b"", "error": ""} for index, item in enumerate(inputs)])
+    if decoder is not None or any(is_url(str(item)) for item in inputs):
+        tasks = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        dataset = dataset.map_batches(_Prepare(decoder), batch_size=batch_size, batch_format="default",
+                                      compute=ray.data.TaskPoolStrategy(size=tasks), num_cpus=0)
     dataset = dataset.map_batches(
-        _Replica, fn_constructor_args=(recipe.name, (source.checkpoint, source.model, source.weights), str(device),
-                                       dict(options), dtype),
+        _Replica, fn_constructor_args=(recipe.name, source_args, str(device), dict(options), dtype, decoder is not None),
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=replicas), num_cpus=1, num_gpus=gpus,
         batch_format="default")
     try:

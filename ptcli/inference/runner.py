@@ -11,7 +11,7 @@ the workers and shared out under torchrun like any other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,20 @@ class _Preprocess:
 
 
 def run(predictor: Predictor, inputs: Sequence[Any], *, batch_size: int, workers: int | None = None,
-        description: str = "predicting", chunk_batch: int | None = None) -> Iterator[tuple[Any, Any]]:
+        description: str = "predicting", chunk_batch: int | None = None,
+        load: Callable[[Any], Any] | None = None) -> Iterator[tuple[Any, Any]]:
     """(input, result fields or ptcli.inference.results.Failed) for every input, in input order,
     with a progress bar on stderr. A chunked predictor's inputs go one at a time through the
     loop, their pieces ``chunk_batch`` a pass (default: ``batch_size``). decode's InputError
-    (an unreadable input, an output file that exists) fails that input alone."""
+    (an unreadable input, an output file that exists) fails that input alone. ``load``: an
+    input to its Sample, where inputs come decoded elsewhere (default: the predictor's decode,
+    object storage read first)."""
     from ptcli.inference.batching import run_batched_with_progress
     from ptcli.inference.steps import forward_step
 
     forward, batch_size = forward_step(predictor, batch_size, chunk_batch)
     return run_batched_with_progress(
-        description, inputs, load=_Decode(predictor), forward=forward, postprocess=predictor.postprocess,
+        description, inputs, load=load or _Decode(predictor), forward=forward, postprocess=predictor.postprocess,
         device=predictor.device, batch_size=batch_size, workers=workers, collate=_Preprocess(predictor),
         gradients=predictor.needs_gradients)
 
