@@ -10,14 +10,14 @@ Where inputs decode: in Ray tasks apart from the model when the predictor gives 
 (``Predictor.decoder``: one that ships without the model) and either the actors hold GPUs or
 ``--workers N`` asks for N decode tasks; else beside the model, in the actors. On CPU actors
 decoding apart costs more than it frees: the tasks and the actors share the same CPUs, and the
-decoded pixels cross processes (2 actors on a node of 2 CPUs: 76-93 images/s decoding in tasks,
-110-116 beside the model; bench/scale.py). A predictor whose decode needs its model (a text
-recipe's tokenizer, a third party's) always decodes in the actors. The decoder comes from one
-task that loads the predictor on the cluster, before the actors start. Decode tasks reserve no
-CPU of their own, as the local engine's decode workers share the machine with the model: an
-actor pool that held every CPU would otherwise leave them none, and the job would wait for
-ever. A cluster is joined with ``--address`` (or RAY_ADDRESS); without one, Ray starts a local
-one.
+decoded pixels cross processes (2 actors on a node of 2 CPUs, three runs of bench/scale.py: 76,
+93 and 113 images/s decoding in tasks, 110, 116 and 118 beside the model). A predictor whose
+decode needs its model (a text recipe's tokenizer, a third party's) always decodes in the
+actors. The decoder comes from one task that loads the predictor on the cluster, before the
+actors start. Decode tasks reserve no CPU of their own, as the local engine's decode workers
+share the machine with the model: an actor pool that held every CPU would otherwise leave them
+none, and the job would wait for ever. A cluster is joined with ``--address`` (or RAY_ADDRESS);
+without one, Ray starts a local one.
 """
 
 from __future__ import annotations
