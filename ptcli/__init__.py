@@ -24,6 +24,33 @@ __version__ = "0.1.0"
 import sys as _sys  # noqa: E402
 
 
+def _interrupted_while_starting(_signum, _frame) -> None:
+    """Ctrl-C to the `ptcli` command before its own handling is in place (the imports take a
+    tenth of a second and more): an interrupted run, said in one line, not a traceback from
+    whichever import it cut short. Nothing is open yet to be closed."""
+    import os
+
+    if "--json" in _sys.argv[1:]:
+        os.write(1, b'{"error": "interrupted", "exit_code": 130}\n')
+    else:
+        os.write(2, b"error: interrupted\n")
+    os._exit(130)
+
+
+def _take_ctrl_c_while_starting() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler):
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+
+# Only as the command (the console script, or `python -m ptcli` while runpy imports this
+# package): a program that imports ptcli keeps its own Ctrl-C. ptcli.cli.app.honour_ctrl_c
+# replaces the handler once the command line has loaded.
+if _sys.argv[:1] == ["-m"] or _sys.argv[0].rsplit("/", 1)[-1] == "ptcli":
+    _take_ctrl_c_while_starting()
+
+
 def _leave_the_current_folder() -> None:
     """`python -m ptcli` (torchrun's form) puts the current folder first on the import path, and
     a file beside a stranger's model named like a module ptcli imports (pluggy, numpy, a

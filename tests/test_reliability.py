@@ -3,6 +3,7 @@ answers fixed at their cause."""
 
 import json
 import sys
+import time
 import types
 
 import numpy as np
@@ -827,6 +828,37 @@ def test_ctrl_c_in_lr_find_and_eval_exits_130(cli, tmp_path, simplenet_config, m
     path = save_checkpoint(tmp_path / "toy", {"w": torch.zeros(1)}, recipe="toy-classify", model="toy-mlp", classes=["a"])
     result = cli("eval", path, tmp_path, plugins=[toy_recipes])
     assert result.exit_code == 130 and result.stderr.strip() == "error: interrupted"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["console script", "python -m ptcli"])
+def test_a_ctrl_c_at_any_moment_of_start_up_is_one_line_and_exit_130(how):
+    """Ctrl-C while ptcli loads, at moments from its first imports to its first batch: no
+    traceback from whichever import it cut short, and not a run that goes on to exit 0 because
+    a library swallowed it (torch clears a NumPy import's KeyboardInterrupt); with --json, the
+    JSON line. Before Python itself has started, the signal kills the process as it would any."""
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).parent / "ptcli")] if how == "console script" else [sys.executable, "-m", "ptcli"]
+    heard = 0
+    for at in (0.02, 0.05, 0.08, 0.11, 0.15, 0.2, 0.3, 0.4, 0.45, 0.5, 0.55, 0.65):
+        as_json = at in (0.08, 0.45)
+        process = subprocess.Popen([*command, "classify-image", str(REPO / "examples" / "cat.jpg"), *(["--json"] if as_json else [])],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        time.sleep(at)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+        if process.returncode == -signal.SIGINT and not err and at < 0.1:
+            continue  # before the interpreter ran a line of ptcli
+        assert process.returncode == 130, (at, process.returncode, err[-2000:])
+        if as_json:
+            assert err == "" and out.splitlines()[-1] == '{"error": "interrupted", "exit_code": 130}', (at, out, err)
+        else:
+            assert err.strip().splitlines()[-1] == "error: interrupted" and "Traceback" not in err, (at, err[-2000:])
+        heard += 1
+    assert heard >= 9
 
 
 @pytest.mark.slow

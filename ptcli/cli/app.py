@@ -160,6 +160,8 @@ def crash_message(exc: BaseException, command: str | None) -> str:
 
 
 def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
+    if exit_code in (130, 143):
+        _CTRL_C["said"] = True
     if as_json:
         emit_json({"error": message, "exit_code": exit_code})
     else:
@@ -227,14 +229,29 @@ def _exit_without_teardown() -> None:
 
 
 def _run_for_exit_code(work) -> int:
-    """``work()``'s exit code: 0, or its SystemExit's (a message given as the code is printed)."""
+    """``work()``'s exit code: 0, or its SystemExit's (a message given as the code is printed);
+    a Ctrl-C or SIGTERM that came before a command took it (loading the plugins) is said in one
+    line, as a command says it."""
     try:
         work()
-        return 0
+        code = 0
+    except KeyboardInterrupt as exc:
+        from ptcli.errors import Terminated
+
+        code = 143 if isinstance(exc, Terminated) else 130
+        report_error("terminated" if code == 143 else "interrupted", code, as_json="--json" in sys.argv[1:])
+        return code
     except SystemExit as exc:
         if isinstance(exc.code, str):
             sys.stderr.write(exc.code + "\n")
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    if code in (0, 130) and _CTRL_C["seen"] and not _CTRL_C["said"]:
+        # Ctrl-C, and nothing said so: a library swallowed the KeyboardInterrupt (torch's C
+        # module clears the error of a NumPy import it cut short, and the command went on to
+        # its end), or Typer turned one during the parsing of the command line into a quiet 130.
+        report_error("interrupted", 130, as_json="--json" in sys.argv[1:])
+        return 130
+    return code
 
 
 def honour_ctrl_c() -> None:
@@ -244,14 +261,16 @@ def honour_ctrl_c() -> None:
     import signal
     import threading
 
+    from ptcli import _interrupted_while_starting
+
     if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler):
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler, _interrupted_while_starting):
         signal.signal(signal.SIGINT, _on_ctrl_c)
 
 
 #: Whether Ctrl-C reached this process: an exception that comes out of a step it cut short (an
 #: import interrupted halfway fails again as an ImportError) is then the interruption, not a crash.
-_CTRL_C = {"seen": False}
+_CTRL_C = {"seen": False, "said": False}
 
 
 def _on_ctrl_c(_signum, _frame):
