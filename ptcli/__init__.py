@@ -45,9 +45,10 @@ def _take_ctrl_c_while_starting() -> None:
 
 
 # Only as the command (the console script, or `python -m ptcli` while runpy imports this
-# package): a program that imports ptcli keeps its own Ctrl-C. ptcli.cli.app.honour_ctrl_c
+# package), not in its spawned children (serve's replicas set their own, from the command's
+# argv): a program that imports ptcli keeps its own Ctrl-C. ptcli.cli.app.honour_ctrl_c
 # replaces the handler once the command line has loaded.
-if _sys.argv[:1] == ["-m"] or _sys.argv[0].rsplit("/", 1)[-1] == "ptcli":
+if (_sys.argv[:1] == ["-m"] or _sys.argv[0].rsplit("/", 1)[-1] == "ptcli") and "multiprocessing" not in _sys.modules:
     _take_ctrl_c_while_starting()
 
 
