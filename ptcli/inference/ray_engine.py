@@ -84,7 +84,7 @@ class _Prepare:
             if row["kind"] != "text" and is_url(row["input"]):
                 row["data"] = read_bytes(row["input"])
             if self.decoder is not None:
-                row["sample"] = pickle.dumps(self.decoder(bytes(row["data"]) if len(row["data"]) else _as_input(row)))
+                row["sample"] = pickle.dumps(self.decoder(_item(row)))
                 row["data"] = b""  # decoded: the file's bytes need not travel on
         except InputError as exc:
             row["error"] = str(exc)
@@ -135,7 +135,7 @@ class _Replica:
         if self.decoded:  # by the tasks: the pickled Samples
             items, load = [bytes(row["sample"]) for row in readable], pickle.loads
         else:
-            items, load = [bytes(row["data"]) if len(row["data"]) else _as_input(row) for row in readable], None
+            items, load = [_item(row) for row in readable], None
         answers = dict(zip((row["index"] for row in readable),
                            (result for _, result in run(self.predictor, items, batch_size=max(1, len(items)), workers=0,
                                                         description="", load=load)) if items else ()))
@@ -157,9 +157,13 @@ def _plain(value):
     return item() if callable(item) and getattr(value, "ndim", 1) == 0 else value
 
 
-def _as_input(row: dict):
+def _item(row: dict):
+    """The input as decode takes it: the bytes read from object storage, else the text given
+    or the local path."""
     from pathlib import Path
 
+    if len(row["data"]):
+        return bytes(row["data"])
     return row["input"] if row["kind"] == "text" else Path(row["input"])
 
 
