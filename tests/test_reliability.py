@@ -836,7 +836,8 @@ def test_a_ctrl_c_at_any_moment_of_start_up_is_one_line_and_exit_130(how):
     """Ctrl-C while ptcli loads, at moments from its first imports to its first batch: no
     traceback from whichever import it cut short, and not a run that goes on to exit 0 because
     a library swallowed it (torch clears a NumPy import's KeyboardInterrupt); with --json, the
-    JSON line. Before Python itself has started, the signal kills the process as it would any."""
+    JSON line. Before Python itself has started (its site module), the signal ends the process as
+    it would any Python program's."""
     import signal
     import subprocess
     from pathlib import Path
@@ -850,8 +851,10 @@ def test_a_ctrl_c_at_any_moment_of_start_up_is_one_line_and_exit_130(how):
         time.sleep(at)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
-        if process.returncode == -signal.SIGINT and not err and at < 0.1:
-            continue  # before the interpreter ran a line of ptcli
+        if at < 0.1 and "/ptcli/" not in err and process.returncode in (-signal.SIGINT, 1):
+            # Before a line of ptcli ran: Python's own start-up (its site module, runpy finding
+            # the package) was cut short, as any Python program's would be.
+            continue
         assert process.returncode == 130, (at, process.returncode, err[-2000:])
         if as_json:
             assert err == "" and out.splitlines()[-1] == '{"error": "interrupted", "exit_code": 130}', (at, out, err)

@@ -275,7 +275,27 @@ _CTRL_C = {"seen": False, "said": False}
 
 def _on_ctrl_c(_signum, _frame):
     _CTRL_C["seen"] = True
+    spec = getattr(sys.modules.get("torch"), "__spec__", None)
+    if getattr(spec, "_initializing", False):
+        # torch is being imported: an exception raised inside its C++ start-up aborts the
+        # process (exit -6). The signal comes again once the import is over.
+        if not _CTRL_C.get("deferred"):
+            import threading
+
+            _CTRL_C["deferred"] = True
+            threading.Thread(target=_ctrl_c_again_after, args=(spec,), daemon=True).start()
+        return
     raise KeyboardInterrupt
+
+
+def _ctrl_c_again_after(spec) -> None:
+    import signal
+    import time
+
+    while getattr(spec, "_initializing", False):
+        time.sleep(0.005)
+    _CTRL_C["deferred"] = False
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 def stop_cleanly_on_sigterm() -> None:
