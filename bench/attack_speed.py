@@ -10,6 +10,15 @@ standard settings (100 steps, 9 targets, 5000 queries, one restart).
 
     python bench/attack_speed.py [--data ../shared/data/imagefolder_digits] [--device cpu]
                                  [--only plain|trades] [--norm linf|l2] [--attacks autoattack,square] [--images N]
+
+With --photos: Square on the default model (EfficientNet-Lite0) and real photos at their own
+size (the shared images and the photo ImageFolder's val/, 33), L-inf 8/255, 5000 queries:
+ptcli's `attack --method square` against the reference's SquareAttack (pyautoattack, p_init
+0.8, its schedule) on the same model in the same pixels, each result saved as an 8-bit PNG and
+judged the way `ptcli classify-image` reads that file. Goal: ptcli fools at least as many,
+with no more median queries over the photos both fool.
+
+    python bench/attack_speed.py --photos [--photo-data ../shared/data] [--queries 5000]
 """
 
 import argparse
@@ -67,6 +76,60 @@ def reference(name, model, x, y, norm, eps, device):
     return aa.run_standard_evaluation(x, y, batch_size=BATCH)[0]
 
 
+def square_on_photos(args) -> None:
+    """The --photos figure (see the module's docstring)."""
+    import io
+
+    import torch
+    from PIL import Image
+    from pyautoattack.square import SquareAttack
+
+    from ptcli.plugins import capabilities
+    from ptcli.vision.imaging import to_pixels
+    from ptcli_adversarial.files import attack_image
+    from ptcli_adversarial.settings import attack_settings
+
+    logging.getLogger("auto-attack").setLevel(logging.ERROR)
+    photos = [args.photo_data / "images" / name for name in ("astronaut.jpg", "cat.jpg", "coffee.jpg", "dog.jpg", "rocket.jpg")]
+    photos += sorted((args.photo_data / "imagefolder_photos" / "val").rglob("*.jpg"))
+    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, model="efficientnet_lite0")
+    pipeline = classifier.pipeline().eval()
+    settings = attack_settings("square", "linf", "8/255", None, queries=args.queries)
+    ours, theirs = [], []
+    for path in photos:
+        start = time.perf_counter()
+        _, fields = attack_image(classifier, path, settings, None, torch.device("cpu"))
+        ours.append((fields["success"], fields["queries"], time.perf_counter() - start))
+        start = time.perf_counter()
+        x = to_pixels(classifier.read(path))[None]
+        clean = classifier.predict_file(path)[0]
+        attack = SquareAttack(pipeline, p_init=0.8, n_queries=args.queries, eps=8 / 255, norm="Linf", n_restarts=1,
+                              seed=0, verbose=False, device="cpu", resc_schedule=False)
+        attack.init_hyperparam(x)
+        with torch.no_grad():
+            queries, adversarial = attack.attack_single_run(x, torch.tensor([clean]))
+        buffer = io.BytesIO()
+        pixels = (adversarial[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        theirs.append((classifier.predict_file(buffer.getvalue())[0] != clean, int(queries[0]), time.perf_counter() - start))
+        print(f"{path.name}: ptcli {'fooled' if ours[-1][0] else 'held'} after {ours[-1][1]} queries ({ours[-1][2]:.1f} s), "
+              f"reference {'fooled' if theirs[-1][0] else 'held'} after {theirs[-1][1]} ({theirs[-1][2]:.1f} s)",
+              file=sys.stderr, flush=True)
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2] if values else 0
+
+    both = [i for i in range(len(photos)) if ours[i][0] and theirs[i][0]]
+    fooled_ours, fooled_theirs = sum(row[0] for row in ours), sum(row[0] for row in theirs)
+    report([("photos", f"{len(photos)} (L-inf 8/255, {args.queries} queries, judged on the saved PNG)"),
+            ("ptcli fooled", f"{fooled_ours}, median queries {median([ours[i][1] for i in both])} over the {len(both)} both fool"),
+            ("reference fooled", f"{fooled_theirs}, median queries {median([theirs[i][1] for i in both])}"),
+            ("seconds", f"{sum(r[2] for r in ours):.0f} vs {sum(r[2] for r in theirs):.0f} (ptcli vs reference)")],
+           fooled_ours / max(fooled_theirs, 1), 1.0, figure="square photos fooled: ptcli / reference",
+           ours=str(fooled_ours), baseline=str(fooled_theirs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "imagefolder_digits")
@@ -75,11 +138,17 @@ def main() -> None:
     parser.add_argument("--norm", choices=[norm for norm, _ in SETTINGS], help="one norm instead of both")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help=f"some of {','.join(ATTACKS)}")
     parser.add_argument("--images", type=int, default=400, help="the first N unseen digits (of 400, 40 per class, in class order)")
+    parser.add_argument("--photos", action="store_true", help="Square on the default model and real photos instead")
+    parser.add_argument("--photo-data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--queries", type=int, default=5000, help="Square's budget with --photos")
     args = parser.parse_args()
     try:
         import pyautoattack  # noqa: F401
     except ImportError:
         sys.exit("this benchmark compares with the authors' AutoAttack: pip install pyautoattack")
+    if args.photos:
+        square_on_photos(args)
+        return
     import torch
 
     from ptcli.plugins import capabilities

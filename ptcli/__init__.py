@@ -22,6 +22,10 @@ tests/test_layout.py holds the code to this.
 __version__ = "0.1.0"
 
 import sys as _sys  # noqa: E402
+import time as _time  # noqa: E402
+
+#: Where --timings counts start-up from when the system cannot say when the process began.
+IMPORTED_AT = _time.perf_counter()
 
 
 def _interrupted_while_starting(_signum, _frame) -> None:

@@ -307,6 +307,15 @@ def test_metrics_in_prometheus_format():
         assert 'ptcli_request_latency_seconds_bucket{le="0.005",model="model",route="/predict"}' in text
         assert 'ptcli_batch_size_count{model="model"} 2.0' in text and 'ptcli_batch_size_sum{model="model"} 6.0' in text
         assert 'ptcli_queue_depth{model="model"} 0.0' in text and 'ptcli_dropped_inputs_total{model="model"} 0.0' in text
+        # where the time went: every input's wait, decode and encode, and each batch's forward pass
+        stages = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith("ptcli_stage_seconds_") and not line.startswith("ptcli_stage_seconds_bucket")}
+        for stage, count in (("queue_wait", 6), ("decode", 6), ("forward", 2), ("encode", 6)):
+            assert stages[f'ptcli_stage_seconds_count{{model="model",stage="{stage}"}}'] == count, (stage, stages)
+        # the five queued inputs waited while the first held the model, which waited on the gate
+        assert stages['ptcli_stage_seconds_sum{model="model",stage="queue_wait"}'] > 0
+        assert stages['ptcli_stage_seconds_sum{model="model",stage="forward"}'] >= \
+            stages['ptcli_stage_seconds_sum{model="model",stage="queue_wait"}'] / 5
 
     run_app(_toy(predict=predict), checks, max_wait_ms=0)
 

@@ -308,8 +308,12 @@ def test_a_replica_that_dies_answers_503_and_comes_back(moment, tiny_bert_classi
             assert response.status_code == 503, response.text
             time.sleep(0.2)
         assert response.status_code == 200 and response.json()["predictions"]
-        restarts = [line for line in httpx.get(f"{server.url}/metrics").text.splitlines() if line.startswith("ptcli_replica_restarts_total")]
+        metrics = httpx.get(f"{server.url}/metrics").text.splitlines()
+        restarts = [line for line in metrics if line.startswith("ptcli_replica_restarts_total")]
         assert float(restarts[0].split()[-1]) == 2
+        counted = {line.split()[0]: float(line.split()[1]) for line in metrics if line.startswith("ptcli_stage_seconds_count")}
+        for stage in ("queue_wait", "decode", "forward", "encode"):  # a replica's stages reach the server's /metrics
+            assert counted.get(f'ptcli_stage_seconds_count{{model="classify-text",stage="{stage}"}}', 0) >= 1, (stage, counted)
         code, _, err = server.stop()
         assert code == 0, err[-2000:]
     finally:

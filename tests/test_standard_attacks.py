@@ -307,6 +307,28 @@ def test_square_autoattack_and_certify_on_lite0(cli, shared_data, tmp_path):
     assert certified["input"] == str(cat) and certified["label"] == "tabby" and certified["radius"] > 0
 
 
+def test_square_goes_on_until_the_saved_file_is_fooled(cli, shared_data, tmp_path):
+    """Square queries the file's own reading (8 bits, Pillow's resize): on the astronaut it
+    used to stop at the barest margin in the differentiable resize, after 66 queries, and the
+    saved PNG still read as "jersey". The file it writes now reads as another class, within
+    eps, and the queries it reports were enough for that."""
+    from ptcli.plugins import capabilities
+    from ptcli.vision.imaging import to_pixels
+
+    astronaut = shared_data / "images" / "astronaut.jpg"
+    run = cli("attack", astronaut, "--method", "square", "--eps", "8/255", "--queries", "300", "-o", tmp_path, "--device",
+              "cpu", "--json")
+    assert run.exit_code == 0, run.stderr
+    r = json.loads(run.stdout)
+    assert r["success"] and r["adversarial"]["label"] != r["clean"]["label"] == "jersey", r
+    assert r["queries"] < 300 and r["linf"] <= 8 / 255 + 1e-6
+    classifier = capabilities.load(capabilities.IMAGE_CLASSIFIER, model="efficientnet_lite0")
+    saved = tmp_path / "astronaut_adv.png"
+    with torch.no_grad():  # the module Square queried reads the file as classify-image does
+        logits = classifier.as_read()(to_pixels(classifier.read(saved))[None])
+    assert int(logits.argmax()) == classifier.predict_file(saved)[0] == classifier.labels.index(r["adversarial"]["label"])
+
+
 def test_apgd_leaving_fooled_samples_out_changes_no_other_path(trained):
     """first_success drops fooled samples at checkpoints; every other sample's path is its own,
     so the samples it does not fool end exactly where the full run leaves them."""

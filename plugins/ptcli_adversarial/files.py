@@ -21,7 +21,12 @@ def attack_image(classifier, item, settings, target_index: int | None, device, o
     label = torch.tensor([target_index if targeted else clean_index], device=device)
     x = original[None].to(device)
     details: dict = {}
-    adversarial = settings.run(classifier.pipeline(), x, label, targeted=targeted, quantize=True, on_step=on_step, record=details)[0]
+    # Square only queries: it asks the saved file's own reading where the classifier has one,
+    # so that it goes on until what it finds survives Pillow's resize and the 8-bit PNG (the
+    # differentiable resize agrees to about a grey level, and Square stops at the barest margin).
+    as_read = getattr(classifier, "as_read", None) if settings.method == "square" else None
+    model = as_read() if as_read is not None else classifier.pipeline()
+    adversarial = settings.run(model, x, label, targeted=targeted, quantize=True, on_step=on_step, record=details)[0]
     pixels = (adversarial.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")

@@ -51,7 +51,25 @@ def _modules():
             top, left = int(round((h - self.crop) / 2.0)), int(round((w - self.crop) / 2.0))
             return self.network(pixels[..., top: top + self.crop, left: left + self.crop])
 
-    return Normalized, Pipeline
+    class AsRead(nn.Module):
+        """Original-size pixels to logits by the command's own path: each image rounded to 8
+        bits as the saved PNG holds it, resized and cropped by Pillow as `ptcli classify-image`
+        reads a file, then the network. Not differentiable: for attacks that only query the
+        model (Square), whose success is then the saved file's."""
+
+        def __init__(self, network, pixels) -> None:
+            super().__init__()
+            self.network, self.pixels = network, pixels
+
+        def forward(self, images):
+            import torch
+            from PIL import Image
+
+            eight_bit = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            crops = torch.stack([self.pixels(Image.fromarray(image)) for image in eight_bit])
+            return self.network(crops.to(images.device))
+
+    return Normalized, Pipeline, AsRead
 
 
 class PixelClassifier:
@@ -70,13 +88,14 @@ class PixelClassifier:
         self.preprocess = predictor.pre
         self.adapter = RECIPE.data_adapter
         preprocessing = self.preprocessing
-        normalized, pipeline = _modules()
+        normalized, pipeline, as_read = _modules()
         self._network = normalized(self.net, list(preprocessing["mean"]), list(preprocessing["std"]))
         self._pipeline = pipeline(self._network, int(preprocessing["resize"]), int(preprocessing["crop"]),
                                   str(preprocessing.get("interpolation", "bilinear")))
+        self._as_read = as_read(self._network, self.preprocess.pixels)
 
     def to(self, device) -> PixelClassifier:
-        self._pipeline.to(device)
+        self._pipeline.to(device)  # the network it shares with as_read moves with it
         self.predictor.device = device
         return self
 
@@ -91,6 +110,9 @@ class PixelClassifier:
 
     def pipeline(self):
         return self._pipeline
+
+    def as_read(self):
+        return self._as_read
 
     def input_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(x, y, w, h) of the original image that the model input covers (the centre crop of the

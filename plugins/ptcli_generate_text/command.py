@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ptcli.errors import UsageError
-from ptcli.cli.options import DeviceOption, JsonOption, TrustRemoteCodeOption, checkpoint_option
+from ptcli.cli.options import DeviceOption, JsonOption, TimingsOption, TrustRemoteCodeOption, checkpoint_option
 
 from . import RECIPE
 
@@ -77,23 +77,19 @@ def generate_text(
     export_hf: Annotated[Path | None, typer.Option("--export-hf", metavar="DIR", help="Write the model (e.g. a --checkpoint) as a standard Hugging Face folder and exit.")] = None,
     trust_remote_code: TrustRemoteCodeOption = False,
     device: DeviceOption = "auto",
+    timings: TimingsOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Continue a prompt with GPT-2 (default), another Hugging Face causal language model or a
     fine-tuned checkpoint. Tokens stream to stdout as they are generated; --seed makes sampling
     reproducible; --json prints {"prompt", "generations", "tokens_per_second"}."""
     from ptcli.devices import resolve_device
+    from ptcli.inference.timings import stage, timed_run
     from ptcli.models.hub import set_trust_remote_code
     from ptcli.models.loading import check_request
-    from ptcli.output import emit, emit_json
-    from ptcli.inference.results import emit_results
-
-    from ptcli.inference.contract import Sample
 
     from .generation import Settings
-    from .models import export_hf as write_hf
     from .models import load_language_model
-    from .predictor import TextGenerator
 
     if export_hf is None and not interactive:
         prompt = _read_prompt(prompt)
@@ -115,24 +111,47 @@ def generate_text(
     if len(stops) > 4 or not all(stops):
         raise UsageError("--stop takes a non-empty text, up to 4 times")
     settings = Settings(max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, seed, stops)
-    lm = load_language_model(model, checkpoint, dtype=precision)
+    if timings and (export_hf is not None or interactive):
+        raise UsageError("--timings times one generation; not with --interactive or --export-hf")
+    with timed_run(timings, target, json_output):
+        with stage("load"):
+            lm = load_language_model(model, checkpoint, dtype=precision)
+        _generate(lm, target, settings, prompt, export_hf=export_hf, interactive=interactive, stream=stream,
+                  json_output=json_output)
+
+
+def _generate(lm, target, settings, prompt: str | None, *, export_hf, interactive: bool, stream: bool | None,
+              json_output: bool) -> None:
+    from ptcli.inference.contract import Sample
+    from ptcli.inference.results import emit_results
+    from ptcli.inference.timings import stage
+    from ptcli.output import emit, emit_json
+
+    from .models import export_hf as write_hf
+    from .predictor import TextGenerator
+
     if export_hf is not None:
         folder = write_hf(lm, export_hf)
         emit_json({"exported": str(folder)}) if json_output else emit(str(folder))
         return
     predictor = TextGenerator(lm, target, settings)  # the inference contract `ptcli serve` runs too
-    streaming = (sys.stdout.isatty() if stream is None else stream) and not json_output and num_return_sequences == 1
+    streaming = (sys.stdout.isatty() if stream is None else stream) and not json_output and settings.num_return_sequences == 1
 
     def run(text: str) -> None:
         # Not through predictor.decode: its errors are a request's (400); the command's are
         # usage errors, raised by the generation itself.
-        if streaming:
+        if streaming:  # each token written as it is made: all of it is forward
             _write(text)
-            predictor.stream(Sample((text, settings)), _write)
+            with stage("forward"):
+                predictor.stream(Sample((text, settings)), _write)
             _write("\n")
             return
-        result = predictor.postprocess(predictor.forward([(text, settings)])[0], None)
-        emit_results([(text, result)], _generations_format(), total=1, json_output=json_output)
+        with stage("forward"):
+            output = predictor.forward([(text, settings)])[0]
+        with stage("postprocess"):
+            result = predictor.postprocess(output, None)
+        with stage("write"):
+            emit_results([(text, result)], _generations_format(), total=1, json_output=json_output)
 
     if not interactive:
         run(prompt)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from ptcli.cli.options import (DeviceOption, DtypeOption, EndOption, JsonOption, ListModelsOption, StartOption,
-                               TrustRemoteCodeOption, VidStrideOption, WorkersOption)
+                               TimingsOption, TrustRemoteCodeOption, VidStrideOption, WorkersOption)
 from ptcli.inference.contract import Source
 
 _INPUTS = ("Input files, folders (searched recursively) or glob patterns; texts for a text recipe; for an image "
@@ -125,7 +125,7 @@ def predictor_command(recipe, spec):
     if cls.remote_code:
         parameters.append(_parameter("trust_remote_code", TrustRemoteCodeOption, False))
     parameters += [_parameter("dtype", DtypeOption, "fp32"), _parameter("device", DeviceOption, "auto"),
-                   _parameter("json_output", JsonOption, False)]
+                   _parameter("timings", TimingsOption, False), _parameter("json_output", JsonOption, False)]
     if recipe.models is not None:
         parameters.append(_parameter("list_models", ListModelsOption, False))
 
@@ -177,11 +177,11 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
                 device: str, json_output: bool, list_models: bool = False, video=None, dtype: str = "fp32",
                 options: dict | None = None, files: tuple = (None, False), texts: tuple = (None, None, "utf-8"),
                 data: Path | None = None, results: str | None = None, engine: str = "local", replicas: int = 1,
-                address: str | None = None) -> None:
+                address: str | None = None, timings: bool = False) -> None:
     """The derived command's work; an image recipe's video inputs go frame by frame through the
     same predictor (ptcli.video.runner). ``files``: (-o DIR or None, --overwrite); ``texts``
     (a text recipe's): (--file, --column, --encoding); ``data``: --data DIR; ``results``: --results
-    (ptcli.inference.resumable)."""
+    (ptcli.inference.resumable); ``timings``: --timings (ptcli.inference.timings)."""
     from itertools import chain
 
     from ptcli.cli.large_runs import check_engine, results_plan, split_units
@@ -193,6 +193,7 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
     from ptcli.inference.options import OptionError, declared, settle
     from ptcli.inference.precision import check_dtype
     from ptcli.inference.runner import load_predictor, run
+    from ptcli.inference.timings import stage, timed_run
     from ptcli.refs import load_ref
     from ptcli.vision.imaging import IMAGE_EXTENSIONS
 
@@ -238,6 +239,9 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
                        overwrite)
     cls.check_run(given)
     check_engine(cls, engine, given, replicas, address)
+    if timings and engine == "ray":
+        raise UsageError("--timings times the stages in this process; with --engine ray they run in the cluster's actors "
+                         "(drop one of the two)")
     store = plan = None
     if results is not None:
         if data is not None:
@@ -269,37 +273,39 @@ def run_command(recipe, inputs: list[str] | None, source: Source, *, batch_size:
                             inputs=inputs, replicas=replicas, batch_size=batch_size, workers=workers, address=address)
         _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs), local=False)
         return
-    precision = check_dtype(recipe, dtype, target)
-    predictor = load_predictor(recipe, source, target, **options)
-    predictor.precision, predictor.writing = precision, output is not None and data is None
-    if data is not None:
-        _report(predictor, data, batch_size, json_output)
-        return
-    words = cls.progress or recipe.name
-    if plan is not None and plan.resumed:  # the bar counts what is left
-        words = f"{words} (resumed after {plan.resumed} of {len(plan.units)})"
-    if not inputs:
-        found = ()
-    elif output is not None:
-        from ptcli.inference.runner import run_to_files
+    with timed_run(timings, target, json_output):  # from here on, when --timings is given
+        precision = check_dtype(recipe, dtype, target)
+        with stage("load"):
+            predictor = load_predictor(recipe, source, target, **options)
+        predictor.precision, predictor.writing = precision, output is not None and data is None
+        if data is not None:
+            _report(predictor, data, batch_size, json_output)
+            return
+        words = cls.progress or recipe.name
+        if plan is not None and plan.resumed:  # the bar counts what is left
+            words = f"{words} (resumed after {plan.resumed} of {len(plan.units)})"
+        if not inputs:
+            found = ()
+        elif output is not None:
+            from ptcli.inference.runner import run_to_files
 
-        found = run_to_files(predictor, inputs, output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
-                               description=words, batch_size=batch_size, workers=workers)
-    else:
-        found = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
-    if videos:
-        from ptcli.video.runner import VideoOptions, refuse_existing_videos, video_results
+            found = run_to_files(predictor, inputs, output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
+                                   description=words, batch_size=batch_size, workers=workers)
+        else:
+            found = run(predictor, inputs, batch_size=batch_size, workers=workers, description=words)
+        if videos:
+            from ptcli.video.runner import VideoOptions, refuse_existing_videos, video_results
 
-        if output is not None and not overwrite:  # a usage error before any frame, not a failed input
-            refuse_existing_videos(videos, output, predictor.file_suffix())
-        found = chain(found, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
-                                               output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
-                                               annotate=predictor.video_annotation(),
-                                               render=predictor.video_drawing(), description=words))
-    from ptcli.output import files_under_way
+            if output is not None and not overwrite:  # a usage error before any frame, not a failed input
+                refuse_existing_videos(videos, output, predictor.file_suffix())
+            found = chain(found, video_results(predictor, videos, video or VideoOptions(), batch_size=batch_size,
+                                                   output=output, suffix=predictor.file_suffix(), overwrite=overwrite,
+                                                   annotate=predictor.video_annotation(),
+                                                   render=predictor.video_drawing(), description=words))
+        from ptcli.output import files_under_way
 
-    with files_under_way() if output is not None else nullcontext():
-        _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs) + len(videos))
+        with files_under_way() if output is not None else nullcontext():
+            _finish(predictor, found, fmt_for(predictor, cls), given, store, plan, json_output, len(inputs) + len(videos))
 
 
 def fmt_for(predictor, cls):

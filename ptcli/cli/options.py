@@ -9,6 +9,9 @@ from ptcli.devices import DEVICE_HELP
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine output: JSON on stdout, errors included.")]
 DeviceOption = Annotated[str, typer.Option("--device", metavar="DEVICE", help=DEVICE_HELP)]
+TimingsOption = Annotated[bool, typer.Option("--timings", help=(
+    "Say where the run's time went, from the process's start: start-up, model load, decode, preprocess, forward, "
+    "postprocess, encode and writing, which add up to the whole (stderr; with --json a last {\"timings\": ...} line)."))]
 TrustRemoteCodeOption = Annotated[bool, typer.Option(
     "--trust-remote-code", help="Let a Hugging Face model folder run its own Python code (auto_map); off, such a "
     "model is refused. Read that code first.")]

@@ -72,6 +72,12 @@ class _Collate:
         self.combine = combine
 
     def __call__(self, items):
+        from ptcli.inference.timings import stage
+
+        with stage("preprocess"):
+            return self._collated(items)
+
+    def _collated(self, items):
         good = [(i, x) for i, x in items if not isinstance(x, Failed)]
         failed = [(i, x) for i, x in items if isinstance(x, Failed)]
         # (has meta, meta): a sentinel object would not survive the trip from a worker process.
@@ -132,6 +138,8 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
     """Per batch of ``indices`` (in order), the list of (index, result or Failed)."""
     from torch.utils.data import DataLoader, Subset
 
+    from ptcli.inference.timings import stage
+
     if workers is None:
         workers = default_workers(len(indices), batch_size)
     if workers:  # workers' exits are signals (SIGCHLD): they need a sound signal stack
@@ -146,16 +154,24 @@ def _batches(indices: Sequence[int], inputs, load, forward, postprocess, device,
         pin_memory=device.type == "cuda",
         worker_init_fn=ignore_sigint,
     )
+    batches = iter(loader)
     with gradient_mode(gradients):
-        for batch_indices, batch, failed, metas in loader:
+        while True:
+            with stage("decode"):  # with workers: the wait for them
+                loaded = next(batches, None)
+            if loaded is None:
+                return
+            batch_indices, batch, failed, metas = loaded
             stopped = next((f for _, f in failed if f.abort), None)
             if stopped is not None:
                 raise StoreUnavailable(stopped.message)
             results: dict[int, Any] = dict(failed)
             if batch is not None:
-                outputs = forward(to_device(batch, device))
-                for row, (index, (has_meta, meta)) in enumerate(zip(batch_indices, metas)):
-                    results[index] = postprocess(outputs[row], meta) if has_meta else postprocess(outputs[row])
+                with stage("forward"):
+                    outputs = forward(to_device(batch, device))
+                with stage("postprocess"):
+                    for row, (index, (has_meta, meta)) in enumerate(zip(batch_indices, metas)):
+                        results[index] = postprocess(outputs[row], meta) if has_meta else postprocess(outputs[row])
             yield sorted(results.items())
 
 
@@ -179,10 +195,12 @@ def _run_shared(inputs, *, batch_size, **kwargs):
 
 def run_batched_with_progress(description: str, inputs: Sequence[Any], **kwargs: Any) -> Iterator[tuple[Any, Any]]:
     """run_batched, advancing a progress bar on stderr (see ptcli.output.progress) per input."""
+    from ptcli.inference.timings import stage
     from ptcli.output import progress
 
     with progress() as bar:
         task = bar.add_task(description, total=len(inputs))
         for item in run_batched(inputs, **kwargs):
             bar.advance(task)
-            yield item
+            with stage("write"):  # what the command does with a result before asking for the next
+                yield item

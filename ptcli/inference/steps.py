@@ -73,7 +73,13 @@ def predict_step(predictor, samples: list, chunk_batch: int | None = None) -> li
     """Decoded samples through preprocess, forward and postprocess, in this thread: the
     server's step, a video's frames'. A chunked predictor's pieces go ``chunk_batch`` a pass
     (default: as many as the samples)."""
+    from ptcli.inference.timings import stage
+
     forward, _ = forward_step(predictor, max(1, len(samples)), chunk_batch)
     with gradient_mode(predictor.needs_gradients):
-        outputs = forward(to_device(predictor.preprocess([s.data for s in samples]), predictor.device))
-        return [predictor.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]
+        with stage("preprocess"):
+            batch = predictor.preprocess([s.data for s in samples])
+        with stage("forward"):
+            outputs = forward(to_device(batch, predictor.device))
+        with stage("postprocess"):
+            return [predictor.postprocess(outputs[i], s.meta) for i, s in enumerate(samples)]

@@ -37,6 +37,12 @@ class ImageClassifier(Protocol):
         """A module from the original image's pixels (B, 3, H, W) to logits: resize, crop and
         normalisation inside, differentiable, as the command's own preprocessing does them."""
 
+    def as_read(self) -> Any:
+        """Optional. A module from the original image's pixels to logits exactly as
+        predict_file reads the saved 8-bit file (not differentiable). Query-only attacks
+        (Square) ask it when it exists, so that what they find survives being saved; without
+        it they query pipeline()."""
+
     def input_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """(x, y, w, h): the part of a width x height image that model_input covers, in its pixels."""
 

@@ -39,6 +39,7 @@ def create_app(models, settings: Settings | None = None):
         state.metrics.add_model(model.name, model.queue_depth)
         model.hooks = Hooks(on_batch=state.metrics.batch_size.labels(model=model.name).observe,
                             on_drop=state.metrics.dropped.labels(model=model.name).inc, log=log,
+                            on_stages=lambda pairs, name=model.name: state.metrics.observe_stages(name, pairs),
                             on_restart=state.metrics.restarts.labels(model=model.name).inc)
         model.on_load_error = lambda message, name=model.name: state.on_load_error(
             message if len(state.models) == 1 else f"model {name}: {message}")

@@ -8,6 +8,7 @@ request has been answered 504 already, and a forward pass for it would only dela
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,10 +34,11 @@ class Expired(TimeoutError):
 class Batcher:
     def __init__(self, predict: Callable[[list], list], *, max_batch: int, max_wait_ms: float, max_queue: int,
                  on_batch: Callable[[int], None] = lambda size: None,
-                 on_drop: Callable[[int], None] = lambda count: None) -> None:
+                 on_drop: Callable[[int], None] = lambda count: None,
+                 on_stages: Callable[[list], None] = lambda pairs: None) -> None:
         self.predict = predict
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000, max_queue
-        self.on_batch, self.on_drop = on_batch, on_drop
+        self.on_batch, self.on_drop, self.on_stages = on_batch, on_drop, on_stages
         # A deque and events rather than asyncio.Queue: a get() timed out by wait_for can lose
         # its item on Python 3.11; here nothing leaves the deque but by the loop's own hand.
         self.pending: deque = deque()
@@ -67,7 +69,7 @@ class Batcher:
         if len(self.pending) >= self.max_queue:
             raise QueueFull
         future = asyncio.get_running_loop().create_future()
-        self.pending.append((item, future, deadline))
+        self.pending.append((item, future, deadline, time.perf_counter()))
         self._arrived.set()
         return future
 
@@ -85,10 +87,11 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-        batch, dropped = [], 0
-        now = asyncio.get_running_loop().time()
+        batch, dropped, waits = [], 0, []
+        now, taken = asyncio.get_running_loop().time(), time.perf_counter()
         while self.pending and len(batch) < self.max_batch:
-            item, future, deadline = self.pending.popleft()
+            item, future, deadline, submitted = self.pending.popleft()
+            waits.append(("queue_wait", taken - submitted))
             if future.done():  # its request timed out or went away: skip the work
                 dropped += 1
             elif deadline is not None and deadline <= now:
@@ -98,6 +101,7 @@ class Batcher:
                 batch.append((item, future))
         if dropped:
             self.on_drop(dropped)
+        self.on_stages(waits)
         return batch
 
     async def _loop(self) -> None:
@@ -109,8 +113,10 @@ class Batcher:
             self.on_batch(len(batch))
             try:
                 futures = [future for _, future in batch]
+                started = time.perf_counter()
                 results = await loop.run_in_executor(self._executor, _watched, self.predict, [item for item, _ in batch],
                                                      lambda: all(future.done() for future in futures))
+                self.on_stages([("forward", time.perf_counter() - started)])
                 if len(results) != len(batch):
                     raise RuntimeError(f"the model gave {len(results)} results for {len(batch)} inputs")
             except Exception as exc:  # one bad batch fails its requests, not the server

@@ -208,6 +208,8 @@ class ReplicaPool:
             self.hooks.on_batch(message[1])
         elif kind == "drop":
             self.hooks.on_drop(message[1])
+        elif kind == "stages":
+            self.hooks.on_stages(message[1])
         elif kind in ("done", "refused", "event", "end"):
             waiting = replica.inflight.get(message[1])
             if waiting is None:
@@ -289,7 +291,8 @@ async def _serve_pipe(conn, settings: dict) -> None:
                                                                options=settings["options"]),
                        max_batch=settings["max_batch"], max_wait_ms=settings["max_wait_ms"],
                        max_queue=settings["max_queue"], timeout_s=settings["timeout_s"],
-                       hooks=Hooks(on_batch=lambda size: send(("batch", size)), on_drop=lambda count: send(("drop", count))))
+                       hooks=Hooks(on_batch=lambda size: send(("batch", size)), on_drop=lambda count: send(("drop", count)),
+                                   on_stages=lambda pairs: send(("stages", pairs))))
     failed = asyncio.Event()
     model.on_load_error = lambda message: (send(("failed", message)), failed.set())
     inbox: asyncio.Queue = asyncio.Queue()

@@ -5,6 +5,7 @@ objects, a request's options (ptcli.inference.options) checked by its model."""
 from __future__ import annotations
 
 import json
+import time
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -92,11 +93,14 @@ def add_routes(app, state, keys) -> None:
             outcome = outcomes[0]
             if outcome.error is not None:
                 raise RequestError(outcome.status, outcome.error)
-            if outcome.file is not None:  # the file itself, as the client asked
+            if outcome.file is not None:  # the file itself, as the client asked (encoded beside the model)
                 return Response(outcome.file, media_type=info.media_type)
+        started = time.perf_counter()
         rows = [({"input": label} if label else {}) | (jsonable(o.result) if o.error is None else {"error": o.error})
                 for label, o in zip(names, outcomes)]
-        return rows if many else rows[0]
+        body = JSONResponse(rows if many else rows[0])
+        state.metrics.observe_stages(model.name, [("encode", time.perf_counter() - started)])
+        return body
 
     @app.post("/predict/{name}", tags=["ptcli"], summary="Predict with the model named",
               openapi_extra=schema.PREDICT_BODY, responses=schema.responses(200, 400, 404, 408, 413, 415, 500, 503, 504,

@@ -85,6 +85,8 @@ class Hooks:
 
     on_batch: Callable[[int], None] = lambda size: None
     on_drop: Callable[[int], None] = lambda count: None
+    #: (stage, seconds) pairs: queue_wait, decode, forward (ptcli.serving.metrics).
+    on_stages: Callable[[list], None] = lambda pairs: None
     on_restart: Callable[[], None] = lambda: None
     log: Callable[[dict], None] = lambda record: None
 
@@ -130,7 +132,8 @@ class LocalModel:
 
     async def start(self) -> None:
         self.batcher = Batcher(lambda items: [], max_batch=self.max_batch, max_wait_ms=self.max_wait_ms,
-                               max_queue=self.max_queue, on_batch=self.hooks.on_batch, on_drop=self.hooks.on_drop)
+                               max_queue=self.max_queue, on_batch=self.hooks.on_batch, on_drop=self.hooks.on_drop,
+                               on_stages=self.hooks.on_stages)
         self.batcher.start()
         self._task = asyncio.get_running_loop().create_task(self._loading())
 
@@ -212,12 +215,16 @@ class LocalModel:
 
         outcomes: list[Outcome] = []
         decoded: list[tuple[int, object]] = []
+        decoding: list[tuple[str, float]] = []
         for raw in raws:
+            started = time.perf_counter()
             try:
                 decoded.append((len(outcomes), await run_in_threadpool(servable.decode, raw)))
                 outcomes.append(Outcome())
             except InputError as exc:
                 outcomes.append(Outcome(error=str(exc), status=400))
+            decoding.append(("decode", time.perf_counter() - started))
+        self.hooks.on_stages(decoding)
         futures: list[asyncio.Future] = []
         try:
             for _, item in decoded:
@@ -238,7 +245,11 @@ class LocalModel:
             raise Refused(500, f"prediction failed: {one_line(exc)}") from exc
         predictor = servable.predictor
         for (index, _), (result, size) in zip(decoded, done):
-            file = predictor.encode(result) if want_file and predictor is not None else None
+            file = None
+            if want_file and predictor is not None:
+                started = time.perf_counter()
+                file = predictor.encode(result)
+                self.hooks.on_stages([("encode", time.perf_counter() - started)])
             outcomes[index] = Outcome(result=result, file=file, batch_size=size)
         return outcomes
 

@@ -63,6 +63,7 @@ def video_results(predictor: Predictor, sources: list[VideoSource], options: Vid
 
 
 def _one_video(predictor, source, options, *, batch_size, output, suffix, overwrite, annotate, render, description):
+    from ptcli.inference.timings import stage, timed_iteration
     from ptcli.output import progress
 
     from .reader import VideoReader
@@ -73,7 +74,8 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
         yield source, Failed(f"{destination} exists; pass --overwrite to replace it")
         return
     try:
-        reader = VideoReader(source)
+        with stage("decode"):  # opening the container, reading its header
+            reader = VideoReader(source)
     except InputError as error:
         yield source, Failed(str(error))
         return
@@ -86,19 +88,23 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
                                    frame_pixels=info.width * info.height)
         results = predicted if annotate is None else annotate(info, predicted)
         try:
-            for frame, fields in results:
+            # a tracker's work between the frames' results is postprocessing
+            for frame, fields in (results if annotate is None else timed_iteration("postprocess", results)):
                 bar.advance(task)
                 if isinstance(fields, Failed):
-                    yield frame, fields
+                    with stage("write"):
+                        yield frame, fields
                     continue
                 if destination is not None:
-                    writer = writer or _writer(destination, source, info, options)
-                    picture = render(frame.image, fields)
-                    if picture is None:
-                        raise UsageError(f"{predictor.title or 'this recipe'} draws no pictures; drop -o for videos")
-                    writer.write(picture)
+                    with stage("encode"):
+                        writer = writer or _writer(destination, source, info, options)
+                        picture = render(frame.image, fields)
+                        if picture is None:
+                            raise UsageError(f"{predictor.title or 'this recipe'} draws no pictures; drop -o for videos")
+                        writer.write(picture)
                 fields = {key: value for key, value in fields.items() if key != "png"}
-                yield frame, fields if destination is None else {**fields, "output": str(destination)}
+                with stage("write"):
+                    yield frame, fields if destination is None else {**fields, "output": str(destination)}
         except InputError as error:
             if writer is not None and not source.live:  # a damaged file's output is not kept half-made
                 writer.abort()
@@ -111,10 +117,12 @@ def _one_video(predictor, source, options, *, batch_size, output, suffix, overwr
                 writer = None
             raise
         finally:
-            results.close()
-            predicted.close()  # the reader thread stops before the container closes under it
+            with stage("decode"):
+                results.close()
+                predicted.close()  # the reader thread stops before the container closes under it
             if writer is not None:
-                writer.close()
+                with stage("encode"):  # the encoder's last frames
+                    writer.close()
 
 
 def _writer(destination: Path, source: VideoSource, info, options: VideoOptions):

@@ -124,6 +124,7 @@ def predict_frames(predictor: Predictor, frames: Iterator, *, batch_size: int, w
     error of the reader (a damaged video) is raised after the frames before it. Frames of
     ``frame_pixels`` are held no more than HELD_PIXELS allows, batches included."""
     from ptcli.inference.results import Failed
+    from ptcli.inference.timings import stage
 
     if predictor.chunked:  # a frame's pieces (tiles) are the batch
         chunk_batch, batch_size = chunk_batch or predictor.chunk_batch or batch_size, 1
@@ -138,7 +139,8 @@ def predict_frames(predictor: Predictor, frames: Iterator, *, batch_size: int, w
         while not ended:
             pending: list = []
             while len(pending) < batch_size and not (pending and not wait_for_batch and not decoded.ready()):
-                value = decoded.get()
+                with stage("decode"):  # demuxing and decoding, in the reader's thread: the wait for it
+                    value = decoded.get()
                 if value is Prefetch.END or isinstance(value, Prefetch.Raised):
                     ended, error = True, getattr(value, "error", None)
                     break
