@@ -373,6 +373,15 @@ def test_the_real_model_answers_each_concurrent_request_with_its_own_image(cli, 
         bad = await client.post("/predict", content=CAT.read_bytes()[:500], headers={"Content-Type": "image/jpeg"})
         assert bad.status_code == 400 and bad.json()["error"].startswith("cannot read image")
         assert "BytesIO" not in bad.json()["error"]
+        # one request of three inputs, decoded by their batch on the model thread: the broken one
+        # is its own error, the others are answered
+        encoded = [base64.b64encode(data).decode() for data in (CAT.read_bytes(), CAT.read_bytes()[:500], photos[1].read_bytes())]
+        mixed = await client.post("/predict", json={"image": encoded})
+        assert mixed.status_code == 200, mixed.text
+        first, broken, third = mixed.json()
+        assert [p["label"] for p in first["predictions"]] == [p["label"] for p in expected[CAT.name]]
+        assert [p["label"] for p in third["predictions"]] == [p["label"] for p in expected[photos[1].name]]
+        assert broken == {"error": bad.json()["error"]}
         page = await client.get("/")
         assert page.status_code == 200 and '"kind": "image"' in page.text and "classify-image" in page.text
 

@@ -107,3 +107,27 @@ def test_generate_text_times_its_load_and_generation(cli, tiny_gpt2):
     assert timed["timings"]["load"] > 0 and timed["timings"]["forward"] > 0
     interactive = cli("generate-text", "--model", tiny_gpt2, "--interactive", "--timings", input="")
     assert interactive.exit_code == 2 and "--timings" in interactive.stderr
+
+
+def test_a_generator_left_inside_a_stage_never_makes_the_stages_add_up_to_more_than_the_whole():
+    """A generator that yields inside "write" and is resumed from inside another stage: time
+    may be put down to the other of the two, but every second is counted once."""
+    def produce():
+        with timings.stage("write"):
+            yield 1
+        yield 2
+
+    timings.begin()
+    try:
+        items = produce()
+        next(items)
+        with timings.stage("forward"):
+            time.sleep(0.05)
+            next(items)
+            time.sleep(0.05)
+        time.sleep(0.05)
+    finally:
+        report = timings.end()
+    named = sum(report[key] for key in KEYS)
+    assert named <= report["total"] + 1e-3 and report["other"] >= 0.04, report
+    assert report["forward"] + report["write"] >= 0.1 - 1e-3

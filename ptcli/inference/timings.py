@@ -4,7 +4,7 @@ inputs), model load, decode, preprocess, forward, postprocess, encode (a video's
 output file) and writing (printing or storing results), and what no stage claimed ("other").
 
 Stages nest: time spent in an inner stage (preprocess run inside the wait for decoded inputs)
-counts there and not in the outer one, so the stages add up to the wall time. They are timed
+counts there and not in the outer one, so the stages add up to the wall time (``Timings``). They are timed
 on the thread that started them (the command's); other threads (a video's reader) are seen as
 the time this thread waits for them. Under decode workers, "decode" is the time the loop waited
 for them, their preprocessing included. Off unless asked: ``stage`` is then a no-op.
@@ -41,26 +41,39 @@ def process_started() -> float:
 
 
 class Timings:
+    """Seconds per stage. Exactly one stage (or none: "other") is charged at any moment: entering
+    a stage charges the time so far to the one it interrupts, leaving it charges its own and goes
+    back to that one. So nested stages never count twice, and a generator that yields inside a
+    stage (its consumer's work is "writing") cannot make the whole add up to more than it was."""
+
     def __init__(self, origin: float, device: Any = None) -> None:
         self.origin, self.device = origin, device
         self.seconds = {key: 0.0 for key, _ in STAGES}
-        self.seconds["startup"] = time.perf_counter() - origin
+        self.since = time.perf_counter()
+        self.seconds["startup"] = self.since - origin
         self.thread = threading.get_ident()
-        self._inner: list[float] = []  # per open stage: the seconds its inner stages took
+        self.current: str | None = None
+        self._interrupted: list[str | None] = []
+
+    def _charge(self) -> float:
+        now = time.perf_counter()
+        if self.current is not None:
+            self.seconds[self.current] += now - self.since
+        self.since = now
+        return now
 
     @contextlib.contextmanager
     def stage(self, key: str):
-        start = time.perf_counter()
-        self._inner.append(0.0)
+        self._charge()
+        self._interrupted.append(self.current)
+        self.current = key
         try:
             yield
         finally:
             if key == "forward":
                 self._synchronize()
-            elapsed = time.perf_counter() - start
-            self.seconds[key] += elapsed - self._inner.pop()
-            if self._inner:
-                self._inner[-1] += elapsed
+            self._charge()
+            self.current = self._interrupted.pop() if self._interrupted else None
 
     def _synchronize(self) -> None:
         """A GPU computes after forward returns: its time is forward's, not the next stage's."""
@@ -71,7 +84,7 @@ class Timings:
 
     def report(self) -> dict[str, float]:
         """Seconds per stage, "other" (what none claimed) and "total" (since the process began)."""
-        total = time.perf_counter() - self.origin
+        total = self._charge() - self.origin
         out = {key: round(value, 4) for key, value in self.seconds.items()}
         out["other"] = round(max(0.0, total - sum(self.seconds.values())), 4)
         out["total"] = round(total, 4)

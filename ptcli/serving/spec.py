@@ -19,9 +19,10 @@ class Servable:
     #: "image", "audio" (files: multipart, raw bytes, base64 JSON) or "text" (JSON or text/plain).
     kind: str
     #: One input (bytes; for text, a str) to what ``predict`` takes; InputError when unreadable.
-    #: Runs in worker threads, beside other requests' decoding, and must not compute with torch:
-    #: torch's OpenMP threads run at half speed or worse once several threads compute with it
-    #: (measured: Lite0 at 12 ms a forward alone, 28-38 ms beside another torch thread).
+    #: Runs on the model's thread, in turn with its batches, for a model on the CPU; else in
+    #: worker threads beside other requests' decoding (ptcli.serving.workers.LocalModel._decode); must not
+    #: compute with torch: torch's OpenMP threads run at half speed or worse once several threads
+    #: compute with it (measured: Lite0 at 12 ms a forward alone, 28-38 ms beside another torch thread).
     decode: Callable[[Any], Any]
     #: A batch of decoded inputs to one JSON-ready dict each, in order (the command's --json
     #: object without its "input"). Runs on the model thread, one batch at a time; the model
