@@ -523,15 +523,19 @@ def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli
     assert report["int8"] is True and report["check"]["passed"] is True
     assert report["check"]["metric"] == "top1_agreement" and report["check"]["held_out_inputs"] == 4
     assert 0.75 <= report["check"]["value"] <= 1 and report["check"]["tolerance"] == 0.75
-    assert ("static QDQ (int8, 16 calibration inputs)" if fmt == "onnx" else "post-training quantization (16 calibration inputs)") in report["exporter"]
+    assert ("static QDQ (int8, 16 calibration inputs), first layer kept in fp32" if fmt == "onnx" else "post-training quantization (16 calibration inputs)") in report["exporter"]
     from ptcli.models import embedded
 
     assert embedded.read(out)["int8"] == {"mode": "static", "calibration_inputs": 16}
     if fmt == "onnx":  # quantize/dequantize pairs in the graph, int8 weights in the file
         import onnx
 
-        ops = {node.op_type for node in onnx.load(str(out)).graph.node}
-        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        graph = onnx.load(str(out)).graph
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+        # the first layer keeps fp32 weights; the others are int8
+        dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+        layers = [node for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
+        assert [node.input[1] in dequantized for node in layers] == [False] + [True] * (len(layers) - 1)
     rows = _predictions(cli, "classify-image", *photos, "--checkpoint", out)
     assert len(rows) == 5 and all(r["predictions"][0]["label"] in ("red", "green", "blue") for r in rows)
 
