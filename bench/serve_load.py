@@ -27,6 +27,22 @@ LEVELS = (1, 8, 32)
 TARGET = 1.3
 
 
+async def timed_post(client, url: str, body: bytes, content_type: str, latencies: list, errors: list) -> None:
+    """One request: its seconds into ``latencies`` when it is answered with predictions, else
+    its status or exception into ``errors``."""
+    import httpx
+
+    start = time.perf_counter()
+    try:
+        response = await client.post(url, content=body, headers={"Content-Type": content_type})
+        if response.status_code == 200 and "predictions" in response.json():
+            latencies.append(time.perf_counter() - start)
+        else:
+            errors.append(response.status_code)
+    except httpx.HTTPError as exc:
+        errors.append(type(exc).__name__)
+
+
 def client_main(url: str, concurrency: int, count: int, seconds: float, photos: list[str]) -> None:
     """The load generator: ``concurrency`` clients, ``count`` requests each or until ``seconds``."""
     import asyncio
@@ -42,16 +58,8 @@ def client_main(url: str, concurrency: int, count: int, seconds: float, photos: 
             if time.perf_counter() > deadline:
                 break
             body = bodies[(index + n) % len(bodies)]
-            start = time.perf_counter()
             sent += 1
-            try:
-                response = await client.post(f"{url}/predict", content=body, headers={"Content-Type": "image/jpeg"})
-                if response.status_code == 200 and "predictions" in response.json():
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    errors.append(response.status_code)
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
+            await timed_post(client, f"{url}/predict", body, "image/jpeg", latencies, errors)
         return sent
 
     async def main():

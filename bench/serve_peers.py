@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from report import report
+from serve_load import timed_post
 
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = (32, 8)
@@ -78,15 +79,7 @@ def client_main(url: str, concurrency: int, seconds: float, photo: str) -> None:
 
     async def one_client(client, deadline: float) -> None:
         while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            try:
-                response = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-                if response.status_code == 200 and "predictions" in response.json():
-                    latencies.append(time.perf_counter() - start)
-                else:
-                    errors.append(response.status_code)
-            except httpx.HTTPError as exc:
-                errors.append(type(exc).__name__)
+            await timed_post(client, url, body, "application/json", latencies, errors)
 
     async def main():
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
