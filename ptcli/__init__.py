@@ -42,10 +42,12 @@ def _interrupted_while_starting(_signum, _frame) -> None:
 
 
 def _take_ctrl_c_while_starting() -> None:
-    import signal
+    # The built-in _signal, not signal: importing signal builds its enums (a millisecond of
+    # Python code), and a Ctrl-C then was a traceback from inside this package (seen in CI).
+    import _signal
 
-    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.default_int_handler):
-        signal.signal(signal.SIGINT, _interrupted_while_starting)
+    if _signal.getsignal(_signal.SIGINT) in (_signal.SIG_IGN, _signal.default_int_handler):
+        _signal.signal(_signal.SIGINT, _interrupted_while_starting)
 
 
 # Only as the command (the console script, or `python -m ptcli` while runpy imports this
