@@ -85,7 +85,7 @@ class Hooks:
 
     on_batch: Callable[[int], None] = lambda size: None
     on_drop: Callable[[int], None] = lambda count: None
-    #: (stage, seconds) pairs: queue_wait, decode, forward (ptcli.serving.metrics).
+    #: (stage, seconds) pairs: queue_wait, decode, forward, encode (ptcli.serving.metrics).
     on_stages: Callable[[list], None] = lambda pairs: None
     on_restart: Callable[[], None] = lambda: None
     log: Callable[[dict], None] = lambda record: None
