@@ -33,15 +33,15 @@ SLICE = "256"
 HOLDOUT_PHOTOS = ["motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "coins.png", "camera.png", "page.png"]
 
 
-def draw_holdout(out: Path, seed: int, images: int) -> Path:
+def draw_holdout(out: Path, seed: int, images: int, photos: list[str] = HOLDOUT_PHOTOS) -> Path:
     """The shared generator's detection set with another seed, other background photos and a
     fourth image size."""
     sys.path.insert(0, str(SHARED))
     import make_data
 
     make_data.SEED = seed
-    make_data.SIZES = [*make_data.SIZES, (288, 224)]
-    make_data.background_photos = lambda: [make_data.skimage_file(name).convert("RGB") for name in HOLDOUT_PHOTOS]
+    make_data.SIZES = [*make_data.SIZES[:3], (288, 224)]
+    make_data.background_photos = lambda: [make_data.skimage_file(name).convert("RGB") for name in photos]
     with contextlib.redirect_stdout(io.StringIO()):
         make_data.make_detection(out, n_images=images, n_noise=images // 4, n_val=images // 4)
     return out / "detection"

@@ -542,7 +542,8 @@ def _recipe_case(name, tmp_path, request):
         root = make_coco(tmp_path / "coco", {"train": 6, "val": 2})
         config = detect_config(tmp_path, root, model={"pretrained": False}, trainer={"epochs": 2, "batch_size": 2})
         # Copy-paste and multi-scale draw from the seeded generators too.
-        return DetectTask, write_yaml(tmp_path / "d.yaml", config), "data.copy_paste=0.5", "model.train_sizes=[96,112]"
+        return DetectTask, write_yaml(tmp_path / "d.yaml", config), "data.copy_paste=0.5", "model.train_sizes=[96,112]", \
+            "model.box_batch_size_per_image=32"
     from test_super_resolve_training import make_sr_folder, sr_config
 
     from ptcli_super_resolve.training import SuperResolveTask

@@ -49,9 +49,9 @@ class Detector(Predictor):
                "the smaller join the best one, which grows only where a tile edge cut it) or nms (IoU).",
                choices=("greedy", "nms"), metavar="greedy|nms"),
         Option("track", str, None, "Videos: follow objects from frame to frame; each detection gets a track_id (bare "
-               "--track: bytetrack). The detector then keeps the lower scores the tracker uses (down to 0.5 for "
-               "bytetrack, 0.3 for botsort), and a frame reports the objects the tracker follows, whatever their "
-               "score.", choices=TRACKERS, optional=True, command_only=True, metavar="[bytetrack|botsort|ocsort]"),
+               "--track: bytetrack). The tracker is given the scores it was tuned for, whatever --threshold says "
+               "(down to 0.65 for bytetrack, 0.3 for botsort, 0.6 for ocsort), and a frame reports the objects it "
+               "follows, whatever their score.", choices=TRACKERS, optional=True, command_only=True, metavar="[bytetrack|botsort|ocsort]"),
         Option("mot", str, None, "With --track: also write the tracks as MOTChallenge text (frame from 1, id, x, y, "
                "w, h, score, class), for `ptcli eval FILE gt.txt`.", optional=True, command_only=True, metavar="FILE"),
     )
@@ -117,10 +117,10 @@ class Detector(Predictor):
             refuse_existing(Path(run.options["mot"]), run.overwrite)
 
     def score_floor(self) -> float:
-        """The lowest score the model keeps: --threshold, or lower where a tracker uses lower."""
+        """The lowest score the model keeps: --threshold, or with --track the tracker's own."""
         values = self.option_values
         track = getattr(values, "track", None)
-        return values.threshold if track is None else detector_threshold(values.threshold, track)
+        return values.threshold if track is None else detector_threshold(track)
 
     def video_annotation(self):
         from .tracking import Tracking
