@@ -28,7 +28,7 @@ SHARED = REPO.parent / "shared" / "data"
 #: (seed, scikit-image photo, speed factor): make_video.py draws each shape's speed in 1.5-5
 #: pixels a frame; the factor scales that draw.
 HELD_OUT = [(1101, "camera.png", 1.0), (1202, "coins.png", 1.5), (1303, "ihc.png", 1.0), (1404, "retina.jpg", 1.5)]
-TUNING = [(555, "motorcycle_right.png", 1.0), (556, "hubble_deep_field.jpg", 1.5)]
+TUNING = [(555, "motorcycle_right.png", 1.0), (556, "hubble_deep_field.jpg", 1.5), (557, "astronaut.png", 1.3)]
 METRICS = ("MOTA", "IDF1", "HOTA")
 
 
