@@ -473,6 +473,22 @@ def test_detect_track_writes_json_track_ids_and_the_same_tracks_as_mot(cli, clip
         assert len(blue_in_dips) == len(dips) and {d["score"] for d in blue_in_dips} == {0.4}
 
 
+@pytest.mark.parametrize("threshold", ["0.1", "0.5", "0.99"])
+def test_the_tracker_is_given_its_own_floor_whatever_threshold_says(cli, clip, random_detector, monkeypatch, threshold):
+    """--threshold neither lowers ByteTrack's floor (0.65: the blue square's 0.4 dips stay out)
+    nor raises it (the 0.95 squares are followed): with --track the tracks are the same for any."""
+    _colour_detector(monkeypatch)
+    model = ("-m", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", random_detector, "--track", "bytetrack")
+    reference = [[(d["label"], d["track_id"]) for d in r["detections"]] for r in _lines(cli("detect", clip, *model, "--json"))]
+    _colour_detector(monkeypatch)  # a fresh count of calls: the dips fall on the same frames
+    result = cli("detect", clip, *model, "--threshold", threshold, "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = _lines(result)
+    assert all(d["score"] == pytest.approx(0.95) for r in rows for d in r["detections"])
+    assert [[(d["label"], d["track_id"]) for d in r["detections"]] for r in rows] == reference
+    assert sum(len(r) for r in reference) >= 25  # both squares followed through most of the 20 frames
+
+
 def test_tracking_works_on_sliced_frames(cli, random_detector, tmp_path, monkeypatch):
     _colour_detector(monkeypatch, dips=False)  # forward sees tiles: a count of calls is no frame index
     wide = make_video(tmp_path / "wide.mp4", frames=12, width=192, height=96)
