@@ -626,8 +626,10 @@ def test_lite0_int8_on_real_photos_keeps_its_top1_on_held_out_photos(cli, tmp_pa
 
 def _int8_layers(graph) -> list[bool]:
     """Per weighted layer of an ONNX graph, in order: whether its weights come dequantized (int8)."""
+    from ptcli.exporting.quantize import LAYERS
+
     dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
-    return [node.input[1] in dequantized for node in graph.node if node.op_type in ("Conv", "Gemm", "MatMul")]
+    return [node.input[1] in dequantized for node in graph.node if node.op_type in LAYERS]
 
 
 def test_openvino_missing_is_a_usage_error_naming_the_extra(cli, simplenet, tmp_path, monkeypatch):

@@ -4,8 +4,8 @@ inputs), model load, decode, preprocess, forward, postprocess, encode (a video's
 output file) and writing (printing or storing results), and what no stage claimed ("other").
 
 Stages nest: time spent in an inner stage (preprocess run inside the wait for decoded inputs)
-counts there and not in the outer one, so the stages add up to the wall time (``Timings``). They are timed
-on the thread that started them (the command's); other threads (a video's reader) are seen as
+counts there and not in the outer one, so the stages add up to the wall time (``Timings``).
+They are timed on the thread that started them (the command's); other threads (a video's reader) are seen as
 the time this thread waits for them. Under decode workers, "decode" is the time the loop waited
 for them, their preprocessing included. Off unless asked: ``stage`` is then a no-op.
 """
