@@ -289,3 +289,38 @@ def test_model_without_published_weights_needs_weights(cli, monkeypatch):
     result = cli("classify-image", "examples/cat.jpg", "--model", "unpublished")
     assert result.exit_code == 2
     assert "model unpublished has no published weights; pass --weights PATH or --checkpoint CKPT" in result.stderr
+
+
+def test_the_folded_lite0_computes_what_the_network_does_and_leaves_it_as_it_was():
+    """Each BatchNorm folded into its convolution (ptcli.vision.lite0.fused): the same logits to
+    float rounding on norms whose statistics are far from the identity, no BatchNorm left in
+    the copy, the original untouched (its state dict is what checkpoints and exports hold);
+    and the predictor's forward runs the folded copy of whatever its ``net`` is now."""
+    from ptcli.vision.lite0 import EfficientNetLite0
+    from ptcli_classify_image.predictor import ImageClassifier
+
+    torch.manual_seed(0)
+    net = EfficientNetLite0(num_classes=7).eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.5)
+            module.running_var.uniform_(0.2, 3.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.normal_(0, 0.5)
+    before = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+    folded = net.fused()
+    pixels = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        expected, got = net(pixels), folded(pixels)
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in folded.modules())
+    assert net.state_dict().keys() == before.keys()
+    assert all(torch.equal(net.state_dict()[name], tensor) for name, tensor in before.items())
+
+    spec = {"resize": 72, "crop": 64, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    classifier = ImageClassifier(net, [str(k) for k in range(7)], spec, torch.device("cpu"))
+    with torch.inference_mode():
+        assert torch.allclose(classifier.forward(pixels), expected.softmax(-1), atol=1e-5)
+        assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in classifier.folded.modules())
+        classifier.net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # no fused(): as it is
+        assert torch.allclose(classifier.forward(pixels), pixels.mean((2, 3)).softmax(-1))

@@ -145,6 +145,115 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_runs():
     asyncio.run(main())
 
 
+def test_decodes_and_forward_passes_never_overlap_and_each_input_gets_its_own_result():
+    """Decodes side by side, forward passes alone (ptcli.serving.turns): 5 rounds of 40 inputs
+    whose decodes and passes take random times, and at no point do the two overlap, nor do
+    more decodes run than the batcher has cores."""
+    import random
+
+    from ptcli.serving.batcher import Batcher
+
+    lock, running, seen = threading.Lock(), {"decoding": 0, "computing": 0}, {"overlaps": 0, "most": 0}
+
+    def enter(kind: str) -> None:
+        with lock:
+            running[kind] += 1
+            seen["overlaps"] += running["decoding"] > 0 and running["computing"] > 0
+            seen["most"] = max(seen["most"], running["decoding"])
+
+    def leave(kind: str) -> None:
+        with lock:
+            running[kind] -= 1
+
+    def predict(items):
+        enter("computing")
+        time.sleep(random.uniform(0, 0.004))
+        leave("computing")
+        return [item * 3 + 1 for item in items]
+
+    def decode(value):
+        enter("decoding")
+        time.sleep(random.uniform(0, 0.003))
+        leave("decoding")
+        return value * 2
+
+    async def main(seed):
+        random.seed(seed)
+        batcher = Batcher(predict, max_batch=8, max_wait_ms=2, max_queue=1000)
+        batcher.start()
+
+        async def request(value):
+            await asyncio.sleep(random.uniform(0, 0.02))
+            decoded = await batcher.between_passes(lambda: decode(value))
+            result, _ = await batcher.submit(decoded)
+            return value, result
+
+        rows = await asyncio.gather(*(request(value) for value in range(40)))
+        cores = batcher._turns.cores
+        await batcher.stop()
+        return rows, cores
+
+    for seed in range(5):
+        rows, cores = asyncio.run(main(seed))
+        assert all(result == value * 6 + 1 for value, result in rows)
+    assert seen["overlaps"] == 0 and 1 <= seen["most"] <= cores
+
+
+def test_a_batch_takes_the_inputs_still_decoding_when_its_wait_ends():
+    """Eight requests at once, each decode 30 ms, max_wait 1 ms: one batch of eight. A batch
+    that left at its 1 ms would hold the first decoded input or two, and the others would wait
+    a whole pass."""
+    from ptcli.serving.batcher import Batcher
+
+    sizes = []
+
+    def decode(value):
+        time.sleep(0.03)
+        return value
+
+    async def main():
+        batcher = Batcher(lambda items: items, max_batch=16, max_wait_ms=1, max_queue=100, on_batch=sizes.append)
+        batcher.start()
+
+        async def request(value):
+            return (await batcher.submit(await batcher.between_passes(lambda: decode(value))))[0]
+
+        results = await asyncio.gather(*(request(value) for value in range(8)))
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(main()) == list(range(8)) and sizes == [8]
+
+
+def test_a_pass_waits_for_a_decode_whose_request_gave_up():
+    """A request cancelled while its input decodes (its client left) leaves the decode running
+    on its thread: the next forward pass starts only when that thread is done."""
+    from ptcli.serving.batcher import Batcher
+
+    moments = {}
+
+    def decode():
+        time.sleep(0.1)
+        moments["decoded"] = time.perf_counter()
+
+    def predict(items):
+        moments["computing"] = time.perf_counter()
+        return items
+
+    async def main():
+        batcher = Batcher(predict, max_batch=4, max_wait_ms=0, max_queue=10)
+        batcher.start()
+        abandoned = asyncio.ensure_future(batcher.between_passes(decode))
+        await asyncio.sleep(0.02)
+        abandoned.cancel()
+        result, _ = await batcher.submit("next")
+        await batcher.stop()
+        return result
+
+    assert asyncio.run(main()) == "next"
+    assert moments["computing"] >= moments["decoded"]
+
+
 # --- the app, in-process -------------------------------------------------------------------------
 
 def test_health_at_once_ready_only_once_loaded():

@@ -32,6 +32,7 @@ class ImageClassifier(Predictor):
         # channels_last: convolutions run faster so (EfficientNet-Lite0 on 2 CPU cores: 10.3 against
         # 14.6 ms a forward at batch 1, 9.5 against 17.4 ms an image at 16; bench/classify_throughput.py).
         self.net = net.to(device).eval().to(memory_format=torch.channels_last)
+        self._folded = self._folded_from = None
         self.labels, self.device, self.title = labels, device, title
         self.option_values = Options({"top_k": top_k, "defense": defense})
         self.pre = Preprocess(preprocessing)
@@ -65,12 +66,25 @@ class ImageClassifier(Predictor):
         convert = self.pre.tensor if self.in_filter is not None else self.pre.of_crop
         return torch.stack([convert(crop) for crop in crops])
 
+    @property
+    def folded(self):
+        """What forward runs: ``net`` with its BatchNorms folded where it can (ptcli.models.
+        fusion), made once per network; ``net`` itself stays as loaded, for exports, attacks and
+        activation maps."""
+        if self._folded_from is not self.net:
+            import torch
+
+            from ptcli.models.fusion import folded
+
+            self._folded, self._folded_from = folded(self.net).to(memory_format=torch.channels_last), self.net
+        return self._folded
+
     def forward(self, batch):
         import torch
 
         if self.in_filter is not None:
             batch = self.pre.normalize(self.in_filter(batch))
-        return self.net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
+        return self.folded(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=-1).cpu()
 
     def postprocess(self, probabilities, meta) -> dict:
         from ptcli.inference.results import top_predictions

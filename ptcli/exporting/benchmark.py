@@ -187,16 +187,19 @@ def _release() -> None:
 
 
 def _as_the_command_runs(exportable, reference):
-    """The eager model as the recipes' commands run it: image batches (4-D) in channels_last,
-    where CPU convolutions are faster (an export's own runtime picks its layouts)."""
+    """The eager model as the recipes' commands run it: its BatchNorms folded where it can
+    (ptcli.models.fusion), image batches (4-D) in channels_last, where CPU convolutions are
+    faster (an export's own runtime picks its layouts)."""
     import copy
 
     import torch
 
+    from ptcli.models.fusion import folded
+
     inputs = tuple(exportable.sample(1)) if exportable.batched else ()
     if not inputs or not all(t.dim() == 4 and t.is_floating_point() for t in inputs):
         return reference
-    module = copy.deepcopy(reference).to(memory_format=torch.channels_last)
+    module = folded(copy.deepcopy(reference)).to(memory_format=torch.channels_last)
 
     def run(*tensors):
         return module(*(t.contiguous(memory_format=torch.channels_last) for t in tensors))

@@ -1,6 +1,7 @@
 """Dynamic batching: requests' inputs wait in one queue; a loop takes up to ``max_batch`` of
 them, waiting at most ``max_wait_ms`` after the first, and runs the model on them in its own
-thread, off the event loop. Each input's future gets its own row of the result.
+thread, off the event loop. Each input's future gets its own row of the result. A CPU model's
+inputs decode between its passes, side by side (``between_passes``, ptcli.serving.turns).
 
 An input whose deadline passes while it waits is dropped before the model sees it: its
 request has been answered 504 already, and a forward pass for it would only delay the rest."""
@@ -12,6 +13,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from .turns import Turns, cores
 
 
 def _watched(predict: Callable[[list], list], items: list, nobody_waits: Callable[[], bool]) -> list:
@@ -44,9 +47,12 @@ class Batcher:
         self.pending: deque = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="ptcli-model")
+        self._decoders: ThreadPoolExecutor | None = None
+        self._turns: Turns | None = None
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self._turns = Turns(on_decoded=self._arrived.set)
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -57,11 +63,21 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True, cancel_futures=True)
 
     async def on_model_thread(self, function: Callable):
-        """Run ``function()`` on the model's thread (loading, warm-up): torch computes on that
-        one thread only."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        """Run ``function()`` on the model's thread (loading, warm-up, a generation): torch
+        computes on that one thread only, with every core (ptcli.serving.turns)."""
+        return await self._turns.compute(self._executor, function)
+
+    async def between_passes(self, function: Callable):
+        """Run ``function()`` (a CPU model's decode) on a core of its own while no forward pass
+        runs, beside other decodes; a batch about to run waits for it (ptcli.serving.turns)."""
+        if self._decoders is None:  # the model has loaded: torch has its threads now
+            self._turns.cores = cores()
+            self._decoders = ThreadPoolExecutor(self._turns.cores, thread_name_prefix="ptcli-decode")
+        return await self._turns.decode(self._decoders, function)
 
     def submit(self, item, deadline: float | None = None) -> asyncio.Future:
         """A future for ``item``'s result: (result, size of the batch it ran in). ``deadline``
@@ -78,15 +94,17 @@ class Batcher:
             self._arrived.clear()
             await self._arrived.wait()
         deadline = asyncio.get_running_loop().time() + self.max_wait
+        # The batch fills for max_wait, and then with the inputs still decoding (they will not
+        # wait for the pass after it).
         while len(self.pending) < self.max_batch:
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 and not self._turns.decoding:
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                await asyncio.wait_for(self._arrived.wait(), remaining if remaining > 0 else None)
             except TimeoutError:
-                break
+                continue
         batch, dropped, waits = [], 0, []
         now, taken = asyncio.get_running_loop().time(), time.perf_counter()
         while self.pending and len(batch) < self.max_batch:
@@ -105,7 +123,6 @@ class Batcher:
         return batch
 
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             if not batch:
@@ -114,8 +131,8 @@ class Batcher:
             try:
                 futures = [future for _, future in batch]
                 started = time.perf_counter()
-                results = await loop.run_in_executor(self._executor, _watched, self.predict, [item for item, _ in batch],
-                                                     lambda: all(future.done() for future in futures))
+                results = await self._turns.compute(self._executor, _watched, self.predict, [item for item, _ in batch],
+                                                    lambda: all(future.done() for future in futures))
                 self.on_stages([("forward", time.perf_counter() - started)])
                 if len(results) != len(batch):
                     raise RuntimeError(f"the model gave {len(results)} results for {len(batch)} inputs")

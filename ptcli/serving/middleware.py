@@ -29,42 +29,74 @@ def _open(path: str) -> bool:
 
 
 def add_middleware(app, state, keys) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        ident = request_id(request.headers.get("x-request-id"))
-        request.state.arrived = time.monotonic()
-        request.state.batch_size = None
-        request.state.model = ""
+    app.add_middleware(Observe, state=state, keys=keys)
+
+
+class Observe:
+    """Every HTTP request: its id, the header count, the API key, its log line and metrics. A
+    plain ASGI middleware: starlette's BaseHTTPMiddleware (``@app.middleware``) ran each request
+    through a task group and memory streams, a tenth of the event loop's time per request at 32
+    clients (py-spy, bench/serve_peers.py), time the model's thread waited for the GIL."""
+
+    def __init__(self, app, state, keys) -> None:
+        self.app, self.state, self.keys = app, state, keys
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        ident = request_id(_header(headers, b"x-request-id"))
+        scope.setdefault("state", {}).update(arrived=time.monotonic(), batch_size=None, model="")
         start = time.perf_counter()
-        if len(request.headers.raw) > MAX_HEADERS:
-            response = error(request, 431, f"the request has {len(request.headers.raw)} header fields; at most {MAX_HEADERS}")
-        elif keys and not _open(request.url.path) and not keys.allows(request.headers.get("authorization")):
-            response = error(request, 401, "missing or wrong API key; send Authorization: Bearer KEY",
-                             {"WWW-Authenticate": "Bearer"})
+        sent = {"status": None, "stream": False, "last": b""}
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", ident.encode())]}
+                sent["status"] = message["status"]
+                sent["stream"] = (_header(message["headers"], b"content-type") or "").startswith("text/event-stream")
+            elif message["type"] == "http.response.body" and message.get("body"):
+                sent["last"] = message["body"]
+            await send(message)
+
+        path = scope["path"]
+        if len(headers) > MAX_HEADERS:
+            await _error(path, 431, f"the request has {len(headers)} header fields; at most {MAX_HEADERS}")(scope, receive, send_with_id)
+        elif self.keys and not _open(path) and not self.keys.allows(_header(headers, b"authorization")):
+            await _error(path, 401, "missing or wrong API key; send Authorization: Bearer KEY",
+                         {"WWW-Authenticate": "Bearer"})(scope, receive, send_with_id)
         else:
             try:
-                response = await call_next(request)
+                await self.app(scope, receive, send_with_id)
             except ClientGone:
-                response = Response(status_code=CLIENT_GONE)
+                if sent["status"] is None:
+                    await Response(status_code=CLIENT_GONE)(scope, receive, send_with_id)
             except Exception as exc:  # a bug of ours: the client gets a line, the log the cause
                 log({"event": "error", "id": ident, "error": one_line(exc)})
-                response = error(request, 500, "internal error; see the server's log")
-        response.headers["X-Request-ID"] = ident
+                if sent["status"] is None:
+                    await _error(path, 500, "internal error; see the server's log")(scope, receive, send_with_id)
+        status = sent["status"] or 500
+        if sent["stream"]:  # logged as it ended: 200 if it ran to its end, 499 if the client left
+            status = status if sent["last"].endswith(STREAM_END.encode()) else CLIENT_GONE
+        seconds = time.perf_counter() - start
+        route = getattr(scope.get("route"), "path", "other")
+        extra = scope["state"]
+        self.state.metrics.observe(route, status, seconds, extra["model"])
+        log({"id": ident, "method": scope["method"], "route": route, "model": extra["model"], "status": status,
+             "latency_ms": round(seconds * 1000, 2), "batch_size": extra["batch_size"]})
 
-        def finish(status: int) -> None:
-            seconds = time.perf_counter() - start
-            route = getattr(request.scope.get("route"), "path", "other")
-            state.metrics.observe(route, status, seconds, request.state.model)
-            log({"id": ident, "method": request.method, "route": route, "model": request.state.model,
-                 "status": status, "latency_ms": round(seconds * 1000, 2), "batch_size": request.state.batch_size})
 
-        if response.headers.get("content-type", "").startswith("text/event-stream"):
-            # A stream is logged when it ends: 200 if it ran to its end, 499 if the client left.
-            response.body_iterator = _logged_stream(response.body_iterator, lambda done: finish(
-                response.status_code if done else CLIENT_GONE))
-        else:
-            finish(response.status_code)
-        return response
+def _header(headers, name: bytes) -> str | None:
+    """A header's value from an ASGI scope's or message's list (names are lower case there)."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _error(path: str, status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(path, message), status_code=status, headers=headers)
 
 
 def add_error_handlers(app) -> None:
@@ -89,16 +121,3 @@ def add_error_handlers(app) -> None:
 
 def _short(path: str) -> str:
     return path if len(path) <= 80 else path[:77] + "..."
-
-
-async def _logged_stream(chunks, finish):
-    """``chunks``, then ``finish(True)`` if the last was the stream's end, else ``finish(False)``:
-    a stream whose client left is cancelled inside the route, and this copy of it (the
-    middleware's) just stops, without the end."""
-    last = b""
-    try:
-        async for chunk in chunks:
-            last = chunk
-            yield chunk
-    finally:
-        finish((last.encode() if isinstance(last, str) else last).endswith(STREAM_END.encode()))

@@ -193,11 +193,9 @@ class LocalModel:
             await budget.BUDGET.release(held)
 
     async def _decode(self, servable: Servable, raw, seconds: list):
-        """One input decoded. A model on the CPU decodes on its own thread, in turn with its
-        batches (in the order requests came, while the batcher waits for a batch to fill):
-        decoding in threads beside it took the cores torch's threads compute on, and a forward
-        pass slowed from 9.5 to 13.6 ms an image at 32 clients on 2 cores (bench/serve_peers.py).
-        A GPU's model decodes in threads while it computes. ``seconds`` gets ("decode", the
+        """One input decoded. A model on the CPU and its decodes take turns on the cores:
+        inputs decode side by side between forward passes (ptcli.serving.turns). A GPU's model
+        decodes in threads while it computes. ``seconds`` gets ("decode", the
         seconds the decoding itself took, not its wait for the thread)."""
         from starlette.concurrency import run_in_threadpool
 
@@ -210,7 +208,7 @@ class LocalModel:
 
         device = getattr(servable.predictor, "device", None)
         if getattr(device, "type", None) == "cpu":
-            return await self.batcher.on_model_thread(decode)
+            return await self.batcher.between_passes(decode)
         return await run_in_threadpool(decode)
 
     @staticmethod
