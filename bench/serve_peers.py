@@ -44,7 +44,8 @@ class PtcliClassifier(ls.LitAPI):
         import torch
 
         if len(sys.argv) > 3:
-            torch.set_num_threads(int(sys.argv[3]))        from ptcli.inference.contract import Source
+            torch.set_num_threads(int(sys.argv[3]))  # by hand: LitServe leaves each worker every core
+        from ptcli.inference.contract import Source
         from ptcli.inference.runner import load_predictor
         from ptcli.plugins import get_plugins
 
@@ -212,3 +213,7 @@ def main() -> None:
     rows.append(("worst p99 ratio", f"{max(p99s):.2f}x (goal <= 1.2)"))
     report(rows, min(ratios), 1.0, figure="serve req/s: ptcli / LitServe (worst of 8 and 32 clients, like for like)",
            ours=f"{median('ptcli', 32)['rps']:.1f}/s", baseline=f"{median('LitServe', 32)['rps']:.1f}/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ptcli.errors import one_line
 
@@ -69,17 +70,22 @@ class Observe:
         else:
             try:
                 await self.app(scope, receive, send_with_id)
-            except ClientGone:
+            except (ClientGone, ClientDisconnect):
                 if sent["status"] is None:
                     await Response(status_code=CLIENT_GONE)(scope, receive, send_with_id)
             except Exception as exc:  # a bug of ours: the client gets a line, the log the cause
                 log({"event": "error", "id": ident, "error": one_line(exc)})
                 if sent["status"] is None:
                     await _error(path, 500, "internal error; see the server's log")(scope, receive, send_with_id)
+            finally:  # cancelled too (the connection lost mid-stream): the request is still logged
+                self._finish(scope, ident, sent, time.perf_counter() - start)
+            return
+        self._finish(scope, ident, sent, time.perf_counter() - start)
+
+    def _finish(self, scope, ident: str, sent: dict, seconds: float) -> None:
         status = sent["status"] or 500
         if sent["stream"]:  # logged as it ended: 200 if it ran to its end, 499 if the client left
             status = status if sent["last"].endswith(STREAM_END.encode()) else CLIENT_GONE
-        seconds = time.perf_counter() - start
         route = getattr(scope.get("route"), "path", "other")
         extra = scope["state"]
         self.state.metrics.observe(route, status, seconds, extra["model"])
