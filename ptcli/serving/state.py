@@ -5,9 +5,9 @@ how every answer and log line is shaped (one JSON line a request on stderr, erro
 from __future__ import annotations
 
 import json
+import random
 import re
 import sys
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
