@@ -167,11 +167,11 @@ def main() -> None:
     app.write_text(LITSERVE_APP)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     servers = {}
-    for name, extra in (("ptcli", []), (f"ptcli --replicas {cores}", ["--replicas", str(cores)]),
-                        ("ptcli --max-batch 1", ["--max-batch", "1"])):
+    for name, batch, replicas in (("ptcli", 16, 1), (f"ptcli --replicas {cores}", 16, cores), ("ptcli --max-batch 1", 1, 1)):
         port = free_port()
         servers[name] = ([sys.executable, "-m", "ptcli", "serve", "--recipe", "classify-image", "--port", str(port),
-                          "--max-batch", "16", "--device", "cpu", *extra], f"http://127.0.0.1:{port}/predict")
+                          "--max-batch", str(batch), "--replicas", str(replicas), "--device", "cpu"],
+                         f"http://127.0.0.1:{port}/predict")
     for name, extra in (("LitServe", ["1"]), (f"LitServe {cores} workers", [str(cores), "1"])):
         port = free_port()
         servers[name] = ([sys.executable, str(app), str(port), *extra], f"http://127.0.0.1:{port}/predict")
