@@ -43,6 +43,7 @@ run generate-throughput 600 generate_throughput.py --device "$DEVICE"
 run detect-throughput 600 detect_throughput.py --device "$DEVICE"
 run detect-slicing 600 detect_slicing.py --device "$DEVICE"
 run export-latency 600 export_latency.py --device "$DEVICE"
+run int8-agreement 900 int8_agreement.py
 run serve-load 900 serve_load.py
 run sr-tiling 900 sr_tiling.py
 run attack-speed 600 attack_speed.py --device "$DEVICE"

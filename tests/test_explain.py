@@ -26,7 +26,7 @@ def _map(shared_data, method, label=None, layer=None):
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "cam"])
 def test_the_map_of_the_cat_peaks_inside_the_cat(shared_data, method):
     full, label, layer = _map(shared_data, method)
-    assert label == "tabby" and layer == "conv_head" and full.shape == (300, 451)
+    assert label == "tiger cat" and layer == "conv_head" and full.shape == (300, 451)
     y, x = divmod(int(full.argmax()), full.shape[1])
     x1, y1, x2, y2 = CAT_HEAD
     assert x1 <= x <= x2 and y1 <= y <= y2, (x, y)
@@ -46,12 +46,12 @@ def test_explain_from_the_cli_writes_the_overlay(cli, shared_data, tmp_path):
     result = cli("explain", shared_data / "images" / "cat.jpg", "-o", tmp_path, "--json")
     assert result.exit_code == 0, result.stderr
     r = json.loads(result.stdout)
-    assert set(r) == {"input", "output", "label", "score", "layer"} and r["label"] == "tabby"
+    assert set(r) == {"input", "output", "label", "score", "layer"} and r["label"] == "tiger cat"
     drawn = Image.open(r["output"])
     assert drawn.size == (451, 300) and drawn.format == "PNG"
-    chosen = json.loads(cli("explain", shared_data / "images" / "cat.jpg", "-o", tmp_path, "--overwrite", "--class", "tiger cat",
+    chosen = json.loads(cli("explain", shared_data / "images" / "cat.jpg", "-o", tmp_path, "--overwrite", "--class", "tabby",
                             "--layer", "blocks.6.0.conv_pwl", "--json").stdout)
-    assert chosen["label"] == "tiger cat" and chosen["layer"] == "blocks.6.0.conv_pwl"
+    assert chosen["label"] == "tabby" and chosen["layer"] == "blocks.6.0.conv_pwl"
     again = cli("explain", shared_data / "images" / "cat.jpg", "-o", tmp_path)
     assert again.exit_code == 1 and "exists; pass --overwrite" in again.stderr
 

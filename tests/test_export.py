@@ -80,7 +80,7 @@ def test_lite0_exports_check_themselves_and_classify_as_eager(cli, lite0_exports
     photos = [CAT, *(SHARED / "images" / name for name in ("dog.jpg", "coffee.jpg", "rgba.png") if (SHARED / "images" / name).is_file())]
     eager = _predictions(cli, "classify-image", *photos)
     exported = _predictions(cli, "classify-image", *photos, "--checkpoint", path)
-    assert eager[0]["predictions"][0]["label"] == "tabby"
+    assert eager[0]["predictions"][0]["label"] == "Egyptian cat"
     _close(eager, exported)
 
 
@@ -504,7 +504,7 @@ def test_a_cpp_program_classifies_with_the_torchscript_export(cli, lite0_exports
     assert done.returncode == 1 and "is not an 8-bit binary PPM" in done.stderr
 
 
-# --- INT8 (ONNX Runtime static/dynamic, NNCF) ------------------------------------------------
+# --- INT8 (ONNX Runtime static/dynamic, NNCF weight compression) ------------------------------------------------
 
 @pytest.fixture
 def calibration_photos(tmp_path):
@@ -523,7 +523,8 @@ def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli
     assert report["int8"] is True and report["check"]["passed"] is True
     assert report["check"]["metric"] == "top1_agreement" and report["check"]["held_out_inputs"] == 4
     assert 0.75 <= report["check"]["value"] <= 1 and report["check"]["tolerance"] == 0.75
-    assert ("static QDQ (int8, 16 calibration inputs)" if fmt == "onnx" else "post-training quantization (16 calibration inputs)") in report["exporter"]
+    assert "static QDQ (int8, 16 calibration inputs, weights clipped and biases corrected per channel" in report["exporter"]
+    assert report["exporter"].startswith("openvino.convert_model" if fmt == "openvino" else "torch.onnx")  # OpenVINO's: the ONNX INT8, converted
     from ptcli.models import embedded
 
     assert embedded.read(out)["int8"] == {"mode": "static", "calibration_inputs": 16}
@@ -536,6 +537,22 @@ def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli
         assert _int8_layers(graph) == [True, True, True]
     rows = _predictions(cli, "classify-image", *photos, "--checkpoint", out)
     assert len(rows) == 5 and all(r["predictions"][0]["label"] in ("red", "green", "blue") for r in rows)
+
+
+def test_a_quantizer_failure_inside_an_openvino_export_is_named_as_its_own(cli, simplenet, calibration_photos, tmp_path,
+                                                                           monkeypatch):
+    """OpenVINO's static INT8 quantizes the intermediate ONNX file inside the writer: an error
+    there is the quantizer's, not blamed on OpenVINO's converter, and nothing is written."""
+    from ptcli.exporting import quantize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the quantizer broke")
+
+    monkeypatch.setattr(quantize, "_onnx", broken)
+    out = tmp_path / "int8.xml"
+    result = cli("export", simplenet, "-o", out, "--int8", "--calibration", calibration_photos, "--int8-tolerance", "0.5")
+    assert result.exit_code == 1 and "the quantizer broke" in result.stderr, result.stderr
+    assert "converter" not in result.stderr and not out.exists() and not list(tmp_path.glob(".int8*"))
 
 
 def test_int8_refused_below_its_tolerance_writes_nothing(cli, calibration_photos, tmp_path):
@@ -612,16 +629,21 @@ def test_lite0_int8_on_real_photos_keeps_its_top1_on_held_out_photos(cli, tmp_pa
         pytest.skip(f"shared photos not found at {photos}")
     out = tmp_path / f"lite0-int8{FORMATS[fmt]}"
     report = _export(cli, ("--recipe", "classify-image", "--model", "efficientnet_lite0"), out, "--int8", "--calibration",
-                     photos, "--int8-tolerance", "0.9")
-    # measured: ONNX Runtime 0.91, NNCF 0.95 on the 22 held-out photos (ImageNet-foreign, many near ties)
-    assert report["check"]["value"] >= 0.9 and report["check"]["held_out_inputs"] == 22
+                     photos)
+    # At the default bar (0.99). Measured: 22 of 22 agree in both formats; bench/int8_agreement.py
+    # gives 0.973 on 297 held-out crops (before weight preparation and Lite0's TensorFlow padding,
+    # 0.91 and 0.95 here, under an --int8-tolerance of 0.9)
+    assert report["check"]["passed"] and report["check"]["tolerance"] == 0.99 and report["check"]["held_out_inputs"] == 22
     assert report["size_bytes"] < 0.35 * 18.5e6  # int8 weights: about a quarter of fp32's
+    assert report["exporter"].endswith("first layer kept in fp32)")
     if fmt == "onnx":  # the stem, 864 of 4.6 million weights, stays in fp32; every other layer is int8
         import onnx
 
-        assert report["exporter"].endswith("first layer kept in fp32")
-        layers = _int8_layers(onnx.load(str(out)).graph)
+        graph = onnx.load(str(out)).graph
+        layers = _int8_layers(graph)
         assert layers[0] is False and all(layers[1:]) and len(layers) == 50
+        producer = next(node for node in graph.node if graph.output[0].name in node.output)
+        assert producer.op_type == "Gemm"  # the logits are not rounded to 8 bits
 
 
 def _int8_layers(graph) -> list[bool]:

@@ -236,7 +236,7 @@ def test_the_page_shows_heat_maps_and_draws_boxes_in_chromium(server_of):
         assert _until(evaluate, "!!document.getElementById('file')")
         _upload(call, evaluate, cat)
         assert _until(evaluate, "document.getElementById('picture').naturalWidth") > 0
-        assert evaluate("document.getElementById('top-label').textContent").startswith("tabby")
+        assert evaluate("document.getElementById('top-label').textContent").startswith("Egyptian cat")
         assert evaluate("document.getElementById('upload').naturalWidth") > 0
         blank = "(() => { const c = document.getElementById('boxes'); if (c.hidden || !c.width) return 0; " \
                 "return c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, i) => i % 4 == 3 && v).length; })()"

@@ -81,8 +81,10 @@ def quiet_exporter():
 
 
 def write(exportable: Exportable, fmt: str, path: Path, example: tuple, meta: dict, *, batch: int | None,
-          opset: int | None, method: str) -> str:
-    """Write the export of ``exportable`` to ``path``; returns the exporter's name."""
+          opset: int | None, method: str, on_onnx=None) -> str:
+    """Write the export of ``exportable`` to ``path``; returns the exporter's name. ``on_onnx``:
+    for OpenVINO, a step run on the intermediate ONNX file before it is converted (INT8's
+    quantization), returning what it did."""
     import torch
 
     module = exportable.module
@@ -91,7 +93,7 @@ def write(exportable: Exportable, fmt: str, path: Path, example: tuple, meta: di
             if fmt == "onnx":
                 return _onnx(exportable, path, example, meta, batch=batch, opset=opset or DEFAULT_OPSET)
             if fmt == "openvino":
-                return _openvino(exportable, path, example, meta, batch=batch, opset=opset or DEFAULT_OPSET)
+                return _openvino(exportable, path, example, meta, batch=batch, opset=opset or DEFAULT_OPSET, on_onnx=on_onnx)
             if fmt == "exported-program":
                 program = torch.export.export(module, example, dynamic_shapes=_torch_export_shapes(exportable, batch), strict=False)
                 torch.export.save(program, str(path), extra_files={embedded.KEY: json.dumps(meta)})
@@ -101,6 +103,8 @@ def write(exportable: Exportable, fmt: str, path: Path, example: tuple, meta: di
             return f"torch.jit.{method}"
     except (PtcliError, KeyboardInterrupt):
         raise
+    except _StepFailed as failed:  # on_onnx's own error, not the converter's
+        raise failed.__cause__ from None
     except Exception as exc:  # the exporters raise anything; the user needs to know which step and why
         what = {"onnx": f"torch.onnx ({exportable.onnx_exporter} exporter)", "exported-program": "torch.export",
                 "torchscript": f"torch.jit.{method}", "openvino": "OpenVINO's converter"}[fmt]
@@ -125,7 +129,12 @@ def _onnx(exportable: Exportable, path: Path, example: tuple, meta: dict, *, bat
     return exporter
 
 
-def _openvino(exportable: Exportable, path: Path, example: tuple, meta: dict, *, batch: int | None, opset: int) -> str:
+class _StepFailed(Exception):
+    """Carries an error of write's on_onnx step past its handler for the exporters' errors."""
+
+
+def _openvino(exportable: Exportable, path: Path, example: tuple, meta: dict, *, batch: int | None, opset: int,
+              on_onnx=None) -> str:
     """ONNX first (the route OpenVINO documents for models torch.export cannot take whole, and
     the one every ptcli recipe exports through), then OpenVINO's converter; weights stay fp32
     unless the export is --half (OpenVINO's save would halve them silently)."""
@@ -136,6 +145,11 @@ def _openvino(exportable: Exportable, path: Path, example: tuple, meta: dict, *,
 
     onnx_path = path.with_suffix(".onnx")  # in the export's staging folder, under the export's name
     exporter = _onnx(exportable, onnx_path, example, meta, batch=batch, opset=opset)
+    if on_onnx is not None:
+        try:
+            exporter += ", then " + on_onnx(onnx_path)
+        except Exception as exc:
+            raise _StepFailed() from exc
     model = openvino.convert_model(str(onnx_path))
     model.set_rt_info(json.dumps(meta), list(OPENVINO_RT_INFO))
     openvino.save_model(model, str(path), compress_to_fp16=bool(meta.get("half")))

@@ -353,7 +353,7 @@ def _predict_requested(predictor: Predictor, items: list, chunk_batch: int | Non
 
 
 def sample_image():
-    """The packaged photo (a tabby cat): what a server warms up on and exports are checked on
+    """The packaged photo (a cat): what a server warms up on and exports are checked on
     when the user gives no --sample."""
     from importlib.resources import files
 

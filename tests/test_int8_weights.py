@@ -1,0 +1,130 @@
+"""ptcli.exporting.int8_weights: the weights ONNX Runtime's INT8 gives back are the ones it
+predicts, clipping only ever lowers a channel's rounding error, and the corrected biases
+cancel the mean error INT8 weights add (exactly, for a network that is linear)."""
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from ptcli.exporting import int8_weights  # noqa: E402
+
+
+class Linear(torch.nn.Module):
+    """Convolutions without padding or activations, global pooling, then a Gemm: every
+    layer's mean output is a linear function of its input's mean. With 1x1 kernels that
+    function is the channel means' own, so the correction is exact; wider kernels see each
+    offset's share of the image, which the whole image's mean stands for."""
+
+    def __init__(self, kernel: int = 3, size: int = 8) -> None:
+        super().__init__()
+        self.size = size
+        self.conv = torch.nn.Conv2d(3, 8, kernel, bias=False)
+        self.depthwise = torch.nn.Conv2d(8, 8, kernel, groups=8)
+        self.pointwise = torch.nn.Conv2d(8, 6, 1)
+        self.fc = torch.nn.Linear(6, 5)
+
+    def forward(self, x):
+        return self.fc(self.pointwise(self.depthwise(self.conv(x))).mean((2, 3)))
+
+
+def _export(tmp_path, model):
+    torch.manual_seed(0)
+    for parameter in model.parameters():  # channels whose ranges lie far apart, outliers included
+        parameter.data = torch.randn_like(parameter) * torch.rand(parameter.shape[0], *[1] * (parameter.dim() - 1)) * 3
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(1, 3, model.size, model.size),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def _feeds(count=24, size=8):
+    generator = np.random.default_rng(0)
+    return [{"x": (generator.standard_normal((1, 3, size, size)) + 0.7).astype(np.float32)} for _ in range(count)]
+
+
+def _run(path, feeds):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, feed)[0] for feed in feeds])
+
+
+def _weights(path):
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def test_the_int8_weights_it_predicts_are_the_ones_onnx_runtime_writes(tmp_path):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path = _export(tmp_path, Linear())
+    feeds = iter(_feeds())
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(feeds, None)
+
+    quantize_static(str(path), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    original, written = _weights(path), _weights(tmp_path / "q.onnx")
+    checked = 0
+    for name, weights in original.items():
+        if weights.ndim < 2:
+            continue
+        axis = 0
+        scale = written[f"{name}_scale"].reshape([-1] + [1] * (weights.ndim - 1))
+        back = written[f"{name}_quantized"].astype(np.float32) * scale
+        np.testing.assert_allclose(back, int8_weights.quantized(weights, axis), rtol=1e-6, atol=1e-7)
+        checked += 1
+    assert checked == 4
+
+
+def test_clipping_never_rounds_a_channel_worse_and_clips_heavy_tails():
+    generator = np.random.default_rng(1)
+    weights = generator.laplace(size=(16, 2000)).astype(np.float32)  # many weights, a few far out
+    weights[0] = generator.uniform(-1, 1, 2000)  # no tail: nothing to gain by clipping
+    kept = int8_weights.clipped(weights)
+    error = lambda w: ((int8_weights.quantized(w) - weights) ** 2).sum(axis=1)  # noqa: E731
+    assert (error(kept) <= error(weights)).all()
+    clipped = np.abs(kept).max(axis=1) < np.abs(weights).max(axis=1)
+    assert clipped.sum() >= 5 and (error(kept)[clipped] < error(weights)[clipped]).all()  # where it clips, it pays
+    assert not clipped[0] and np.array_equal(kept[0], weights[0])
+
+
+@pytest.mark.parametrize(("kernel", "size", "left"), [(1, 8, 1e-4), (3, 32, 0.1)])
+def test_corrected_biases_cancel_the_mean_error_of_int8_weights(tmp_path, kernel, size, left):
+    path = _export(tmp_path, Linear(kernel, size))
+    feeds = _feeds(size=size)
+    assert int8_weights.prepare(path, tmp_path / "prepared.onnx", feeds) == 4
+    prepared = _weights(tmp_path / "prepared.onnx")
+
+    def with_int8_weights(source, out):  # what INT8 computes with those weights, in float
+        model = onnx.load(str(source))
+        for tensor in model.graph.initializer:
+            array = prepared[tensor.name] if tensor.name in prepared else None
+            if array is not None and array.ndim >= 2:
+                tensor.CopyFrom(onnx.numpy_helper.from_array(int8_weights.quantized(array), tensor.name))
+        onnx.save(model, str(out))
+        return out
+
+    def int8_of_original(out):
+        model = onnx.load(str(path))
+        for tensor in model.graph.initializer:
+            array = onnx.numpy_helper.to_array(tensor)
+            if array.ndim >= 2:
+                tensor.CopyFrom(onnx.numpy_helper.from_array(int8_weights.quantized(array), tensor.name))
+        onnx.save(model, str(out))
+        return out
+
+    exact = _run(path, feeds).mean(axis=0)
+    plain = _run(int8_of_original(tmp_path / "plain.onnx"), feeds).mean(axis=0)
+    corrected = _run(with_int8_weights(tmp_path / "prepared.onnx", tmp_path / "corrected.onnx"), feeds).mean(axis=0)
+    before, after = np.abs(plain - exact).max(), np.abs(corrected - exact).max()
+    assert before > 1e-3  # INT8 weights do move this network's mean output
+    assert after < left * before, (before, after)
+    # a layer with no bias of its own gets one
+    model = onnx.load(str(tmp_path / "prepared.onnx"))
+    first = next(node for node in model.graph.node if node.op_type == "Conv")
+    assert len(first.input) == 3 and first.input[2].endswith(".bias_corrected")
