@@ -282,6 +282,9 @@ def test_lite0_without_timm_matches_timm_exactly():
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=1e-5)
+    scripted = torch.jit.script(ours)  # `ptcli export --method script` compiles it, padding and all
+    with torch.inference_mode():
+        assert torch.equal(scripted(x), ours(x))
 
 
 def _torchvision_transform(spec):

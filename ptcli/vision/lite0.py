@@ -61,11 +61,14 @@ class SameConv2d(nn.Conv2d):
     shifts every strided layer's sampling grid by a pixel from the one the weights learned)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = []
-        for size, kernel, stride in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
-            total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-            pads += [total // 2, total - total // 2]
-        return super().forward(F.pad(x, pads))
+        high = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
+        wide = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
+        # _conv_forward, not super(): torch.jit.script compiles it (--method script)
+        return self._conv_forward(F.pad(x, [wide // 2, wide - wide // 2, high // 2, high - high // 2]), self.weight, self.bias)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> int:
+    return max((-(-size // stride) - 1) * stride + kernel - size, 0)
 
 
 def _conv(cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1) -> nn.Conv2d:
