@@ -324,3 +324,27 @@ def test_the_folded_lite0_computes_what_the_network_does_and_leaves_it_as_it_was
         assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in classifier.folded.modules())
         classifier.net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())  # no fused(): as it is
         assert torch.allclose(classifier.forward(pixels), pixels.mean((2, 3)).softmax(-1))
+
+
+def test_a_lite0_checkpoint_from_before_the_tensorflow_padding_rebuilds_the_network_it_was_trained_in():
+    """Checkpoints fine-tuned from Lite0 record ``tensorflow: true`` in their model_args; one
+    without it (fine-tuned when ptcli ran Lite0 with centred padding and eps 1e-5) gets that
+    network back, so its readings do not move under it."""
+    from torch import nn
+
+    from ptcli.vision.lite0 import SameConv2d
+    from ptcli_classify_image.models import EFFICIENTNET_LITE0, build_model
+
+    def padding_and_eps(model):
+        strided = [m for m in model.modules() if isinstance(m, SameConv2d)]
+        norms = {m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+        return {m.same for m in strided}, norms, len(strided)
+
+    assert padding_and_eps(build_model(EFFICIENTNET_LITE0, 3, transfer_head="linear", tensorflow=True)) == ({True}, {1e-3}, 5)
+    old = build_model(EFFICIENTNET_LITE0, 3, transfer_head="linear")
+    assert padding_and_eps(old) == ({False}, {1e-5}, 5)
+    assert padding_and_eps(build_model(EFFICIENTNET_LITE0, 3)) == ({False}, {1e-5}, 5)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    centred = old.backbone.conv_stem  # what ptcli's stem computed before: PyTorch's own padding of 1
+    assert torch.equal(centred(x), nn.functional.conv2d(x, centred.weight, None, 2, 1))
+    assert EFFICIENTNET_LITE0.build().conv_stem.same  # a named model is the weights' own network

@@ -188,7 +188,8 @@ def test_transfer_learning_keeps_the_frozen_pretrained_backbone(cli, tmp_path, t
         "trainer": {"epochs": 1, "batch_size": 12, "freeze": ["backbone"], "lr": 0.003}})
     summary = train_json(cli, config)
     ckpt = load_checkpoint(summary["best_checkpoint"])
-    assert ckpt.meta["model_args"] == {"transfer_head": "book", "hidden": 500, "dropout": 0.5}
+    # "tensorflow": the backbone as its weights were trained; checkpoints without it rebuild the older network
+    assert ckpt.meta["model_args"] == {"transfer_head": "book", "hidden": 500, "dropout": 0.5, "tensorflow": True}
     assert ckpt.state_dict["head.0.weight"].shape == (500, 1280) and ckpt.state_dict["head.3.weight"].shape == (3, 500)
     published = rename_keys_in_order(load_state_dict(resolve(EFFICIENTNET_LITE0.weights)), EFFICIENTNET_LITE0.build())
     conv = "blocks.1.0.conv_pw.weight"

@@ -28,10 +28,10 @@ def _build_timm(architecture: str, num_classes: int | None = None):
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes or 1000)
 
 
-def _build_lite0(num_classes: int | None = None):
+def _build_lite0(num_classes: int | None = None, tensorflow: bool = True):
     from ptcli.vision.lite0 import EfficientNetLite0
 
-    return EfficientNetLite0(num_classes=num_classes or 1000)
+    return EfficientNetLite0(num_classes=num_classes or 1000, tensorflow=tensorflow)
 
 
 EFFICIENTNET_LITE0 = ModelSpec(
@@ -156,16 +156,19 @@ SCRATCH_MODELS = (
 
 
 def build_model(spec: ModelSpec, num_classes: int, *, image_size: int | None = None, transfer_head: str | None = None,
-                hidden: int = 500, dropout: float = 0.5):
+                hidden: int = 500, dropout: float = 0.5, tensorflow: bool = False):
     """The architecture a checkpoint's ``model_args`` describe, with random weights: a scratch
-    network for its image size, a backbone with a new head, or the model with its own head."""
+    network for its image size, a backbone with a new head, or the model with its own head.
+    ``tensorflow``: Lite0 as its weights were trained (training records it); a Lite0
+    checkpoint without it was fine-tuned in the network ptcli ran before, and gets that one."""
     if spec.name in {s.name for s in SCRATCH_MODELS}:
         return spec.build(num_classes=num_classes, **({"image_size": image_size} if image_size else {}))
+    variant = {"tensorflow": tensorflow} if spec.name == DEFAULT_MODEL else {}
     if transfer_head is not None:
         from .nets import TransferNet
 
-        return TransferNet(spec.build(), num_classes, head=transfer_head, hidden=hidden, dropout=dropout)
-    return spec.build(num_classes=num_classes)
+        return TransferNet(spec.build(**variant), num_classes, head=transfer_head, hidden=hidden, dropout=dropout)
+    return spec.build(num_classes=num_classes, **variant)
 
 
 def make_registry() -> ModelRegistry:

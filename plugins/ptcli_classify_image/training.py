@@ -15,7 +15,7 @@ from ptcli.training.schema import ClassificationTrainerConfig, DataConfig, Secti
 from ptcli.training.task import Export, ParamGroup, TrainingTask
 
 from . import RECIPE
-from .models import IMAGENET_MEAN, IMAGENET_STD, SCRATCH_MODELS, build_model
+from .models import DEFAULT_MODEL, IMAGENET_MEAN, IMAGENET_STD, SCRATCH_MODELS, build_model
 
 
 class ImageDataConfig(DataConfig):
@@ -276,7 +276,8 @@ class ClassifyImageTask(ClassifierSteps, TrainingTask):
         if is_scratch(self.spec.name):
             return {"image_size": self.preprocessing["crop"]}
         m = self.config.model
-        return {"transfer_head": m.head, "hidden": m.hidden, "dropout": m.dropout}
+        return {"transfer_head": m.head, "hidden": m.hidden, "dropout": m.dropout,
+                **({"tensorflow": True} if self.spec.name == DEFAULT_MODEL else {})}
 
     def build_models(self) -> dict:
         model = build_model(self.spec, len(self.classes), **self.model_args())

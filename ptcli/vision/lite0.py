@@ -58,9 +58,16 @@ class BatchNormAct2d(nn.BatchNorm2d):
 class SameConv2d(nn.Conv2d):
     """A strided convolution padded as TensorFlow's "SAME" pads it: the output is
     ceil(input / stride) and the odd pixel of padding goes after, not before (a centred pad
-    shifts every strided layer's sampling grid by a pixel from the one the weights learned)."""
+    shifts every strided layer's sampling grid by a pixel from the one the weights learned).
+    With ``same`` off it pads as it was built to (centred), as ptcli's Lite0 once did."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.same = True  # an instance attribute: torch.jit.script reads no class defaults
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.same:
+            return self._conv_forward(x, self.weight, self.bias)
         high = _same_padding(x.shape[-2], self.kernel_size[0], self.stride[0])
         wide = _same_padding(x.shape[-1], self.kernel_size[1], self.stride[1])
         # _conv_forward, not super(): torch.jit.script compiles it (--method script)
@@ -114,7 +121,12 @@ class GlobalAvgPool(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+    """``tensorflow=False``: the network as ptcli ran it before it followed the weights'
+    training (centred padding, BatchNorm eps 1e-5), which checkpoints fine-tuned then were
+    trained in; their sidecars say so by not saying ``tensorflow`` (classify-image's
+    build_model)."""
+
+    def __init__(self, num_classes: int = 1000, tensorflow: bool = True) -> None:
         super().__init__()
         self.conv_stem = _conv(3, STEM, 3, 2)
         self.bn1 = BatchNormAct2d(STEM)
@@ -133,6 +145,12 @@ class EfficientNetLite0(nn.Module):
         self.global_pool = GlobalAvgPool()
         self.classifier = nn.Linear(HEAD, num_classes)
         self.num_features = HEAD
+        if not tensorflow:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eps = 1e-5
+                if isinstance(module, SameConv2d):
+                    module.same, module.padding = False, tuple(k // 2 for k in module.kernel_size)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
