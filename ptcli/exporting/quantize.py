@@ -109,7 +109,6 @@ def _onnx(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mo
         # with fp32 on 0.973 of 297 held-out crops and 0.924 of 276 unseen versions, against
         # 0.943 and 0.870 for ONNX Runtime's defaults (bench/int8_agreement.py).
         prepared = path.with_name(path.stem + ".prepared.onnx")
-        int8_weights.prepare(path, prepared, feeds)
         pending = iter(feeds)
 
         class Reader(CalibrationDataReader):
@@ -124,6 +123,7 @@ def _onnx(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mo
         # logits tie classes that were near each other (on Lite0, one point of agreement).
         kept = first_layer(path)
         try:
+            int8_weights.prepare(path, prepared, feeds)
             quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
                             extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"]})
