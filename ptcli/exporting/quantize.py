@@ -179,7 +179,7 @@ def _openvino(exportable: Exportable, path: Path, calibration: tuple, meta: dict
     how = f"NNCF {nncf.__version__} int8 weight compression"
     import gc
 
-    gc.collect()  # NNCF ran OpenVINO models of its own while it calibrated: release them now,
+    gc.collect()  # NNCF made OpenVINO models of its own while it compressed: release them now,
     drop_dangling_signal_stack()  # and put right the signal stack their release leaves
     model.set_rt_info(json.dumps(meta), list(OPENVINO_RT_INFO))
     staged = path.with_name(path.stem + ".int8.xml")
