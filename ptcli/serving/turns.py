@@ -3,11 +3,17 @@ every core (torch's threads); between passes, inputs decode side by side, one a 
 next batch takes every input that was decoding when its wait ended. Decoding beside a forward
 pass took the cores torch computes on (each image's forward slowed from 9.5 to 13.6 ms at 32
 clients on 2 cores); decoding one input at a time on the model's thread left the other cores
-idle for a quarter of that thread's time (py-spy, bench/serve_peers.py)."""
+idle for a quarter of that thread's time (py-spy, bench/serve_peers.py).
+
+Cores go to decodes in the order they asked. When any waiting decode could take a freed core,
+one that had waited a whole pass often lost it to a request that had just arrived, and so
+waited a second pass: at 32 clients a tenth of requests took three passes and another tenth
+one (p10 249, p50 499, p90 759 ms against LitServe's 402, 428, 520)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -21,9 +27,10 @@ class Turns:
         self.on_decoded = on_decoded
         #: Decodes asked for and not yet returned to their caller.
         self.decoding = 0
-        self._running = 0  # decodes on a core now (their thread may outlive a cancelled caller)
+        self._running = 0  # decodes holding a core (their thread may outlive a cancelled caller)
         self._computing = False
         self._changed = asyncio.Event()
+        self._queue: deque[asyncio.Future] = deque()  # decodes waiting for a core, oldest first
 
     def _change(self) -> None:
         self._changed.set()
@@ -33,21 +40,41 @@ class Turns:
         while not ready():
             await self._changed.wait()
 
-    def _decode_done(self, _future) -> None:
+    def _grant(self) -> None:
+        """Free cores to the decodes that have waited longest, while no pass holds them. A core
+        is taken when it is granted, so a decode that asks later cannot take it first."""
+        while self._queue and not self._computing and self._running < self.cores:
+            ticket = self._queue.popleft()
+            if not ticket.done():  # else cancelled while it waited
+                self._running += 1
+                ticket.set_result(None)
+
+    def _release(self, _future=None) -> None:
         self._running -= 1
+        self._grant()
         self._change()
 
     def _pass_done(self, _future) -> None:
         self._computing = False
+        self._grant()
         self._change()
 
     async def decode(self, executor: Executor, function: Callable):
         """``function()`` on a core of its own, between forward passes."""
         self.decoding += 1
         try:
-            await self._until(lambda: not self._computing and self._running < self.cores)
-            self._running += 1
-            return await self._on_thread(executor, self._decode_done, function)
+            if self._queue or self._computing or self._running >= self.cores:
+                ticket = asyncio.get_running_loop().create_future()
+                self._queue.append(ticket)
+                try:
+                    await ticket
+                except BaseException:
+                    if ticket.done() and not ticket.cancelled():  # granted, then cancelled before it ran
+                        self._release()
+                    raise
+            else:
+                self._running += 1
+            return await self._on_thread(executor, self._release, function)
         finally:
             self.decoding -= 1
             self.on_decoded()
@@ -59,8 +86,7 @@ class Turns:
         try:
             await self._until(lambda: self._running == 0)
         except BaseException:  # cancelled before it ran
-            self._computing = False
-            self._change()
+            self._pass_done(None)
             raise
         return await self._on_thread(executor, self._pass_done, function, *args)
 
