@@ -254,6 +254,100 @@ def test_a_pass_waits_for_a_decode_whose_request_gave_up():
     assert moments["computing"] >= moments["decoded"]
 
 
+def test_decodes_get_their_cores_in_the_order_they_asked():
+    """A decode that asks while others wait goes behind them, even when it asks just as a core
+    frees: one that took the core first would leave a request that had waited a pass to wait a
+    second. Requests at random moments, decodes and passes of random lengths, 5 seeds."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptcli.serving.turns import Turns
+
+    class InOrder(ThreadPoolExecutor):
+        """Notes which decode each core was given to, as it is given."""
+
+        def __init__(self):
+            super().__init__(2)
+            self.given = []
+
+        def submit(self, function, *args):
+            self.given.append(function.tag)
+            return super().submit(function, *args)
+
+    async def main(seed):
+        rng = random.Random(seed)
+        turns, decoders, model = Turns(cores=2), InOrder(), ThreadPoolExecutor(1)
+        asked, stop = [], asyncio.Event()
+
+        async def request(tag):
+            await asyncio.sleep(rng.uniform(0, 0.15))
+
+            def decode():
+                time.sleep(rng.uniform(0, 0.004))
+
+            decode.tag = tag
+            asked.append(tag)  # in the same step as decode() joins the queue or takes a core
+            await turns.decode(decoders, decode)
+
+        async def passes():
+            while not stop.is_set():
+                await turns.compute(model, time.sleep, rng.uniform(0.002, 0.015))
+                await asyncio.sleep(rng.uniform(0, 0.003))
+
+        loop = asyncio.ensure_future(passes())
+        await asyncio.gather(*(request(tag) for tag in range(60)))
+        stop.set()
+        await loop
+        decoders.shutdown()
+        model.shutdown()
+        return asked, decoders.given
+
+    for seed in range(5):
+        asked, given = asyncio.run(main(seed))
+        assert sorted(given) == list(range(60))
+        assert given == asked, seed
+
+
+def test_a_decode_cancelled_as_its_core_is_granted_hands_the_core_on():
+    """The request gives up between being granted a core and running on it: the core goes to
+    the next decode in line, and a pass after them is not left waiting for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ptcli.serving.turns import Turns
+
+    ran, gate = [], threading.Event()
+
+    class CancelAtGrant(Turns):
+        victim = None
+
+        def _grant(self):
+            waiting = list(self._queue)
+            super()._grant()
+            if self.victim is not None and any(ticket.done() for ticket in waiting):
+                self.victim.cancel()  # granted in this very call: before its task can run
+                self.victim = None
+
+    async def main():
+        turns, executor, model = CancelAtGrant(cores=1), ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+        first = asyncio.ensure_future(turns.decode(executor, lambda: gate.wait(5) and ran.append("first")))
+        await asyncio.sleep(0.01)
+        given_up = asyncio.ensure_future(turns.decode(executor, lambda: ran.append("given up")))
+        after = asyncio.ensure_future(turns.decode(executor, lambda: ran.append("after")))
+        await asyncio.sleep(0.01)
+        turns.victim = given_up
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(first, after), 5)
+        with pytest.raises(asyncio.CancelledError):
+            await given_up
+        computed = await asyncio.wait_for(turns.compute(model, lambda: "pass"), 5)
+        executor.shutdown()
+        model.shutdown()
+        return computed, turns._running
+
+    assert asyncio.run(main()) == ("pass", 0)
+    assert ran == ["first", "after"]
+
+
 # --- the app, in-process -------------------------------------------------------------------------
 
 def test_health_at_once_ready_only_once_loaded():
