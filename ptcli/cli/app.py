@@ -379,8 +379,10 @@ def _leave(code: int) -> None:
 
 
 def _main() -> None:
+    from ptcli.allocator import reuse_freed_memory
     from ptcli.plugins import get_plugins
 
+    reuse_freed_memory()  # before any thread allocates (ptcli.allocator)
     honour_ctrl_c()
     stop_cleanly_on_sigterm()
 

@@ -256,6 +256,9 @@ def replica_main(conn, settings: dict) -> None:
     end of the pipe closes."""
     import signal
 
+    from ptcli.allocator import reuse_freed_memory
+
+    reuse_freed_memory()  # a process of its own: spawned, it starts with glibc's defaults
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server drains, then stops us
     if settings["threads"]:
         import torch
