@@ -128,3 +128,18 @@ def test_corrected_biases_cancel_the_mean_error_of_int8_weights(tmp_path, kernel
     model = onnx.load(str(tmp_path / "prepared.onnx"))
     first = next(node for node in model.graph.node if node.op_type == "Conv")
     assert len(first.input) == 3 and first.input[2].endswith(".bias_corrected")
+
+
+def test_a_layer_kept_in_fp32_is_left_as_it_is_and_the_others_are_prepared(tmp_path):
+    """The layer the quantizer will leave in fp32 (ptcli keeps a small first layer so): its
+    weights clipped or its bias moved would carry the error of a rounding that never happens."""
+    path = _export(tmp_path, Linear(3, 8))
+    graph = onnx.load(str(path)).graph
+    first = next(node for node in graph.node if node.op_type == "Conv")
+    assert int8_weights.prepare(path, tmp_path / "prepared.onnx", _feeds(), kept=[first.name]) == 3
+    before, after = _weights(path), _weights(tmp_path / "prepared.onnx")
+    assert np.array_equal(after[first.input[1]], before[first.input[1]])
+    prepared = onnx.load(str(tmp_path / "prepared.onnx")).graph
+    assert len(next(node for node in prepared.node if node.name == first.name).input) == 2  # no bias given it
+    others = [node for node in graph.node if node.op_type in ("Conv", "Gemm") and node is not first]
+    assert all(not np.array_equal(after[node.input[2]], before[node.input[2]]) for node in others)

@@ -20,6 +20,7 @@ checks it against the quantized file."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 #: The clipping ratios tried for each output channel (1.0: no clipping).
@@ -101,10 +102,12 @@ def _input_means(path: Path, names: list[str], feeds: list[dict]) -> dict:
     return {name: sums[name] / counts[name] for name in names}
 
 
-def prepare(path: Path, out: Path, feeds: list[dict]) -> int:
+def prepare(path: Path, out: Path, feeds: list[dict], kept: Collection[str] = ()) -> int:
     """Writes ``out``: the graph at ``path`` with its Conv and Gemm weights clipped per channel
     and their biases corrected for the mean error of their INT8 weights on ``feeds`` (the
-    calibration inputs). Returns how many layers it changed."""
+    calibration inputs). The layers named in ``kept`` stay in fp32 and as they are: clipped
+    and corrected, they would carry the error of a rounding that never happens. Returns how
+    many layers it changed."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -112,7 +115,7 @@ def prepare(path: Path, out: Path, feeds: list[dict]) -> int:
     model = onnx.load(str(path))
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    layers = list(_layers(graph, initializers))
+    layers = [layer for layer in _layers(graph, initializers) if layer[0].name not in kept]
     if not layers:
         onnx.save(model, str(out))
         return 0

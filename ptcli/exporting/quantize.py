@@ -123,7 +123,7 @@ def _onnx(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mo
         # logits tie classes that were near each other (on Lite0, one point of agreement).
         kept = first_layer(path)
         try:
-            int8_weights.prepare(path, prepared, feeds)
+            int8_weights.prepare(path, prepared, feeds, kept)
             quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
                             extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"]})
