@@ -14,6 +14,7 @@ from conftest import REPO
 #: Package prefix -> floor (the longest prefix that matches decides).
 FLOORS = {
     "ptcli.errors": 1, "ptcli.storage": 1, "ptcli.output": 1, "ptcli.files": 1, "ptcli.distributed": 1, "ptcli.devices": 1, "ptcli.refs": 1,
+    "ptcli.allocator": 1,
     "ptcli.models": 2,
     "ptcli.vision": 3, "ptcli.attacks": 3, "ptcli.plugins": 3, "ptcli.plugins.recipe": 3, "ptcli.plugins.hookspecs": 3,
     "ptcli.inference": 4,
