@@ -45,7 +45,7 @@ def test_every_row_is_exported_checked_scored_by_eval_and_timed(cli, simplenet, 
     if bf16_supported():
         assert bf16["metric"] == "top1_agreement" and 0 <= bf16["value"] <= 1
         assert rows[5]["check"] == "ok" and rows[5]["metric"] == "accuracy"  # an export is scored by eval
-    for row in (rows[3], rows[6]):  # calibrated on --data; kept only if top-1 agrees on >= 99% of held-out inputs
+    for row in (rows[3], rows[6]):  # calibrated on --data; kept only if top-1 agrees on >= 95% of held-out inputs
         assert row["check"] == "ok" or row["check"].startswith("the INT8 "), row
     fp32 = {r["format"]: r["size_mb"] for r in rows if r["precision"] == "fp32"}
     assert all(r["size_mb"] < 0.5 * fp32[r["format"]] for r in rows if r["precision"] == "int8" and r["check"] == "ok")

@@ -143,3 +143,52 @@ def test_a_layer_kept_in_fp32_is_left_as_it_is_and_the_others_are_prepared(tmp_p
     assert len(next(node for node in prepared.node if node.name == first.name).input) == 2  # no bias given it
     others = [node for node in graph.node if node.op_type in ("Conv", "Gemm") and node is not first]
     assert all(not np.array_equal(after[node.input[2]], before[node.input[2]]) for node in others)
+
+
+def test_rounding_by_the_inputs_moves_a_layer_less_than_rounding_to_the_nearest_level():
+    """GPTQ's rounding, on inputs whose channels move together (as a layer's do): every weight
+    lands on its channel's INT8 grid, and the layer's output moves less than with each weight
+    rounded to its nearest level, over groups of their own (a depthwise layer's)."""
+    generator = np.random.default_rng(2)
+    groups, channels, patch = 3, 16, 24
+    mixing = generator.standard_normal((groups, patch, patch)) + 2.0  # correlated inputs with a shared mean
+    inputs = np.einsum("gij,gjn->gin", mixing, generator.standard_normal((groups, patch, 4000)))
+    moment = inputs @ inputs.transpose(0, 2, 1) / inputs.shape[2]
+    weights = generator.standard_normal((groups, channels, patch)) * 0.05
+    scale = np.abs(weights).max(axis=2) / int8_weights.LEVELS
+    grid = int8_weights.rounded(weights, scale, moment)
+    levels = grid / scale[:, :, None]
+    assert np.allclose(levels, np.round(levels), atol=1e-6) and np.abs(np.round(levels)).max() <= int8_weights.LEVELS
+    nearest = int8_weights.quantized(weights.reshape(-1, patch)).reshape(weights.shape)
+
+    def moved(q):  # the output's mean squared change, per group
+        return (np.einsum("gcp,gpn->gcn", q - weights, inputs) ** 2).mean(axis=(1, 2))
+
+    assert (moved(grid) < 0.5 * moved(nearest)).all(), (moved(grid), moved(nearest))
+
+
+def test_weights_prepared_on_their_grid_come_back_from_onnx_runtime_as_they_are(tmp_path):
+    """The rounding chosen here is the one the file keeps: ONNX Runtime recomputes each
+    channel's scale from its largest weight, which the preparation leaves on the grid's edge."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path = _export(tmp_path, Linear(3, 8))
+    feeds = _feeds()
+    assert int8_weights.prepare(path, tmp_path / "prepared.onnx", feeds) == 4
+    pending = iter(feeds)
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(pending, None)
+
+    quantize_static(str(tmp_path / "prepared.onnx"), str(tmp_path / "q.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    prepared, written, original = _weights(tmp_path / "prepared.onnx"), _weights(tmp_path / "q.onnx"), _weights(path)
+    layers = [name for name, weights in original.items() if weights.ndim >= 2]
+    assert len(layers) == 4
+    for name in layers:
+        scale = written[f"{name}_scale"].reshape([-1] + [1] * (prepared[name].ndim - 1))
+        np.testing.assert_allclose(written[f"{name}_quantized"].astype(np.float32) * scale, prepared[name], rtol=1e-6, atol=1e-7)
+    # and that rounding is not simply the nearest one: some weights went the other way
+    assert any(not np.allclose(prepared[name], int8_weights.quantized(int8_weights.clipped(original[name])), atol=1e-7)
+               for name in layers)

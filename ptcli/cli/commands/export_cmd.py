@@ -184,12 +184,12 @@ def export(
     method: Annotated[str | None, typer.Option(metavar="trace|script", show_default=False, help="TorchScript only: how to "
                       "capture the model [default: trace, or script for recipes that cannot be traced (detect)].")] = None,
     samples: SampleOption = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Quantize to INT8 (onnx: ONNX Runtime QDQ, static; openvino: NNCF), "
+    int8: Annotated[bool, typer.Option("--int8", help="Quantize to INT8 (onnx: ONNX Runtime QDQ, static; openvino: that graph, converted), "
                     "calibrated on --calibration; text models get dynamic quantization.")] = False,
     calibration: Annotated[Path | None, typer.Option(metavar="DIR", show_default=False, help="With --int8: real inputs of "
                            "the recipe (a few hundred; up to 300 are read). 80% calibrate, the rest check.")] = None,
     int8_tolerance: Annotated[float | None, typer.Option(min=0.0, metavar="F", show_default=False, help="With --int8: the "
-                              "least agreement kept: top-1 agreement with the eager model for classifiers [default: 0.99], "
+                              "least agreement kept: top-1 agreement with the eager model for classifiers [default: 0.95], "
                               "PSNR in dB against its output for image models [default: 35].")] = None,
     dtype: Annotated[str, typer.Option("--dtype", metavar="fp32|bf16", help="bf16: bfloat16 weights (exported-program, "
                      "torchscript), or an OpenVINO IR computed in bf16 (on CPUs with AVX-512 BF16 or AMX); checked with "
