@@ -192,3 +192,18 @@ def test_weights_prepared_on_their_grid_come_back_from_onnx_runtime_as_they_are(
     # and that rounding is not simply the nearest one: some weights went the other way
     assert any(not np.allclose(prepared[name], int8_weights.quantized(int8_weights.clipped(original[name])), atol=1e-7)
                for name in layers)
+
+
+def test_layers_past_the_memory_budget_for_moments_round_to_the_nearest_level(tmp_path, monkeypatch):
+    """The second moments of every layer are held at once: past MOMENT_BYTES, the later layers
+    (in the graph's order) round to their nearest level, and the preparation still ends."""
+    path = _export(tmp_path, Linear(3, 8))
+    original = _weights(path)
+    layers = [name for name, weights in original.items() if weights.ndim >= 2]  # conv, depthwise, pointwise, fc
+    conv_moment = 27 * 27 * 8  # one group, 3 channels x 3 x 3 inputs
+    monkeypatch.setattr(int8_weights, "MOMENT_BYTES", conv_moment)
+    assert int8_weights.prepare(path, tmp_path / "prepared.onnx", _feeds()) == 4
+    prepared = _weights(tmp_path / "prepared.onnx")
+    # a layer left to the quantizer's nearest rounding is written clipped, off its grid
+    nearest = {name: np.allclose(prepared[name], int8_weights.clipped(original[name]), atol=1e-7) for name in layers}
+    assert not nearest[layers[0]] and all(nearest[name] for name in layers[1:]), nearest

@@ -47,6 +47,9 @@ MOMENT_FEEDS = 64
 #: rounding would fit the calibration inputs' few directions (a classifier's Gemm sees one
 #: pooled row a feed), and the layer rounds to the nearest level.
 PATCHES_PER_INPUT = 2
+#: The most memory all layers' second moments may hold together (float64): the layers past it,
+#: in the graph's order, round to the nearest level. Lite0's take 0.11 GB.
+MOMENT_BYTES = 1 << 30
 #: GPTQ's damping: a share of the mean input power added to the diagonal, so that inputs that
 #: never vary still give an invertible moment.
 DAMPING = 0.01
@@ -142,7 +145,9 @@ def _patches(node, value, weight_shape):
 def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict) -> tuple[dict, dict]:
     """Over every feed, in fp32: each layer input's mean per channel (by tensor name), and each
     layer's input patches' second moment, (groups, patch, patch) (by node name; a layer with
-    too few patches for its width, PATCHES_PER_INPUT, has none)."""
+    too few patches for its width, PATCHES_PER_INPUT, or past MOMENT_BYTES has none)."""
+    import math
+
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -155,6 +160,15 @@ def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict)
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     sums, counts, moments, patches = {}, {}, {}, {}
+    measured, budget = [], MOMENT_BYTES
+    for layer in layers:
+        node, weight_name, axis = layer
+        dims = tuple(initializers[weight_name].dims)
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1) if node.op_type == "Conv" else 1
+        width = math.prod(dims) // dims[axis]  # inputs a group's output channel reads
+        budget -= groups * width * width * 8
+        if budget >= 0:
+            measured.append(layer)
     spacing = -(-len(feeds) // MOMENT_FEEDS)
     for index, feed in enumerate(feeds):
         values = dict(zip(names, session.run(names, feed)))
@@ -162,7 +176,7 @@ def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict)
             axes = tuple(i for i in range(value.ndim) if i != 1)
             sums[name] = sums.get(name, 0) + value.astype(np.float64).sum(axis=axes)
             counts[name] = counts.get(name, 0) + value.size // value.shape[1]
-        for node, weight_name, _ in layers if index % spacing == 0 else ():
+        for node, weight_name, _ in measured if index % spacing == 0 else ():
             cols = _patches(node, values[node.input[0]], tuple(initializers[weight_name].dims))
             if cols is not None:
                 moment = (cols @ cols.transpose(1, 2)).double() / cols.shape[2]
