@@ -116,8 +116,6 @@ def divergence(probabilities, out) -> float:
 
 
 def batched(run, x, size=16):
-    import numpy as np
-
     return np.concatenate([run(x[i:i + size]) for i in range(0, len(x), size)])
 
 
@@ -225,7 +223,6 @@ def main() -> None:
         bf16 = core.compile_model(str(tmp / "fp32.xml"), "CPU", {})
         rows.append(("OpenVINO computing in bf16 (its default with AMX)", agree(batched(lambda x: bf16(x.numpy())[0], both)), ""))
         noise = torch.Generator().manual_seed(0)
-        std = float(classifier.pre.std.mean())
         with torch.inference_mode():
             noisy = batched(lambda x: classifier.forward(x + torch.randn(x.shape, generator=noise) * (0.5 / 255 / std)).float().numpy(), both)
         rows.append(("fp32 with noise of half a grey level (normal)", agree(noisy), ""))
