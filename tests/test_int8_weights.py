@@ -207,3 +207,54 @@ def test_layers_past_the_memory_budget_for_moments_round_to_the_nearest_level(tm
     # a layer left to the quantizer's nearest rounding is written clipped, off its grid
     nearest = {name: np.allclose(prepared[name], int8_weights.clipped(original[name]), atol=1e-7) for name in layers}
     assert not nearest[layers[0]] and all(nearest[name] for name in layers[1:]), nearest
+
+
+class Grouped(torch.nn.Module):
+    """A plain, a grouped (2 groups of 4 channels), a depthwise and a pointwise layer, with
+    ReLUs between: the layouts the rounding reads its inputs' patches in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 12
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.grouped = torch.nn.Conv2d(8, 8, 3, groups=2, stride=2, padding=(0, 1))
+        self.depthwise = torch.nn.Conv2d(8, 8, 3, groups=8, padding=1)
+        self.pointwise = torch.nn.Conv2d(8, 6, 1)
+        self.fc = torch.nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.grouped(torch.relu(self.conv(x))))
+        return self.fc(self.pointwise(torch.relu(self.depthwise(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_each_layer_rounded_by_its_inputs_moves_less_on_inputs_not_calibrated_on(tmp_path, seed):
+    """In the graph's own layouts (plain, grouped with stride and uneven padding, depthwise,
+    pointwise, Gemm): each layer's output moves less with its weights rounded by their
+    calibration inputs than rounded to the nearest level, measured on inputs of another draw."""
+    path = _export(tmp_path, Grouped())
+    generator = np.random.default_rng(seed)
+    mixing = generator.standard_normal((3, 3)) + 1.0  # colour channels that move together, as a photo's do
+
+    def draw(count):
+        noise = generator.standard_normal((count, 3, 12, 12))
+        smooth = (noise + np.roll(noise, 1, axis=2) + np.roll(noise, 1, axis=3)) / 3  # neighbours that move together
+        return [{"x": (np.einsum("ij,njhw->nihw", mixing, smooth)[i:i + 1] + 0.5).astype(np.float32)} for i in range(count)]
+
+    graph = onnx.load(str(path)).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    layers = list(int8_weights._layers(graph, initializers))
+    _, calibrated = int8_weights._statistics(path, layers, draw(64), initializers)
+    _, held_out = int8_weights._statistics(path, layers, draw(32), initializers)
+    assert [node.op_type for node, _, _ in layers] == ["Conv"] * 4 + ["Gemm"] and set(calibrated) == set(held_out)
+    for node, weight_name, axis in layers:
+        weights = onnx.numpy_helper.to_array(initializers[weight_name])
+        kept = int8_weights.clipped(weights, axis)
+        moment = held_out[node.name].numpy()
+
+        def moved(q):  # the layer's mean squared output change on the held-out patches
+            error = np.moveaxis(q - weights, axis, 0).reshape(moment.shape[0], -1, moment.shape[-1])
+            return float(np.einsum("gcp,gpq,gcq->", error, moment, error))
+
+        rounded = moved(int8_weights._on_grid(kept, axis, calibrated[node.name]))
+        assert rounded < 0.9 * moved(int8_weights.quantized(kept, axis)), node.name
