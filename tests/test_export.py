@@ -523,7 +523,8 @@ def test_int8_export_is_calibrated_checked_on_held_out_inputs_and_runs_again(cli
     assert report["int8"] is True and report["check"]["passed"] is True
     assert report["check"]["metric"] == "top1_agreement" and report["check"]["held_out_inputs"] == 4
     assert 0.75 <= report["check"]["value"] <= 1 and report["check"]["tolerance"] == 0.75
-    assert "static QDQ (int8, 16 calibration inputs, weights clipped, rounded by their inputs (GPTQ) and biases corrected per channel" in report["exporter"]
+    assert "static QDQ (int8, 16 calibration inputs, activation ranges " in report["exporter"]
+    assert "weights clipped, rounded by their inputs (GPTQ) and biases corrected per channel" in report["exporter"]
     assert report["exporter"].startswith("openvino.convert_model" if fmt == "openvino" else "torch.onnx")  # OpenVINO's: the ONNX INT8, converted
     from ptcli.models import embedded
 
@@ -630,12 +631,16 @@ def test_lite0_int8_on_real_photos_keeps_its_top1_on_held_out_photos(cli, tmp_pa
     out = tmp_path / f"lite0-int8{FORMATS[fmt]}"
     report = _export(cli, ("--recipe", "classify-image", "--model", "efficientnet_lite0"), out, "--int8", "--calibration",
                      photos)
-    # At the default bar (0.95). Measured: 21 of 22 agree in both formats (the one that flips is a
-    # near tie, top two 0.337 and 0.314 in fp32; ONNX Runtime's default INT8: 20 of 22);
-    # bench/int8_agreement.py gives 0.970 on 297 held-out crops and 0.92-0.93 on three later sets
-    assert report["check"]["passed"] and report["check"]["tolerance"] == 0.95 and report["check"]["held_out_inputs"] == 22
+    # At the default bar (0.95). Measured: 22 of 22 agree in both formats (21 with MinMax ranges:
+    # the one that flipped is a near tie, top two 0.337 and 0.314 in fp32, which fp32 itself does
+    # not decide; ONNX Runtime's default INT8: 20 of 22); bench/int8_agreement.py gives 0.963 on
+    # 297 held-out crops and 0.92-0.95 on three later sets
+    check = report["check"]
+    assert check["passed"] and check["tolerance"] == 0.95 and check["held_out_inputs"] == 22
+    assert check["decided_inputs"] == 21 and check["decided_agreement"] >= check["value"] - 1e-6
     assert report["size_bytes"] < 0.35 * 18.5e6  # int8 weights: about a quarter of fp32's
     assert report["exporter"].endswith("first layer kept in fp32)")
+    assert "activation ranges narrowed by their rounding error" in report["exporter"]  # closer to fp32 on real photos
     if fmt == "onnx":  # the stem, 864 of 4.6 million weights, stays in fp32; every other layer is int8
         import onnx
 
