@@ -106,11 +106,32 @@ def test_narrowed_ranges_are_the_files_and_bring_int8_closer_on_inputs_not_calib
 
 
 def test_narrowed_ranges_farther_from_fp32_on_the_calibration_inputs_are_not_kept(tmp_path, monkeypatch):
-    def distance(_reference, candidate, _feeds):  # whatever the file, the narrowed one (written first) is farther
-        return 1.0 if ".widest." not in candidate.name else 0.5
+    def distances(_reference, candidates, _feeds):  # whatever the files, the narrowed one is farthest
+        return [1.0 if "narrowed" in file.name else 0.5 for file in candidates]
 
-    monkeypatch.setattr(int8_ranges, "distance", distance)
+    monkeypatch.setattr(int8_ranges, "distances", distances)
     (_, how, written), (_, _, widest) = _quantized_both_ways(tmp_path, monkeypatch, 0)
     assert "activation ranges from their widest calibration values" in how
     assert written == widest
 
+
+@pytest.mark.parametrize("closer", ["gptq", "nearest"])
+def test_the_weights_rounding_closer_to_fp32_on_the_calibration_inputs_is_the_one_kept(tmp_path, monkeypatch, closer):
+    from onnx import numpy_helper
+
+    from ptcli.exporting import int8_weights
+
+    def distances(_reference, candidates, _feeds):
+        return [0.1 if closer in file.name else 0.5 for file in candidates]
+
+    monkeypatch.setattr(int8_ranges, "distances", distances)
+    (_, how, _), _ = _quantized_both_ways(tmp_path, monkeypatch, 0)
+    assert ("rounded by their inputs (GPTQ)" if closer == "gptq" else "rounded to their nearest level") in how
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "fp32.onnx")).graph.initializer}
+    written = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "int8-False.onnx")).graph.initializer}
+    nearest = []
+    for name, weights in original.items():
+        if weights.ndim == 4:  # the convolutions, on their grids as ONNX Runtime wrote them
+            back = written[f"{name}_quantized"].astype(np.float32) * written[f"{name}_scale"].reshape(-1, 1, 1, 1)
+            nearest.append(np.allclose(back, int8_weights.quantized(int8_weights.clipped(weights)), rtol=1e-6, atol=1e-7))
+    assert len(nearest) == 3 and (all(nearest) if closer == "nearest" else not all(nearest))

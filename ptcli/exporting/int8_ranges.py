@@ -89,17 +89,18 @@ def chosen(path: Path, ranges: dict[str, tuple[float, float]], feeds: list[dict]
     return {name: narrowed(np.concatenate(samples[name]).astype(np.float64), *ranges[name]) for name in names}
 
 
-def distance(reference: Path, candidate: Path, feeds: list[dict]) -> float:
-    """How far the graph at ``candidate`` is from the one at ``reference`` on at most
+def distances(reference: Path, candidates: list[Path], feeds: list[dict]) -> list[float]:
+    """How far each graph in ``candidates`` is from the one at ``reference`` on at most
     SAMPLED_FEEDS of ``feeds``: each output's mean squared difference over its mean square in
     ``reference``, summed over the outputs."""
     import numpy as np
     import onnxruntime as ort
 
-    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (reference, candidate)]
-    error, power = 0.0, 0.0
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (reference, *candidates)]
+    errors, power = np.zeros((len(candidates), len(sessions[0].get_outputs()))), 0.0
     for feed in feeds[::-(-len(feeds) // SAMPLED_FEEDS)]:
-        expected, got = (session.run(None, feed) for session in sessions)
-        error = error + np.array([float(np.mean((np.asarray(g, np.float64) - e) ** 2)) for e, g in zip(expected, got)])
-        power = power + np.array([float(np.mean(np.asarray(e, np.float64) ** 2)) for e in expected])
-    return float((error / np.maximum(power, 1e-30)).sum())
+        expected = [np.asarray(e, np.float64) for e in sessions[0].run(None, feed)]
+        power = power + np.array([np.mean(e ** 2) for e in expected])
+        for row, session in enumerate(sessions[1:]):
+            errors[row] += [np.mean((np.asarray(g, np.float64) - e) ** 2) for e, g in zip(expected, session.run(None, feed))]
+    return [float(row.sum()) for row in errors / np.maximum(power, 1e-30)]

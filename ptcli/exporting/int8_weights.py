@@ -142,10 +142,11 @@ def _patches(node, value, weight_shape):
     return cols.reshape(rows, groups, -1, positions).permute(1, 2, 0, 3).reshape(groups, -1, rows * positions)
 
 
-def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict) -> tuple[dict, dict]:
+def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict, moments: bool = True) -> tuple[dict, dict]:
     """Over every feed, in fp32: each layer input's mean per channel (by tensor name), and each
     layer's input patches' second moment, (groups, patch, patch) (by node name; a layer with
-    too few patches for its width, PATCHES_PER_INPUT, or past MOMENT_BYTES has none)."""
+    too few patches for its width, PATCHES_PER_INPUT, or past MOMENT_BYTES has none; with
+    ``moments`` False, none has)."""
     import math
 
     import numpy as np
@@ -159,7 +160,7 @@ def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict)
         if name not in known:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    sums, counts, moments, patches = {}, {}, {}, {}
+    sums, counts, second, patches = {}, {}, {}, {}
     measured, budget = [], MOMENT_BYTES
     for layer in layers:
         node, weight_name, axis = layer
@@ -167,7 +168,7 @@ def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict)
         groups = next((a.i for a in node.attribute if a.name == "group"), 1) if node.op_type == "Conv" else 1
         width = math.prod(dims) // dims[axis]  # inputs a group's output channel reads
         budget -= groups * width * width * 8
-        if budget >= 0:
+        if budget >= 0 and moments:
             measured.append(layer)
     spacing = -(-len(feeds) // MOMENT_FEEDS)
     for index, feed in enumerate(feeds):
@@ -180,11 +181,11 @@ def _statistics(path: Path, layers: list, feeds: list[dict], initializers: dict)
             cols = _patches(node, values[node.input[0]], tuple(initializers[weight_name].dims))
             if cols is not None:
                 moment = (cols @ cols.transpose(1, 2)).double() / cols.shape[2]
-                moments[node.name] = moments.get(node.name, 0) + moment
+                second[node.name] = second.get(node.name, 0) + moment
                 patches[node.name] = patches.get(node.name, 0) + cols.shape[2]
     used = len(range(0, len(feeds), spacing))
-    moments = {name: m / used for name, m in moments.items() if patches[name] >= PATCHES_PER_INPUT * m.shape[-1]}
-    return {name: sums[name] / counts[name] for name in names}, moments
+    second = {name: m / used for name, m in second.items() if patches[name] >= PATCHES_PER_INPUT * m.shape[-1]}
+    return {name: sums[name] / counts[name] for name in names}, second
 
 
 def rounded(weights, scale, moment, damping: float = DAMPING):
@@ -229,12 +230,13 @@ def _on_grid(kept, axis: int, moment):
     return np.moveaxis(grid.reshape(moved.shape), 0, axis).astype(kept.dtype)
 
 
-def prepare(path: Path, out: Path, feeds: list[dict], kept: Collection[str] = ()) -> int:
+def prepare(path: Path, out: Path, feeds: list[dict], kept: Collection[str] = (), by_inputs: bool = True) -> int:
     """Writes ``out``: the graph at ``path`` with its Conv and Gemm weights clipped per channel,
     rounded to their INT8 grid by what their inputs on ``feeds`` (the calibration inputs) make
-    of the error, and their biases corrected for the mean error that remains. The layers named
-    in ``kept`` stay in fp32 and as they are: clipped and corrected, they would carry the error
-    of a rounding that never happens. Returns how many layers it changed."""
+    of the error (with ``by_inputs`` False: left for the quantizer to round to the nearest
+    level), and their biases corrected for the mean error that remains. The layers named in
+    ``kept`` stay in fp32 and as they are: clipped and corrected, they would carry the error of
+    a rounding that never happens. Returns how many layers it changed."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -246,7 +248,7 @@ def prepare(path: Path, out: Path, feeds: list[dict], kept: Collection[str] = ()
     if not layers:
         onnx.save(model, str(out))
         return 0
-    means, moments = _statistics(path, layers, feeds, initializers)
+    means, moments = _statistics(path, layers, feeds, initializers, by_inputs)
     for node, weight_name, axis in layers:
         weights = numpy_helper.to_array(initializers[weight_name])
         kept = clipped(weights, axis)

@@ -97,69 +97,81 @@ def _feeds(exportable: Exportable, rows: tuple) -> list[dict]:
 
 
 def _onnx(exportable: Exportable, path: Path, calibration: tuple, meta: dict, mode: str) -> str:
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from ptcli.models import embedded
-
-    import numpy as np
-
-    from . import int8_ranges, int8_weights
 
     quantized = path.with_name(path.stem + ".int8.onnx")
     if mode == "dynamic":
         quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
         how = "onnxruntime dynamic (int8 weights)"
     else:
-        feeds = _feeds(exportable, calibration)
-        # The weights clipped per channel, rounded by their inputs and the biases corrected for
-        # their rounding first (ptcli.exporting.int8_weights), then the activations' ranges
-        # narrowed by their rounding error (int8_ranges). With the two parts kept in fp32 below,
-        # Lite0 agrees with fp32 on 0.963 of 297 held-out crops and 0.924-0.946 of three later
-        # sets of 276, against 0.943 and 0.855-0.870 for ONNX Runtime's defaults; its class
-        # probabilities' KL from fp32 is 0.0046 against 0.0298 (bench/int8_agreement.py).
-        prepared, widest = path.with_name(path.stem + ".prepared.onnx"), path.with_name(path.stem + ".widest.onnx")
-
-        def static(options: dict) -> None:
-            pending = iter(feeds)
-
-            class Reader(CalibrationDataReader):
-                def get_next(self):
-                    return next(pending, None)
-
-            quantize_static(str(prepared), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
-                            extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"], **options})
-
-        # U8S8: activations after ReLU-like layers use the whole unsigned range (Lite0 on held-out
-        # photos: top-1 agreement 0.91 against 0.86 with int8 activations); VNNI runs it without
-        # the saturation older x86 units had. A small first layer stays in fp32: it sees the
-        # raw pixels, and Lite0's first layer quantized alone flipped the top-1 of one in five
-        # calibration inputs. A Gemm's output stays in fp32: rounded to 8 bits, a classifier's
-        # logits tie classes that were near each other (on Lite0, one point of agreement).
         kept = first_layer(path)
-        try:
-            int8_weights.prepare(path, prepared, feeds, kept)
-            static({})  # MinMax ranges first: which activations ONNX Runtime quantizes, and their widest values
-            quantized.replace(widest)
-            ranges = int8_ranges.chosen(prepared, int8_ranges.activation_ranges(widest), feeds)
-            static({"TensorQuantOverrides": {name: [{"rmin": np.float32(low), "rmax": np.float32(high)}]
-                                             for name, (low, high) in ranges.items()}})
-            # Each range's own error is not the model's: kept only if the outputs come closer to
-            # fp32 on the calibration inputs (on a few small networks with heavy-tailed inputs
-            # they did not; on Lite0 they did).
-            narrowed = int8_ranges.distance(path, quantized, feeds) <= int8_ranges.distance(path, widest, feeds)
-            if not narrowed:
-                widest.replace(quantized)
-        finally:
-            prepared.unlink(missing_ok=True)
-            widest.unlink(missing_ok=True)
+        by_inputs, narrowed = _static(path, quantized, _feeds(exportable, calibration), kept)
         how = (f"onnxruntime static QDQ (int8, {calibration[0].shape[0]} calibration inputs, activation ranges "
                f"{'narrowed by their rounding error' if narrowed else 'from their widest calibration values'}, weights clipped, "
-               "rounded by their inputs (GPTQ) and biases corrected per channel") + (", first layer kept in fp32)" if kept else ")")
+               f"{'rounded by their inputs (GPTQ)' if by_inputs else 'rounded to their nearest level'} and biases corrected "
+               "per channel") + (", first layer kept in fp32)" if kept else ")")
     quantized.replace(path)
     embedded.write_onnx(path, meta)
     return how
+
+
+def _static(path: Path, quantized: Path, feeds: list[dict], kept: list[str]) -> tuple[bool, bool]:
+    """Writes ``quantized``: ONNX Runtime's static INT8 of the fp32 graph at ``path``, its
+    weights prepared first (ptcli.exporting.int8_weights), its activations' ranges narrowed by
+    their rounding error (int8_ranges). Each of the two steps that may not suit every model is
+    kept only if the whole model comes closer to fp32 on the calibration inputs: the weights'
+    rounding by their inputs (GPTQ lowers each layer's error given fp32 inputs, not the sum
+    over layers: on one small random network of three it ended 2.45x farther), and the narrowed
+    ranges (farther on small networks with heavy-tailed inputs). Returns (the weights rounded
+    by their inputs, the ranges narrowed).
+
+    On Lite0 both are kept, and it agrees with fp32 on 0.963 of 297 held-out crops and
+    0.924-0.946 of three later sets of 276, against 0.943 and 0.855-0.870 for ONNX Runtime's
+    defaults; its class probabilities' KL from fp32 is 0.0046 against 0.0298
+    (bench/int8_agreement.py)."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from . import int8_ranges, int8_weights
+
+    def static(prepared: Path, out: Path, options: dict) -> None:
+        pending = iter(feeds)
+
+        class Reader(CalibrationDataReader):
+            def get_next(self):
+                return next(pending, None)
+
+        # U8S8: activations after ReLU-like layers use the whole unsigned range (Lite0 on held-out
+        # photos: top-1 agreement 0.91 against 0.86 with int8 activations); VNNI runs it without
+        # the saturation older x86 units had. A small first layer (``kept``) stays in fp32: it
+        # sees the raw pixels, and Lite0's first layer quantized alone flipped the top-1 of one
+        # in five calibration inputs. A Gemm's output stays in fp32: rounded to 8 bits, a
+        # classifier's logits tie classes that were near each other (on Lite0, one point of
+        # agreement).
+        quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=kept,
+                        extra_options={"OpTypesToExcludeOutputQuantization": ["Gemm"], **options})
+
+    work = {name: path.with_name(f"{path.stem}.{name}.onnx") for name in ("gptq", "nearest", "gptq.int8", "nearest.int8", "narrowed.int8")}
+    try:
+        for rounding in ("gptq", "nearest"):
+            int8_weights.prepare(path, work[rounding], feeds, kept, by_inputs=rounding == "gptq")
+            static(work[rounding], work[f"{rounding}.int8"], {})  # MinMax ranges: which activations it quantizes
+        by_inputs_far, nearest_far = int8_ranges.distances(path, [work["gptq.int8"], work["nearest.int8"]], feeds)
+        by_inputs = by_inputs_far <= nearest_far
+        rounding = "gptq" if by_inputs else "nearest"
+        widest = work[f"{rounding}.int8"]
+        ranges = int8_ranges.chosen(work[rounding], int8_ranges.activation_ranges(widest), feeds)
+        static(work[rounding], work["narrowed.int8"], {"TensorQuantOverrides": {
+            name: [{"rmin": np.float32(low), "rmax": np.float32(high)}] for name, (low, high) in ranges.items()}})
+        narrowed = int8_ranges.distances(path, [work["narrowed.int8"]], feeds)[0] <= min(by_inputs_far, nearest_far)
+        (work["narrowed.int8"] if narrowed else widest).replace(quantized)
+    finally:
+        for file in work.values():
+            file.unlink(missing_ok=True)
+    return by_inputs, narrowed
 
 
 #: The ONNX operators that hold a layer's weights.
