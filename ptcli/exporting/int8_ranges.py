@@ -25,6 +25,9 @@ RATIOS = tuple(0.4 + 0.02 * i for i in range(31))
 #: Values sampled from each tensor per calibration feed, and the most feeds sampled: 64 x
 #: 4096 values a tensor.
 SAMPLES, SAMPLED_FEEDS = 4096, 64
+#: The most values sampled over all tensors together (float32: 256 MB); a graph with many
+#: activations samples fewer of each (Lite0's 59 take 15 million).
+SAMPLED_VALUES = 64 << 20
 LEVELS = 255
 
 
@@ -86,10 +89,12 @@ def chosen(path: Path, ranges: dict[str, tuple[float, float]], feeds: list[dict]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     draw = np.random.default_rng(0)
     samples: dict[str, list] = {name: [] for name in names}
-    for feed in feeds[::-(-len(feeds) // SAMPLED_FEEDS)]:
+    sampled = feeds[::-(-len(feeds) // SAMPLED_FEEDS)]
+    each = max(1, min(SAMPLES, SAMPLED_VALUES // max(1, len(names) * len(sampled))))
+    for feed in sampled:
         for name, value in zip(names, session.run(names, feed)):
             flat = value.reshape(-1)
-            samples[name].append(flat[draw.integers(0, flat.size, SAMPLES)] if flat.size > SAMPLES else flat)
+            samples[name].append(flat[draw.integers(0, flat.size, each)] if flat.size > each else flat.copy())
     return {name: narrowed(np.concatenate(samples[name]).astype(np.float64), *ranges[name]) for name in names}
 
 
